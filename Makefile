@@ -1,0 +1,33 @@
+# The two set-up commands: `make demo` and `make test`. Each builds .venv from requirements.lock first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv lock clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first and exactly: a looser spec would pull a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q --no-deps -r requirements.lock
+	# vision/audio wheels break `import transformers` beside the CPU torch; text serving does not need them
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/housestyle demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Re-pin after changing dependencies in pyproject.toml (run inside a working .venv).
+lock:
+	$(BIN)/pip freeze --exclude-editable | grep -vE '^(torchvision|torchaudio|torchcodec|housestyle)[= @]' > requirements.lock
+
+clean:
+	rm -rf $(VENV)

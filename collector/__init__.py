@@ -1,0 +1,1 @@
+"""Collector: records support conversations, drafts and agents' reviews, and turns them into training data."""

@@ -1,0 +1,99 @@
+"""The collector's commands: `db upgrade`, `import` and `export`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from collector import db
+from collector.errors import InputError
+from collector.settings import get_settings
+
+db_app = typer.Typer(help="Look after the conversation store (SQLite by default, Postgres by URL).", no_args_is_help=True)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the store's tables to the latest schema (also done automatically on start)."""
+    url = get_settings().resolved_database_url
+    db.upgrade(url)
+    typer.echo(f"store {db.describe_url(url)} is at schema {db.current_revision(url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show which store is in use and its schema revision."""
+    url = get_settings().resolved_database_url
+    typer.echo(f"{db.describe_url(url)} {db.current_revision(url) or '(empty: run housestyle db upgrade)'}")
+
+
+def import_command(
+    path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file if any line is bad.")] = False,
+    channel: Annotated[str, typer.Option(help="Channel recorded on imported conversations.")] = "import",
+) -> None:
+    """Load conversations from a file; imported assistant replies count as agent-approved.
+
+    Bad lines are listed with their line number and reason; good lines still land unless --strict.
+    Importing the same conversations twice adds nothing twice.
+    """
+    from collector.importer import import_file
+    from collector.sample import SAMPLE_PATH
+
+    if sample == (path is not None):
+        raise InputError("give either a PATH to import or --sample, not both and not neither")
+    report = import_file(SAMPLE_PATH if sample else path, strict=strict, channel="sample" if sample else channel)
+    for error in report.errors:
+        typer.echo(f"line {error.line}: {error.reason}", err=True)
+    typer.echo(
+        f"imported {report.added} conversations ({report.messages} messages), "
+        f"{report.duplicates} already present, {len(report.errors)} bad lines"
+    )
+
+
+def export_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write: train, validation and test splits plus manifest.json.")],
+    format: Annotated[str, typer.Option("--format", help="chat | prompt-completion | hf")] = "chat",
+    since: Annotated[datetime | None, typer.Option(help="Only conversations started at or after this time (UTC).")] = None,
+    until: Annotated[datetime | None, typer.Option(help="Only conversations started before this time (UTC).")] = None,
+    channel: Annotated[list[str] | None, typer.Option(help="Only these channels (repeat the option).")] = None,
+    decisions: Annotated[str, typer.Option(help="Review decisions to keep, comma separated.")] = "approved,edited",
+    redact: Annotated[bool, typer.Option(help="Replace PII with placeholders.")] = True,
+    dedup: Annotated[bool, typer.Option(help="Drop exact and near-duplicate conversations.")] = True,
+    holdout_after: Annotated[
+        datetime | None, typer.Option(help="Conversations started at or after this time all go to the test split.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the deterministic train/validation/test split.")] = 0,
+) -> None:
+    """Write reviewed conversations as training data: the agent's final text replaces the draft.
+
+    Rejected turns are dropped with the customer message they answered; the company system prompt is applied.
+    A manifest (counts, what was dropped and why, content hash) is written beside the export.
+    """
+    from collector.export import ExportOptions, export_dataset
+
+    options = ExportOptions(
+        format=format,
+        out=out,
+        since=since,
+        until=until,
+        channels=channel or [],
+        decisions=[d.strip() for d in decisions.split(",") if d.strip()],
+        redact=redact,
+        dedup=dedup,
+        holdout_after=holdout_after,
+        seed=seed,
+    )
+    manifest = export_dataset(options)
+    typer.echo(manifest.summary())
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the collector's commands to the root CLI."""
+    app.add_typer(db_app, name="db")
+    app.command("import")(import_command)
+    app.command("export")(export_command)

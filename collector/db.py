@@ -1,0 +1,130 @@
+"""The one way into the store: engines, sessions, and schema upgrades for SQLite and Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlmodel import Session, create_engine
+
+from collector.errors import StoreError
+from collector.settings import get_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept the URLs people paste (`postgres://`, `postgresql://`) and pick the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _set_sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@lru_cache(maxsize=16)
+def get_engine(url: str | None = None) -> Engine:
+    """The engine for a store URL (default: the settings' URL), created once per process."""
+    url = normalise_url(url or get_settings().resolved_database_url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(
+            f"'{url}' is not a database URL; set HOUSESTYLE_DATABASE_URL to sqlite:///path.db or postgresql://user@host/db"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+        return engine
+    if parsed.get_backend_name() != "postgresql":
+        raise StoreError(f"unsupported database '{parsed.get_backend_name()}'; use sqlite:/// or postgresql:// URLs")
+    try:
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except NoSuchModuleError as exc:
+        raise StoreError(f"cannot use '{url}': {exc}") from None
+
+
+def describe_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(normalise_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Bring the store's schema up to date (safe to call on every start)."""
+    url = normalise_url(url or get_settings().resolved_database_url)
+    engine = get_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = _alembic_config(url)
+            config.attributes["connection"] = connection
+            command.upgrade(config, revision)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(
+            f"cannot reach the store at {describe_url(url)}: {reason}; "
+            "check HOUSESTYLE_DATABASE_URL and that the database server is running"
+        ) from None
+
+
+def current_revision(url: str | None = None) -> str | None:
+    """The schema revision the store is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with get_engine(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def table_names(url: str | None = None) -> list[str]:
+    return sorted(inspect(get_engine(url)).get_table_names())
+
+
+_upgraded: set[str] = set()
+
+
+@contextmanager
+def session_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error; upgrades the schema on first use."""
+    url = normalise_url(url or get_settings().resolved_database_url)
+    if url not in _upgraded:
+        upgrade(url)
+        _upgraded.add(url)
+    with Session(get_engine(url), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except OperationalError as exc:
+            session.rollback()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"the store at {describe_url(url)} failed: {reason}") from None
+        except BaseException:
+            session.rollback()
+            raise

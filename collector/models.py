@@ -1,0 +1,167 @@
+"""The store's tables: conversations, their messages, assistant drafts, agent reviews, and the adapter registry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now: the store keeps every time in UTC, the same way on SQLite and Postgres."""
+    return datetime.now(UTC)
+
+
+# Enum columns are stored as their plain string values, so later migrations can add values without ALTER TYPE.
+ENUM_TEXT = String(20)
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class ConversationStatus(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class ReplyMode(StrEnum):
+    AUTO = "auto"  # the assistant answers the customer directly; agents may review afterwards
+    ASSIST = "assist"  # the assistant's reply is a draft; the customer sees the agent's final text
+
+
+class DraftStatus(StrEnum):
+    PENDING = "pending"
+    REVIEWED = "reviewed"
+
+
+class ReviewDecision(StrEnum):
+    APPROVED = "approved"  # sent unchanged
+    EDITED = "edited"  # sent after the agent changed it
+    REJECTED = "rejected"  # not sent; the agent may have written a reply from scratch
+
+
+class AdapterStatus(StrEnum):
+    CANDIDATE = "candidate"  # trained and registered, never served to customers
+    CANARY = "canary"  # serving a share of new conversations
+    LIVE = "live"  # behind the public model name
+    RETIRED = "retired"  # was live, replaced; kept on disk for rollback
+    REJECTED = "rejected"  # failed the evaluation gate or validation
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class Conversation(SQLModel, table=True):
+    """One support conversation, from the chat widget, a platform such as Chatwoot, the API, or an import."""
+
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    external_id: str = Field(index=True, max_length=200)
+    channel: str = Field(default="web", index=True, max_length=100)
+    customer_ref: str | None = Field(default=None, max_length=200)
+    mode: ReplyMode = Field(default=ReplyMode.ASSIST, sa_type=ENUM_TEXT)
+    status: ConversationStatus = Field(default=ConversationStatus.OPEN, sa_type=ENUM_TEXT)
+    source: str = Field(default="live", max_length=50)  # live, import, sample, api
+    content_hash: str | None = Field(default=None, index=True, max_length=64)  # import de-duplication
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """A turn of the transcript as the customer saw it; assistant turns point at the draft they came from."""
+
+    __table_args__ = (UniqueConstraint("conversation_id", "position"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True, ondelete="CASCADE")
+    position: int
+    role: Role = Field(sa_type=ENUM_TEXT)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    draft_id: int | None = Field(default=None, foreign_key="draft.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Draft(SQLModel, table=True):
+    """The assistant's suggested reply to the customer's latest message, kept forever beside the agent's final text."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversation.id", index=True, ondelete="CASCADE")
+    position: int  # the transcript position this draft answers (the assistant turn's slot)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    prompt: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    adapter_version: str | None = Field(default=None, index=True, max_length=100)  # None: base model or imported
+    latency_ms: float | None = None
+    status: DraftStatus = Field(default=DraftStatus.PENDING, index=True, sa_type=ENUM_TEXT)
+    claimed_by: str | None = Field(default=None, max_length=200)
+    claimed_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Review(SQLModel, table=True):
+    """What an agent did with a draft: approved it, edited it, or rejected it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    draft_id: int = Field(foreign_key="draft.id", unique=True, ondelete="CASCADE")
+    decision: ReviewDecision = Field(index=True, sa_type=ENUM_TEXT)
+    final_text: str | None = Field(default=None, sa_column=Column(Text))  # what the customer got (None: nothing)
+    agent_id: str = Field(max_length=200)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    edit_distance: float = 0.0  # normalised Levenshtein distance draft -> final, 0 (same) .. 1
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class TrainingRun(SQLModel, table=True):
+    """One training or refresh run: its steps, progress, logs and outcome."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(default="train", max_length=50)  # train, refresh
+    status: RunStatus = Field(default=RunStatus.QUEUED, index=True, sa_type=ENUM_TEXT)
+    step: str | None = Field(default=None, max_length=100)  # export, train, evaluate, gate, swap, done
+    progress: float = 0.0  # 0..1 within the current step
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    metrics: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    log: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    adapter_version: str | None = Field(default=None, max_length=100)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class AdapterVersion(SQLModel, table=True):
+    """A registered LoRA adapter: an immutable folder, its lineage and its place in the promotion lifecycle."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(unique=True, max_length=100)  # e.g. v0003-1a2b3c4d; also the unique vLLM lora name
+    path: str = Field(sa_column=Column(Text, nullable=False))
+    base_model: str = Field(sa_column=Column(Text, nullable=False))
+    base_model_hash: str | None = Field(default=None, max_length=64)
+    dataset_hash: str | None = Field(default=None, max_length=64)
+    rank: int
+    status: AdapterStatus = Field(default=AdapterStatus.CANDIDATE, index=True, sa_type=ENUM_TEXT)
+    canary_share: float = 0.0
+    metrics: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    manifest: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    training_run_id: int | None = Field(default=None, foreign_key="trainingrun.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AdapterEvent(SQLModel, table=True):
+    """History of the registry: who promoted, rolled back or canaried which version, and why."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: str = Field(index=True, max_length=100)
+    action: str = Field(max_length=50)  # register, promote, rollback, canary, reject, retire
+    actor: str = Field(default="system", max_length=200)
+    reason: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow, index=True)

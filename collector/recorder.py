@@ -1,0 +1,257 @@
+"""Recording live support traffic: conversations, customer messages, assistant drafts and agents' reviews."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from collector.errors import ConflictError, InputError, NotFoundError
+from collector.models import (
+    Conversation,
+    ConversationStatus,
+    Draft,
+    DraftStatus,
+    Message,
+    ReplyMode,
+    Review,
+    ReviewDecision,
+    Role,
+    utcnow,
+)
+
+
+def edit_distance(draft: str, final: str) -> float:
+    """Normalised Levenshtein distance between a draft and the text the agent sent: 0 same, 1 nothing shared."""
+    return float(Levenshtein.normalized_distance(draft, final))
+
+
+def start_conversation(
+    session: Session,
+    *,
+    external_id: str | None = None,
+    channel: str = "web",
+    customer_ref: str | None = None,
+    mode: ReplyMode = ReplyMode.ASSIST,
+    source: str = "live",
+) -> Conversation:
+    """Open a conversation; an unknown external id gets a fresh random one."""
+    conversation = Conversation(
+        external_id=external_id or uuid.uuid4().hex,
+        channel=channel,
+        customer_ref=customer_ref,
+        mode=mode,
+        source=source,
+    )
+    session.add(conversation)
+    session.flush()
+    return conversation
+
+
+def get_conversation(session: Session, conversation_id: int) -> Conversation:
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None:
+        raise NotFoundError(f"conversation {conversation_id} does not exist")
+    return conversation
+
+
+def find_conversation(session: Session, channel: str, external_id: str) -> Conversation | None:
+    """The conversation a platform knows by its own id, if we have seen it."""
+    return session.exec(  # type: ignore[call-overload]
+        select(Conversation).where(Conversation.channel == channel, Conversation.external_id == external_id)
+    ).scalar_one_or_none()
+
+
+def _next_position(session: Session, conversation_id: int) -> int:
+    last_message = session.execute(
+        select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
+    ).scalar()
+    last_draft = session.execute(
+        select(func.max(Draft.position)).where(
+            Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING
+        )
+    ).scalar()
+    return max(x for x in (last_message, last_draft, -1) if x is not None) + 1
+
+
+def add_message(
+    session: Session, conversation_id: int, role: Role | str, content: str, *, draft_id: int | None = None
+) -> Message:
+    """Append one turn to a conversation's transcript."""
+    return add_messages(session, conversation_id, [(Role(role), content)], draft_id=draft_id)[0]
+
+
+def add_messages(
+    session: Session,
+    conversation_id: int,
+    turns: Sequence[tuple[Role | str, str]],
+    *,
+    draft_id: int | None = None,
+) -> list[Message]:
+    """Append several turns at once (one round trip for the position, one flush)."""
+    conversation = get_conversation(session, conversation_id)
+    if conversation.status == ConversationStatus.CLOSED:
+        raise ConflictError(f"conversation {conversation_id} is closed; start a new one")
+    position = _next_position(session, conversation_id)
+    messages = []
+    for offset, (role, content) in enumerate(turns):
+        if not isinstance(content, str) or not content.strip():
+            raise InputError("a message needs non-empty text content")
+        messages.append(
+            Message(
+                conversation_id=conversation_id,
+                position=position + offset,
+                role=Role(role),
+                content=content,
+                draft_id=draft_id,
+            )
+        )
+    session.add_all(messages)
+    conversation.updated_at = utcnow()
+    session.add(conversation)
+    session.flush()
+    return messages
+
+
+def transcript(session: Session, conversation_id: int) -> list[Message]:
+    """The conversation's turns in order."""
+    return list(
+        session.exec(  # type: ignore[call-overload]
+            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position)
+        ).scalars()
+    )
+
+
+def record_draft(
+    session: Session,
+    conversation_id: int,
+    content: str,
+    *,
+    prompt: Iterable[dict] | None = None,
+    adapter_version: str | None = None,
+    latency_ms: float | None = None,
+) -> Draft:
+    """Store the assistant's suggestion. In auto mode the customer sees it at once, so it joins the transcript."""
+    conversation = get_conversation(session, conversation_id)
+    position = _next_position(session, conversation_id)
+    draft = Draft(
+        conversation_id=conversation_id,
+        position=position,
+        content=content,
+        prompt=list(prompt) if prompt is not None else None,
+        adapter_version=adapter_version,
+        latency_ms=latency_ms,
+    )
+    session.add(draft)
+    session.flush()
+    if conversation.mode == ReplyMode.AUTO:
+        session.add(
+            Message(conversation_id=conversation_id, position=position, role=Role.ASSISTANT, content=content, draft_id=draft.id)
+        )
+        session.flush()
+    return draft
+
+
+def get_draft(session: Session, draft_id: int) -> Draft:
+    draft = session.get(Draft, draft_id)
+    if draft is None:
+        raise NotFoundError(f"draft {draft_id} does not exist")
+    return draft
+
+
+def claim_draft(session: Session, draft_id: int, agent_id: str, *, ttl: timedelta = timedelta(minutes=5)) -> Draft:
+    """Reserve a draft for one agent so two agents never review the same one; a stale claim can be taken over."""
+    draft = session.get(Draft, draft_id, with_for_update=True)
+    if draft is None:
+        raise NotFoundError(f"draft {draft_id} does not exist")
+    if draft.status == DraftStatus.REVIEWED:
+        raise ConflictError(f"draft {draft_id} is already reviewed")
+    now = utcnow()
+    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > now:
+        raise ConflictError(f"draft {draft_id} is being reviewed by {draft.claimed_by} until {draft.claimed_until:%H:%M:%S} UTC")
+    draft.claimed_by = agent_id
+    draft.claimed_until = now + ttl
+    session.add(draft)
+    session.flush()
+    return draft
+
+
+def record_review(
+    session: Session,
+    draft_id: int,
+    decision: ReviewDecision | str,
+    *,
+    agent_id: str,
+    final_text: str | None = None,
+    reason: str | None = None,
+) -> Review:
+    """Record an agent's decision on a draft; the draft and the final text are both kept.
+
+    approved: the draft goes out unchanged. edited: `final_text` goes out instead. rejected: nothing of the draft
+    goes out; `final_text`, if given, is the reply the agent wrote from scratch.
+    """
+    decision = ReviewDecision(decision)
+    draft = session.get(Draft, draft_id, with_for_update=True)
+    if draft is None:
+        raise NotFoundError(f"draft {draft_id} does not exist")
+    if draft.status == DraftStatus.REVIEWED:
+        raise ConflictError(f"draft {draft_id} is already reviewed")
+    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > utcnow():
+        raise ConflictError(f"draft {draft_id} is claimed by {draft.claimed_by}")
+    if final_text is not None and not final_text.strip():
+        final_text = None
+    if decision == ReviewDecision.APPROVED:
+        final_text = draft.content
+    elif decision == ReviewDecision.EDITED:
+        if final_text is None:
+            raise InputError("an edit needs the final text the agent sent")
+        if final_text == draft.content:
+            decision = ReviewDecision.APPROVED
+    review = Review(
+        draft_id=draft_id,
+        decision=decision,
+        final_text=final_text,
+        agent_id=agent_id,
+        reason=reason,
+        edit_distance=edit_distance(draft.content, final_text) if final_text is not None else 1.0,
+    )
+    draft.status = DraftStatus.REVIEWED
+    draft.claimed_by = None
+    draft.claimed_until = None
+    session.add_all([review, draft])
+    already_sent = session.execute(select(Message.id).where(Message.draft_id == draft_id)).first()
+    if not already_sent and final_text is not None:
+        # assist mode: the customer now sees the agent's final text in the draft's slot
+        session.add(
+            Message(
+                conversation_id=draft.conversation_id,
+                position=draft.position,
+                role=Role.ASSISTANT,
+                content=final_text,
+                draft_id=draft_id,
+            )
+        )
+    session.flush()
+    return review
+
+
+def pending_drafts(session: Session, *, limit: int = 50) -> list[Draft]:
+    """The review queue, oldest first."""
+    return list(
+        session.exec(  # type: ignore[call-overload]
+            select(Draft).where(Draft.status == DraftStatus.PENDING).order_by(Draft.created_at, Draft.id).limit(limit)
+        ).scalars()
+    )
+
+
+def close_conversation(session: Session, conversation_id: int) -> Conversation:
+    conversation = get_conversation(session, conversation_id)
+    conversation.status = ConversationStatus.CLOSED
+    conversation.updated_at = utcnow()
+    session.add(conversation)
+    session.flush()
+    return conversation

@@ -1,0 +1,108 @@
+"""The adapter registry: versioned LoRA adapters, their lifecycle status, and the history of who changed what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from collector.errors import ConflictError, NotFoundError
+from collector.models import AdapterEvent, AdapterStatus, AdapterVersion
+
+
+def new_version_id(session: Session, content_hash: str) -> str:
+    """A fresh, never-reused version id such as `v0003-1a2b3c4d` (sequence number + adapter content hash)."""
+    count = session.execute(select(func.count()).select_from(AdapterVersion)).scalar() or 0
+    return f"v{count + 1:04d}-{content_hash[:8]}"
+
+
+def register_adapter(
+    session: Session,
+    *,
+    version: str,
+    path: str,
+    base_model: str,
+    rank: int,
+    base_model_hash: str | None = None,
+    dataset_hash: str | None = None,
+    metrics: dict[str, Any] | None = None,
+    manifest: dict[str, Any] | None = None,
+    training_run_id: int | None = None,
+    actor: str = "trainer",
+) -> AdapterVersion:
+    """Add a trained adapter as a candidate."""
+    if session.execute(select(AdapterVersion.id).where(AdapterVersion.version == version)).first():
+        raise ConflictError(f"adapter version {version} is already registered; versions are never reused")
+    adapter = AdapterVersion(
+        version=version,
+        path=path,
+        base_model=base_model,
+        base_model_hash=base_model_hash,
+        dataset_hash=dataset_hash,
+        rank=rank,
+        metrics=metrics,
+        manifest=manifest,
+        training_run_id=training_run_id,
+    )
+    session.add(adapter)
+    session.add(AdapterEvent(version=version, action="register", actor=actor))
+    session.flush()
+    return adapter
+
+
+def get_adapter(session: Session, version: str) -> AdapterVersion:
+    adapter = session.execute(select(AdapterVersion).where(AdapterVersion.version == version)).scalar_one_or_none()
+    if adapter is None:
+        raise NotFoundError(f"adapter version {version} is not registered; `housestyle adapters list` shows them")
+    return adapter
+
+
+def list_adapters(session: Session) -> list[AdapterVersion]:
+    """Every registered version, newest first."""
+    return list(session.execute(select(AdapterVersion).order_by(AdapterVersion.id.desc())).scalars())
+
+
+def adapters_with_status(session: Session, status: AdapterStatus) -> list[AdapterVersion]:
+    return list(
+        session.execute(
+            select(AdapterVersion).where(AdapterVersion.status == status).order_by(AdapterVersion.id.desc())
+        ).scalars()
+    )
+
+
+def live_adapter(session: Session) -> AdapterVersion | None:
+    """The version behind the public model name, or None while the base model serves alone."""
+    live = adapters_with_status(session, AdapterStatus.LIVE)
+    return live[0] if live else None
+
+
+def set_status(
+    session: Session,
+    version: str,
+    status: AdapterStatus,
+    *,
+    action: str,
+    actor: str = "system",
+    reason: str | None = None,
+    canary_share: float | None = None,
+) -> AdapterVersion:
+    """Move a version to a new lifecycle status and record the event with who and why."""
+    adapter = get_adapter(session, version)
+    adapter.status = status
+    if canary_share is not None:
+        adapter.canary_share = canary_share
+    elif status != AdapterStatus.CANARY:
+        adapter.canary_share = 0.0
+    session.add(adapter)
+    session.add(AdapterEvent(version=version, action=action, actor=actor, reason=reason))
+    session.flush()
+    return adapter
+
+
+def history(session: Session, version: str | None = None, *, limit: int = 100) -> list[AdapterEvent]:
+    """Registry events, newest first (optionally for one version)."""
+    query = select(AdapterEvent).order_by(AdapterEvent.id.desc()).limit(limit)
+    if version is not None:
+        query = query.where(AdapterEvent.version == version)
+    return list(session.execute(query).scalars())

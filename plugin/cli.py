@@ -1,0 +1,42 @@
+"""The `housestyle` command: one CLI that gathers every package's commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from collector.cli import register as register_collector
+from collector.errors import HouseStyleError
+
+app = typer.Typer(
+    name="housestyle",
+    help=(
+        "HouseStyle keeps your support assistant speaking in your company's voice.\n\n"
+        "It records conversations and what agents did with the assistant's drafts, fine-tunes a LoRA adapter on "
+        "the approved and corrected replies, and hot-swaps it into vLLM.\n\n"
+        "State lives under HOUSESTYLE_HOME (default ./.housestyle); HOUSESTYLE_DATABASE_URL points the store at "
+        "Postgres."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+register_collector(app)
+
+
+def main() -> None:
+    """Console entry point: user-fixable errors become one line on stderr and exit code 1, never a traceback."""
+    try:
+        app()
+    except HouseStyleError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

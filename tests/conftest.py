@@ -1,0 +1,5 @@
+"""Shared pytest set-up: each fixtures module below starts one kind of real thing once per session."""
+
+pytest_plugins = [
+    "tests.fixtures.stores",
+]

@@ -1,0 +1,77 @@
+"""The conversation store: schema upgrades, and recording a support exchange on SQLite and Postgres."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from collector import db, recorder
+from collector.errors import ConflictError, StoreError
+from collector.models import Draft, DraftStatus, Message, ReplyMode, Review, ReviewDecision, Role
+
+
+def test_upgrade_creates_every_table_and_is_idempotent(store_url: str) -> None:
+    db.upgrade(store_url)
+    db.upgrade(store_url)
+    assert db.current_revision(store_url) == "0001"
+    assert {"conversation", "message", "draft", "review", "adapterversion", "trainingrun", "adapterevent"} <= set(
+        db.table_names(store_url)
+    )
+
+
+def test_agent_edit_keeps_draft_and_final_text(store_url: str) -> None:
+    with db.session_scope(store_url) as session:
+        conversation = recorder.start_conversation(session, channel="web", mode=ReplyMode.ASSIST)
+        recorder.add_message(session, conversation.id, Role.USER, "My SuperWidget is dead.")
+        draft = recorder.record_draft(session, conversation.id, "Try charging it.", adapter_version="v1", latency_ms=42)
+        recorder.record_review(
+            session,
+            draft.id,
+            ReviewDecision.EDITED,
+            agent_id="alice",
+            final_text="I'm sorry to hear you're having trouble with your SuperWidget!",
+        )
+    with db.session_scope(store_url) as session:
+        stored_draft = session.get(Draft, draft.id)
+        review = session.exec(select(Review).where(Review.draft_id == draft.id)).one()
+        messages = recorder.transcript(session, conversation.id)
+    assert stored_draft.content == "Try charging it." and stored_draft.status == DraftStatus.REVIEWED
+    assert review.decision == ReviewDecision.EDITED and 0 < review.edit_distance <= 1
+    assert [(m.role, m.content) for m in messages] == [
+        (Role.USER, "My SuperWidget is dead."),
+        (Role.ASSISTANT, "I'm sorry to hear you're having trouble with your SuperWidget!"),
+    ]
+
+
+def test_auto_mode_reply_reaches_transcript_before_review(store_url: str) -> None:
+    with db.session_scope(store_url) as session:
+        conversation = recorder.start_conversation(session, mode=ReplyMode.AUTO)
+        recorder.add_message(session, conversation.id, "user", "Where is my order?")
+        draft = recorder.record_draft(session, conversation.id, "It ships tomorrow.")
+        assert [m.content for m in recorder.transcript(session, conversation.id)][-1] == "It ships tomorrow."
+        recorder.record_review(session, draft.id, "approved", agent_id="bob")
+        assert len(session.exec(select(Message).where(Message.conversation_id == conversation.id)).all()) == 2
+
+
+def test_a_draft_is_reviewed_once_and_claims_keep_agents_apart(store_url: str) -> None:
+    with db.session_scope(store_url) as session:
+        conversation = recorder.start_conversation(session)
+        recorder.add_message(session, conversation.id, "user", "Hello?")
+        draft = recorder.record_draft(session, conversation.id, "Hi! How can I help?")
+        recorder.claim_draft(session, draft.id, "alice")
+        with pytest.raises(ConflictError, match="alice"):
+            recorder.claim_draft(session, draft.id, "bob")
+        recorder.record_review(session, draft.id, "approved", agent_id="alice")
+        with pytest.raises(ConflictError, match="already reviewed"):
+            recorder.record_review(session, draft.id, "rejected", agent_id="alice")
+
+
+def test_unreachable_postgres_gives_one_line_error_naming_the_fix() -> None:
+    with pytest.raises(StoreError, match="HOUSESTYLE_DATABASE_URL") as info:
+        db.upgrade("postgresql://nobody@127.0.0.1:1/none")
+    assert "\n" not in str(info.value)
+
+
+def test_malformed_url_is_refused_clearly() -> None:
+    with pytest.raises(StoreError, match="not a database URL|unsupported"):
+        db.get_engine("definitely not a url")

@@ -1,0 +1,1 @@
+"""Trainer: builds base models, fine-tunes LoRA adapters on collected conversations, evaluates them."""
