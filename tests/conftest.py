@@ -2,4 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.stores",
+    "tests.fixtures.models",
+    "tests.fixtures.vllm",
+    "tests.fixtures.service",
 ]
