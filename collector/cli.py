@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from collector import db
 from collector.errors import InputError
 from collector.settings import get_settings
+
+if TYPE_CHECKING:
+    from collector.importer import ImportReport
 
 db_app = typer.Typer(help="Look after the conversation store (SQLite by default, Postgres by URL).", no_args_is_help=True)
 
@@ -34,25 +37,40 @@ def import_command(
     path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file if any line is bad.")] = False,
-    channel: Annotated[str, typer.Option(help="Channel recorded on imported conversations.")] = "import",
+    channel: Annotated[
+        str, typer.Option(help="Channel recorded on conversations whose lines name none (HouseStyle lines may).")
+    ] = "import",
 ) -> None:
     """Load conversations from a file; imported assistant replies count as agent-approved.
 
     Bad lines are listed with their line number and reason; good lines still land unless --strict.
     Importing the same conversations twice adds nothing twice.
     """
-    from collector.importer import import_file
+    from collector.importer import ImportRefused, import_file
     from collector.sample import SAMPLE_PATH
 
     if sample == (path is not None):
         raise InputError("give either a PATH to import or --sample, not both and not neither")
-    report = import_file(SAMPLE_PATH if sample else path, strict=strict, channel="sample" if sample else channel)
-    for error in report.errors:
-        typer.echo(f"line {error.line}: {error.reason}", err=True)
+    try:
+        report = import_file(
+            SAMPLE_PATH if sample else path, strict=strict, channel=channel, source="sample" if sample else "import"
+        )
+    except ImportRefused as refused:
+        _echo_bad_lines(refused.report)
+        raise
+    _echo_bad_lines(report)
     typer.echo(
         f"imported {report.added} conversations ({report.messages} messages), "
         f"{report.duplicates} already present, {len(report.errors)} bad lines"
     )
+
+
+def _echo_bad_lines(report: ImportReport, shown: int = 20) -> None:
+    """Bad lines on stderr, the first few only: a broken file should not flood the terminal."""
+    for error in report.errors[:shown]:
+        typer.echo(f"line {error.line}: {error.reason}", err=True)
+    if len(report.errors) > shown:
+        typer.echo(f"... and {len(report.errors) - shown} more bad lines", err=True)
 
 
 def export_command(
@@ -74,20 +92,26 @@ def export_command(
     Rejected turns are dropped with the customer message they answered; the company system prompt is applied.
     A manifest (counts, what was dropped and why, content hash) is written beside the export.
     """
+    from pydantic import ValidationError
+
     from collector.export import ExportOptions, export_dataset
 
-    options = ExportOptions(
-        format=format,
-        out=out,
-        since=since,
-        until=until,
-        channels=channel or [],
-        decisions=[d.strip() for d in decisions.split(",") if d.strip()],
-        redact=redact,
-        dedup=dedup,
-        holdout_after=holdout_after,
-        seed=seed,
-    )
+    try:
+        options = ExportOptions(
+            format=format,
+            out=out,
+            since=since,
+            until=until,
+            channels=channel or [],
+            decisions=[d.strip() for d in decisions.split(",") if d.strip()],
+            redact=redact,
+            dedup=dedup,
+            holdout_after=holdout_after,
+            seed=seed,
+        )
+    except ValidationError as exc:
+        problem = exc.errors(include_url=False)[0]
+        raise InputError(str(problem["msg"]).removeprefix("Value error, ")) from None
     manifest = export_dataset(options)
     typer.echo(manifest.summary())
 

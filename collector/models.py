@@ -165,3 +165,21 @@ class AdapterEvent(SQLModel, table=True):
     actor: str = Field(default="system", max_length=200)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ApiKeyRole(StrEnum):
+    WIDGET = "widget"  # the chat widget: start conversations, post customer messages, read their history
+    AGENT = "agent"  # support agents: the review queue, reading conversations, the OpenAI-compatible API
+    ADMIN = "admin"  # everything, including adapters, data stats and exports
+
+
+class ApiKey(SQLModel, table=True):
+    """A key for the plugin service's API; only its sha256 is stored, the key itself is shown once at creation."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)  # who holds it, e.g. "alice" or "website-widget"; the agent id in reviews
+    role: ApiKeyRole = Field(sa_type=ENUM_TEXT)
+    key_hash: str = Field(unique=True, max_length=64)  # sha256 hex of the full key
+    prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart in listings
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

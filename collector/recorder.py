@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 
 from rapidfuzz.distance import Levenshtein
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlmodel import Session
 
 from collector.errors import ConflictError, InputError, NotFoundError
@@ -66,16 +66,27 @@ def find_conversation(session: Session, channel: str, external_id: str) -> Conve
     ).scalar_one_or_none()
 
 
+_MESSAGES, _DRAFTS = Message.__table__.c, Draft.__table__.c
+# Built once on plain table columns: these run for every turn, and building and compiling ORM queries dominated them.
+_NEXT_POSITION = select(
+    func.coalesce(
+        select(func.max(_MESSAGES.position)).where(_MESSAGES.conversation_id == bindparam("conversation_id")).scalar_subquery(),
+        -1,
+    ),
+    func.coalesce(
+        select(func.max(_DRAFTS.position))
+        .where(_DRAFTS.conversation_id == bindparam("conversation_id"), _DRAFTS.status == DraftStatus.PENDING.value)
+        .scalar_subquery(),
+        -1,
+    ),
+)
+_MESSAGE_OF_DRAFT = select(_MESSAGES.id).where(_MESSAGES.draft_id == bindparam("draft_id")).limit(1)
+
+
 def _next_position(session: Session, conversation_id: int) -> int:
-    last_message = session.execute(
-        select(func.max(Message.position)).where(Message.conversation_id == conversation_id)
-    ).scalar()
-    last_draft = session.execute(
-        select(func.max(Draft.position)).where(
-            Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING
-        )
-    ).scalar()
-    return max(x for x in (last_message, last_draft, -1) if x is not None) + 1
+    """The slot after the last message or pending draft (a reviewed draft's slot is taken by its message)."""
+    session.flush()  # a Core statement does not autoflush; turns added but not yet flushed must count
+    return max(session.execute(_NEXT_POSITION, {"conversation_id": conversation_id}).one()) + 1
 
 
 def add_message(
@@ -223,7 +234,7 @@ def record_review(
     draft.claimed_by = None
     draft.claimed_until = None
     session.add_all([review, draft])
-    already_sent = session.execute(select(Message.id).where(Message.draft_id == draft_id)).first()
+    already_sent = session.execute(_MESSAGE_OF_DRAFT, {"draft_id": draft_id}).first()
     if not already_sent and final_text is not None:
         # assist mode: the customer now sees the agent's final text in the draft's slot
         session.add(

@@ -34,6 +34,68 @@ class Settings(BaseSettings):
     order_id_pattern: str = Field(r"\b(?:GC|ORD)-?\d{5,10}\b", description="Regex for order ids to redact.")
     account_id_pattern: str = Field(r"\bACC-?\d{4,10}\b", description="Regex for account ids to redact.")
     max_macro_copies: int = Field(20, description="Keep at most this many copies of an identical canned reply.")
+    phone_region: str = Field(
+        "US", description="Country (ISO 3166 alpha-2) assumed for phone numbers written without a +country code."
+    )
+    near_duplicate_threshold: float = Field(
+        0.8, description="Word-bigram Jaccard similarity (0..1) from which two conversations count as near duplicates."
+    )
+
+    # --- the plugin service (housestyle serve) ------------------------------------------------
+    default_reply_mode: str = Field(
+        "assist", description="Reply mode of channels not in CHANNEL_MODES: assist (agent reviews first) or auto."
+    )
+    channel_modes: dict[str, str] = Field(
+        default_factory=dict, description='Reply mode per channel, JSON, e.g. {"web": "auto", "chatwoot": "assist"}.'
+    )
+    widget_origins: list[str] = Field(
+        default_factory=list, description='Web origins allowed to call the API from a browser (CORS), JSON list.'
+    )
+    rate_limit_per_second: float = Field(20.0, description="Requests per second each API key may make on average.")
+    rate_limit_burst: int = Field(40, description="Requests an API key may make at once before the rate limit bites.")
+    max_request_bytes: int = Field(1_000_000, description="Largest request body the service accepts (413 above).")
+    claim_ttl_seconds: int = Field(300, description="How long an agent's claim on a draft lasts before others may take it.")
+    reply_max_tokens: int = Field(256, description="Longest reply, in tokens, the assistant drafts for a customer.")
+    retry_after_seconds: int = Field(5, description="Retry-After sent with 503 while no model server is ready.")
+    chatwoot_url: str | None = Field(None, description="Base URL of your Chatwoot, e.g. https://chatwoot.example.com.")
+    chatwoot_api_token: str | None = Field(None, description="The agent bot's access token (api_access_token header).")
+    chatwoot_webhook_token: str | None = Field(
+        None, description="Shared secret Chatwoot sends as ?token= on the bot's webhook URL; required to accept events."
+    )
+    chatwoot_edit_threshold: float = Field(
+        0.5,
+        description="Similarity (0..1, rapidfuzz ratio) from which an agent's Chatwoot reply counts as an edit of the "
+        "pending draft; below it the reply was written from scratch and the draft counts as rejected.",
+    )
+
+    # --- serving (vLLM with LoRA; serving/) ----------------------------------------------------
+    base_model: str | None = Field(
+        None, description="Path or hub id of the base model vLLM serves; default HOME/models/base."
+    )
+    vllm_urls: str | None = Field(
+        None,
+        description="Attach mode: comma-separated base URLs of vLLM servers already running (e.g. GPU/TP deployments); "
+        "unset: HouseStyle starts and supervises its own vLLM.",
+    )
+    vllm_api_key: str | None = Field(
+        None, description="API key vLLM requires on /v1 routes; unset in managed mode: a random one per start."
+    )
+    vllm_port: int | None = Field(None, description="Port of the first managed vLLM server; unset: a free port.")
+    vllm_replicas: int = Field(1, description="How many vLLM servers to start in managed mode.")
+    vllm_extra_args: str = Field(
+        "", description="Extra vLLM command-line flags for managed servers, shell-quoted, e.g. '--max-model-len 2048'."
+    )
+    vllm_gpu_memory_utilization: float = Field(
+        0.3, description="vLLM's --gpu-memory-utilization (the CPU build needs 0.3; raise it on a GPU)."
+    )
+    vllm_cpu_kvcache_gib: int = Field(1, description="KV cache size in GiB for the CPU build of vLLM.")
+    vllm_start_timeout_s: float = Field(600.0, description="Give up on a managed vLLM that is not healthy by then.")
+    max_lora_rank: int = Field(16, description="Largest LoRA rank vLLM accepts (--max-lora-rank); higher ranks are refused.")
+    max_loras: int = Field(
+        4, description="Adapters vLLM keeps at once (--max-loras); live + canary + one being swapped in need 3."
+    )
+    health_interval_s: float = Field(2.0, description="Seconds between health checks of each vLLM replica.")
+    canary_share: float = Field(0.1, description="Default share (0..1) of new conversations routed to a canary version.")
 
     @property
     def resolved_database_url(self) -> str:

@@ -8,6 +8,8 @@ import typer
 
 from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
+from serving.cli import register as register_serving
+from plugin.commands import register as register_plugin
 
 app = typer.Typer(
     name="housestyle",
@@ -24,6 +26,8 @@ app = typer.Typer(
 )
 
 register_collector(app)
+register_serving(app)
+register_plugin(app)
 
 
 def main() -> None:

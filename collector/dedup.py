@@ -1,0 +1,170 @@
+"""Exact and near-duplicate conversations, and canned macro replies beyond a cap, found with MinHash + LSH in numpy.
+
+The export streams conversations once and calls `DuplicateFinder.add_batch` per chunk; each conversation leaves a
+fixed-size fingerprint (an exact hash and a 32-value MinHash signature of its word bigrams, ~140 bytes) and one
+hash per reply. `plan()` then decides, in order of arrival, which to drop:
+
+- exact duplicates: the same exchanges after lower-casing and collapsing white space;
+- near duplicates: some earlier kept conversation shares an LSH band with it (8 bands x 4 rows) and their
+  signatures agree on at least `threshold` of their values (the MinHash estimate of word-bigram Jaccard);
+- macro copies: a reply whose normalised text was already kept `max_macro_copies` times (canned replies).
+
+Why not datasketch's MinHashLSH: it keeps a Python object per conversation and per band; signatures in one numpy
+array and banding by sorting keep 100,000 conversations in a few MB and well under a second.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass
+
+import numpy as np
+import xxhash
+
+NUM_PERM = 32
+BANDS = 8
+ROWS = NUM_PERM // BANDS
+_SEED = 20240613  # fixed: fingerprints, and so decisions, must be the same on every run
+
+_rng = np.random.default_rng(_SEED)
+# multiply-shift hashing (Dietzfelbinger): odd 64-bit multipliers, top 32 bits of a*x+b are a universal hash
+_A = _rng.integers(1, 2**63, size=NUM_PERM, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_B = _rng.integers(0, 2**63, size=NUM_PERM, dtype=np.uint64)
+_BAND_MIX = _rng.integers(1, 2**63, size=ROWS, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+_SHIFT = np.uint64(32)
+_BIGRAM_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def normalise(text: str) -> str:
+    """The form two texts are compared in: lower case, runs of white space as one space."""
+    return " ".join(text.lower().split())
+
+
+@dataclass(frozen=True)
+class DedupPlan:
+    """What to drop: `drop[i]` for the i-th conversation added, `reply_over_cap[j]` for the j-th reply."""
+
+    drop: np.ndarray  # int8 per conversation: KEEP, EXACT or NEAR
+    reply_over_cap: np.ndarray  # bool per reply, in the order the replies were added
+
+    KEEP = 0
+    EXACT = 1
+    NEAR = 2
+
+    @property
+    def exact_duplicates(self) -> int:
+        return int((self.drop == self.EXACT).sum())
+
+    @property
+    def near_duplicates(self) -> int:
+        return int((self.drop == self.NEAR).sum())
+
+    @property
+    def macro_copies(self) -> int:
+        return int(self.reply_over_cap.sum())
+
+
+class DuplicateFinder:
+    """Collects fingerprints while the export streams; `plan()` decides what to drop once all are in."""
+
+    def __init__(self) -> None:
+        self._exact = array("Q")
+        self._signatures: list[np.ndarray] = []
+        self._reply_hashes = array("Q")
+        self._reply_owner = array("I")
+
+    def __len__(self) -> int:
+        return len(self._exact)
+
+    def add_batch(self, conversations: list[list[tuple[str, str]]]) -> None:
+        """Fingerprint conversations given as their (customer text, reply) exchanges, in export order."""
+        word_hashes: list[int] = []
+        doc_ends: list[int] = []
+        for exchanges in conversations:
+            owner = len(self._exact)
+            parts = []
+            for customer, reply in exchanges:
+                customer_n, reply_n = normalise(customer), normalise(reply)
+                parts.append(customer_n)
+                parts.append(reply_n)
+                self._reply_hashes.append(xxhash.xxh64_intdigest(reply_n.encode()))
+                self._reply_owner.append(owner)
+            joined = "\x1e".join(parts).encode()
+            self._exact.append(xxhash.xxh64_intdigest(joined))
+            word_hashes.extend(map(xxhash.xxh32_intdigest, joined.split()))
+            doc_ends.append(len(word_hashes))
+        self._signatures.append(_minhash(np.array(word_hashes, dtype=np.uint64), np.array(doc_ends, dtype=np.int64)))
+
+    def plan(self, *, threshold: float, max_macro_copies: int, near: bool = True) -> DedupPlan:
+        """Decide, keeping the first of each group, which conversations and which replies to drop."""
+        count = len(self._exact)
+        drop = np.zeros(count, dtype=np.int8)
+        exact = np.frombuffer(self._exact, dtype=np.uint64) if count else np.zeros(0, np.uint64)
+        _, first = np.unique(exact, return_index=True)
+        drop[:] = DedupPlan.EXACT
+        drop[first] = DedupPlan.KEEP
+        if near and count:
+            signatures = np.concatenate(self._signatures)
+            drop[_near_duplicates(signatures, drop == DedupPlan.KEEP, threshold)] = DedupPlan.NEAR
+        return DedupPlan(drop=drop, reply_over_cap=self._macro_copies(drop, max_macro_copies))
+
+    def _macro_copies(self, drop: np.ndarray, cap: int) -> np.ndarray:
+        hashes = np.frombuffer(self._reply_hashes, dtype=np.uint64) if len(self._reply_hashes) else np.zeros(0, np.uint64)
+        owners = np.frombuffer(self._reply_owner, dtype=np.uint32) if len(self._reply_owner) else np.zeros(0, np.uint32)
+        over = np.zeros(len(hashes), dtype=bool)
+        alive = np.flatnonzero(drop[owners] == DedupPlan.KEEP) if len(hashes) else np.zeros(0, np.int64)
+        if not len(alive):
+            return over
+        order = np.argsort(hashes[alive], kind="stable")  # stable: within one text, earlier replies come first
+        sorted_hashes = hashes[alive][order]
+        group_start = np.r_[0, np.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1]
+        rank = np.arange(len(order)) - np.repeat(group_start, np.diff(np.r_[group_start, len(order)]))
+        over[alive[order[rank >= cap]]] = True
+        return over
+
+
+def _minhash(word_hashes: np.ndarray, doc_ends: np.ndarray) -> np.ndarray:
+    """MinHash signatures (docs x NUM_PERM, uint32) of each doc's word bigrams; a one-word doc uses its word."""
+    docs = len(doc_ends)
+    signatures = np.full((docs, NUM_PERM), np.iinfo(np.uint32).max, dtype=np.uint32)
+    if not len(word_hashes):
+        return signatures
+    doc_of_word = np.repeat(np.arange(docs), np.diff(np.r_[0, doc_ends]))
+    same_doc = doc_of_word[1:] == doc_of_word[:-1]
+    bigrams = (word_hashes[:-1] * _BIGRAM_MIX) ^ word_hashes[1:]
+    # docs of a single word keep that word as their only shingle
+    starts = np.r_[0, doc_ends[:-1]]
+    lengths = doc_ends - starts
+    single = np.flatnonzero(lengths == 1)
+    shingles = np.concatenate([bigrams[same_doc], word_hashes[starts[single]]])
+    owners = np.concatenate([doc_of_word[1:][same_doc], single])
+    if not len(shingles):
+        return signatures
+    order = np.argsort(owners, kind="stable")
+    shingles, owners = shingles[order], owners[order]
+    hashed = ((_A[:, None] * shingles[None, :] + _B[:, None]) >> _SHIFT).astype(np.uint32)
+    present = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    signatures[owners[present]] = np.minimum.reduceat(hashed, present, axis=1).T
+    return signatures
+
+
+def _near_duplicates(signatures: np.ndarray, alive: np.ndarray, threshold: float) -> np.ndarray:
+    """Indices of alive conversations similar enough to an earlier alive one that shares an LSH band with them."""
+    index = np.flatnonzero(alive)
+    if len(index) < 2:
+        return np.zeros(0, dtype=np.int64)
+    live = signatures[index].astype(np.uint64)
+    duplicate = np.zeros(len(index), dtype=bool)
+    for band in range(BANDS):
+        keys = (live[:, band * ROWS : (band + 1) * ROWS] * _BAND_MIX).sum(axis=1)
+        order = np.argsort(keys, kind="stable")  # stable: the first of each bucket is the earliest conversation
+        sorted_keys = keys[order]
+        starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
+        first = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
+        candidates = np.flatnonzero(first != order)
+        if not len(candidates):
+            continue
+        later, earlier = order[candidates], first[candidates]
+        similarity = (live[later] == live[earlier]).mean(axis=1)
+        duplicate[later[similarity >= threshold]] = True
+    return index[duplicate]

@@ -1,0 +1,315 @@
+"""`housestyle import`: load conversation files into the store, each reply as an agent-reviewed draft.
+
+Every line becomes the same rows live traffic makes (see `collector.recorder`): a closed Conversation, its
+Messages, and per assistant turn a Draft plus the Review that says what the agent did with it. Reviews carry
+agent id `import` so online statistics never mistake history for live feedback.
+
+A file lands in one transaction: either all its good lines or nothing. Re-importing adds nothing twice, because
+each conversation's canonical record is hashed into `Conversation.content_hash`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from rich.progress import Progress
+from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from collector.db import session_scope
+from collector.errors import InputError, StoreError
+from collector.formats import ChatRecord, HouseStyleRecord, HouseStyleTurn, RecordError, as_housestyle, parse_record
+from collector.models import (
+    Conversation,
+    ConversationStatus,
+    Draft,
+    DraftStatus,
+    Message,
+    ReplyMode,
+    Review,
+    ReviewDecision,
+    Role,
+    utcnow,
+)
+from collector.recorder import edit_distance
+from collector.stats import IMPORT_AGENT
+
+BATCH_SIZE = 500  # conversations per flush: few round trips, bounded memory
+LOOKUP_CHUNK = 500  # keys per IN (...) query, well under every driver's parameter limit
+PROGRESS_MIN_RECORDS = 2_000  # smaller files import in about a second: no bar
+CONVERSATIONS, MESSAGES, DRAFTS, REVIEWS = (model.__table__ for model in (Conversation, Message, Draft, Review))
+
+
+class LineError(BaseModel):
+    """A line that was not imported, and why."""
+
+    line: int
+    reason: str
+
+
+class ImportReport(BaseModel):
+    """What an import did: new conversations and messages, lines skipped as already present, bad lines."""
+
+    added: int = 0
+    messages: int = 0
+    duplicates: int = 0
+    system_messages_dropped: int = 0
+    errors: list[LineError] = Field(default_factory=list)
+
+
+class ImportRefused(InputError):
+    """`--strict` and the file has bad lines: nothing was imported. `report.errors` lists them."""
+
+    def __init__(self, path: Path, report: ImportReport) -> None:
+        first = report.errors[0]
+        super().__init__(
+            f"{path}: {len(report.errors)} bad line(s), first at line {first.line}: {first.reason}; "
+            "nothing was imported (fix the lines, or import without --strict to load the good ones)"
+        )
+        self.report = report
+
+
+class _Parsed(BaseModel):
+    line: int
+    record: HouseStyleRecord
+    content_hash: str
+
+
+def canonical_hash(record: HouseStyleRecord) -> str:
+    """sha256 of the record's canonical JSON: same conversation, same hash, whatever the file's key order."""
+    payload = json.dumps(record.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def read_lines(path: Path) -> list[str]:
+    """The file's lines; a one-line InputError when it is missing, a folder, empty or not UTF-8."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; give the path of a .jsonl file")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give the path of a .jsonl file inside it")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8 JSONL") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path} is empty; nothing to import")
+    return lines
+
+
+def parse_lines(lines: Sequence[str], report: ImportReport) -> list[_Parsed]:
+    """Every good line as a HouseStyle record with its hash; bad lines and in-file repeats go to the report."""
+    parsed: list[_Parsed] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = parse_record(line)
+        except RecordError as exc:
+            report.errors.append(LineError(line=number, reason=str(exc)))
+            continue
+        if isinstance(record, ChatRecord):
+            report.system_messages_dropped += sum(1 for message in record.messages if message.role == "system")
+        if isinstance(record, HouseStyleRecord):
+            content_hash = canonical_hash(record)
+        else:
+            # chat and prompt/completion lines have no id of their own: the content names them
+            record = as_housestyle(record, external_id="-", channel=None)  # type: ignore[assignment]
+            content_hash = canonical_hash(record)  # type: ignore[arg-type]
+            record.external_id = f"import-{content_hash[:24]}"
+        if content_hash in seen:
+            report.duplicates += 1
+            continue
+        seen.add(content_hash)
+        parsed.append(_Parsed(line=number, record=record, content_hash=content_hash))  # type: ignore[arg-type]
+    return parsed
+
+
+def _chunks(items: Sequence, size: int = LOOKUP_CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: ImportReport) -> list[_Parsed]:
+    """Skip conversations already stored; an id already taken by different content is a bad line."""
+    hashes = [item.content_hash for item in parsed]
+    known: set[str] = set()
+    for chunk in _chunks(hashes):
+        known.update(session.execute(select(Conversation.content_hash).where(Conversation.content_hash.in_(chunk))).scalars())
+    fresh = [item for item in parsed if item.content_hash not in known]
+    report.duplicates += len(parsed) - len(fresh)
+
+    by_channel: dict[str, list[str]] = defaultdict(list)
+    for item in fresh:
+        by_channel[item.record.channel or channel].append(item.record.external_id)
+    taken: set[tuple[str, str]] = set()
+    for conversation_channel, ids in by_channel.items():
+        for chunk in _chunks(ids):
+            rows = session.execute(
+                select(Conversation.external_id).where(
+                    Conversation.channel == conversation_channel, Conversation.external_id.in_(chunk)
+                )
+            ).scalars()
+            taken.update((conversation_channel, external_id) for external_id in rows)
+
+    kept = []
+    for item in fresh:
+        key = (item.record.channel or channel, item.record.external_id)
+        if key in taken:
+            report.errors.append(
+                LineError(
+                    line=item.line,
+                    reason=f"conversation '{key[1]}' on channel '{key[0]}' is already stored with different content; "
+                    "give it a new external_id",
+                )
+            )
+            continue
+        taken.add(key)
+        kept.append(item)
+    return kept
+
+
+def _insert_returning_ids(session: Session, table: Table, rows: list[dict]) -> list[int]:
+    statement = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    return list(session.execute(statement, rows).scalars())
+
+
+def store_batch(session: Session, batch: Sequence[_Parsed], channel: str, source: str) -> int:
+    """Write a batch as the recorder would have, in multi-row inserts.
+
+    Core inserts, not ORM objects: building and flushing one SQLModel object per row cost five times the SQL.
+    """
+    now = utcnow()
+    stamps = [item.record.created_at or now for item in batch]
+    conversation_ids = _insert_returning_ids(
+        session,
+        CONVERSATIONS,
+        [
+            {
+                "external_id": item.record.external_id,
+                "channel": item.record.channel or channel,
+                "customer_ref": item.record.customer_ref,
+                "mode": ReplyMode.ASSIST.value,
+                "status": ConversationStatus.CLOSED.value,  # history: nothing more will be said in it
+                "source": source,
+                "content_hash": item.content_hash,
+                "created_at": stamp,
+                "updated_at": stamp,
+            }
+            for item, stamp in zip(batch, stamps, strict=True)
+        ],
+    )
+
+    # positions follow recorder._next_position: a rejected draft with no reply leaves its slot to the next turn
+    messages: list[dict] = []
+    drafts: list[dict] = []
+    replies: list[tuple[HouseStyleTurn, int]] = []  # each assistant turn and the position of its draft
+    for item, conversation_id, stamp in zip(batch, conversation_ids, stamps, strict=True):
+        position = 0
+        for turn in item.record.messages:
+            if turn.role == "user":
+                messages.append(_message_row(conversation_id, position, Role.USER, turn.content, None, stamp))
+                position += 1
+                continue
+            drafts.append(
+                {
+                    "conversation_id": conversation_id,
+                    "position": position,
+                    "content": turn.draft,
+                    "prompt": None,
+                    "adapter_version": None,
+                    "latency_ms": None,
+                    "status": DraftStatus.REVIEWED.value,
+                    "claimed_by": None,
+                    "claimed_until": None,
+                    "created_at": stamp,
+                }
+            )
+            replies.append((turn, position))
+            if turn.final_text is not None:
+                position += 1
+    draft_ids = _insert_returning_ids(session, DRAFTS, drafts) if drafts else []
+
+    reviews: list[dict] = []
+    for (turn, _), draft, draft_id in zip(replies, drafts, draft_ids, strict=True):
+        final_text = turn.final_text
+        reviews.append(
+            {
+                "draft_id": draft_id,
+                "decision": ReviewDecision(turn.decision).value,
+                "final_text": final_text,
+                "agent_id": IMPORT_AGENT,
+                "reason": f"imported; agent {turn.agent_id}" if turn.agent_id else "imported",
+                "edit_distance": edit_distance(turn.draft, final_text) if final_text is not None else 1.0,
+                "created_at": draft["created_at"],
+            }
+        )
+        if final_text is not None:
+            messages.append(
+                _message_row(draft["conversation_id"], draft["position"], Role.ASSISTANT, final_text, draft_id, draft["created_at"])
+            )
+    if reviews:
+        session.execute(insert(REVIEWS), reviews)
+    session.execute(insert(MESSAGES), messages)
+    return len(messages)
+
+
+def _message_row(conversation_id: int, position: int, role: Role, content: str, draft_id: int | None, stamp: datetime) -> dict:
+    return {
+        "conversation_id": conversation_id,
+        "position": position,
+        "role": role.value,
+        "content": content,
+        "draft_id": draft_id,
+        "created_at": stamp,
+    }
+
+
+def import_file(
+    path: Path | str,
+    *,
+    strict: bool = False,
+    channel: str = "import",
+    url: str | None = None,
+    source: str = "import",
+) -> ImportReport:
+    """Import a JSONL file of OpenAI chat, prompt/completion or HouseStyle lines (detected per line).
+
+    `channel` is recorded on conversations whose line names none. Bad lines are reported and skipped; with
+    `strict`, any bad line raises ImportRefused and the store is left as it was.
+    """
+    path = Path(path)
+    if not channel.strip() or len(channel) > 100:
+        raise InputError("--channel needs a name of 1 to 100 characters, such as 'import' or 'zendesk'")
+    report = ImportReport()
+    parsed = parse_lines(read_lines(path), report)
+    if strict and report.errors:
+        raise ImportRefused(path, report)
+    try:
+        with session_scope(url) as session:
+            fresh = drop_known(session, parsed, channel, report)
+            if strict and report.errors:
+                raise ImportRefused(path, report)
+            with Progress(transient=True, disable=len(fresh) < PROGRESS_MIN_RECORDS) as progress:
+                task = progress.add_task(f"importing {path.name}", total=len(fresh))
+                for batch in _chunks(fresh, BATCH_SIZE):
+                    report.messages += store_batch(session, batch, channel, source)
+                    report.added += len(batch)
+                    progress.advance(task, len(batch))
+    except IntegrityError:
+        raise StoreError(
+            f"another import wrote some of the conversations in {path} at the same time; nothing was imported, run it again"
+        ) from None
+    report.errors.sort(key=lambda error: error.line)
+    return report

@@ -1,0 +1,215 @@
+"""PII redaction for exported training data: each email, phone, card, IBAN, address, order or account id → a placeholder.
+
+Each detector finds candidates with a regular expression, then checks them where a check exists (cards: Luhn;
+IBANs: country length and mod-97, via python-stdnum; phone numbers: Google's libphonenumber rules via
+`phonenumbers`), so product codes, prices, dates, versions and tracking numbers that merely look like PII stay.
+When two finds overlap, the more specific type wins (order and account ids, then email, IBAN, card, phone, address).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from enum import StrEnum
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.exceptions import ValidationError
+
+from collector.errors import InputError
+from collector.settings import Settings, get_settings
+
+
+class PiiType(StrEnum):
+    """The kinds of PII we redact; the value is also the placeholder's name."""
+
+    ORDER_ID = "ORDER_ID"
+    ACCOUNT_ID = "ACCOUNT_ID"
+    EMAIL = "EMAIL"
+    IBAN = "IBAN"
+    CARD = "CARD"
+    PHONE = "PHONE"
+    ADDRESS = "ADDRESS"
+
+    @property
+    def placeholder(self) -> str:
+        return f"[{self.value}]"
+
+
+# earlier wins when two finds overlap: the configured id patterns are the most specific
+PRIORITY = {pii_type: rank for rank, pii_type in enumerate(PiiType)}
+
+
+@dataclass(frozen=True, slots=True)
+class PiiSpan:
+    """A piece of PII found in a text: characters [start, end) of type `type`."""
+
+    start: int
+    end: int
+    type: PiiType
+
+
+_HAS_DIGIT = re.compile(r"\d").search
+
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
+# "jane dot doe at gmail dot com", "jane(at)example(dot)org": people dodge spam filters in support chats too
+_EMAIL_SPELLED = re.compile(
+    r"\b[\w.+-]+(?:\s*(?:\[dot\]|\(dot\)|\s+dot\s+)\s*[\w-]+)*\s*(?:\[at\]|\(at\)|\s+at\s+)\s*[\w-]+"
+    r"(?:\s*(?:\[dot\]|\(dot\)|\s+dot\s+|\.)\s*[\w-]+)*?\s*(?:\[dot\]|\(dot\)|\s+dot\s+|\.)\s*"
+    r"(?:com|net|org|io|co|uk|de|fr|edu|gov|info|biz|me)\b",
+    re.IGNORECASE,
+)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}\b", re.IGNORECASE)
+_CARD = re.compile(r"(?<![\d.,-])\d(?:[ -]?\d){12,18}(?![\d])")
+_PHONE = re.compile(r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d\s().-]{5,20}\d(?![\w/]|[.,-]\d)")
+_PHONE_WORDS = re.compile(r"\b(?:call|phone|tel|telephone|mobile|cell|cellphone|number|text|whatsapp|reach|ring|fax)\b",
+                          re.IGNORECASE)
+
+_STREET_SUFFIX = (
+    r"(?i:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|ter|"
+    r"parkway|pkwy|circle|cir|highway|hwy|square|sq|crescent|close|row|trail|trl)"
+)
+_UNIT = r"(?i:apt|apartment|suite|ste|unit|flat|room|floor|fl|#)\.?\s*#?\s*[A-Za-z0-9-]+"
+_CITY_STATE_ZIP = (
+    r"(?:,?\s+(?:" + _UNIT + r"))?"  # "..., Apt 4B"
+    r"(?:,\s*[A-Z][A-Za-z.'-]+\b(?!\d)(?:\s[A-Z][A-Za-z.'-]+\b(?!\d)){0,2})?"  # ", Springfield" / ", San Jose"
+    r"(?:,?\s+[A-Z]{2}(?=[\s,.]|$))?"  # " IL"
+    r"(?:,?\s+(?:\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))?"  # ZIP or UK postcode
+)
+_ADDRESS = re.compile(
+    r"(?:\b" + _UNIT + r",?\s+)?"
+    r"\b\d{1,6}[A-Za-z]?\s+(?:(?:[NSEW]\.?|North|South|East|West)\s+)?"
+    # street names are capitalised: "2 questions about the way" is not an address
+    r"(?:[A-Z0-9][\w'.-]*\s+){1,3}" + _STREET_SUFFIX + r"\b\.?" + _CITY_STATE_ZIP
+)
+# European order: "Hauptstraße 12", "Rue de Rivoli 25" is rare in our data; the German shape is common
+_ADDRESS_EU = re.compile(
+    r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|allee|platz|laan|straat|gatan|vej)\s+\d{1,4}[a-z]?\b"
+    r"(?:,\s*\d{4,5}\s+[A-ZÄÖÜ][a-zäöüß]+)?"
+)
+_PO_BOX = re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d+\b" + _CITY_STATE_ZIP, re.IGNORECASE)
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"[\s-]", "", text)
+
+
+def _is_iban(text: str) -> bool:
+    """Country code, the country's length and the mod-97 check; not the bank's own account check digits."""
+    try:
+        stdnum_iban.validate(_compact(text), check_country=False)
+    except ValidationError:
+        return False
+    return True
+
+
+class Redactor:
+    """Finds and replaces PII; build one per export (patterns compile once) and call `redact` per message."""
+
+    def __init__(self, *, order_id_pattern: str, account_id_pattern: str, phone_region: str = "US") -> None:
+        self.phone_region = phone_region.upper()
+        self.id_patterns: list[tuple[PiiType, re.Pattern[str]]] = []
+        for pii_type, pattern, setting in (
+            (PiiType.ORDER_ID, order_id_pattern, "HOUSESTYLE_ORDER_ID_PATTERN"),
+            (PiiType.ACCOUNT_ID, account_id_pattern, "HOUSESTYLE_ACCOUNT_ID_PATTERN"),
+        ):
+            try:
+                # customers type "gc-12345" as often as "GC-12345"
+                self.id_patterns.append((pii_type, re.compile(pattern, re.IGNORECASE)))
+            except re.error as exc:
+                raise InputError(f"{setting} is not a valid regular expression ({exc}); fix or unset it") from None
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Redactor:
+        settings = settings or get_settings()
+        return cls(
+            order_id_pattern=settings.order_id_pattern,
+            account_id_pattern=settings.account_id_pattern,
+            phone_region=settings.phone_region,
+        )
+
+    # --- detectors ------------------------------------------------------------------------------------------
+
+    def _ibans(self, text: str) -> list[PiiSpan]:
+        spans = []
+        for match in _IBAN.finditer(text):
+            candidate = match.group()
+            # the pattern may run on into the next word ("...3000 thanks"): take the longest prefix that checks out
+            for end in range(len(candidate), 14, -1):
+                if candidate[end - 1].isalnum() and (end == len(candidate) or not candidate[end].isalnum() or
+                                                     candidate[end - 1].isdigit() != candidate[end].isdigit()):
+                    if _is_iban(candidate[:end]):
+                        spans.append(PiiSpan(match.start(), match.start() + end, PiiType.IBAN))
+                        break
+        return spans
+
+    def _cards(self, text: str) -> list[PiiSpan]:
+        return [
+            PiiSpan(match.start(), match.end(), PiiType.CARD)
+            for match in _CARD.finditer(text)
+            if 13 <= len(digits := _compact(match.group())) <= 19 and luhn.is_valid(digits)
+        ]
+
+    def _phones(self, text: str) -> list[PiiSpan]:
+        spans = []
+        for match in _PHONE.finditer(text):
+            candidate = match.group().strip()
+            start = match.start() + match.group().index(candidate[0])
+            digits = sum(ch.isdigit() for ch in candidate)
+            if not 7 <= digits <= 15:
+                continue
+            try:
+                number = phonenumbers.parse(candidate, self.phone_region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                spans.append(PiiSpan(start, start + len(candidate), PiiType.PHONE))
+                continue
+            # numbers outside assigned ranges (e.g. 555 area codes) are still someone's number when written as one
+            international = candidate.startswith(("+", "00"))
+            said_phone = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
+            if phonenumbers.is_possible_number(number) and (international or said_phone):
+                spans.append(PiiSpan(start, start + len(candidate), PiiType.PHONE))
+        return spans
+
+    def find(self, text: str) -> list[PiiSpan]:
+        """Every piece of PII in `text`, without overlaps, in reading order."""
+        found: list[PiiSpan] = []
+        for pii_type, pattern in self.id_patterns:
+            found.extend(PiiSpan(m.start(), m.end(), pii_type) for m in pattern.finditer(text) if m.end() > m.start())
+        if "@" in text:
+            found.extend(PiiSpan(m.start(), m.end(), PiiType.EMAIL) for m in _EMAIL.finditer(text))
+        lowered = text.lower()
+        if "at" in lowered and "dot" in lowered:
+            found.extend(PiiSpan(m.start(), m.end(), PiiType.EMAIL) for m in _EMAIL_SPELLED.finditer(text))
+        if _HAS_DIGIT(text):
+            found.extend(self._ibans(text))
+            found.extend(self._cards(text))
+            found.extend(self._phones(text))
+            for pattern in (_ADDRESS, _ADDRESS_EU, _PO_BOX):
+                found.extend(PiiSpan(m.start(), m.end(), PiiType.ADDRESS) for m in pattern.finditer(text))
+        if len(found) <= 1:
+            return found
+        kept: list[PiiSpan] = []
+        for span in sorted(found, key=lambda s: (PRIORITY[s.type], s.start - s.end, s.start)):
+            if all(span.end <= other.start or span.start >= other.end for other in kept):
+                kept.append(span)
+        return sorted(kept, key=lambda s: s.start)
+
+    def redact(self, text: str, counts: Counter[str] | None = None) -> str:
+        """`text` with each piece of PII replaced by its placeholder; adds what it replaced to `counts`."""
+        spans = self.find(text)
+        if not spans:
+            return text
+        parts = []
+        cursor = 0
+        for span in spans:
+            parts.append(text[cursor : span.start])
+            parts.append(span.type.placeholder)
+            cursor = span.end
+            if counts is not None:
+                counts[span.type.value] += 1
+        parts.append(text[cursor:])
+        return "".join(parts)

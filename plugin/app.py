@@ -1,0 +1,93 @@
+"""The app factory: the FastAPI service a support platform talks to, wired to the store and the serving gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from collector.db import upgrade
+from collector.settings import Settings, get_settings
+from plugin.chatwoot import close_client as close_chatwoot_client
+from plugin.deps import new_rate_limits
+from plugin.errors import install_error_handlers
+from plugin.metrics import ServiceMetrics
+from plugin.middleware import AccessLogAndMetrics, BodySizeLimit
+from plugin.routes import admin, chatwoot, health, openai, reviews, widget
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    gateway: Any = None,
+    manage_gateway: bool = True,
+    control_token: str | None = None,
+) -> FastAPI:
+    """Build the service.
+
+    gateway: a `serving.gateway.ServingGateway`, or None to run without model servers (generation answers 503).
+    manage_gateway: start and stop the gateway with the app (False when the caller owns its lifetime).
+    control_token: a secret that acts as an admin key, for the `housestyle adapters` CLI on this machine.
+    """
+    settings = settings or get_settings()
+    metrics = ServiceMetrics(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            upgrade(settings.resolved_database_url)
+            if gateway is not None and manage_gateway:
+                await gateway.start()
+        except BaseException as exc:
+            app.state.startup_error = exc
+            if gateway is not None and manage_gateway:
+                await gateway.stop()  # a half-started vLLM must not outlive us
+            raise
+        try:
+            yield
+        finally:
+            try:
+                await close_chatwoot_client(app)
+                if gateway is not None and manage_gateway:
+                    await gateway.stop()
+            finally:
+                if app.state.on_shutdown is not None:
+                    app.state.on_shutdown()
+
+    app = FastAPI(
+        title="HouseStyle",
+        version="0.1.0",
+        summary="Chat widget, agent review, OpenAI-compatible and Chatwoot API of a support assistant that learns "
+        "your company's voice.",
+        lifespan=lifespan,
+        responses={401: {"description": "Missing, unknown or revoked API key"}},
+    )
+    app.state.settings = settings
+    app.state.gateway = gateway
+    app.state.control_token = control_token
+    app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
+    app.state.metrics = metrics
+    app.state.rate_limits = new_rate_limits(settings)
+    # sqlite has no row locks: claims and reviews of this process go one at a time
+    app.state.review_lock = threading.Lock()
+    app.state.background_tasks = set()  # type: set[asyncio.Task]
+
+    for module in (widget, reviews, openai, chatwoot, admin, health):
+        app.include_router(module.router)
+    install_error_handlers(app)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.widget_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(AccessLogAndMetrics, metrics=metrics)
+    return app

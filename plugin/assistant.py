@@ -1,0 +1,166 @@
+"""Answering customers: store their message, ask the serving gateway for a reply, and record it as a draft."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from collector import recorder
+from collector.db import session_scope
+from collector.errors import InputError
+from collector.models import Draft, ReplyMode, Role
+from collector.settings import Settings
+from plugin.errors import ModelServersUnavailable
+from plugin.metrics import ServiceMetrics
+from serving.errors import UpstreamError
+
+
+@dataclass
+class Turn:
+    """A customer message that is stored and waits for the assistant's reply."""
+
+    conversation_id: int
+    conversation_key: str  # stable per conversation: keeps it on one side of a canary split
+    channel: str
+    mode: ReplyMode
+    prompt: list[dict[str, str]]
+
+
+@dataclass
+class Reply:
+    draft: Draft | None  # None where the caller records the draft itself
+    version: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+def build_prompt(settings: Settings, transcript: list[tuple[str, str]]) -> list[dict[str, str]]:
+    """The company system prompt followed by the conversation as the customer saw it."""
+    return [{"role": Role.SYSTEM.value, "content": settings.system_prompt}] + [
+        {"role": role, "content": content} for role, content in transcript if role != Role.SYSTEM
+    ]
+
+
+def receive_customer_message(settings: Settings, conversation_id: int, content: str) -> Turn:
+    """Store the customer's message (committed before any generation, so a model outage never loses it)."""
+    with session_scope(settings.resolved_database_url) as session:
+        conversation = recorder.get_conversation(session, conversation_id)
+        recorder.add_message(session, conversation.id, Role.USER, content)
+        transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
+        return Turn(conversation.id, conversation.external_id, conversation.channel, ReplyMode(conversation.mode),
+                    build_prompt(settings, transcript))
+
+
+def record_reply(settings: Settings, turn: Turn, text: str, version: str | None, latency_ms: float) -> Draft:
+    with session_scope(settings.resolved_database_url) as session:
+        return recorder.record_draft(
+            session, turn.conversation_id, text, prompt=turn.prompt, adapter_version=version, latency_ms=latency_ms
+        )
+
+
+def require_gateway(gateway: Any) -> Any:
+    if gateway is None:
+        raise ModelServersUnavailable(
+            "no model server is configured for this service; start it with `housestyle serve` (not --no-vllm) "
+            "or set HOUSESTYLE_VLLM_URLS"
+        )
+    return gateway
+
+
+def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, Any]:
+    request: dict[str, Any] = {
+        "model": settings.public_model_name, "messages": turn.prompt, "max_tokens": settings.reply_max_tokens
+    }
+    if stream:
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}
+    return request
+
+
+async def chunk_dicts(chunks: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
+    """The gateway's stream as chunk dicts, whether it yields parsed chunks or raw server-sent-event text."""
+    async for chunk in chunks:
+        if isinstance(chunk, dict):
+            yield chunk
+            continue
+        text = chunk.decode() if isinstance(chunk, bytes) else str(chunk)
+        for line in text.splitlines():
+            line = line.strip()
+            if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
+                yield json.loads(line[5:])
+
+
+def chunk_text(chunk: dict[str, Any]) -> str:
+    choices = chunk.get("choices") or []
+    return (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+
+
+async def generate_reply(
+    settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn
+) -> Reply:
+    """Ask the model for a reply to the stored turn and record it as a draft (auto mode: also sent)."""
+    gateway = require_gateway(gateway)
+    started = time.perf_counter()
+    route, body = await gateway.chat(reply_request(settings, turn, stream=False), conversation_key=turn.conversation_key)
+    latency_ms = (time.perf_counter() - started) * 1000
+    text = (body.get("choices") or [{}])[0].get("message", {}).get("content") or ""
+    if not text.strip():
+        raise UpstreamError("the model returned an empty reply; check the served model and HOUSESTYLE_REPLY_MAX_TOKENS")
+    draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
+    usage = body.get("usage") or {}
+    reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+    observe_reply(metrics, turn, reply)
+    return reply
+
+
+async def open_reply_stream(settings: Settings, gateway: Any, turn: Turn) -> tuple[Any, AsyncIterator[dict]]:
+    """Start streaming a reply; raises (→ 503) before anything is sent when no model server can take it."""
+    gateway = require_gateway(gateway)
+    route, chunks = await gateway.stream_chat(
+        reply_request(settings, turn, stream=True), conversation_key=turn.conversation_key
+    )
+    return route, chunk_dicts(chunks)
+
+
+async def stream_reply(
+    settings: Settings, metrics: ServiceMetrics, turn: Turn, route: Any, chunks: AsyncIterator[dict], started: float
+) -> AsyncIterator[str | Reply]:
+    """Yield the reply's text pieces, then the recorded `Reply` once the model has finished."""
+    pieces: list[str] = []
+    usage: dict[str, int] = {}
+    async for chunk in chunks:
+        usage = chunk.get("usage") or usage
+        piece = chunk_text(chunk)
+        if piece:
+            pieces.append(piece)
+            yield piece
+    latency_ms = (time.perf_counter() - started) * 1000
+    text = "".join(pieces)
+    if not text.strip():
+        raise UpstreamError("the model returned an empty reply; check the served model and HOUSESTYLE_REPLY_MAX_TOKENS")
+    draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
+    reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+    observe_reply(metrics, turn, reply)
+    yield reply
+
+
+def observe_reply(metrics: ServiceMetrics, turn: Turn, reply: Reply) -> None:
+    metrics.generations.labels(turn.channel, reply.version or "base").inc()
+    metrics.count_tokens(reply.version, reply.prompt_tokens, reply.completion_tokens)
+
+
+def mode_for_channel(settings: Settings, channel: str) -> ReplyMode:
+    """The channel's configured reply mode (HOUSESTYLE_CHANNEL_MODES), else HOUSESTYLE_DEFAULT_REPLY_MODE."""
+    value = settings.channel_modes.get(channel, settings.default_reply_mode)
+    try:
+        return ReplyMode(value)
+    except ValueError:
+        raise InputError(
+            f"reply mode '{value}' for channel '{channel}' is not auto or assist; "
+            "fix HOUSESTYLE_CHANNEL_MODES / HOUSESTYLE_DEFAULT_REPLY_MODE"
+        ) from None

@@ -1,0 +1,85 @@
+"""Administration: adapter versions (list, promote, rollback, canary through the serving gateway), data stats, export.
+
+The `housestyle adapters` CLI calls these with the control token of the running `housestyle serve`; each change
+returns only once it is complete on every replica.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from collector import registry
+from collector.errors import InputError
+from collector.export import ExportOptions, export_dataset
+from plugin.assistant import require_gateway
+from plugin.deps import AdminCaller, GatewayDep, SessionDep, SettingsDep
+from plugin.schemas import (
+    AdapterChange,
+    AdapterOut,
+    AdaptersOut,
+    CanaryIn,
+    ExportIn,
+    ExportOut,
+    RollbackIn,
+    StatsOut,
+)
+from plugin.stats import store_stats
+from serving.gateway import SwapResult
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+CHANGE_ERRORS = {
+    404: {"description": "Unknown version"},
+    409: {"description": "Not possible in the current state (already live, swap failed and was undone)"},
+    422: {"description": "The adapter failed validation"},
+    503: {"description": "No model server is ready"},
+}
+
+
+@router.get("/adapters", response_model=AdaptersOut, summary="Registered adapter versions and what is served")
+def list_adapters(_: AdminCaller, session: SessionDep, gateway: GatewayDep) -> AdaptersOut:
+    adapters = [AdapterOut.model_validate(a, from_attributes=True) for a in registry.list_adapters(session)]
+    serving = gateway.status().model_dump(mode="json") if gateway is not None else None
+    return AdaptersOut(adapters=adapters, serving=serving)
+
+
+@router.post("/adapters/rollback", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Go back to the previous (or a named) version")
+async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).rollback(body.version, actor=body.actor or caller.name, reason=body.reason)
+
+
+@router.post("/adapters/{version}/promote", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Make a version live everywhere")
+async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).promote(version, actor=body.actor or caller.name, reason=body.reason)
+
+
+@router.post("/adapters/{version}/canary", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Serve a share of conversations with it")
+async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).canary(
+        version, body.share, actor=body.actor or caller.name, reason=body.reason
+    )
+
+
+@router.get("/stats", response_model=StatsOut, summary="Conversations, drafts by decision, per adapter version")
+def data_stats(_: AdminCaller, session: SessionDep) -> StatsOut:
+    return store_stats(session)
+
+
+@router.post("/export", response_model=ExportOut, summary="Write reviewed conversations as training data")
+async def export_training_data(body: ExportIn, _: AdminCaller, settings: SettingsDep) -> ExportOut:
+    """Runs the collector's export into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final texts replace drafts."""
+    out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
+    try:
+        options = ExportOptions(
+            format=body.format, out=out, since=body.since, until=body.until, channels=body.channels,
+            decisions=list(body.decisions), redact=body.redact, dedup=body.dedup, seed=body.seed,
+        )
+    except ValidationError as exc:
+        raise InputError(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
+    manifest = await run_in_threadpool(partial(export_dataset, options, progress=False))
+    return ExportOut(path=str(out), summary=manifest.summary(), manifest=manifest.model_dump(mode="json"))

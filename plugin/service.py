@@ -1,0 +1,78 @@
+"""Running the service: vLLM (through the serving gateway) and the API under uvicorn, stopped together, no orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+
+import uvicorn
+
+from collector.db import upgrade
+from collector.errors import HouseStyleError
+from collector.settings import Settings
+from plugin.app import create_app
+from serving.control import ControlFile, remove_control_file, write_control_file
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; access-log records are JSON already and pass through as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.name == "housestyle.access":
+            return message
+        line = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": message}
+        if record.exc_info:
+            line["error"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_json_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
+
+
+async def _serve(server: uvicorn.Server, settings: Settings, control_token: str) -> None:
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if server.started:
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        url = f"http://{host}:{port}"
+        write_control_file(settings, ControlFile(pid=os.getpid(), url=url, control_token=control_token))
+        logging.getLogger("housestyle.serve").info("HouseStyle serving on %s (model %s)", url, settings.public_model_name)
+    await serving
+
+
+def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = True) -> None:
+    """Start the gateway (managed vLLM or HOUSESTYLE_VLLM_URLS) and the API; Ctrl-C or SIGTERM stops both."""
+    configure_json_logging()
+    upgrade(settings.resolved_database_url)
+    gateway = None
+    if with_vllm:
+        from serving.gateway import ServingGateway
+
+        gateway = ServingGateway(settings, database_url=settings.resolved_database_url)
+    control_token = secrets.token_urlsafe(32)
+    app = create_app(settings, gateway=gateway, control_token=control_token)
+    # the control file goes when the app shuts down: uvicorn re-raises SIGTERM after shutdown, so code after
+    # `serve()` may never run
+    app.state.on_shutdown = lambda: remove_control_file(settings, pid=os.getpid())
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+                       timeout_graceful_shutdown=30)
+    )
+    asyncio.run(_serve(server, settings, control_token))
+    if not server.started:
+        error = getattr(app.state, "startup_error", None)
+        raise HouseStyleError(f"the service did not start: {error or 'see the log above'}")

@@ -1,0 +1,190 @@
+"""The replica pool: one httpx client per vLLM server, health checks, least-in-flight balancing, adapter load/unload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import httpx
+from pydantic import BaseModel
+
+from serving.errors import NoHealthyReplicaError, UpstreamError
+
+log = logging.getLogger("housestyle.serving")
+
+# a plain completion works for every base model, with or without a chat template
+SMOKE_REQUEST = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
+
+
+class VllmModel(BaseModel):
+    """One entry of vLLM's `/v1/models`: the base (parent None) or a loaded LoRA adapter."""
+
+    model_config = {"extra": "ignore"}
+
+    id: str
+    root: str | None = None
+    parent: str | None = None
+
+
+class ReplicaStatus(BaseModel):
+    url: str
+    healthy: bool
+    in_flight: int
+    loaded_adapters: list[str]
+
+
+class Replica:
+    """One vLLM OpenAI server, reached through its own long-lived httpx client."""
+
+    def __init__(self, url: str, api_key: str | None, *, timeout_s: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # generous pool: every concurrent chat holds one connection for its whole stream
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+        self.client = httpx.AsyncClient(
+            base_url=self.url, headers=headers, limits=limits, timeout=httpx.Timeout(timeout_s, connect=5.0)
+        )
+        self.healthy = False
+        self.in_flight = 0
+        self.loaded_adapters: set[str] = set()
+
+    def status(self) -> ReplicaStatus:
+        return ReplicaStatus(
+            url=self.url, healthy=self.healthy, in_flight=self.in_flight, loaded_adapters=sorted(self.loaded_adapters)
+        )
+
+    async def check_health(self) -> bool:
+        try:
+            response = await self.client.get("/health", timeout=5.0)
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def list_models(self) -> list[VllmModel]:
+        response = await self._call("GET", "/v1/models", None)
+        return [VllmModel.model_validate(item) for item in response.json().get("data", [])]
+
+    async def base_model(self) -> VllmModel:
+        """The base model entry (the one without a parent)."""
+        for model in await self.list_models():
+            if model.parent is None:
+                return model
+        raise UpstreamError(f"vLLM at {self.url} lists no base model in /v1/models")
+
+    async def load_adapter(self, vllm_name: str, path: str) -> None:
+        """Load an adapter under a fresh name, then confirm vLLM lists it and can generate with it."""
+        await self._call("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
+        self.loaded_adapters.add(vllm_name)
+        if vllm_name not in {model.id for model in await self.list_models()}:
+            raise UpstreamError(f"vLLM at {self.url} accepted adapter {vllm_name} but does not list it")
+        response = await self._call("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
+        if not response.json().get("choices"):
+            raise UpstreamError(f"vLLM at {self.url} returned no choices from adapter {vllm_name}")
+
+    async def unload_adapter(self, vllm_name: str) -> None:
+        """Unload a name; an already-missing name (e.g. the server restarted) counts as unloaded."""
+        self.loaded_adapters.discard(vllm_name)
+        try:
+            await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": vllm_name})
+        except UpstreamError as exc:
+            if exc.status_code not in (400, 404):
+                raise
+
+    async def _call(self, method: str, path: str, body: dict | None) -> httpx.Response:
+        try:
+            response = await self.client.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise UpstreamError(f"vLLM at {self.url} did not answer {path}: {exc!r}") from None
+        if response.status_code >= 400:
+            raise UpstreamError(
+                f"vLLM at {self.url} answered {path} with {response.status_code}: {upstream_message(response)}",
+                status_code=response.status_code,
+            )
+        return response
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def upstream_message(response: httpx.Response) -> str:
+    """vLLM's error message from an OpenAI-style error body, else the raw text."""
+    try:
+        body = response.json()
+        error = body.get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)[:500]
+    except ValueError:
+        return response.text[:500]
+
+
+class ReplicaPool:
+    """Healthy replicas take requests (least in flight first); unhealthy ones rejoin after `on_recovered` succeeds."""
+
+    def __init__(
+        self,
+        replicas: list[Replica],
+        *,
+        health_interval_s: float,
+        on_recovered: Callable[[Replica], Awaitable[None]],
+    ) -> None:
+        self.replicas = replicas
+        self.health_interval_s = health_interval_s
+        self.on_recovered = on_recovered
+        self._task: asyncio.Task | None = None
+
+    def healthy(self) -> list[Replica]:
+        return [replica for replica in self.replicas if replica.healthy]
+
+    def pick(self, exclude: set[str] = frozenset()) -> Replica:
+        candidates = [replica for replica in self.healthy() if replica.url not in exclude]
+        if not candidates:
+            raise NoHealthyReplicaError(
+                "no vLLM replica is healthy right now; retry shortly (the supervisor restarts managed servers), "
+                "or check the vLLM logs under HOUSESTYLE_HOME/logs"
+            )
+        return min(candidates, key=lambda replica: replica.in_flight)
+
+    def mark_unhealthy(self, replica: Replica, why: str) -> None:
+        if replica.healthy:
+            log.warning("replica %s taken out of the pool: %s", replica.url, why)
+        replica.healthy = False
+        replica.loaded_adapters.clear()
+
+    async def check_once(self) -> None:
+        """One health round: drop failing replicas, re-admit recovered ones after their adapters are reloaded."""
+        await asyncio.gather(*(self._check(replica) for replica in self.replicas))
+
+    async def _check(self, replica: Replica) -> None:
+        ok = await replica.check_health()
+        if not ok:
+            self.mark_unhealthy(replica, "health check failed")
+            return
+        if replica.healthy:
+            return
+        try:
+            await self.on_recovered(replica)
+        except Exception as exc:  # noqa: BLE001 - keep the replica out and retry on the next round
+            log.warning("replica %s is up but not ready yet: %s", replica.url, exc)
+            return
+        replica.healthy = True
+        log.info("replica %s is in the pool", replica.url)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="housestyle-health")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_interval_s)
+            try:
+                await self.check_once()
+            except Exception:  # noqa: BLE001 - the health loop must never die
+                log.exception("health round failed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await asyncio.gather(*(replica.close() for replica in self.replicas))

@@ -1,0 +1,186 @@
+"""The one place that knows vLLM's flags and environment: start, wait for, supervise and stop a vLLM server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from collector.settings import Settings
+from serving.errors import VllmStartError
+
+log = logging.getLogger("housestyle.serving")
+
+BASE_SERVED_NAME = "housestyle-base"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def resolved_base_model(settings: Settings) -> str:
+    """The base model to serve: HOUSESTYLE_BASE_MODEL, else the base built into HOME/models/base."""
+    return settings.base_model or str((settings.models_dir / "base").resolve())
+
+
+def vllm_command(settings: Settings, *, port: int, api_key: str) -> list[str]:
+    # the `vllm` console script fails on the CPU build; the module entry point works everywhere
+    return [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", resolved_base_model(settings),
+        "--served-model-name", BASE_SERVED_NAME,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--api-key", api_key,
+        "--enable-lora",
+        "--max-lora-rank", str(settings.max_lora_rank),
+        "--max-loras", str(settings.max_loras),
+        "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
+        # runtime LoRA updates only work with one API server process
+        "--api-server-count", "1",
+        *shlex.split(settings.vllm_extra_args),
+    ]
+
+
+def vllm_environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
+        "VLLM_CPU_KVCACHE_SPACE": str(settings.vllm_cpu_kvcache_gib),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+class VllmServer:
+    """A vLLM OpenAI server in its own process group, logging to HOME/logs/vllm-PORT.log, restarted if it dies."""
+
+    def __init__(self, settings: Settings, *, port: int | None = None, api_key: str) -> None:
+        self.settings = settings
+        self.port = port or free_port()
+        self.api_key = api_key
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = settings.home / "logs" / f"vllm-{self.port}.log"
+        self.process: subprocess.Popen | None = None
+        self.restarts = 0
+        self._stopping = False
+        self._supervisor: asyncio.Task | None = None
+
+    def launch(self) -> None:
+        """Start the process (returns at once; `wait_healthy` waits for it)."""
+        base = resolved_base_model(self.settings)
+        if "/" in base and not Path(base).exists() and Path(base).is_absolute():
+            raise VllmStartError(f"base model {base} does not exist; run `housestyle base build` or set HOUSESTYLE_BASE_MODEL")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            # own session = own process group, so stop() reaches vLLM's engine-core children too (no orphans)
+            self.process = subprocess.Popen(
+                vllm_command(self.settings, port=self.port, api_key=self.api_key),
+                env=vllm_environment(self.settings),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        log.info("started vLLM pid %s on %s, log %s", self.process.pid, self.url, self.log_path)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    async def wait_healthy(self, timeout_s: float | None = None) -> None:
+        """Poll /health until it answers 200; raise VllmStartError with the log tail if vLLM dies or times out."""
+        deadline = time.monotonic() + (timeout_s or self.settings.vllm_start_timeout_s)
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if not self.alive():
+                    code = self.process.returncode if self.process else None
+                    raise VllmStartError(
+                        f"vLLM exited with code {code} while starting; see {self.log_path}. Last lines:\n{self.log_tail()}"
+                    )
+                try:
+                    if (await client.get(f"{self.url}/health")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)
+        raise VllmStartError(
+            f"vLLM was not healthy after {timeout_s or self.settings.vllm_start_timeout_s:.0f}s; see {self.log_path}. "
+            f"Last lines:\n{self.log_tail()}"
+        )
+
+    async def start(self) -> None:
+        self.launch()
+        try:
+            await self.wait_healthy()
+        except VllmStartError:
+            self.kill()
+            raise
+
+    def supervise(self) -> None:
+        """Restart the server whenever it dies; the replica pool re-loads adapters once /health answers again."""
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"housestyle-vllm-{self.port}")
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            if self._stopping or self.alive():
+                continue
+            code = self.process.returncode if self.process else None
+            log.error("vLLM on %s exited with code %s; restarting. Last lines:\n%s", self.url, code, self.log_tail(10))
+            self.kill()  # reap leftovers of the old process group before reusing the port
+            self.restarts += 1
+            await asyncio.sleep(min(30.0, 2.0 * self.restarts))
+            try:
+                self.launch()
+                await self.wait_healthy()
+            except VllmStartError as exc:
+                log.error("restarting vLLM on %s failed: %s", self.url, exc)
+
+    def kill(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the whole process group, then SIGKILL whatever of the group is left after `grace_s`."""
+        if self.process is None:
+            return
+        pgid = self.process.pid
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            self.process.poll()
+            try:
+                os.killpg(pgid, 0)  # anyone of the group (engine-core children included) still there?
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+        await asyncio.to_thread(self.kill)

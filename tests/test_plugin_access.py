@@ -1,0 +1,136 @@
+"""Who may call what: API keys and roles on every route, key revocation, rate limits, body limits and CORS."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from tests.fixtures.service import RunningService
+
+W, A, ADM = "widget", "agent", "admin"
+PUBLIC = "public"  # probes and API docs: open on purpose
+WEBHOOK_TOKEN = "webhook-token"  # the Chatwoot webhook: its own shared secret instead of a key
+
+# Every route of the app and who may call it. A new route must be added here, or the test fails.
+ACCESS: dict[tuple[str, str], set[str] | str] = {
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/ready"): PUBLIC,
+    ("GET", "/metrics"): {ADM},
+    ("POST", "/widget/conversations"): {W, ADM},
+    ("GET", "/widget/conversations/{conversation_id}"): {W, A, ADM},
+    ("POST", "/widget/conversations/{conversation_id}/messages"): {W, ADM},
+    ("GET", "/reviews/queue"): {A, ADM},
+    ("GET", "/reviews/{draft_id}"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/claim"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/approve"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/edit"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/reject"): {A, ADM},
+    ("GET", "/v1/models"): {A, ADM},
+    ("POST", "/v1/chat/completions"): {A, ADM},
+    ("POST", "/chatwoot/webhook"): WEBHOOK_TOKEN,
+    ("GET", "/admin/adapters"): {ADM},
+    ("POST", "/admin/adapters/rollback"): {ADM},
+    ("POST", "/admin/adapters/{version}/promote"): {ADM},
+    ("POST", "/admin/adapters/{version}/canary"): {ADM},
+    ("GET", "/admin/stats"): {ADM},
+    ("POST", "/admin/export"): {ADM},
+}
+
+
+def app_routes(service: RunningService) -> set[tuple[str, str]]:
+    return {
+        (method, route.path)
+        for route in service.app.routes
+        if isinstance(route, Route)
+        for method in (route.methods or set()) - {"HEAD"}
+    }
+
+
+def test_every_route_checks_the_callers_role(plugin_service: RunningService) -> None:
+    assert app_routes(plugin_service) == set(ACCESS), "a route was added or removed: list who may call it in ACCESS"
+    anonymous = plugin_service.client()
+    clients = {role: plugin_service.client(role) for role in (W, A, ADM)}
+    for (method, template), allowed in sorted(ACCESS.items()):
+        path = re.sub(r"\{[^}]+\}", "1", template)  # no body: allowed callers get 422/404/503, never 401/403
+        if allowed == PUBLIC:
+            assert anonymous.request(method, path).status_code == 200 or template == "/ready", (method, path)
+            continue
+        no_key = anonymous.request(method, path)
+        assert no_key.status_code == 401, (method, path, no_key.text)
+        if allowed == WEBHOOK_TOKEN:
+            for client in clients.values():  # API keys do not open the webhook either
+                assert client.request(method, path).status_code == 401, (method, path)
+            continue
+        for role, client in clients.items():
+            response = client.request(method, path)
+            if role in allowed:
+                assert response.status_code not in (401, 403), (role, method, path, response.text)
+            else:
+                assert response.status_code == 403, (role, method, path, response.text)
+                assert "needs a key with role" in response.json()["detail"]
+
+
+def test_keys_cli_prints_the_key_alone_and_revoking_locks_it_out(plugin_service: RunningService, store_url: str) -> None:
+    env = {**os.environ, "HOUSESTYLE_DATABASE_URL": store_url}
+    housestyle = str(Path(sys.executable).parent / "housestyle")
+    created = subprocess.run([housestyle, "keys", "create", "--role", "agent", "--name", "dana"],
+                             env=env, capture_output=True, text=True, check=True)
+    key = created.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"hs_[A-Za-z0-9_-]{40,}", key)
+    with httpx.Client(base_url=plugin_service.url, headers={"Authorization": f"Bearer {key}"}) as dana:
+        assert dana.get("/reviews/queue").status_code == 200
+        listed = subprocess.run([housestyle, "keys", "list"], env=env, capture_output=True, text=True, check=True)
+        assert "dana" in listed.stdout and key not in listed.stdout
+        key_id = re.search(r"│\s*(\d+)\s*│\s*dana", listed.stdout).group(1)
+        subprocess.run([housestyle, "keys", "revoke", key_id], env=env, capture_output=True, text=True, check=True)
+        refused = dana.get("/reviews/queue")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    unknown = subprocess.run([housestyle, "keys", "revoke", "9999"], env=env, capture_output=True, text=True)
+    assert unknown.returncode == 1 and unknown.stderr.startswith("error: ") and "keys list" in unknown.stderr
+
+
+def test_a_key_over_its_rate_limit_gets_429_with_retry_after(housestyle_home: Path, start_service) -> None:
+    service = start_service(rate_limit_per_second=0.2, rate_limit_burst=3)
+    agent = service.client(A)
+    statuses = [agent.get("/reviews/queue").status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = agent.get("/reviews/queue")
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert service.client(W).post("/widget/conversations", json={}).status_code == 201  # other keys are unaffected
+
+
+def test_oversized_bodies_are_refused_with_413(housestyle_home: Path, start_service) -> None:
+    service = start_service(max_request_bytes=2000)
+    widget = service.client(W)
+    announced = widget.post("/widget/conversations", json={"customer_ref": "x" * 5000})
+    assert announced.status_code == 413 and "HOUSESTYLE_MAX_REQUEST_BYTES" in announced.json()["detail"]
+
+    def chunks():
+        yield b'{"customer_ref": "'
+        for _ in range(10):
+            yield b"y" * 500
+        yield b'"}'
+
+    streamed = widget.post("/widget/conversations", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_cors_allows_only_the_configured_widget_origins(housestyle_home: Path, start_service) -> None:
+    service = start_service(widget_origins=["https://shop.gadgetcorp.example"])
+    browser = service.client()
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
+    allowed = browser.options("/widget/conversations", headers={"Origin": "https://shop.gadgetcorp.example", **preflight})
+    assert allowed.headers.get("access-control-allow-origin") == "https://shop.gadgetcorp.example"
+    other = browser.options("/widget/conversations", headers={"Origin": "https://evil.example", **preflight})
+    assert "access-control-allow-origin" not in other.headers

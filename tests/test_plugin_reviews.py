@@ -1,0 +1,110 @@
+"""Agents reviewing the assistant's drafts through the API: queue, claims, approve / edit / reject, and what follows."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from collector import recorder
+from collector.db import session_scope
+from tests.fixtures.service import RunningService
+
+DRAFT = "Please try charging your SuperWidget for an hour."
+FINAL = "I'm sorry about that! Please try charging your SuperWidget for a full hour and let me know."
+
+
+def customer_asks(service: RunningService, store_url: str, question: str, draft: str, version: str = "v0001-aaaa") -> tuple[str, int]:
+    """A widget conversation with the customer's question, answered by a draft as the model would write it."""
+    widget = service.client("widget")
+    conversation = widget.post("/widget/conversations", json={"channel": "web", "customer_ref": "cust-7"}).json()
+    public_id = conversation["conversation_id"]
+    assert conversation["mode"] == "assist"
+    # no model server is attached here: the customer's message is stored and the widget is told to retry
+    refused = widget.post(f"/widget/conversations/{public_id}/messages", json={"content": question, "stream": False})
+    assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
+    with session_scope(store_url) as session:
+        conversation_id = recorder.find_conversation(session, "web", public_id).id
+        draft_row = recorder.record_draft(session, conversation_id, draft, adapter_version=version, latency_ms=12.5,
+                                          prompt=[{"role": "user", "content": question}])
+    return public_id, draft_row.id
+
+
+def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export(
+    plugin_service: RunningService, store_url: str
+) -> None:
+    public_id, draft_id = customer_asks(plugin_service, store_url, "My SuperWidget won't turn on.", DRAFT)
+    widget, agent = plugin_service.client("widget"), plugin_service.client("agent")
+
+    waiting = widget.get(f"/widget/conversations/{public_id}").json()
+    assert waiting["awaiting_agent"] is True
+    assert [m["role"] for m in waiting["messages"]] == ["user"]  # the customer never sees the draft
+
+    queue = agent.get("/reviews/queue").json()
+    assert [item["draft_id"] for item in queue] == [draft_id]
+    assert queue[0]["draft"] == DRAFT and queue[0]["adapter_version"] == "v0001-aaaa"
+    assert queue[0]["context"][0]["content"] == "My SuperWidget won't turn on."
+
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).json()["claimed_by"] == "alice"
+    taken = agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"})
+    assert taken.status_code == 409 and "alice" in taken.json()["detail"]
+    bob_edit = agent.post(f"/reviews/{draft_id}/edit", json={"agent": "bob", "final_text": "Hi"})
+    assert bob_edit.status_code == 409
+
+    edited = agent.post(f"/reviews/{draft_id}/edit", json={"agent": "alice", "final_text": FINAL}).json()
+    assert edited["decision"] == "edited" and edited["draft"] == DRAFT and edited["final_text"] == FINAL
+    assert {"op": "insert", "before": "", "after": "I'm sorry about that!"} in edited["diff"]
+    assert {"op": "replace", "before": "an hour.", "after": "a full hour and let me know."} in edited["diff"]
+    again = agent.post(f"/reviews/{draft_id}/approve", json={"agent": "alice"})
+    assert again.status_code == 409 and "already reviewed" in again.json()["detail"]
+
+    seen = widget.get(f"/widget/conversations/{public_id}").json()
+    assert seen["awaiting_agent"] is False
+    assert [(m["role"], m["content"]) for m in seen["messages"]][-1] == ("assistant", FINAL)
+    assert agent.get("/reviews/queue").json() == []
+
+    export = plugin_service.client("admin").post("/admin/export", json={"redact": False, "dedup": False}).json()
+    lines = [json.loads(line) for path in Path(export["path"]).glob("*.jsonl") for line in path.read_text().splitlines()]
+    assert [m["content"] for record in lines for m in record["messages"] if m["role"] == "assistant"] == [FINAL]
+    assert DRAFT not in json.dumps(lines)
+
+
+def test_a_stale_claim_expires_and_another_agent_takes_the_draft(
+    housestyle_home: Path, store_url: str, start_service
+) -> None:
+    service = start_service(claim_ttl_seconds=1)
+    _, draft_id = customer_asks(service, store_url, "Where is order GC-123456?", "It ships today.")
+    agent = service.client("agent")
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).status_code == 200
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).status_code == 409
+    time.sleep(1.5)  # alice walked away; her claim lapses
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).json()["claimed_by"] == "bob"
+    approved = agent.post(f"/reviews/{draft_id}/approve", json={"agent": "bob"}).json()
+    assert approved["decision"] == "approved" and approved["final_text"] == "It ships today."
+
+
+def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_in_stats_and_metrics(
+    plugin_service: RunningService, store_url: str
+) -> None:
+    public_id, rejected_id = customer_asks(plugin_service, store_url, "Can I return it?", "No.", version="v0002-bbbb")
+    _, approved_id = customer_asks(plugin_service, store_url, "Do you ship to Canada?", "Yes, we do!")
+    agent, admin = plugin_service.client("agent"), plugin_service.client("admin")
+    rejected = agent.post(f"/reviews/{rejected_id}/reject",
+                          json={"reply": "Of course, within 30 days.", "reason": "policy is wrong"}).json()
+    assert rejected["decision"] == "rejected" and rejected["agent"] == "test-agent"  # default: the key's name
+    assert agent.post(f"/reviews/{approved_id}/approve", json={}).json()["decision"] == "approved"
+    assert agent.post("/reviews/99999/approve", json={}).status_code == 404
+
+    history = plugin_service.client("widget").get(f"/widget/conversations/{public_id}").json()
+    assert history["messages"][-1]["content"] == "Of course, within 30 days."
+
+    stats = admin.get("/admin/stats").json()
+    assert stats["conversations_by_channel"] == {"web": 2}
+    assert stats["drafts_by_decision"] == {"pending": 0, "approved": 1, "edited": 0, "rejected": 1}
+    by_version = {row["adapter_version"]: row for row in stats["per_adapter_version"]}
+    assert by_version["v0002-bbbb"]["rejected"] == 1 and by_version["v0001-aaaa"]["approved"] == 1
+
+    metrics = admin.get("/metrics").text
+    assert 'housestyle_drafts{adapter_version="v0002-bbbb",decision="rejected"} 1.0' in metrics
+    assert 'housestyle_reviews_total{adapter_version="v0001-aaaa",decision="approved"} 1.0' in metrics
+    assert 'housestyle_http_requests_total{method="POST",route="/reviews/{draft_id}/reject",status="200"} 1.0' in metrics
