@@ -41,7 +41,9 @@ def import_command(
         str, typer.Option(help="Channel recorded on conversations whose lines name none (HouseStyle lines may).")
     ] = "import",
 ) -> None:
-    """Load conversations from a file; imported assistant replies count as agent-approved.
+    """Load conversations from a file; each assistant reply counts as reviewed by an agent.
+
+    Replies are approved unless a HouseStyle line says edited or rejected; system messages are dropped.
 
     Bad lines are listed with their line number and reason; good lines still land unless --strict.
     Importing the same conversations twice adds nothing twice.

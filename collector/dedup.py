@@ -64,6 +64,63 @@ class DedupPlan:
         return int(self.reply_over_cap.sum())
 
 
+@dataclass(frozen=True)
+class BatchFingerprints:
+    """Fingerprints of a run of conversations: small, so worker processes can send them back cheaply."""
+
+    exact: array  # uint64 per conversation
+    signatures: np.ndarray  # conversations x NUM_PERM, uint32
+    reply_hashes: array  # uint64 per reply
+    reply_owner: array  # index (within the batch) of each reply's conversation
+
+
+def fingerprint_batch(conversations: list[list[tuple[str, str]]] | list[list[list[str]]]) -> BatchFingerprints:
+    """Fingerprint conversations given as their (customer text, reply) exchanges."""
+    exact, reply_hashes, reply_owner = array("Q"), array("Q"), array("I")
+    docs: list[bytes] = []
+    hash64 = xxhash.xxh64_intdigest
+    for owner, exchanges in enumerate(conversations):
+        parts = []
+        for customer, reply in exchanges:
+            reply_n = " ".join(reply.lower().split())
+            parts.append(" ".join(customer.lower().split()))
+            parts.append(reply_n)
+            reply_hashes.append(hash64(reply_n.encode()))
+            reply_owner.append(owner)
+        doc = " ".join(parts).encode()
+        exact.append(hash64(doc))
+        docs.append(doc)
+    word_hashes, doc_ends = _word_hashes(docs)
+    signatures = _minhash(word_hashes, doc_ends)
+    return BatchFingerprints(exact=exact, signatures=signatures, reply_hashes=reply_hashes, reply_owner=reply_owner)
+
+
+_WORD_PRIME = np.uint64(0x100000001B3)  # FNV's 64-bit prime: an odd multiplier for a polynomial hash
+_MAX_WORD = 64  # bytes of a word that count towards its hash
+_POWERS = np.cumprod(np.r_[np.uint64(1), np.full(_MAX_WORD - 1, _WORD_PRIME, dtype=np.uint64)], dtype=np.uint64)
+
+
+def _word_hashes(docs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """A 64-bit hash of every space-separated word of every doc, and where each doc's words end, all in numpy."""
+    buffer = np.frombuffer(b"\x1f".join(docs) + b"\x1f", dtype=np.uint8)
+    doc_break = buffer == 0x1F
+    separator = (buffer == 0x20) | doc_break
+    word_start = ~separator & np.r_[True, separator[:-1]]
+    starts = np.flatnonzero(word_start)
+    if not len(starts):
+        return np.zeros(0, dtype=np.uint64), np.zeros(len(docs), dtype=np.int64)
+    word_of_byte = np.cumsum(word_start) - 1
+    position = np.minimum(np.arange(len(buffer)) - starts[np.maximum(word_of_byte, 0)], _MAX_WORD - 1)
+    terms = np.where(separator | (word_of_byte < 0), np.uint64(0), buffer.astype(np.uint64) * _POWERS[position])
+    hashes = np.add.reduceat(terms, starts)
+    hashes ^= hashes >> np.uint64(29)  # mix the high bits down: the polynomial leaves low bits weak
+    hashes *= np.uint64(0xBF58476D1CE4E5B9)
+    hashes ^= hashes >> np.uint64(32)
+    doc_of_word = np.cumsum(doc_break)[starts]
+    doc_ends = np.searchsorted(doc_of_word, np.arange(len(docs)), side="right")
+    return hashes, doc_ends.astype(np.int64)
+
+
 class DuplicateFinder:
     """Collects fingerprints while the export streams; `plan()` decides what to drop once all are in."""
 
@@ -76,24 +133,17 @@ class DuplicateFinder:
     def __len__(self) -> int:
         return len(self._exact)
 
+    def add(self, fingerprints: BatchFingerprints) -> None:
+        """Take in the fingerprints of the next conversations, in export order."""
+        offset = len(self._exact)
+        self._exact.extend(fingerprints.exact)
+        self._signatures.append(fingerprints.signatures)
+        self._reply_hashes.extend(fingerprints.reply_hashes)
+        self._reply_owner.extend(owner + offset for owner in fingerprints.reply_owner)
+
     def add_batch(self, conversations: list[list[tuple[str, str]]]) -> None:
         """Fingerprint conversations given as their (customer text, reply) exchanges, in export order."""
-        word_hashes: list[int] = []
-        doc_ends: list[int] = []
-        for exchanges in conversations:
-            owner = len(self._exact)
-            parts = []
-            for customer, reply in exchanges:
-                customer_n, reply_n = normalise(customer), normalise(reply)
-                parts.append(customer_n)
-                parts.append(reply_n)
-                self._reply_hashes.append(xxhash.xxh64_intdigest(reply_n.encode()))
-                self._reply_owner.append(owner)
-            joined = "\x1e".join(parts).encode()
-            self._exact.append(xxhash.xxh64_intdigest(joined))
-            word_hashes.extend(map(xxhash.xxh32_intdigest, joined.split()))
-            doc_ends.append(len(word_hashes))
-        self._signatures.append(_minhash(np.array(word_hashes, dtype=np.uint64), np.array(doc_ends, dtype=np.int64)))
+        self.add(fingerprint_batch(conversations))
 
     def plan(self, *, threshold: float, max_macro_copies: int, near: bool = True) -> DedupPlan:
         """Decide, keeping the first of each group, which conversations and which replies to drop."""

@@ -41,6 +41,7 @@ import json
 import os
 import shutil
 import uuid
+from multiprocessing import get_context
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -53,7 +54,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 
 from collector import db
-from collector.dedup import DedupPlan, DuplicateFinder
+from collector.dedup import BatchFingerprints, DedupPlan, DuplicateFinder, fingerprint_batch
 from collector.errors import InputError
 from collector.formats import ChatRecord, PromptCompletionRecord
 from collector.models import Conversation, Draft, DraftStatus, Message, Review, ReviewDecision, Role
@@ -200,12 +201,12 @@ def _count_conversations(session: Any, options: ExportOptions) -> int:
     return session.execute(select(func.count(Conversation.id)).where(*_conversation_filter(options))).scalar_one()
 
 
-def _conversation_chunks(session: Any, options: ExportOptions) -> Iterator[list[tuple[int, str, datetime]]]:
+def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[list[tuple[int, str, datetime]]]:
     """(id, split key, created_at) of the matching conversations, CHUNK at a time, by id (keyset pagination)."""
     last_id = 0
     conditions = _conversation_filter(options)
     while True:
-        rows = session.execute(
+        rows = connection.execute(
             select(Conversation.id, Conversation.channel, Conversation.external_id, Conversation.created_at)
             .where(Conversation.id > last_id, *conditions)
             .order_by(Conversation.id)
@@ -270,21 +271,22 @@ def _read_conversations(
     """Stream (split key, created_at, exchanges) of every exportable conversation; count those skipped."""
     kept = {decision.value for decision in options.decisions}
     with db.session_scope() as session:
-        for chunk in _conversation_chunks(session, options):
+        connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
+        for chunk in _conversation_chunks(connection, options):
             ids = [conversation_id for conversation_id, _, _ in chunk]
             turns: dict[int, list[tuple[int, str, str | None, int | None]]] = {i: [] for i in ids}
-            for conversation_id, position, role, content, draft_id in session.execute(
+            for conversation_id, position, role, content, draft_id in connection.execute(
                 select(Message.conversation_id, Message.position, Message.role, Message.content, Message.draft_id)
                 .where(Message.conversation_id.in_(ids))
                 .order_by(Message.conversation_id, Message.position)
-            ):
+            ).all():
                 turns[conversation_id].append((position, str(role), content, draft_id))
             drafts: dict[int, dict[int, tuple[int, str, str | None, str | None]]] = {i: {} for i in ids}
-            for conversation_id, draft_id, position, status, decision, final_text in session.execute(
+            for conversation_id, draft_id, position, status, decision, final_text in connection.execute(
                 select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, Review.final_text)
                 .outerjoin(Review, Review.draft_id == Draft.id)
                 .where(Draft.conversation_id.in_(ids))
-            ):
+            ).all():
                 drafts[conversation_id][draft_id] = (
                     position, str(status), str(decision) if decision is not None else None, final_text
                 )
@@ -393,6 +395,69 @@ def _save_hf(staging: Path, jsonl: dict[str, Path]) -> None:
         path.unlink()
 
 
+PARALLEL_FROM = 5000  # conversations; below this, starting worker processes costs more than it saves
+
+
+class RenderPlan(BaseModel):
+    """What a worker needs to turn conversations into finished lines: the format, system prompt and split rules."""
+
+    format: ExportFormat
+    system_prompt: str
+    seed: int
+    ratios: SplitRatios
+    holdout_after: datetime | None
+
+
+_worker: tuple[Redactor | None, RenderPlan] | None = None
+
+
+def _batched(conversations: Iterator[Any]) -> Iterator[list[Any]]:
+    batch = []
+    for conversation in conversations:
+        batch.append(conversation)
+        if len(batch) >= CHUNK:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _start_worker(redactor: Redactor | None, render: RenderPlan) -> None:
+    global _worker
+    _worker = (redactor, render)
+
+
+def render_conversation(render: RenderPlan, exchanges: list[Exchange]) -> tuple[str, list[str]]:
+    """(problem, JSON lines) of one conversation: the problem is "" when every record passed the format's rules."""
+    try:
+        return "", [json.dumps(record, ensure_ascii=False) for record in _records(render.format, render.system_prompt, exchanges)]
+    except ValidationError as exc:
+        return "invalid record: " + exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, "), []
+
+
+def _spool_line(split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
+    # JSON never holds a raw tab or newline, so they separate the fields: split, problem, count, exchanges, lines...
+    return "\t".join([split, problem, str(len(exchanges)), json.dumps(exchanges, ensure_ascii=False), *lines]) + "\n"
+
+
+def _prepare_batch(batch: list[tuple[str, datetime, list[Exchange]]]) -> tuple[str, BatchFingerprints, Counter[str]]:
+    """Redact, fingerprint, split and render a chunk of conversations (in a worker process for large exports)."""
+    assert _worker is not None
+    redactor, render = _worker
+    found: Counter[str] = Counter()
+    if redactor is not None:
+        redact = redactor.redact
+        for _, _, exchanges in batch:
+            for exchange in exchanges:
+                exchange[0] = redact(exchange[0], found)
+                exchange[1] = redact(exchange[1], found)
+    spool = []
+    for key, created_at, exchanges in batch:
+        split = assign_split(key, render.seed, render.ratios, created_at=created_at, holdout_after=render.holdout_after)
+        spool.append(_spool_line(split, exchanges, *render_conversation(render, exchanges)))
+    return "".join(spool), fingerprint_batch([exchanges for _, _, exchanges in batch]), found
+
+
 def export_dataset(options: ExportOptions, *, progress: bool | None = None) -> ExportManifest:
     """Write the export folder described in the module docstring and return its manifest."""
     settings = get_settings()
@@ -430,28 +495,32 @@ def _write_export(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         transient=True, disable=not progress if progress is not None else False,
     )
-    with bar:
+    render = RenderPlan(
+        format=options.format, system_prompt=system_prompt, seed=options.seed, ratios=options.ratios,
+        holdout_after=options.holdout_after,
+    )
+    with bar, ExitStack() as pool_scope:
         reading = bar.add_task("reading conversations", total=total)
-        pending: list[list[Exchange]] = []
+        batches = _batched(_read_conversations(options, dropped, dropped_turns, lambda n: bar.advance(reading, n)))
+        workers = get_settings().export_workers or os.cpu_count() or 1
+        if workers > 1 and total >= PARALLEL_FROM:
+            # redaction and fingerprints are the costly steps: workers do them while this process reads the store
+            pool = pool_scope.enter_context(
+                get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(redactor, render))
+            )
+            prepared = pool.imap(_prepare_batch, batches)
+        else:
+            _start_worker(redactor, render)
+            prepared = map(_prepare_batch, batches)
         with spool.open("w", encoding="utf-8") as spool_file:
-            for key, created_at, exchanges in _read_conversations(
-                options, dropped, dropped_turns, lambda n: bar.advance(reading, n)
-            ):
-                if redactor is not None:
-                    for exchange in exchanges:
-                        exchange[0] = redactor.redact(exchange[0], redactions)
-                        exchange[1] = redactor.redact(exchange[1], redactions)
-                spool_file.write(json.dumps([key, created_at.isoformat(), exchanges], ensure_ascii=False) + "\n")
-                pending.append(exchanges)
-                if len(pending) >= CHUNK:
-                    finder.add_batch(pending)
-                    pending = []
-            if pending:
-                finder.add_batch(pending)
+            for spool_text, fingerprints, found in prepared:
+                redactions.update(found)
+                spool_file.write(spool_text)
+                finder.add(fingerprints)
         plan = finder.plan(threshold=threshold, max_macro_copies=max_macro_copies, near=True) if options.dedup else None
         writing = bar.add_task("writing splits", total=len(finder))
         counts, records, content_hash = _write_splits(
-            options, staging, spool, plan, system_prompt, dropped, dropped_turns, lambda: bar.advance(writing)
+            render, staging, spool, plan, dropped, dropped_turns, lambda: bar.advance(writing)
         )
     spool.unlink()
     files = {name: f"{name}.jsonl" for name in SPLITS}
@@ -485,16 +554,15 @@ def _write_export(
 
 
 def _write_splits(
-    options: ExportOptions,
+    render: RenderPlan,
     staging: Path,
     spool: Path,
     plan: DedupPlan | None,
-    system_prompt: str,
     dropped: Counter[str],
     dropped_turns: Counter[str],
     advance: Any,
 ) -> tuple[dict[str, int], dict[str, int], str]:
-    """Second pass: apply the duplicate plan, split, validate and write every record; return counts and the hash."""
+    """Second pass: apply the duplicate plan and write every finished record; return counts and the content hash."""
     counts = dict.fromkeys(SPLITS, 0)
     records = dict.fromkeys(SPLITS, 0)
     hashes = {name: hashlib.sha256() for name in SPLITS}
@@ -504,34 +572,27 @@ def _write_splits(
         with spool.open(encoding="utf-8") as spool_file:
             for index, line in enumerate(spool_file):
                 advance()
-                key, created_iso, exchanges = json.loads(line)
-                first_reply, reply_index = reply_index, reply_index + len(exchanges)
+                split, problem, exchange_count, exchanges_json, *lines = line.rstrip("\n").split("\t")
+                first_reply, reply_index = reply_index, reply_index + int(exchange_count)
                 if plan is not None:
                     if plan.drop[index] != DedupPlan.KEEP:
                         dropped["exact duplicate" if plan.drop[index] == DedupPlan.EXACT else "near duplicate"] += 1
                         continue
                     over = plan.reply_over_cap[first_reply:reply_index]
                     if over.any():
-                        exchanges = [exchange for exchange, capped in zip(exchanges, over) if not capped]
+                        exchanges = [pair for pair, capped in zip(json.loads(exchanges_json), over) if not capped]
                         dropped_turns["macro reply over cap"] += int(over.sum())
                         if not exchanges:
                             dropped["only macro replies over cap"] += 1
                             continue
-                try:
-                    lines = _records(options.format, system_prompt, exchanges)
-                except ValidationError as exc:
-                    problem = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-                    dropped[f"invalid record: {problem}"] += 1
+                        problem, lines = render_conversation(render, exchanges)
+                if problem:
+                    dropped[problem] += 1
                     continue
-                split = assign_split(
-                    key, options.seed, options.ratios,
-                    created_at=datetime.fromisoformat(created_iso), holdout_after=options.holdout_after,
-                )
                 counts[split] += 1
-                for record in lines:
-                    text = json.dumps(record, ensure_ascii=False) + "\n"
-                    outputs[split].write(text)
-                    hashes[split].update(text.encode())
-                    records[split] += 1
+                records[split] += len(lines)
+                text = "".join(record + "\n" for record in lines)
+                outputs[split].write(text)
+                hashes[split].update(text.encode())
     combined = hashlib.sha256("".join(f"{name}:{hashes[name].hexdigest()}\n" for name in SPLITS).encode())
     return counts, records, combined.hexdigest()

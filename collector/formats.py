@@ -27,20 +27,37 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 Decision = Literal["approved", "edited", "rejected"]
 
 
-def _non_blank(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty")
+def _no_nul(text: str) -> str:
     if "\x00" in text:  # Postgres text cannot hold NUL; refuse it on every store alike
         raise ValueError("contains a NUL character")
     return text
 
 
+def _non_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return _no_nul(text)
+
+
 NonBlankText = Annotated[str, AfterValidator(_non_blank)]
+# the store's column widths, checked here so a long value is a bad line, not a failed transaction
+Name200 = Annotated[str, StringConstraints(max_length=200), AfterValidator(_no_nul)]
+NonBlankName200 = Annotated[str, StringConstraints(max_length=200), AfterValidator(_non_blank)]
+NonBlankName100 = Annotated[str, StringConstraints(max_length=100), AfterValidator(_non_blank)]
 
 
 def check_turn_order(roles: list[str]) -> None:
@@ -118,7 +135,7 @@ class HouseStyleTurn(BaseModel):
     content: NonBlankText | None = None
     draft: NonBlankText | None = None
     decision: Decision = "approved"
-    agent_id: str | None = Field(default=None, max_length=200)
+    agent_id: Name200 | None = None
 
     @model_validator(mode="after")
     def _decision_is_consistent(self) -> HouseStyleTurn:
@@ -156,9 +173,9 @@ class HouseStyleRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_id: NonBlankText = Field(max_length=200)
-    channel: NonBlankText | None = Field(default=None, max_length=100)  # None: the importer's --channel
-    customer_ref: str | None = Field(default=None, max_length=200)
+    external_id: NonBlankName200
+    channel: NonBlankName100 | None = None  # None: the importer's --channel
+    customer_ref: Name200 | None = None
     created_at: AwareDatetime | None = None  # None: the time of import
     messages: list[HouseStyleTurn] = Field(min_length=1)
 
@@ -230,7 +247,9 @@ KIND_NAMES: dict[type[BaseModel], str] = {
 }
 
 
-def as_housestyle(record: FileRecord, *, external_id: str, channel: str, created_at: datetime | None = None) -> HouseStyleRecord:
+def as_housestyle(
+    record: FileRecord, *, external_id: str, channel: str | None = None, created_at: datetime | None = None
+) -> HouseStyleRecord:
     """Any record in the richest format: chat and prompt/completion replies become approved turns, system dropped."""
     if isinstance(record, HouseStyleRecord):
         return record

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from pydantic import BaseModel, Field
+from rich.console import Console
 from rich.progress import Progress
 from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -41,7 +42,7 @@ from collector.models import (
 from collector.recorder import edit_distance
 from collector.stats import IMPORT_AGENT
 
-BATCH_SIZE = 500  # conversations per flush: few round trips, bounded memory
+BATCH_SIZE = 500  # conversations per round of multi-row inserts: few round trips, bounded memory
 LOOKUP_CHUNK = 500  # keys per IN (...) query, well under every driver's parameter limit
 PROGRESS_MIN_RECORDS = 2_000  # smaller files import in about a second: no bar
 CONVERSATIONS, MESSAGES, DRAFTS, REVIEWS = (model.__table__ for model in (Conversation, Message, Draft, Review))
@@ -68,6 +69,7 @@ class ImportRefused(InputError):
     """`--strict` and the file has bad lines: nothing was imported. `report.errors` lists them."""
 
     def __init__(self, path: Path, report: ImportReport) -> None:
+        report.errors.sort(key=lambda error: error.line)
         first = report.errors[0]
         super().__init__(
             f"{path}: {len(report.errors)} bad line(s), first at line {first.line}: {first.reason}; "
@@ -122,17 +124,17 @@ def parse_lines(lines: Sequence[str], report: ImportReport) -> list[_Parsed]:
         if isinstance(record, ChatRecord):
             report.system_messages_dropped += sum(1 for message in record.messages if message.role == "system")
         if isinstance(record, HouseStyleRecord):
-            content_hash = canonical_hash(record)
+            conversation, content_hash = record, canonical_hash(record)
         else:
-            # chat and prompt/completion lines have no id of their own: the content names them
-            record = as_housestyle(record, external_id="-", channel=None)  # type: ignore[assignment]
-            content_hash = canonical_hash(record)  # type: ignore[arg-type]
-            record.external_id = f"import-{content_hash[:24]}"
+            # chat and prompt/completion lines have no id of their own: their content names them
+            conversation = as_housestyle(record, external_id="-", channel=None)
+            content_hash = canonical_hash(conversation)
+            conversation.external_id = f"import-{content_hash[:24]}"
         if content_hash in seen:
             report.duplicates += 1
             continue
         seen.add(content_hash)
-        parsed.append(_Parsed(line=number, record=record, content_hash=content_hash))  # type: ignore[arg-type]
+        parsed.append(_Parsed(line=number, record=conversation, content_hash=content_hash))
     return parsed
 
 
@@ -301,7 +303,9 @@ def import_file(
             fresh = drop_known(session, parsed, channel, report)
             if strict and report.errors:
                 raise ImportRefused(path, report)
-            with Progress(transient=True, disable=len(fresh) < PROGRESS_MIN_RECORDS) as progress:
+            console = Console(stderr=True)  # stdout keeps the summary clean for scripts
+            quiet = len(fresh) < PROGRESS_MIN_RECORDS or not console.is_terminal
+            with Progress(console=console, transient=True, disable=quiet) as progress:
                 task = progress.add_task(f"importing {path.name}", total=len(fresh))
                 for batch in _chunks(fresh, BATCH_SIZE):
                     report.messages += store_batch(session, batch, channel, source)
@@ -309,7 +313,8 @@ def import_file(
                     progress.advance(task, len(batch))
     except IntegrityError:
         raise StoreError(
-            f"another import wrote some of the conversations in {path} at the same time; nothing was imported, run it again"
+            f"some conversations in {path} were stored by another writer during the import; "
+            "nothing was imported, run it again"
         ) from None
     report.errors.sort(key=lambda error: error.line)
     return report

@@ -183,3 +183,12 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart in listings
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class JobLock(SQLModel, table=True):
+    """A named lock held in the store so one job (e.g. a refresh) runs at a time across processes and hosts."""
+
+    name: str = Field(primary_key=True, max_length=100)
+    holder: str = Field(max_length=200)  # host:pid:random of the process holding it
+    acquired_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime  # a holder that died stops renewing; after this anyone may take the lock

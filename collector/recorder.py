@@ -85,7 +85,6 @@ _MESSAGE_OF_DRAFT = select(_MESSAGES.id).where(_MESSAGES.draft_id == bindparam("
 
 def _next_position(session: Session, conversation_id: int) -> int:
     """The slot after the last message or pending draft (a reviewed draft's slot is taken by its message)."""
-    session.flush()  # a Core statement does not autoflush; turns added but not yet flushed must count
     return max(session.execute(_NEXT_POSITION, {"conversation_id": conversation_id}).one()) + 1
 
 

@@ -19,6 +19,7 @@ from stdnum import luhn
 from stdnum.exceptions import ValidationError
 
 from collector.errors import InputError
+from collector.pii_gate import EU_STREET_PARTS, STREET_SUFFIXES, PiiGate
 from collector.settings import Settings, get_settings
 
 
@@ -51,8 +52,6 @@ class PiiSpan:
     type: PiiType
 
 
-_HAS_DIGIT = re.compile(r"\d").search
-
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}\b")
 # "jane dot doe at gmail dot com", "jane(at)example(dot)org": people dodge spam filters in support chats too
 _EMAIL_SPELLED = re.compile(
@@ -67,10 +66,7 @@ _PHONE = re.compile(r"(?<![\w+.,/-])(?:\+|00)?\(?\d[\d\s().-]{5,20}\d(?![\w/]|[.
 _PHONE_WORDS = re.compile(r"\b(?:call|phone|tel|telephone|mobile|cell|cellphone|number|text|whatsapp|reach|ring|fax)\b",
                           re.IGNORECASE)
 
-_STREET_SUFFIX = (
-    r"(?i:street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|way|place|pl|terrace|ter|"
-    r"parkway|pkwy|circle|cir|highway|hwy|square|sq|crescent|close|row|trail|trl)"
-)
+_STREET_SUFFIX = r"(?i:" + STREET_SUFFIXES + ")"
 _UNIT = r"(?i:apt|apartment|suite|ste|unit|flat|room|floor|fl|#)\.?\s*#?\s*[A-Za-z0-9-]+"
 _CITY_STATE_ZIP = (
     r"(?:,?\s+(?:" + _UNIT + r"))?"  # "..., Apt 4B"
@@ -86,7 +82,7 @@ _ADDRESS = re.compile(
 )
 # European order: "Hauptstraße 12", "Rue de Rivoli 25" is rare in our data; the German shape is common
 _ADDRESS_EU = re.compile(
-    r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:straße|strasse|str\.|weg|gasse|allee|platz|laan|straat|gatan|vej)\s+\d{1,4}[a-z]?\b"
+    r"\b[A-ZÄÖÜ][a-zäöüß-]+(?:" + EU_STREET_PARTS + r")\s+\d{1,4}[a-z]?\b"
     r"(?:,\s*\d{4,5}\s+[A-ZÄÖÜ][a-zäöüß]+)?"
 )
 _PO_BOX = re.compile(r"\bP\.?\s?O\.?\s+Box\s+\d+\b" + _CITY_STATE_ZIP, re.IGNORECASE)
@@ -120,6 +116,7 @@ class Redactor:
                 self.id_patterns.append((pii_type, re.compile(pattern, re.IGNORECASE)))
             except re.error as exc:
                 raise InputError(f"{setting} is not a valid regular expression ({exc}); fix or unset it") from None
+        self.gate = PiiGate({pii_type.value: pattern.pattern for pii_type, pattern in self.id_patterns})
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Redactor:
@@ -177,19 +174,24 @@ class Redactor:
     def find(self, text: str) -> list[PiiSpan]:
         """Every piece of PII in `text`, without overlaps, in reading order."""
         found: list[PiiSpan] = []
+        opened = self.gate(text)  # which detectors could find anything at all: most messages need one or none
+        if not opened:
+            return found
         for pii_type, pattern in self.id_patterns:
-            found.extend(PiiSpan(m.start(), m.end(), pii_type) for m in pattern.finditer(text) if m.end() > m.start())
-        if "@" in text:
+            if pii_type.value in opened:
+                found.extend(PiiSpan(m.start(), m.end(), pii_type) for m in pattern.finditer(text) if m.end() > m.start())
+        if "email" in opened:
             found.extend(PiiSpan(m.start(), m.end(), PiiType.EMAIL) for m in _EMAIL.finditer(text))
-        lowered = text.lower()
-        if "at" in lowered and "dot" in lowered:
+        if "email_spelled" in opened:
             found.extend(PiiSpan(m.start(), m.end(), PiiType.EMAIL) for m in _EMAIL_SPELLED.finditer(text))
-        if _HAS_DIGIT(text):
+        if "long_digits" in opened:
             found.extend(self._ibans(text))
             found.extend(self._cards(text))
             found.extend(self._phones(text))
-            for pattern in (_ADDRESS, _ADDRESS_EU, _PO_BOX):
-                found.extend(PiiSpan(m.start(), m.end(), PiiType.ADDRESS) for m in pattern.finditer(text))
+        if "digit" in opened:
+            for gate, pattern in (("street", _ADDRESS), ("eu_street", _ADDRESS_EU), ("po_box", _PO_BOX)):
+                if gate in opened:
+                    found.extend(PiiSpan(m.start(), m.end(), PiiType.ADDRESS) for m in pattern.finditer(text))
         if len(found) <= 1:
             return found
         kept: list[PiiSpan] = []

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     phone_region: str = Field(
         "US", description="Country (ISO 3166 alpha-2) assumed for phone numbers written without a +country code."
     )
+    export_workers: int = Field(
+        0, description="Processes that redact PII during a large export; 0: one per CPU core, 1: no extra processes."
+    )
     near_duplicate_threshold: float = Field(
         0.8, description="Word-bigram Jaccard similarity (0..1) from which two conversations count as near duplicates."
     )
@@ -96,6 +99,16 @@ class Settings(BaseSettings):
     )
     health_interval_s: float = Field(2.0, description="Seconds between health checks of each vLLM replica.")
     canary_share: float = Field(0.1, description="Default share (0..1) of new conversations routed to a canary version.")
+    swap_drain_timeout_s: float = Field(
+        600.0, description="How long a swap waits for requests on the old version to finish before unloading it anyway."
+    )
+
+    # --- training and evaluation (trainer/) ----------------------------------------------------
+    cpu_threads: int = Field(
+        1,
+        description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. 1 is the "
+        "safe default: on a shared or busy machine extra threads spin-wait on each other and run 5-20x slower.",
+    )
 
     @property
     def resolved_database_url(self) -> str:

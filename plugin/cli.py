@@ -10,6 +10,7 @@ from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
 from serving.cli import register as register_serving
 from plugin.commands import register as register_plugin
+from trainer.cli import register as register_trainer
 
 app = typer.Typer(
     name="housestyle",
@@ -28,6 +29,7 @@ app = typer.Typer(
 register_collector(app)
 register_serving(app)
 register_plugin(app)
+register_trainer(app)
 
 
 def main() -> None:

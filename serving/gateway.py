@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,6 +66,8 @@ class SwapResult(BaseModel):
     version: str | None
     previous: str | None
     replicas: list[str]
+    flip_ms: float = 0.0  # from the call to the moment new requests got the new version
+    total_ms: float = 0.0  # including draining the old version's requests and unloading it
 
 
 def fingerprint(route: Route) -> str:
@@ -137,7 +140,7 @@ class ServingGateway:
 
     def __init__(self, settings: Settings, *, urls: list[str] | None = None, database_url: str | None = None) -> None:
         self.settings = settings
-        self.database_url = database_url
+        self.database_url = database_url or settings.resolved_database_url
         self.managed = not (urls or settings.vllm_urls)
         self.api_key = settings.vllm_api_key or (secrets.token_urlsafe(24) if self.managed else None)
         self.servers: list[VllmServer] = []
@@ -170,14 +173,14 @@ class ServingGateway:
         Raises VllmStartError (managed server died/timed out, with its log tail) or NoHealthyReplicaError (attach mode,
         nothing answers).
         """
-        if self.servers:
-            await asyncio.gather(*(server.start() for server in self.servers))
-            for server in self.servers:
-                server.supervise()
         try:
+            if self.servers:
+                await asyncio.gather(*(server.start() for server in self.servers))
+                for server in self.servers:
+                    server.supervise()
             await self._discover_base()
-        except NoHealthyReplicaError:
-            await self.stop()
+        except BaseException:
+            await self.stop()  # a half-started set of servers must not outlive a failed start
             raise
         await self._restore_from_registry()
         await self.pool.check_once()
@@ -325,6 +328,10 @@ class ServingGateway:
                 await response.aread()
                 await response.aclose()
                 replica.in_flight -= 1
+                if response.status_code == 404 and body["model"] in upstream_message(response):
+                    # the replica restarted and lost its adapters before a health check noticed: reload it first
+                    self.pool.mark_unhealthy(replica, f"does not know {body['model']}")
+                    continue
                 raise UpstreamError(f"vLLM refused the request: {upstream_message(response)}", response.status_code)
             if not stream:
                 try:
@@ -384,6 +391,7 @@ class ServingGateway:
                               replicas=self._urls())
 
     async def _make_live(self, version: str, *, action: str, actor: str, reason: str | None) -> SwapResult:
+        started = time.perf_counter()
         async with self._swap_lock:
             previous = self.routes.live
             if previous is not None and previous.version == version:
@@ -396,11 +404,13 @@ class ServingGateway:
             else:
                 loaded = await self._load_everywhere(version, actor=actor)
             self.routes.live = loaded  # the atomic flip: every new request from here on gets the new version
+            flipped = time.perf_counter()
             lifecycle.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
             if previous is not None:
                 await self._retire_name(previous)
             return SwapResult(action=action, version=version, previous=previous.version if previous else None,
-                              replicas=self._urls())
+                              replicas=self._urls(), flip_ms=(flipped - started) * 1000,
+                              total_ms=(time.perf_counter() - started) * 1000)
 
     async def _load_everywhere(self, version: str, *, actor: str) -> LoadedVersion:
         """Validate, then load under a fresh name + list check + smoke request on each replica; undo all on failure."""
@@ -428,7 +438,11 @@ class ServingGateway:
 
     async def _retire_name(self, loaded: LoadedVersion) -> None:
         """Let requests already on this name finish, then unload it everywhere (its folder stays for rollback)."""
-        await self.routes.wait_drained(loaded.vllm_name)
+        try:
+            await asyncio.wait_for(self.routes.wait_drained(loaded.vllm_name), self.settings.swap_drain_timeout_s)
+        except TimeoutError:
+            log.warning("requests on %s still running after %.0fs; unloading it anyway (they will fail)",
+                        loaded.vllm_name, self.settings.swap_drain_timeout_s)
         results = await asyncio.gather(
             *(replica.unload_adapter(loaded.vllm_name) for replica in self.pool.replicas if replica.healthy),
             return_exceptions=True,

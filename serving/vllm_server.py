@@ -175,12 +175,18 @@ class VllmServer:
             pass
         self.process.wait()
 
-    async def stop(self) -> None:
-        self._stopping = True
-        if self._supervisor is not None:
-            self._supervisor.cancel()
+    async def stop_supervising(self) -> None:
+        """Stop watching the process (it keeps running); `supervise` may be called again later."""
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
             try:
-                await self._supervisor
+                await task
             except asyncio.CancelledError:
                 pass
+
+    async def stop(self) -> None:
+        """Stop supervising and stop the server (SIGTERM, then SIGKILL): nothing of it is left running."""
+        self._stopping = True
+        await self.stop_supervising()
         await asyncio.to_thread(self.kill)

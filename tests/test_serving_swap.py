@@ -20,7 +20,9 @@ from tests.fixtures.vllm import RunningVllm, register_adapter_folder, running_ga
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 
-QUESTION = {"messages": [{"role": "user", "content": "Where is my order?"}], "max_tokens": 8, "temperature": 0}
+# ignore_eos: every answer is exactly max_tokens long, so "complete" is checkable whatever the model says
+QUESTION = {"messages": [{"role": "user", "content": "Where is my order?"}], "max_tokens": 8, "temperature": 0,
+            "ignore_eos": True}
 
 
 async def reference_answer(vllm: RunningVllm, folder: Path | None) -> str:
@@ -294,12 +296,14 @@ def test_a_dead_replica_is_taken_out_and_requests_still_succeed(serving_settings
     asyncio.run(scenario())
 
 
-def test_no_healthy_replica_is_a_clear_error(serving_settings: Settings):
+def test_no_healthy_replica_is_a_clear_error(housestyle_home: Path):
     from serving.errors import NoHealthyReplicaError
     from serving.gateway import ServingGateway
     from tests.fixtures.stores import free_port
 
-    gateway = ServingGateway(serving_settings, urls=[f"http://127.0.0.1:{free_port()}"])
+    from collector.settings import get_settings
+
+    gateway = ServingGateway(get_settings(), urls=[f"http://127.0.0.1:{free_port()}"])
     with pytest.raises(NoHealthyReplicaError, match="HOUSESTYLE_VLLM_URLS"):
         asyncio.run(gateway.start())
     assert not gateway.ready()

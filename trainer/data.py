@@ -77,10 +77,10 @@ def load_export(folder: Path) -> dict[str, list[Messages]]:
             if path.is_file():
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
                 splits[split] = [_messages_of(json.loads(line)) for line in lines]
-    elif (folder / "dataset_dict.json").is_file():
+    elif saved := next((f for f in (folder, folder / "hf") if (f / "dataset_dict.json").is_file()), None):
         from datasets import load_from_disk
 
-        dataset = load_from_disk(str(folder))
+        dataset = load_from_disk(str(saved))
         for split in SPLITS:
             if split in dataset:
                 splits[split] = [_messages_of(row) for row in dataset[split]]
@@ -96,7 +96,7 @@ def dataset_hash(folder: Path) -> str:
     manifest_path = Path(folder) / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        for key in ("content_hash", "dataset_hash", "hash", "sha256"):
+        for key in ("content_sha256", "content_hash", "dataset_hash"):
             if isinstance(manifest.get(key), str):
                 return manifest[key]
     digest = hashlib.sha256()

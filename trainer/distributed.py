@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from collector.settings import get_settings
+
 
 @dataclass
 class World:
@@ -60,9 +62,18 @@ def current_world() -> World:
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
+    else:
+        use_cpu_threads()
     if size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return World(rank=rank, size=size, device=device)
+
+
+def use_cpu_threads() -> None:
+    """Apply HOUSESTYLE_CPU_THREADS (see its description for why the default is one thread)."""
+    threads = get_settings().cpu_threads
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 def shutdown() -> None:

@@ -128,7 +128,7 @@ class TrainingLoop:
                     self.optimizer.zero_grad(set_to_none=True)
                     step += 1
                     tokens += batch.real_tokens * world.size
-                    loss_sum, target_sum = loss_sum + float(loss), target_sum + n
+                    loss_sum, target_sum = loss_sum + loss.item(), target_sum + n
                     elapsed = time.perf_counter() - started
                     progress.update(task, advance=1, status=f"epoch {epoch} loss {loss_sum / max(target_sum, 1):.3f} "
                                     f"{tokens / elapsed:,.0f} tok/s")

@@ -241,9 +241,14 @@ def _pii_sentence(rng: random.Random) -> str:
 def _customer_message(rng: random.Random, template: str, product: str) -> str:
     text = template.format(p=product)
     if rng.random() < 0.4:
-        text = rng.choice(GREETINGS) + (text[0].lower() + text[1:] if text[0].isupper() and rng.random() < 0.3 else text)
-        text = text[0].upper() + text[1:]
-        text += rng.choice(ENDINGS)
+        greeting = rng.choice(GREETINGS)
+        first_word = text.split()[0]
+        if greeting.endswith(", ") and first_word not in ("I", "I'm", "I'd") and first_word.strip("'") not in SUGGESTIONS:
+            text = text[0].lower() + text[1:]
+        ending = rng.choice(ENDINGS)
+        if ending and text[-1] not in ".?!":
+            text += "."
+        text = greeting + text + ending
     if rng.random() < 0.18:
         text += _pii_sentence(rng)
     return text

@@ -1,0 +1,105 @@
+"""The trainer's commands: `base build`, `train`, `generate` and `eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+base_app = typer.Typer(help="Base models to fine-tune: build HouseStyle's tiny offline demo base.", no_args_is_help=True)
+
+
+@base_app.command("build")
+def base_build(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model and tokenizer to (must not exist).")],
+    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, the initial weights and the pre-training.")] = 0,
+) -> None:
+    """Build a tiny Llama chat model offline, pre-trained on GENERIC support text from the bundled sample.
+
+    It answers like a generic assistant; only an adapter trained with `housestyle train` learns your house style.
+    The folder loads in transformers, PEFT and vLLM like any hub model.
+    """
+    from trainer.base_model import TinyBaseConfig, build_tiny_base
+
+    path = build_tiny_base(out, TinyBaseConfig(seed=seed))
+    typer.echo(str(path))
+
+
+def train_command(
+    base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
+    data: Annotated[Path, typer.Option("--data", help="Export folder from `housestyle export` (chat or hf).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Adapter folder to create; default HOME/adapters/<version>.")] = None,
+    preset: Annotated[str, typer.Option(help="default (real 1-8B models) or tiny (the demo base).")] = "default",
+    rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
+    dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Most passes over the training split.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Packed rows per step (per process).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Tokens per packed row; longer conversations are cut.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation loss.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for shuffling and initialisation.")] = None,
+) -> None:
+    """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version.
+
+    Loss is on the assistant's tokens only; short conversations are packed into full rows. Runs as is on CPU or
+    one GPU, and under `torchrun --nproc-per-node N --no-python housestyle train ...` on several.
+    The new version id is printed alone on the last line.
+    """
+    from trainer.distributed import shutdown
+    from trainer.train import train_adapter
+
+    try:
+        trained = train_adapter(base, data, out, preset=preset, rank=rank, alpha=alpha, dropout=dropout, lr=lr,
+                                epochs=epochs, batch_size=batch_size, max_length=max_length, patience=patience,
+                                seed=seed)
+        if trained.manifest is not None:
+            metrics = trained.manifest.metrics
+            val = metrics["val_loss"]
+            typer.echo(f"adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
+                       + (f", validation loss {val:.3f}" if val is not None else "")
+                       + f", {metrics['tokens_per_second']:,.0f} tokens/s")
+            typer.echo(trained.version)
+    finally:
+        shutdown()
+
+
+def generate_command(
+    message: Annotated[str, typer.Argument(help="The customer's message.")],
+    base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Adapter folder to apply.")] = None,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 128,
+) -> None:
+    """Print the greedy reply to MESSAGE under the company system prompt (HOUSESTYLE_SYSTEM_PROMPT)."""
+    from trainer.generate import generate_reply
+
+    typer.echo(generate_reply(base, message, adapter=adapter, max_new_tokens=max_new_tokens))
+
+
+def eval_command(
+    base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
+    data: Annotated[Path, typer.Option("--data", help="Export folder; its test split is scored.")],
+    out: Annotated[Path, typer.Option("--out", help="report.json to write (report.md is written beside it).")],
+    adapter: Annotated[Path | None, typer.Option("--adapter", help="Adapter folder to score against the base.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Score only the first N held-out replies.")] = None,
+) -> None:
+    """Score the base, the base with a few-shot prompt, and the adapter on held-out agent replies.
+
+    chrF and ROUGE-L of greedy replies against what the agents sent, the loss of the agents' replies, and style
+    statistics (length, greeting and sign-off usage).
+    """
+    from trainer.evaluate import evaluate, write_report
+
+    report = evaluate(base, data, adapter=adapter, limit=limit)
+    write_report(report, out)
+    typer.echo(report.markdown(), nl=False)
+    typer.echo(f"report: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the trainer's commands to the root CLI."""
+    app.add_typer(base_app, name="base")
+    app.command("train")(train_command)
+    app.command("generate")(generate_command)
+    app.command("eval")(eval_command)

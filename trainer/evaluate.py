@@ -1,0 +1,194 @@
+"""Held-out evaluation: the base, the base with a few-shot prompt, and the adapter, against the agents' own replies.
+
+For every assistant turn of the export's test split, each system answers greedily from the conversation so far;
+answers are scored with chrF (sacrebleu) and ROUGE-L (rouge-score) against what the agent actually sent. The
+token-weighted loss of the agents' replies and simple style statistics (length, greeting, sign-off) complete it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import statistics
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from collector.settings import get_settings
+from trainer.chat_format import Messages
+from trainer.data import IGNORE, Example, encode_example, load_export
+from trainer.distributed import current_world
+from trainer.generate import ReplyModel, greedy_replies, load_reply_model, with_system_prompt
+from trainer.loop import LoopConfig, evaluate_loss
+
+FEW_SHOT_EXAMPLES = 3
+GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks? (you )?for|i'?m sorry)", re.I)
+
+
+class StyleStats(BaseModel):
+    mean_words: float
+    greeting_rate: float  # share of replies opening with a greeting or an apology
+    sign_off_rate: float  # share of replies ending with a sign-off (regards, the <Company> Team)
+
+
+class SystemScores(BaseModel):
+    chrf: float
+    rougeL: float
+    loss: float
+    style: StyleStats
+    samples: list[dict[str, str]]  # a few prompts with the reply and the reference, for people to read
+
+
+class EvalReport(BaseModel):
+    base_model: str
+    adapter: str | None
+    data: str
+    test_replies: int
+    reference_style: StyleStats
+    base: SystemScores
+    few_shot: SystemScores
+    adapter_scores: SystemScores | None = None
+
+    def to_json(self) -> dict:
+        """Top-level keys `base`, `few_shot`, `adapter`, each with chrf, rougeL, loss and style."""
+        data = self.model_dump(mode="json", exclude={"adapter_scores"})
+        data["adapter_path"] = data.pop("adapter")
+        data["adapter"] = self.adapter_scores.model_dump(mode="json") if self.adapter_scores else None
+        return data
+
+    def markdown(self) -> str:
+        rows = [("base", self.base), ("few-shot", self.few_shot)]
+        if self.adapter_scores:
+            rows.append(("adapter", self.adapter_scores))
+        lines = [
+            f"Evaluation on {self.test_replies} held-out replies ({self.data})",
+            "",
+            "| system | chrF | ROUGE-L | loss | words | greeting | sign-off |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, scores in rows:
+            lines.append(f"| {name} | {scores.chrf:.1f} | {scores.rougeL:.1f} | {scores.loss:.3f} | "
+                         f"{scores.style.mean_words:.1f} | {scores.style.greeting_rate:.0%} | "
+                         f"{scores.style.sign_off_rate:.0%} |")
+        ref = self.reference_style
+        lines.append(f"| agents (reference) | | | | {ref.mean_words:.1f} | {ref.greeting_rate:.0%} | "
+                     f"{ref.sign_off_rate:.0%} |")
+        return "\n".join(lines) + "\n"
+
+
+def style_stats(replies: list[str]) -> StyleStats:
+    company = re.escape(get_settings().company_name)
+    sign_off = re.compile(rf"(regards|sincerely|best wishes|cheers|the {company} team)\W*$", re.I)
+    count = max(len(replies), 1)
+    return StyleStats(
+        mean_words=statistics.fmean(len(r.split()) for r in replies) if replies else 0.0,
+        greeting_rate=sum(bool(GREETING.search(r)) for r in replies) / count,
+        sign_off_rate=sum(bool(sign_off.search(r)) for r in replies) / count,
+    )
+
+
+def reply_tasks(conversations: list[Messages]) -> list[tuple[Messages, str]]:
+    """(conversation so far, the agent's reply) for every assistant turn."""
+    tasks = []
+    for messages in conversations:
+        messages = with_system_prompt(messages)
+        for index, message in enumerate(messages):
+            if message["role"] == "assistant":
+                tasks.append((messages[:index], message["content"]))
+    return tasks
+
+
+def few_shot_prefix(train: list[Messages], k: int = FEW_SHOT_EXAMPLES, seed: int = 0) -> Messages:
+    """The first exchange of k training conversations, as earlier turns of the same chat."""
+    chosen = random.Random(seed).sample(train, min(k, len(train)))
+    shots: Messages = []
+    for messages in chosen:
+        turns = [m for m in messages if m["role"] != "system"]
+        shots += turns[:2]
+    return shots
+
+
+def with_shots(prompt: Messages, shots: Messages) -> Messages:
+    return [prompt[0], *shots, *prompt[1:]]
+
+
+def score(replies: list[str], references: list[str]) -> tuple[float, float]:
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import CHRF
+
+    chrf = CHRF().corpus_score(replies, [references]).score
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = statistics.fmean(scorer.score(ref, hyp)["rougeL"].fmeasure for hyp, ref in zip(replies, references))
+    return chrf, 100 * rouge
+
+
+def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots: Messages, max_length: int) -> float:
+    """Token-weighted loss of the agents' replies; with shots, the shots are context only (no loss on them)."""
+    examples: list[Example] = []
+    for messages in conversations:
+        messages = with_system_prompt(messages)
+        if not shots:
+            examples.append(encode_example(reply_model.tokenizer, messages, max_length))
+            continue
+        full = encode_example(reply_model.tokenizer, with_shots(messages, shots), max_length)
+        context = encode_example(reply_model.tokenizer, [messages[0], *shots], max_length)
+        cut = len(context.input_ids) - 1  # the last context token predicts the first conversation token
+        examples.append(Example(full.input_ids, [IGNORE] * cut + full.targets[cut:]))
+    examples = [e for e in examples if e.target_count]
+    world = current_world()
+    world.device = reply_model.device
+    return evaluate_loss(reply_model.model, examples, LoopConfig(lr=0, epochs=1, batch_size=8, row_length=max_length),
+                         world)
+
+
+def evaluate_system(
+    reply_model: ReplyModel, tasks: list[tuple[Messages, str]], conversations: list[Messages], shots: Messages,
+    *, max_new_tokens: int, max_length: int,
+) -> SystemScores:
+    prompts = [with_shots(prompt, shots) if shots else prompt for prompt, _ in tasks]
+    references = [reference for _, reference in tasks]
+    replies = greedy_replies(reply_model, prompts, max_new_tokens=max_new_tokens)
+    chrf, rouge = score(replies, references)
+    samples = [{"customer": p[-1]["content"], "reply": r, "reference": ref}
+               for (p, ref), r in list(zip(tasks, replies, strict=True))[:5]]
+    return SystemScores(chrf=chrf, rougeL=rouge, loss=held_out_loss(reply_model, conversations, shots, max_length),
+                        style=style_stats(replies), samples=samples)
+
+
+def evaluate(
+    base: str | Path, data: str | Path, *, adapter: str | Path | None = None, limit: int | None = None,
+    max_new_tokens: int = 96, max_length: int = 1024,
+) -> EvalReport:
+    """Score base, few-shot base and (when given) the adapter on the export's test split."""
+    splits = load_export(Path(data))
+    test = splits.get("test") or splits.get("validation") or []
+    tasks = reply_tasks(test)[:limit] if limit else reply_tasks(test)
+    if not tasks:
+        from collector.errors import InputError
+
+        raise InputError(f"the export in {data} has no test replies; export more conversations or a larger test share")
+    shots = few_shot_prefix(splits["train"])
+    base_model = load_reply_model(base)
+    common = dict(max_new_tokens=max_new_tokens, max_length=max_length)
+    base_scores = evaluate_system(base_model, tasks, test, [], **common)
+    few_shot_scores = evaluate_system(base_model, tasks, test, shots, **common)
+    adapter_scores = None
+    if adapter is not None:
+        del base_model
+        adapter_scores = evaluate_system(load_reply_model(base, adapter), tasks, test, [], **common)
+    return EvalReport(
+        base_model=str(base), adapter=str(adapter) if adapter else None, data=str(data), test_replies=len(tasks),
+        reference_style=style_stats([reference for _, reference in tasks]),
+        base=base_scores, few_shot=few_shot_scores, adapter_scores=adapter_scores,
+    )
+
+
+def write_report(report: EvalReport, out: Path) -> Path:
+    """report.json at `out`, report.md beside it; both written whole (temp file + rename)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for path, text in ((out, json.dumps(report.to_json(), indent=2) + "\n"), (out.with_suffix(".md"), report.markdown())):
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(text)
+        temporary.replace(path)
+    return out

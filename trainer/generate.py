@@ -1,0 +1,79 @@
+"""Greedy replies from a base model, with or without an adapter, under the company's system prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from collector.settings import get_settings
+from trainer.chat_format import Messages
+from trainer.distributed import use_cpu_threads
+from trainer.model_loading import load_tokenizer, load_with_adapter, resolve_base
+
+DEFAULT_MAX_NEW_TOKENS = 128
+
+
+@dataclass
+class ReplyModel:
+    """A loaded tokenizer + model pair ready to answer."""
+
+    tokenizer: Any
+    model: torch.nn.Module
+    device: torch.device
+
+
+def load_reply_model(base: str | Path, adapter: str | Path | None = None) -> ReplyModel:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        use_cpu_threads()
+    base_path = resolve_base(base)
+    tokenizer = load_tokenizer(base_path)
+    tokenizer.padding_side = "left"  # batched generation continues every prompt from its last real token
+    model = load_with_adapter(base_path, Path(adapter) if adapter else None, device).eval()
+    return ReplyModel(tokenizer, model, device)
+
+
+def with_system_prompt(messages: Messages, system_prompt: str | None = None) -> Messages:
+    if messages and messages[0]["role"] == "system":
+        return messages
+    return [{"role": "system", "content": system_prompt or get_settings().system_prompt}, *messages]
+
+
+@torch.no_grad()
+def greedy_replies(
+    reply_model: ReplyModel, prompts: list[Messages], *, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    batch_size: int = 16,
+) -> list[str]:
+    """The greedy continuation of each prompt (a conversation ending with a user turn) as plain text."""
+    tokenizer, model = reply_model.tokenizer, reply_model.model
+    stop_ids = {tokenizer.eos_token_id, *_as_list(model.generation_config.eos_token_id)} - {None}
+    replies: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                 for p in prompts[start : start + batch_size]]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(reply_model.device)
+        output = model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop_ids),
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        for row in output[:, inputs["input_ids"].shape[1] :]:
+            replies.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return replies
+
+
+def _as_list(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def generate_reply(
+    base: str | Path, message: str, *, adapter: str | Path | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+) -> str:
+    """The reply to one customer message, with the company system prompt (HOUSESTYLE_SYSTEM_PROMPT) applied."""
+    reply_model = load_reply_model(base, adapter)
+    return greedy_replies(reply_model, [with_system_prompt([{"role": "user", "content": message}])],
+                          max_new_tokens=max_new_tokens)[0]

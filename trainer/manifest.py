@@ -1,0 +1,63 @@
+"""`housestyle_manifest.json`: what an adapter was trained from, how, how well, and the sha256 of each of its files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from trainer.model_loading import MANIFEST_NAME
+
+
+class AdapterManifest(BaseModel):
+    version: str  # the registry's version id, e.g. v0003-1a2b3c4d
+    base_model: str  # the path or hub id given as --base
+    base_model_path: str  # where the base's files were
+    base_model_hash: str  # sha256 over the base's weight files
+    dataset: str
+    dataset_hash: str  # the export manifest's content hash
+    hyperparameters: dict[str, Any]
+    metrics: dict[str, Any]
+    files: dict[str, str]  # adapter file name -> sha256; serving refuses a folder whose files changed
+    adapter_hash: str  # sha256 over `files`; the version id's suffix
+    code_version: str
+    world_size: int
+    training_run_id: int | None
+    created_at: datetime
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_adapter_files(folder: Path) -> dict[str, str]:
+    return {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
+
+
+def combined_hash(files: dict[str, str]) -> str:
+    return hashlib.sha256("".join(f"{name}:{digest}\n" for name, digest in sorted(files.items())).encode()).hexdigest()
+
+
+def code_version() -> str:
+    """The package version, plus the git commit when running from a checkout."""
+    version = importlib.metadata.version("housestyle")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+{commit}" if commit else version
+
+
+def write_manifest(folder: Path, manifest: AdapterManifest) -> None:
+    (folder / MANIFEST_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")

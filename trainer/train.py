@@ -1,0 +1,227 @@
+"""The LoRA fine-tuning recipe: base + export in, a registered candidate adapter out.
+
+Read it top to bottom: settle the config, load base and data, wrap the base with LoRA, fit, then save the adapter
+into a temp folder beside its destination, hash it, register it and rename it into place in one transaction — a
+failure at any point leaves no half-written folder and no registry row.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from collector.db import session_scope
+from collector.errors import ConflictError, InputError
+from collector.models import RunStatus, TrainingRun, utcnow
+from collector.registry import new_version_id, register_adapter
+from collector.settings import get_settings
+from trainer.data import dataset_hash, encode_examples, load_export
+from trainer.distributed import World, current_world
+from trainer.loop import FitResult, LoopConfig, TrainingLoop
+from trainer.manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
+from trainer.model_loading import load_model, load_tokenizer, resolve_base, weights_hash
+
+Preset = Literal["default", "tiny"]
+
+# `default` suits real 1-8B chat models; `tiny` is for HouseStyle's tiny demo base, which starts from little and
+# must learn the house style in a minute on a CPU, hence the high learning rate and the many short epochs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": dict(rank=16, alpha=32, dropout=0.05, lr=2e-4, epochs=3, batch_size=8, max_length=1024, patience=1,
+                    warmup_steps=20),
+    "tiny": dict(rank=16, alpha=32, dropout=0.0, lr=1e-2, epochs=10, batch_size=2, max_length=256, patience=None,
+                 warmup_steps=10),
+}
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one run, recorded verbatim in the adapter's manifest."""
+
+    preset: Preset = "default"
+    rank: int = Field(gt=0)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    lr: float = Field(gt=0)
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    max_length: int = Field(gt=8)
+    patience: int | None = None  # early stop after this many epochs without a better validation loss
+    warmup_steps: int = 10
+    seed: int = 0
+
+
+def train_config(preset: Preset = "default", **overrides: Any) -> TrainConfig:
+    """A preset with some values replaced; None values mean "keep the preset's" (handy for CLI options)."""
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    if "rank" in overrides and overrides["rank"] is not None and overrides.get("alpha") is None:
+        values["alpha"] = 2 * values["rank"]
+    return TrainConfig(preset=preset, **values)
+
+
+@dataclass
+class TrainedAdapter:
+    path: Path
+    version: str
+    manifest: AdapterManifest | None  # None on the non-main processes of a multi-process run
+
+
+def check_rank(model: torch.nn.Module, rank: int) -> None:
+    """Refuse ranks vLLM would not serve, or larger than the model's narrowest adapted layer."""
+    settings = get_settings()
+    if rank > settings.max_lora_rank:
+        raise InputError(f"--rank {rank} is above the largest rank vLLM serves here ({settings.max_lora_rank}); "
+                         "lower --rank or raise HOUSESTYLE_MAX_LORA_RANK")
+    narrowest = min(
+        min(module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")
+    )
+    if rank > narrowest:
+        raise InputError(f"--rank {rank} is larger than this base model allows (its narrowest layer has {narrowest} "
+                         f"features); use --rank {min(narrowest, settings.max_lora_rank)} or less")
+
+
+def add_lora(model: torch.nn.Module, config: TrainConfig, world: World) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    if world.uses_cuda:  # activations dominate memory on GPUs; recomputing them is the cheap trade
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return get_peft_model(model, lora)
+
+
+def _start_run(config: TrainConfig, base: str, data: Path, database_url: str | None) -> int:
+    with session_scope(database_url) as session:
+        run = TrainingRun(kind="train", status=RunStatus.RUNNING, step="train",
+                          params={**config.model_dump(), "base": base, "data": str(data)})
+        session.add(run)
+        session.flush()
+        return int(run.id)
+
+
+def _finish_run(run_id: int, database_url: str | None, *, error: str) -> None:
+    with session_scope(database_url) as session:
+        run = session.get(TrainingRun, run_id)
+        if run is not None:
+            run.status, run.error, run.finished_at = RunStatus.FAILED, error, utcnow()
+            session.add(run)
+
+
+def train_adapter(
+    base: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    config: TrainConfig | None = None,
+    *,
+    database_url: str | None = None,
+    **overrides: Any,
+) -> TrainedAdapter:
+    """Fine-tune a LoRA adapter on an export and register it as a candidate; `overrides` replace config values.
+
+    `out` defaults to HOME/adapters/<version>. Under torchrun every process trains; only rank 0 saves and registers.
+    """
+    config = config.model_copy(update=overrides) if config else train_config(**overrides)
+    world = current_world()
+    base_path, data = resolve_base(base), Path(data)
+    splits = load_export(data)
+    target = Path(out).expanduser() if out else None
+    if target is not None and target.exists():
+        raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
+    run_id = _start_run(config, str(base), data, database_url) if world.is_main else None
+    try:
+        result, model = _fit(base_path, splits, config, world)
+        version, path, manifest = "", target or Path(), None
+        if world.is_main:
+            path, version, manifest = _publish(model, result, config, base=str(base), base_path=base_path,
+                                               data=data, target=target, run_id=run_id, database_url=database_url,
+                                               world=world)
+        version = world.broadcast_text(version)
+        return TrainedAdapter(path=path, version=version, manifest=manifest)
+    except BaseException as exc:
+        if run_id is not None:
+            _finish_run(run_id, database_url, error=str(exc) or type(exc).__name__)
+        raise
+
+
+def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World) -> tuple[FitResult, torch.nn.Module]:
+    torch.manual_seed(config.seed)
+    tokenizer = load_tokenizer(base_path)
+    train = encode_examples(tokenizer, splits["train"], config.max_length)
+    validation = encode_examples(tokenizer, splits.get("validation", []), config.max_length)
+    if not train:
+        raise InputError("no training example has an assistant reply within --max-length tokens; "
+                         "raise --max-length or export more data")
+    model = load_model(base_path, world.device)
+    check_rank(model, config.rank)
+    model = add_lora(model, config, world)
+    loop = TrainingLoop(model, LoopConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
+                                          row_length=config.max_length, seed=config.seed,
+                                          warmup_steps=config.warmup_steps, patience=config.patience,
+                                          description="training LoRA"), world)
+    try:
+        return loop.fit(train, validation), model
+    except torch.OutOfMemoryError:
+        raise InputError(f"out of GPU memory at --batch-size {config.batch_size} and --max-length "
+                         f"{config.max_length}; lower --batch-size or --max-length") from None
+
+
+def _publish(
+    model: Any, result: FitResult, config: TrainConfig, *, base: str, base_path: Path, data: Path,
+    target: Path | None, run_id: int | None, database_url: str | None, world: World,
+) -> tuple[Path, str, AdapterManifest]:
+    """Save, hash, register and rename into place as one step that either fully happens or leaves nothing."""
+    parent = target.parent if target else get_settings().adapters_dir
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".training-", dir=parent))
+    published: Path | None = None
+    try:
+        base_id = base if not Path(base).expanduser().exists() else str(base_path)
+        model.peft_config["default"].base_model_name_or_path = base_id
+        model.save_pretrained(staging)
+        files = hash_adapter_files(staging)
+        adapter_hash = combined_hash(files)
+        metrics = {
+            "train_loss": result.train_loss, "val_loss": result.val_loss, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "train_tokens": result.tokens,
+            "tokens_per_second": round(result.tokens_per_second, 1), "history": result.history,
+        }
+        with session_scope(database_url) as session:
+            version = new_version_id(session, adapter_hash)
+            final = target or parent / version
+            if final.exists():
+                raise ConflictError(f"{final} already exists; adapters are never overwritten, choose a new --out")
+            manifest = AdapterManifest(
+                version=version, base_model=base_id, base_model_path=str(base_path),
+                base_model_hash=weights_hash(base_path), dataset=str(data.resolve()), dataset_hash=dataset_hash(data),
+                hyperparameters=config.model_dump(), metrics=metrics, files=files, adapter_hash=adapter_hash,
+                code_version=code_version(), world_size=world.size, training_run_id=run_id, created_at=utcnow(),
+            )
+            write_manifest(staging, manifest)
+            os.rename(staging, final)
+            published = final.resolve()
+            register_adapter(
+                session, version=version, path=str(published), base_model=base_id, rank=config.rank,
+                base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
+                manifest=manifest.model_dump(mode="json"), training_run_id=run_id,
+            )
+            run = session.get(TrainingRun, run_id) if run_id is not None else None
+            if run is not None:
+                run.status, run.step, run.progress = RunStatus.SUCCEEDED, "done", 1.0
+                run.metrics, run.adapter_version, run.finished_at = metrics, version, utcnow()
+                session.add(run)
+        return published, version, manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if published is not None:
+            shutil.rmtree(published, ignore_errors=True)
+        raise
