@@ -154,8 +154,8 @@ class DuplicateFinder:
         drop[:] = DedupPlan.EXACT
         drop[first] = DedupPlan.KEEP
         if near and count:
-            signatures = np.concatenate(self._signatures)
-            drop[_near_duplicates(signatures, drop == DedupPlan.KEEP, threshold)] = DedupPlan.NEAR
+            self._signatures = [np.concatenate(self._signatures)]  # one copy, not the pieces and the whole
+            drop[_near_duplicates(self._signatures[0], drop == DedupPlan.KEEP, threshold)] = DedupPlan.NEAR
         return DedupPlan(drop=drop, reply_over_cap=self._macro_copies(drop, max_macro_copies))
 
     def _macro_copies(self, drop: np.ndarray, cap: int) -> np.ndarray:
@@ -203,10 +203,10 @@ def _near_duplicates(signatures: np.ndarray, alive: np.ndarray, threshold: float
     index = np.flatnonzero(alive)
     if len(index) < 2:
         return np.zeros(0, dtype=np.int64)
-    live = signatures[index].astype(np.uint64)
+    live = signatures if len(index) == len(signatures) else signatures[index]  # no copy when nothing was dropped
     duplicate = np.zeros(len(index), dtype=bool)
     for band in range(BANDS):
-        keys = (live[:, band * ROWS : (band + 1) * ROWS] * _BAND_MIX).sum(axis=1)
+        keys = (live[:, band * ROWS : (band + 1) * ROWS].astype(np.uint64) * _BAND_MIX).sum(axis=1)
         order = np.argsort(keys, kind="stable")  # stable: the first of each bucket is the earliest conversation
         sorted_keys = keys[order]
         starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]

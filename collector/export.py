@@ -42,7 +42,7 @@ import os
 import shutil
 import uuid
 from multiprocessing import get_context
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -422,6 +422,20 @@ def _batched(conversations: Iterator[Any]) -> Iterator[list[Any]]:
         yield batch
 
 
+def _in_order(pool: Any, batches: Iterator[Any], *, ahead: int) -> Iterator[Any]:
+    """`pool.imap(_prepare_batch, batches)` with at most `ahead` chunks in flight.
+
+    imap would read the whole store into its task queue as fast as it can: memory would grow with the export.
+    """
+    in_flight: deque[Any] = deque()
+    for batch in batches:
+        in_flight.append(pool.apply_async(_prepare_batch, (batch,)))
+        if len(in_flight) >= ahead:
+            yield in_flight.popleft().get()
+    while in_flight:
+        yield in_flight.popleft().get()
+
+
 def _start_worker(redactor: Redactor | None, render: RenderPlan) -> None:
     global _worker
     _worker = (redactor, render)
@@ -508,7 +522,7 @@ def _write_export(
             pool = pool_scope.enter_context(
                 get_context("spawn").Pool(workers, initializer=_start_worker, initargs=(redactor, render))
             )
-            prepared = pool.imap(_prepare_batch, batches)
+            prepared = _in_order(pool, batches, ahead=2 * workers)
         else:
             _start_worker(redactor, render)
             prepared = map(_prepare_batch, batches)

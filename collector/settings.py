@@ -110,6 +110,36 @@ class Settings(BaseSettings):
         "safe default: on a shared or busy machine extra threads spin-wait on each other and run 5-20x slower.",
     )
 
+    # --- the feedback loop (plugin/refresh.py, plugin/scheduler.py) ------------------------------
+    train_preset: str = Field(
+        "default", description="Training preset for refreshes: default (real 1-8B models) or tiny (the demo base)."
+    )
+    refresh_interval_minutes: float | None = Field(
+        None, description="`housestyle serve` refreshes this often (minutes); unset: no timed refresh."
+    )
+    refresh_min_new_reviews: int | None = Field(
+        None, description="`housestyle serve` refreshes once this many new reviews arrived since the last refresh."
+    )
+    refresh_eval_limit: int = Field(64, description="Held-out replies scored per version in a refresh's evaluation.")
+    gate_min_chrf_gain: float = Field(
+        1.0, description="A candidate must beat the live version's held-out chrF by at least this many points."
+    )
+    gate_min_loss_gain: float = Field(
+        0.0, description="A candidate's held-out loss must be at least this much lower than the live version's."
+    )
+    gate_golden_tolerance: float = Field(
+        2.0, description="A candidate may score at most this many chrF points below the live version on the golden set."
+    )
+    refresh_canary_share: float = Field(
+        0.0, description="0: a refresh that passes the gate promotes at once; above 0: it starts a canary at this share."
+    )
+    rollback_margin: float = Field(
+        0.05, description="Automatic rollback when the live version's correction rate is worse than the previous one's "
+        "by more than this (0..1) ..."
+    )
+    rollback_alpha: float = Field(0.05, description="... at this significance (one-sided two-proportion z-test) ...")
+    rollback_min_reviews: int = Field(30, description="... once both versions have at least this many reviews.")
+
     @property
     def resolved_database_url(self) -> str:
         """The store URL: the configured one, else a SQLite file inside HOME."""

@@ -3,3 +3,8 @@
 from pathlib import Path
 
 SAMPLE_PATH = Path(__file__).parent / "gadgetcorp.jsonl"
+
+# A fixed set of customer questions with GadgetCorp's canonical answers, none of them in the sample's training
+# conversations (the acceptance question "My SuperWidget is dead." first): a refresh's candidate must not regress
+# on it. Made once with make_sample.build_records(seed + 7), keeping one new phrasing per canonical reply.
+GOLDEN_PATH = Path(__file__).parent / "golden.jsonl"
