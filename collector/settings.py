@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(20.0, description="Requests per second each API key may make on average.")
     rate_limit_burst: int = Field(40, description="Requests an API key may make at once before the rate limit bites.")
     max_request_bytes: int = Field(1_000_000, description="Largest request body the service accepts (413 above).")
+    key_cache_seconds: float = Field(
+        2.0, description="How long the service trusts a checked API key before asking the store again (revocation delay)."
+    )
     claim_ttl_seconds: int = Field(300, description="How long an agent's claim on a draft lasts before others may take it.")
     reply_max_tokens: int = Field(256, description="Longest reply, in tokens, the assistant drafts for a customer.")
     retry_after_seconds: int = Field(5, description="Retry-After sent with 503 while no model server is ready.")

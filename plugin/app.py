@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from collector.db import upgrade
 from collector.settings import Settings, get_settings
 from plugin.chatwoot import close_client as close_chatwoot_client
-from plugin.deps import new_rate_limits
+from plugin.deps import KeyCache, new_rate_limits
 from plugin.errors import install_error_handlers
 from plugin.metrics import ServiceMetrics
 from plugin.middleware import AccessLogAndMetrics, BodySizeLimit
@@ -73,6 +73,7 @@ def create_app(
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
     app.state.rate_limits = new_rate_limits(settings)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     # sqlite has no row locks: claims and reviews of this process go one at a time
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]

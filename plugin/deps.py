@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from collector.db import session_scope
 from collector.models import ApiKeyRole
 from collector.settings import Settings
-from plugin.keys import find_active_key
+from plugin.keys import find_active_key, hash_key
 from plugin.metrics import ServiceMetrics
 from plugin.ratelimit import TokenBuckets
 
@@ -37,14 +40,25 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """One store transaction per request, committed before the response is sent."""
-    with session_scope(settings.resolved_database_url) as session:
-        yield session
+class Store:
+    """The store this app records into; `with store.session() as session:` is one transaction.
+
+    Routes open the transaction in their own body rather than through a yield dependency: under load, a commit
+    that waits for a free worker thread while other threads wait for SQLite's write lock would deadlock.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def session(self) -> AbstractContextManager[Session]:
+        return session_scope(self.database_url)
 
 
-# scope="function": the commit happens before the client hears "200", so a failed commit is never reported as done
-SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+def get_store(settings: SettingsDep) -> Store:
+    return Store(settings.resolved_database_url)
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
 
 
 def get_gateway(request: Request) -> Any:
@@ -66,7 +80,13 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def authenticate(
+def _lookup_key(database_url: str, token: str) -> Caller | None:
+    with session_scope(database_url) as session:
+        row = find_active_key(session, token)
+        return None if row is None else Caller(name=row.name, role=row.role, key_id=row.id)
+
+
+async def authenticate(
     request: Request,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -79,9 +99,11 @@ def authenticate(
     if control_token and hmac.compare_digest(token.encode(), control_token.encode()):
         request.state.caller = Caller(name="housestyle-cli", role=ApiKeyRole.ADMIN)
         return request.state.caller
-    with session_scope(settings.resolved_database_url) as session:
-        row = find_active_key(session, token)
-        caller = None if row is None else Caller(name=row.name, role=row.role, key_id=row.id)
+    caller = request.app.state.key_cache.get(token)
+    if caller is None:
+        caller = await run_in_threadpool(_lookup_key, settings.resolved_database_url, token)
+        if caller is not None:
+            request.app.state.key_cache.put(token, caller)
     if caller is None:
         raise _unauthorized("this API key is unknown or revoked; `housestyle keys list` shows the active keys")
     wait = request.app.state.rate_limits.take(str(caller.key_id))
@@ -100,7 +122,7 @@ def require(*roles: ApiKeyRole) -> Callable[..., Caller]:
     """A dependency letting through callers with one of `roles`; admin keys may do everything."""
     allowed = {*roles, ApiKeyRole.ADMIN}
 
-    def check_role(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+    async def check_role(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.role not in allowed:
             names = ", ".join(sorted(role.value for role in allowed))
             raise HTTPException(403, detail=f"a {caller.role.value} key cannot do this; it needs a key with role {names}")
@@ -114,6 +136,28 @@ WidgetCaller = Annotated[Caller, Depends(require(ApiKeyRole.WIDGET))]
 ReaderCaller = Annotated[Caller, Depends(require(ApiKeyRole.WIDGET, ApiKeyRole.AGENT))]
 AgentCaller = Annotated[Caller, Depends(require(ApiKeyRole.AGENT))]
 AdminCaller = Annotated[Caller, Depends(require())]
+
+
+class KeyCache:
+    """Recently seen good keys, so a busy key costs no store round trip; a revoked key stops within `ttl_s`."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token: str) -> Caller | None:
+        if self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(hash_key(token))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, token: str, caller: Caller) -> None:
+        if self.ttl_s > 0:
+            if len(self._entries) > 10_000:  # bounded: drop everything rather than grow without end
+                self._entries.clear()
+            self._entries[hash_key(token)] = (caller, time.monotonic() + self.ttl_s)
 
 
 def new_rate_limits(settings: Settings) -> TokenBuckets:

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -94,7 +95,9 @@ def test_keys_cli_prints_the_key_alone_and_revoking_locks_it_out(plugin_service:
         assert "dana" in listed.stdout and key not in listed.stdout
         key_id = re.search(r"│\s*(\d+)\s*│\s*dana", listed.stdout).group(1)
         subprocess.run([housestyle, "keys", "revoke", key_id], env=env, capture_output=True, text=True, check=True)
-        refused = dana.get("/reviews/queue")
+        deadline = time.monotonic() + 30  # the service trusts a checked key for HOUSESTYLE_KEY_CACHE_SECONDS (2 s)
+        while (refused := dana.get("/reviews/queue")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
     unknown = subprocess.run([housestyle, "keys", "revoke", "9999"], env=env, capture_output=True, text=True)
     assert unknown.returncode == 1 and unknown.stderr.startswith("error: ") and "keys list" in unknown.stderr

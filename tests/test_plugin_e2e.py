@@ -124,7 +124,8 @@ def test_openai_sdk_works_unchanged_and_every_call_is_recorded(e2e_service: EndT
 
     with session_scope(e2e_service.settings.resolved_database_url) as session:
         api_conversations = session.execute(select(Conversation).where(Conversation.channel == "api")).scalars().all()
-        transcripts = {c.id: [(str(m.role), m.content) for m in recorder.transcript(session, c.id)] for c in api_conversations}
+        transcripts = {c.id: [(str(m.role), m.content) for m in recorder.transcript(session, c.id)]
+                       for c in api_conversations}
         drafts = session.execute(select(Draft).where(Draft.conversation_id.in_(list(transcripts)))).scalars().all()
     by_question = {turns[0][1]: turns for turns in transcripts.values()}
     assert by_question["Do you ship to Canada?"] == [("user", "Do you ship to Canada?"),

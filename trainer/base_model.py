@@ -22,7 +22,7 @@ from collector.sample import SAMPLE_PATH
 from collector.settings import get_settings
 from trainer.chat_format import CHAT_TEMPLATE, END_TAG, PAD_TOKEN, SPECIAL_TOKENS, Messages
 from trainer.data import encode_examples
-from trainer.loop import TrainingLoop, LoopConfig
+from trainer.loop import LoopConfig, TrainingLoop
 
 
 class TinyBaseConfig(BaseModel):
@@ -124,7 +124,7 @@ def build_tiny_base(out: Path, config: TinyBaseConfig | None = None) -> Path:
     )
     loop.fit(examples)
     model.generation_config = GenerationConfig(
-        bos_token_id=end_id, eos_token_id=end_id, pad_token_id=pad_id, do_sample=False, max_new_tokens=128
+        bos_token_id=end_id, eos_token_id=end_id, pad_token_id=pad_id, do_sample=False
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from collector.settings import get_settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
-from trainer.distributed import current_world
+from trainer.distributed import World
 from trainer.generate import ReplyModel, greedy_replies, load_reply_model, with_system_prompt
 from trainer.loop import LoopConfig, evaluate_loss
 
@@ -136,8 +136,7 @@ def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots:
         cut = len(context.input_ids) - 1  # the last context token predicts the first conversation token
         examples.append(Example(full.input_ids, [IGNORE] * cut + full.targets[cut:]))
     examples = [e for e in examples if e.target_count]
-    world = current_world()
-    world.device = reply_model.device
+    world = World(rank=0, size=1, device=reply_model.device)
     return evaluate_loss(reply_model.model, examples, LoopConfig(lr=0, epochs=1, batch_size=8, row_length=max_length),
                          world)
 

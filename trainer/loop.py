@@ -145,6 +145,7 @@ class TrainingLoop:
                 history.append(record)
                 if config.patience is not None and stale > config.patience:
                     break
+            progress.update(task, total=step, completed=step)  # epochs pack into slightly different step counts
         if best_state is not None and best_epoch != epoch:
             with torch.no_grad():
                 for parameter in self.trainable:

@@ -35,8 +35,8 @@ Preset = Literal["default", "tiny"]
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(rank=16, alpha=32, dropout=0.05, lr=2e-4, epochs=3, batch_size=8, max_length=1024, patience=1,
                     warmup_steps=20),
-    "tiny": dict(rank=16, alpha=32, dropout=0.0, lr=1e-2, epochs=10, batch_size=2, max_length=256, patience=None,
-                 warmup_steps=10),
+    "tiny": dict(rank=16, alpha=128, dropout=0.0, lr=3e-3, epochs=16, batch_size=2, max_length=256, patience=None,
+                 warmup_steps=20),
 }
 
 
@@ -60,9 +60,10 @@ def train_config(preset: Preset = "default", **overrides: Any) -> TrainConfig:
     """A preset with some values replaced; None values mean "keep the preset's" (handy for CLI options)."""
     if preset not in PRESETS:
         raise InputError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    if "rank" in overrides and overrides["rank"] is not None and overrides.get("alpha") is None:
-        values["alpha"] = 2 * values["rank"]
+    chosen = {k: v for k, v in overrides.items() if v is not None}
+    values = {**PRESETS[preset], **chosen}
+    if "rank" in chosen and "alpha" not in chosen:  # keep the preset's alpha / rank scale
+        values["alpha"] = chosen["rank"] * PRESETS[preset]["alpha"] / PRESETS[preset]["rank"]
     return TrainConfig(preset=preset, **values)
 
 
@@ -130,7 +131,10 @@ def train_adapter(
 
     `out` defaults to HOME/adapters/<version>. Under torchrun every process trains; only rank 0 saves and registers.
     """
-    config = config.model_copy(update=overrides) if config else train_config(**overrides)
+    if config is not None:
+        config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    else:
+        config = train_config(**overrides)
     world = current_world()
     base_path, data = resolve_base(base), Path(data)
     splits = load_export(data)

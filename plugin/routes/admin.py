@@ -17,7 +17,7 @@ from collector import registry
 from collector.errors import InputError
 from collector.export import ExportOptions, export_dataset
 from plugin.assistant import require_gateway
-from plugin.deps import AdminCaller, GatewayDep, SessionDep, SettingsDep
+from plugin.deps import AdminCaller, GatewayDep, SettingsDep, StoreDep
 from plugin.schemas import (
     AdapterChange,
     AdapterOut,
@@ -42,8 +42,9 @@ CHANGE_ERRORS = {
 
 
 @router.get("/adapters", response_model=AdaptersOut, summary="Registered adapter versions and what is served")
-def list_adapters(_: AdminCaller, session: SessionDep, gateway: GatewayDep) -> AdaptersOut:
-    adapters = [AdapterOut.model_validate(a, from_attributes=True) for a in registry.list_adapters(session)]
+def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> AdaptersOut:
+    with store.session() as session:
+        adapters = [AdapterOut.model_validate(a, from_attributes=True) for a in registry.list_adapters(session)]
     serving = gateway.status().model_dump(mode="json") if gateway is not None else None
     return AdaptersOut(adapters=adapters, serving=serving)
 
@@ -66,8 +67,9 @@ async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gate
 
 
 @router.get("/stats", response_model=StatsOut, summary="Conversations, drafts by decision, per adapter version")
-def data_stats(_: AdminCaller, session: SessionDep) -> StatsOut:
-    return store_stats(session)
+def data_stats(_: AdminCaller, store: StoreDep) -> StatsOut:
+    with store.session() as session:
+        return store_stats(session)
 
 
 @router.post("/export", response_model=ExportOut, summary="Write reviewed conversations as training data")

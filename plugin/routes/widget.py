@@ -18,7 +18,7 @@ from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
 from collector.models import Conversation, DraftStatus, Draft, ReplyMode
 from plugin import assistant
-from plugin.deps import ReaderCaller, SessionDep, WidgetCaller
+from plugin.deps import ReaderCaller, SettingsDep, StoreDep, WidgetCaller
 from plugin.schemas import ConversationOut, ConversationStart, CustomerMessage, History, MessageOut, ReplyOut
 
 router = APIRouter(prefix="/widget", tags=["widget"])
@@ -45,22 +45,27 @@ def _conversation_out(conversation: Conversation) -> ConversationOut:
 
 
 @router.post("/conversations", response_model=ConversationOut, status_code=201, summary="Start a conversation")
-def start_conversation(body: ConversationStart, caller: WidgetCaller, session: SessionDep, request: Request) -> ConversationOut:
-    mode = body.mode or assistant.mode_for_channel(request.app.state.settings, body.channel)
-    conversation = recorder.start_conversation(session, channel=body.channel, customer_ref=body.customer_ref, mode=mode)
+def start_conversation(body: ConversationStart, _: WidgetCaller, store: StoreDep, settings: SettingsDep) -> ConversationOut:
+    mode = body.mode or assistant.mode_for_channel(settings, body.channel)
+    with store.session() as session:
+        conversation = recorder.start_conversation(
+            session, channel=body.channel, customer_ref=body.customer_ref, mode=mode
+        )
     return _conversation_out(conversation)
 
 
 @router.get("/conversations/{conversation_id}", response_model=History, summary="The conversation as the customer sees it")
-def conversation_history(conversation_id: str, _: ReaderCaller, session: SessionDep) -> History:
+def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep) -> History:
     """Poll this in assist mode: the agent's approved or edited reply appears here once reviewed."""
-    conversation = conversation_by_public_id(session, conversation_id)
-    pending = session.execute(
-        select(Draft.id).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-    ).first()
+    with store.session() as session:
+        conversation = conversation_by_public_id(session, conversation_id)
+        pending = session.execute(
+            select(Draft.id).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
+        ).first()
+        messages = recorder.transcript(session, conversation.id)
     return History(
         conversation_id=conversation.external_id, mode=conversation.mode, status=conversation.status,
-        messages=[MessageOut.model_validate(m, from_attributes=True) for m in recorder.transcript(session, conversation.id)],
+        messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         awaiting_agent=pending is not None and conversation.mode == ReplyMode.ASSIST,
     )
 
