@@ -31,8 +31,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-QUESTIONS = ["My SuperWidget will not charge.", "Where is my order GC-1234567?", "Can I return my NanoCharger?",
-             "Do you ship to Canada?", "The EchoBuds keep disconnecting.", "How do I reset my SmartHub?"]
+QUESTIONS = [
+    "My SuperWidget will not charge.",
+    "Where is my order GC-1234567?",
+    "Can I return my NanoCharger?",
+    "Do you ship to Canada?",
+    "The EchoBuds keep disconnecting.",
+    "How do I reset my SmartHub?",
+]
 
 
 def tiny_base(folder: Path) -> Path:
@@ -56,8 +62,13 @@ async def run_load(url: str, headers: dict, model: str, requests: int, concurren
             nonlocal errors
             while queue:
                 index = queue.pop()
-                body = {"model": model, "max_tokens": tokens, "ignore_eos": True, "temperature": 0,
-                        "messages": [{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}]}
+                body = {
+                    "model": model,
+                    "max_tokens": tokens,
+                    "ignore_eos": True,
+                    "temperature": 0,
+                    "messages": [{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
+                }
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body)
                 latencies.append(time.perf_counter() - started)
@@ -67,8 +78,12 @@ async def run_load(url: str, headers: dict, model: str, requests: int, concurren
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
     latencies.sort()
-    return {"rps": requests / wall, "p50_ms": statistics.median(latencies) * 1000,
-            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, "errors": errors}
+    return {
+        "rps": requests / wall,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        "errors": errors,
+    }
 
 
 async def widget_conversations(url: str, key: str, count: int, tokens: int) -> tuple[Counter, float]:
@@ -82,8 +97,10 @@ async def widget_conversations(url: str, key: str, count: int, tokens: int) -> t
             if started.status_code != 201:
                 return f"start {started.status_code}: {started.text[:120]}"
             public_id = started.json()["conversation_id"]
-            reply = await client.post(f"/widget/conversations/{public_id}/messages",
-                                      json={"content": QUESTIONS[index % len(QUESTIONS)], "stream": False})
+            reply = await client.post(
+                f"/widget/conversations/{public_id}/messages",
+                json={"content": QUESTIONS[index % len(QUESTIONS)], "stream": False},
+            )
             if reply.status_code != 200 or not reply.json()["reply"]["content"]:
                 return f"reply {reply.status_code}: {reply.text[:120]}"
             return "ok"
@@ -94,26 +111,56 @@ async def widget_conversations(url: str, key: str, count: int, tokens: int) -> t
     return Counter(result if isinstance(result, str) else repr(result)[:120] for result in results), wall
 
 
-def compare_paths(direct: tuple, plugin: tuple, args: argparse.Namespace) -> None:
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by a process and all its children (vLLM runs its engine in child processes)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def compare_paths(direct: tuple, plugin: tuple, args: argparse.Namespace, pids: dict[str, int]) -> None:
     for target in (direct, plugin):  # warm-up: compile paths, fill pools
         asyncio.run(run_load(*target, 2 * args.concurrency, args.concurrency, args.tokens))
     results: dict[str, list[dict]] = {"direct": [], "plugin": []}
+    plugin_cpu = 0.0
     for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits both sides alike
         results["direct"].append(asyncio.run(run_load(*direct, args.requests, args.concurrency, args.tokens)))
+        before = cpu_seconds(pids["plugin"])
         results["plugin"].append(asyncio.run(run_load(*plugin, args.requests, args.concurrency, args.tokens)))
+        plugin_cpu += cpu_seconds(pids["plugin"]) - before
 
     def best(name: str) -> dict:
         runs = results[name]
-        return {"rps": max(r["rps"] for r in runs), "p50_ms": min(r["p50_ms"] for r in runs),
-                "p99_ms": min(r["p99_ms"] for r in runs), "errors": sum(r["errors"] for r in runs)}
+        return {
+            "rps": max(r["rps"] for r in runs),
+            "p50_ms": min(r["p50_ms"] for r in runs),
+            "p99_ms": min(r["p99_ms"] for r in runs),
+            "errors": sum(r["errors"] for r in runs),
+        }
 
     d, p = best("direct"), best("plugin")
-    print(f"\n{args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, {args.tokens} tokens each")
+    print(
+        f"\n{args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, {args.tokens} tokens each"
+    )
     print(f"{'path':<8}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for name, row in (("direct", d), ("plugin", p)):
         print(f"{name:<8}{row['rps']:>9.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['errors']:>8}")
     print(f"throughput ratio plugin/direct: {p['rps'] / d['rps']:.3f} (goal >= 0.95)")
-    print(f"added p50: {p['p50_ms'] - d['p50_ms']:+.1f} ms (goal <= 2 ms); added p99: {p['p99_ms'] - d['p99_ms']:+.1f} ms")
+    print(
+        f"added p50: {p['p50_ms'] - d['p50_ms']:+.1f} ms (goal <= 2 ms); added p99: {p['p99_ms'] - d['p99_ms']:+.1f} ms"
+    )
+    print(
+        f"plugin process CPU per request: {plugin_cpu / (args.requests * args.rounds) * 1000:.2f} ms "
+        f"(on {os.cpu_count()} cores shared with vLLM, this CPU is taken from the model server)"
+    )
 
 
 def main() -> None:
@@ -131,7 +178,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="housestyle-bench-"))
     base = tiny_base(work)
-    vllm_key = secrets.token_urlsafe(16)
+    vllm_key = secrets.token_hex(16)  # hex: a key starting with "-" would read as a vLLM flag
     settings = Settings(home=work / "vllm-home", base_model=str(base), vllm_extra_args="--max-num-seqs 64")
     vllm = VllmServer(settings, api_key=vllm_key)
     print(f"starting vLLM on {base} ...", flush=True)
@@ -139,16 +186,30 @@ def main() -> None:
     service = None
     try:
         home = work / "plugin-home"
-        env = {**os.environ, "HOUSESTYLE_HOME": str(home), "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'store.db'}",
-               "HOUSESTYLE_VLLM_URLS": vllm.url, "HOUSESTYLE_VLLM_API_KEY": vllm_key,
-               "HOUSESTYLE_BASE_MODEL": str(base), "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "100000",
-               "HOUSESTYLE_RATE_LIMIT_BURST": "100000"}
+        env = {
+            **os.environ,
+            "HOUSESTYLE_HOME": str(home),
+            "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'store.db'}",
+            "HOUSESTYLE_VLLM_URLS": vllm.url,
+            "HOUSESTYLE_VLLM_API_KEY": vllm_key,
+            "HOUSESTYLE_BASE_MODEL": str(base),
+            "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "100000",
+            "HOUSESTYLE_RATE_LIMIT_BURST": "100000",
+        }
         housestyle = str(Path(sys.executable).parent / "housestyle")
-        keys = {role: subprocess.run([housestyle, "keys", "create", "--role", role], env=env, capture_output=True,
-                                     text=True, check=True).stdout.strip().splitlines()[-1] for role in ("agent", "widget")}
+        keys = {
+            role: subprocess.run(
+                [housestyle, "keys", "create", "--role", role], env=env, capture_output=True, text=True, check=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+            for role in ("agent", "widget")
+        }
         port = free_port()
-        service = subprocess.Popen([housestyle, "serve", "--port", str(port)], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        service_log = work / "plugin-serve.log"
+        service = subprocess.Popen(
+            [housestyle, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=service_log.open("w")
+        )
         plugin_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
@@ -164,13 +225,17 @@ def main() -> None:
         direct = (vllm.url, {"Authorization": f"Bearer {vllm_key}"}, BASE_SERVED_NAME)
         plugin = (plugin_url, {"Authorization": f"Bearer {keys['agent']}"}, "gadgetcorp-assistant")
         if not args.skip_load:
-            compare_paths(direct, plugin, args)
+            compare_paths(direct, plugin, args, {"plugin": service.pid, "vllm": vllm.process.pid})
         outcomes, wall = asyncio.run(widget_conversations(plugin_url, keys["widget"], args.conversations, args.tokens))
         failed = args.conversations - outcomes.pop("ok", 0)
-        print(f"{args.conversations} concurrent widget conversations: {failed} errors, all answered in {wall:.1f} s "
-              f"({args.conversations / wall:.1f} conversations/s)")
+        print(
+            f"{args.conversations} concurrent widget conversations: {failed} errors, all answered in {wall:.1f} s "
+            f"({args.conversations / wall:.1f} conversations/s)"
+        )
         for outcome, count in outcomes.most_common(5):
             print(f"  {count} x {outcome}")
+        if failed:
+            print(f"  service log (JSON lines): {service_log}")
     finally:
         if service is not None and service.poll() is None:
             service.send_signal(signal.SIGTERM)

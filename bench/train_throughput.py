@@ -36,16 +36,16 @@ def lora(model: torch.nn.Module) -> torch.nn.Module:
     return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
 
 
-def sample_examples(max_length: int) -> tuple[Path, list[Example]]:
-    """The tiny base and the GadgetCorp export's training conversations, built in a temp folder."""
+def sample_examples(max_length: int, base: Path | None) -> tuple[Path, list[Example]]:
+    """The tiny base (built unless given) and the GadgetCorp export's training conversations, in a temp folder."""
     from tests.fixtures.models import export_sample
     from trainer.base_model import build_tiny_base
     from trainer.data import encode_examples, load_export
     from trainer.model_loading import load_tokenizer
 
     root = Path(tempfile.mkdtemp(prefix="housestyle-bench-"))
-    print("building the tiny base and the GadgetCorp export (once) ...", file=sys.stderr)
-    base = build_tiny_base(root / "base")
+    print("building the GadgetCorp export (and the tiny base unless --base) ...", file=sys.stderr)
+    base = base or build_tiny_base(root / "base")
     export = export_sample(root / "export")
     examples = encode_examples(load_tokenizer(base), load_export(export)["train"], max_length)
     return base, examples
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--shape", default="tiny", choices=["tiny", "llama-8b"])
     parser.add_argument("--max-length", type=int, default=None, help="row length (default 256 tiny, 4096 llama-8b)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 8 tiny, 1 llama-8b)")
+    parser.add_argument("--base", type=Path, default=None, help="tiny shape: an existing base folder to reuse")
     parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps of our loop")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -125,7 +126,7 @@ def main() -> None:
     else:
         from trainer.model_loading import load_model
 
-        base, examples = sample_examples(max_length)
+        base, examples = sample_examples(max_length, args.base)
         model = load_model(base, device)
         pad_id = 0
     model = lora(model)

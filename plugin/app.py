@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from collector.db import upgrade
+from collector.db import session_scope
 from collector.settings import Settings, get_settings
 from plugin.chatwoot import close_client as close_chatwoot_client
 from plugin.deps import KeyCache, new_rate_limits
@@ -40,7 +39,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            upgrade(settings.resolved_database_url)
+            # upgrade through session_scope so it is marked done: concurrent first requests must not all migrate
+            with session_scope(settings.resolved_database_url):
+                pass
             if gateway is not None and manage_gateway:
                 await gateway.start()
         except BaseException as exc:

@@ -52,8 +52,13 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
         conversation = recorder.get_conversation(session, conversation_id)
         recorder.add_message(session, conversation.id, Role.USER, content)
         transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
-        return Turn(conversation.id, conversation.external_id, conversation.channel, ReplyMode(conversation.mode),
-                    build_prompt(settings, transcript))
+        return Turn(
+            conversation.id,
+            conversation.external_id,
+            conversation.channel,
+            ReplyMode(conversation.mode),
+            build_prompt(settings, transcript),
+        )
 
 
 def record_reply(settings: Settings, turn: Turn, text: str, version: str | None, latency_ms: float) -> Draft:
@@ -74,7 +79,9 @@ def require_gateway(gateway: Any) -> Any:
 
 def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "model": settings.public_model_name, "messages": turn.prompt, "max_tokens": settings.reply_max_tokens
+        "model": settings.public_model_name,
+        "messages": turn.prompt,
+        "max_tokens": settings.reply_max_tokens,
     }
     if stream:
         request["stream"] = True
@@ -100,13 +107,13 @@ def chunk_text(chunk: dict[str, Any]) -> str:
     return (choices[0].get("delta") or {}).get("content") or "" if choices else ""
 
 
-async def generate_reply(
-    settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn
-) -> Reply:
+async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn) -> Reply:
     """Ask the model for a reply to the stored turn and record it as a draft (auto mode: also sent)."""
     gateway = require_gateway(gateway)
     started = time.perf_counter()
-    route, body = await gateway.chat(reply_request(settings, turn, stream=False), conversation_key=turn.conversation_key)
+    route, body = await gateway.chat(
+        reply_request(settings, turn, stream=False), conversation_key=turn.conversation_key
+    )
     latency_ms = (time.perf_counter() - started) * 1000
     text = (body.get("choices") or [{}])[0].get("message", {}).get("content") or ""
     if not text.strip():

@@ -146,7 +146,9 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
         if conversation is None:
             sender = event.sender.id if event.sender else None
             conversation = recorder.start_conversation(
-                session, external_id=external_id(event), channel=CHANNEL,
+                session,
+                external_id=external_id(event),
+                channel=CHANNEL,
                 customer_ref=f"chatwoot-contact:{sender}" if sender is not None else None,
                 mode=assistant.mode_for_channel(settings, CHANNEL),
             )
@@ -165,15 +167,20 @@ def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutco
         draft = None
         if conversation.mode == ReplyMode.ASSIST:
             draft = session.execute(
-                select(Draft).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-                .order_by(Draft.id.desc()).limit(1)  # type: ignore[union-attr]
+                select(Draft)
+                .where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
+                .order_by(Draft.id.desc())
+                .limit(1)  # type: ignore[union-attr]
             ).scalar_one_or_none()
         if draft is None:
             recorder.add_message(session, conversation.id, Role.ASSISTANT, content)
             return EventOutcome(action="message-recorded", detail="no pending draft: kept as the agent's own reply")
         decision = decide(draft.content, content, settings.chatwoot_edit_threshold)
         review = recorder.record_review(
-            session, draft.id, decision, agent_id=agent,
+            session,
+            draft.id,
+            decision,
+            agent_id=agent,
             final_text=None if decision == ReviewDecision.APPROVED else content,
             reason="agent wrote the reply from scratch in Chatwoot" if decision == ReviewDecision.REJECTED else None,
         )
@@ -191,7 +198,10 @@ async def draft_and_post(app: FastAPI, turn: assistant.Turn, account_id: int, co
     try:
         reply = await assistant.generate_reply(state.settings, state.gateway, metrics, turn)
         await client_for(app).post_message(
-            account_id, conversation_id, reply.draft.content, private=turn.mode == ReplyMode.ASSIST  # type: ignore[union-attr]
+            account_id,
+            conversation_id,
+            reply.draft.content,
+            private=turn.mode == ReplyMode.ASSIST,  # type: ignore[union-attr]
         )
     except (HouseStyleError, httpx.HTTPError) as exc:
         log.error("no draft for chatwoot conversation %s:%s: %s", account_id, conversation_id, exc)

@@ -10,6 +10,7 @@ from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
 from serving.cli import register as register_serving
 from plugin.commands import register as register_plugin
+from plugin.loop_commands import register as register_loop
 from trainer.cli import register as register_trainer
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ register_collector(app)
 register_serving(app)
 register_plugin(app)
 register_trainer(app)
+register_loop(app)
 
 
 def main() -> None:

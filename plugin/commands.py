@@ -16,10 +16,13 @@ keys_app = typer.Typer(help="API keys for the service: widget, agent and admin r
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on; keep 127.0.0.1 behind a reverse proxy.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to listen on; keep 127.0.0.1 behind a reverse proxy.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of the API (0: any free port).")] = 8000,
     vllm: Annotated[
-        bool, typer.Option("--vllm/--no-vllm", help="Start vLLM (or attach to HOUSESTYLE_VLLM_URLS); --no-vllm: API only.")
+        bool,
+        typer.Option("--vllm/--no-vllm", help="Start vLLM (or attach to HOUSESTYLE_VLLM_URLS); --no-vllm: API only."),
     ] = True,
 ) -> None:
     """Serve the chat widget, review, OpenAI-compatible and Chatwoot API together with vLLM.
@@ -55,8 +58,14 @@ def list_keys(all_keys: Annotated[bool, typer.Option("--all", help="Include revo
         rows = active_keys(session, include_revoked=all_keys)
     table = Table("id", "name", "role", "starts with", "created", "revoked")
     for row in rows:
-        table.add_row(str(row.id), row.name, str(row.role), row.prefix + "…", f"{row.created_at:%Y-%m-%d %H:%M}",
-                      f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "")
+        table.add_row(
+            str(row.id),
+            row.name,
+            str(row.role),
+            row.prefix + "…",
+            f"{row.created_at:%Y-%m-%d %H:%M}",
+            f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",
+        )
     Console().print(table)
 
 

@@ -125,7 +125,9 @@ def require(*roles: ApiKeyRole) -> Callable[..., Caller]:
     async def check_role(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
         if caller.role not in allowed:
             names = ", ".join(sorted(role.value for role in allowed))
-            raise HTTPException(403, detail=f"a {caller.role.value} key cannot do this; it needs a key with role {names}")
+            raise HTTPException(
+                403, detail=f"a {caller.role.value} key cannot do this; it needs a key with role {names}"
+            )
         return caller
 
     check_role.allowed_roles = allowed  # type: ignore[attr-defined]  (read by the role-matrix test and docs)

@@ -51,6 +51,21 @@ def stats_command() -> None:
     Console().print(stats_table())
 
 
+def demo_command(
+    per_round: Annotated[int, typer.Option(help="Customers per round.")] = 24,
+    port: Annotated[int, typer.Option(help="Port of the demo's service on 127.0.0.1.")] = 8765,
+    serve: Annotated[bool, typer.Option("--serve", help="Keep the service up afterwards for the web UI.")] = False,
+) -> None:
+    """Run the whole loop on the bundled GadgetCorp data: serve, review, refresh, swap, and compare.
+
+    Uses a fresh store in HOUSESTYLE_HOME/demo; the tiny base model is built once in HOUSESTYLE_HOME/models/base.
+    """
+    from plugin.demo import run_demo
+
+    run_demo(per_round=per_round, port=port, keep_serving=serve)
+
+
 def register(app: typer.Typer) -> None:
     app.command("refresh")(refresh_command)
     app.command("stats")(stats_command)
+    app.command("demo")(demo_command)

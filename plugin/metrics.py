@@ -21,7 +21,8 @@ class DraftDecisionCollector(Collector):
         from plugin.stats import decision_counts
 
         family = GaugeMetricFamily(
-            "housestyle_drafts", "Assistant drafts by review decision and adapter version",
+            "housestyle_drafts",
+            "Assistant drafts by review decision and adapter version",
             labels=["adapter_version", "decision"],
         )
         with session_scope(self.database_url) as session:
@@ -39,8 +40,10 @@ class ServiceMetrics:
             "housestyle_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
         )
         self.latency = Histogram(
-            "housestyle_http_request_seconds", "Time to answer a request (streams: until the last byte)",
-            ["route"], registry=self.registry,
+            "housestyle_http_request_seconds",
+            "Time to answer a request (streams: until the last byte)",
+            ["route"],
+            registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
         )
         self.tokens = Counter(
@@ -50,7 +53,9 @@ class ServiceMetrics:
             "housestyle_generations", "Replies generated", ["channel", "adapter_version"], registry=self.registry
         )
         self.reviews = Counter(
-            "housestyle_reviews", "Agent reviews recorded by this process", ["decision", "adapter_version"],
+            "housestyle_reviews",
+            "Agent reviews recorded by this process",
+            ["decision", "adapter_version"],
             registry=self.registry,
         )
         self.registry.register(DraftDecisionCollector(database_url))

@@ -20,8 +20,13 @@ class BodyTooLarge(Exception):
 
 async def _send_json(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -102,13 +107,17 @@ class AccessLogAndMetrics:
             self.metrics.requests.labels(scope["method"], route_path, str(status)).inc()
             self.metrics.latency.labels(route_path).observe(elapsed)
             caller = scope.get("state", {}).get("caller")
-            access_log.info(json.dumps({
-                "request_id": request_id,
-                "method": scope["method"],
-                "path": scope["path"],
-                "route": route_path,
-                "status": status,
-                "ms": round(elapsed * 1000, 2),
-                "key": getattr(caller, "name", None),
-                "client": (scope.get("client") or ("", 0))[0],
-            }))
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route_path,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                        "key": getattr(caller, "name", None),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    }
+                )
+            )

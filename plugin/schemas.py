@@ -46,7 +46,7 @@ class History(BaseModel):
 
 
 class ReplyOut(BaseModel):
-    """The answer to a customer message: the assistant's reply (auto), or nothing yet while an agent reviews (assist)."""
+    """The answer to a customer message: the reply (auto mode), or nothing yet while an agent reviews (assist)."""
 
     reply: MessageOut | None
     awaiting_agent: bool

@@ -50,7 +50,9 @@ async def _serve(server: uvicorn.Server, settings: Settings, control_token: str)
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         url = f"http://{host}:{port}"
         write_control_file(settings, ControlFile(pid=os.getpid(), url=url, control_token=control_token))
-        logging.getLogger("housestyle.serve").info("HouseStyle serving on %s (model %s)", url, settings.public_model_name)
+        logging.getLogger("housestyle.serve").info(
+            "HouseStyle serving on %s (model %s)", url, settings.public_model_name
+        )
     await serving
 
 
@@ -69,8 +71,9 @@ def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = T
     # `serve()` may never run
     app.state.on_shutdown = lambda: remove_control_file(settings, pid=os.getpid())
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-                       timeout_graceful_shutdown=30)
+        uvicorn.Config(
+            app, host=host, port=port, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30
+        )
     )
     asyncio.run(_serve(server, settings, control_token))
     if not server.started:

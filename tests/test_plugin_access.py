@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 from starlette.routing import Route
 
 from tests.fixtures.service import RunningService
@@ -82,11 +81,18 @@ def test_every_route_checks_the_callers_role(plugin_service: RunningService) -> 
                 assert "needs a key with role" in response.json()["detail"]
 
 
-def test_keys_cli_prints_the_key_alone_and_revoking_locks_it_out(plugin_service: RunningService, store_url: str) -> None:
+def test_keys_cli_prints_the_key_alone_and_revoking_locks_it_out(
+    plugin_service: RunningService, store_url: str
+) -> None:
     env = {**os.environ, "HOUSESTYLE_DATABASE_URL": store_url}
     housestyle = str(Path(sys.executable).parent / "housestyle")
-    created = subprocess.run([housestyle, "keys", "create", "--role", "agent", "--name", "dana"],
-                             env=env, capture_output=True, text=True, check=True)
+    created = subprocess.run(
+        [housestyle, "keys", "create", "--role", "agent", "--name", "dana"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     key = created.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"hs_[A-Za-z0-9_-]{40,}", key)
     with httpx.Client(base_url=plugin_service.url, headers={"Authorization": f"Bearer {key}"}) as dana:
@@ -132,8 +138,13 @@ def test_oversized_bodies_are_refused_with_413(housestyle_home: Path, start_serv
 def test_cors_allows_only_the_configured_widget_origins(housestyle_home: Path, start_service) -> None:
     service = start_service(widget_origins=["https://shop.gadgetcorp.example"])
     browser = service.client()
-    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type"}
-    allowed = browser.options("/widget/conversations", headers={"Origin": "https://shop.gadgetcorp.example", **preflight})
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
+    allowed = browser.options(
+        "/widget/conversations", headers={"Origin": "https://shop.gadgetcorp.example", **preflight}
+    )
     assert allowed.headers.get("access-control-allow-origin") == "https://shop.gadgetcorp.example"
     other = browser.options("/widget/conversations", headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers

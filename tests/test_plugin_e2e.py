@@ -40,9 +40,12 @@ def stored_draft(service: EndToEndService, draft_id: int) -> Draft:
 
 def test_assist_mode_widget_conversation_agent_edit_becomes_training_example(e2e_service: EndToEndService) -> None:
     widget, agent = e2e_service.client("widget"), e2e_service.client("agent")
-    public_id = widget.post("/widget/conversations", json={"channel": "web", "mode": "assist"}).json()["conversation_id"]
-    with widget.stream("POST", f"/widget/conversations/{public_id}/messages",
-                       json={"content": "My SuperWidget will not charge."}) as response:
+    public_id = widget.post("/widget/conversations", json={"channel": "web", "mode": "assist"}).json()[
+        "conversation_id"
+    ]
+    with widget.stream(
+        "POST", f"/widget/conversations/{public_id}/messages", json={"content": "My SuperWidget will not charge."}
+    ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         events = read_events(response)
     assert [name for name, _ in events] == ["awaiting_agent"]  # the customer never sees the draft itself
@@ -61,11 +64,15 @@ def test_assist_mode_widget_conversation_agent_edit_becomes_training_example(e2e
     history = widget.get(f"/widget/conversations/{public_id}").json()
     assert history["awaiting_agent"] is False and history["messages"][-1]["content"] == final
 
-    export = e2e_service.client("admin").post("/admin/export", json={"redact": False, "dedup": False,
-                                                                      "channels": ["web"]})
+    export = e2e_service.client("admin").post(
+        "/admin/export", json={"redact": False, "dedup": False, "channels": ["web"]}
+    )
     assert export.status_code == 200, export.text
-    records = [json.loads(line) for path in Path(export.json()["path"]).glob("*.jsonl")
-               for line in path.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for path in Path(export.json()["path"]).glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
     replies = [m["content"] for record in records for m in record["messages"] if m["role"] == "assistant"]
     assert final in replies and draft.content not in replies
 
@@ -73,8 +80,9 @@ def test_assist_mode_widget_conversation_agent_edit_becomes_training_example(e2e
 def test_auto_mode_streams_the_live_adapters_reply_to_the_customer(
     e2e_service: EndToEndService, lora_adapters: dict[str, Path], vllm_server
 ) -> None:
-    version = register_adapter_folder(lora_adapters["a"], vllm_server.base_model,
-                                      database_url=e2e_service.settings.resolved_database_url)
+    version = register_adapter_folder(
+        lora_adapters["a"], vllm_server.base_model, database_url=e2e_service.settings.resolved_database_url
+    )
     admin_cli = e2e_service.client()
     admin_cli.headers["Authorization"] = f"Bearer {e2e_service.control_token}"
     promoted = admin_cli.post(f"/admin/adapters/{version}/promote", json={"actor": "ana", "reason": "eval passed"})
@@ -84,8 +92,9 @@ def test_auto_mode_streams_the_live_adapters_reply_to_the_customer(
 
     widget = e2e_service.client("widget")
     public_id = widget.post("/widget/conversations", json={"mode": "auto"}).json()["conversation_id"]
-    with widget.stream("POST", f"/widget/conversations/{public_id}/messages",
-                       json={"content": "Where is my order GC-1234567?"}) as response:
+    with widget.stream(
+        "POST", f"/widget/conversations/{public_id}/messages", json={"content": "Where is my order GC-1234567?"}
+    ) as response:
         events = read_events(response)
     names = [name for name, _ in events]
     assert names[-1] == "reply" and set(names[:-1]) == {"delta"}
@@ -124,16 +133,19 @@ def test_openai_sdk_works_unchanged_and_every_call_is_recorded(e2e_service: EndT
 
     with session_scope(e2e_service.settings.resolved_database_url) as session:
         api_conversations = session.execute(select(Conversation).where(Conversation.channel == "api")).scalars().all()
-        transcripts = {c.id: [(str(m.role), m.content) for m in recorder.transcript(session, c.id)]
-                       for c in api_conversations}
+        transcripts = {
+            c.id: [(str(m.role), m.content) for m in recorder.transcript(session, c.id)] for c in api_conversations
+        }
         drafts = session.execute(select(Draft).where(Draft.conversation_id.in_(list(transcripts)))).scalars().all()
     by_question = {turns[0][1]: turns for turns in transcripts.values()}
-    assert by_question["Do you ship to Canada?"] == [("user", "Do you ship to Canada?"),
-                                                      ("assistant", completion.choices[0].message.content)]
+    assert by_question["Do you ship to Canada?"] == [
+        ("user", "Do you ship to Canada?"),
+        ("assistant", completion.choices[0].message.content),
+    ]
     assert by_question["Can I return it?"][-1] == ("assistant", "".join(pieces))
     assert all(draft.latency_ms and draft.prompt for draft in drafts)
     metrics = e2e_service.client("admin").get("/metrics").text
-    assert 'housestyle_tokens_total{adapter_version=' in metrics and 'kind="completion"' in metrics
+    assert "housestyle_tokens_total{adapter_version=" in metrics and 'kind="completion"' in metrics
 
 
 def test_chatwoot_customer_gets_a_draft_note_and_the_agents_edit_is_recorded(e2e_service: EndToEndService) -> None:
@@ -149,8 +161,15 @@ def test_chatwoot_customer_gets_a_draft_note_and_the_agents_edit_is_recorded(e2e
     assert note["json"]["private"] is True and note["json"]["content"]  # assist: a private note for the agents
 
     # Chatwoot echoes the bot's note back as a webhook: ignored, no loop
-    echo = chatwoot_event(note["json"]["content"], "outgoing", private=True, sender_type="agent_bot",
-                          conversation=77, account=5, message_id=note["id"])
+    echo = chatwoot_event(
+        note["json"]["content"],
+        "outgoing",
+        private=True,
+        sender_type="agent_bot",
+        conversation=77,
+        account=5,
+        message_id=note["id"],
+    )
     assert anonymous.post("/chatwoot/webhook", params=webhook, json=echo).json()["action"] == "ignored"
 
     agent_text = note["json"]["content"] + " Our team will follow up by email today."

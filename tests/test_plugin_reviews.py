@@ -14,7 +14,9 @@ DRAFT = "Please try charging your SuperWidget for an hour."
 FINAL = "I'm sorry about that! Please try charging your SuperWidget for a full hour and let me know."
 
 
-def customer_asks(service: RunningService, store_url: str, question: str, draft: str, version: str = "v0001-aaaa") -> tuple[str, int]:
+def customer_asks(
+    service: RunningService, store_url: str, question: str, draft: str, version: str = "v0001-aaaa"
+) -> tuple[str, int]:
     """A widget conversation with the customer's question, answered by a draft as the model would write it."""
     widget = service.client("widget")
     conversation = widget.post("/widget/conversations", json={"channel": "web", "customer_ref": "cust-7"}).json()
@@ -25,8 +27,14 @@ def customer_asks(service: RunningService, store_url: str, question: str, draft:
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     with session_scope(store_url) as session:
         conversation_id = recorder.find_conversation(session, "web", public_id).id
-        draft_row = recorder.record_draft(session, conversation_id, draft, adapter_version=version, latency_ms=12.5,
-                                          prompt=[{"role": "user", "content": question}])
+        draft_row = recorder.record_draft(
+            session,
+            conversation_id,
+            draft,
+            adapter_version=version,
+            latency_ms=12.5,
+            prompt=[{"role": "user", "content": question}],
+        )
     return public_id, draft_row.id
 
 
@@ -64,7 +72,9 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert agent.get("/reviews/queue").json() == []
 
     export = plugin_service.client("admin").post("/admin/export", json={"redact": False, "dedup": False}).json()
-    lines = [json.loads(line) for path in Path(export["path"]).glob("*.jsonl") for line in path.read_text().splitlines()]
+    lines = [
+        json.loads(line) for path in Path(export["path"]).glob("*.jsonl") for line in path.read_text().splitlines()
+    ]
     assert [m["content"] for record in lines for m in record["messages"] if m["role"] == "assistant"] == [FINAL]
     assert DRAFT not in json.dumps(lines)
 
@@ -89,8 +99,9 @@ def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_i
     public_id, rejected_id = customer_asks(plugin_service, store_url, "Can I return it?", "No.", version="v0002-bbbb")
     _, approved_id = customer_asks(plugin_service, store_url, "Do you ship to Canada?", "Yes, we do!")
     agent, admin = plugin_service.client("agent"), plugin_service.client("admin")
-    rejected = agent.post(f"/reviews/{rejected_id}/reject",
-                          json={"reply": "Of course, within 30 days.", "reason": "policy is wrong"}).json()
+    rejected = agent.post(
+        f"/reviews/{rejected_id}/reject", json={"reply": "Of course, within 30 days.", "reason": "policy is wrong"}
+    ).json()
     assert rejected["decision"] == "rejected" and rejected["agent"] == "test-agent"  # default: the key's name
     assert agent.post(f"/reviews/{approved_id}/approve", json={}).json()["decision"] == "approved"
     assert agent.post("/reviews/99999/approve", json={}).status_code == 404
@@ -107,4 +118,6 @@ def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_i
     metrics = admin.get("/metrics").text
     assert 'housestyle_drafts{adapter_version="v0002-bbbb",decision="rejected"} 1.0' in metrics
     assert 'housestyle_reviews_total{adapter_version="v0001-aaaa",decision="approved"} 1.0' in metrics
-    assert 'housestyle_http_requests_total{method="POST",route="/reviews/{draft_id}/reject",status="200"} 1.0' in metrics
+    assert (
+        'housestyle_http_requests_total{method="POST",route="/reviews/{draft_id}/reject",status="200"} 1.0' in metrics
+    )

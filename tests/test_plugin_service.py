@@ -26,8 +26,15 @@ from tests.fixtures.stores import free_port
 def test_openapi_schema_is_valid_and_documents_every_route_with_bearer_auth(plugin_service: RunningService) -> None:
     schema = plugin_service.client().get("/openapi.json").json()
     validate(schema)
-    assert {"/widget/conversations", "/reviews/{draft_id}/edit", "/v1/chat/completions", "/chatwoot/webhook",
-            "/admin/adapters/{version}/promote", "/metrics", "/ready"} <= set(schema["paths"])
+    assert {
+        "/widget/conversations",
+        "/reviews/{draft_id}/edit",
+        "/v1/chat/completions",
+        "/chatwoot/webhook",
+        "/admin/adapters/{version}/promote",
+        "/metrics",
+        "/ready",
+    } <= set(schema["paths"])
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     edit = schema["paths"]["/reviews/{draft_id}/edit"]["post"]
     assert edit["security"] == [{"HTTPBearer": []}] and "409" in edit["responses"]
@@ -45,8 +52,9 @@ def test_health_is_alive_but_not_ready_without_model_servers(plugin_service: Run
 def dead_model_server(housestyle_home: Path):
     """A serving gateway attached to a vLLM URL where nothing listens (the model server is down)."""
     settings = get_settings()
-    gateway = ServingGateway(settings, urls=[f"http://127.0.0.1:{free_port()}"],
-                             database_url=settings.resolved_database_url)
+    gateway = ServingGateway(
+        settings, urls=[f"http://127.0.0.1:{free_port()}"], database_url=settings.resolved_database_url
+    )
     yield gateway
     asyncio.run(gateway.stop())
 
@@ -58,19 +66,30 @@ def test_model_servers_down_answer_503_with_retry_after_and_keep_the_customers_m
     widget = service.client("widget")
     public_id = widget.post("/widget/conversations", json={"mode": "auto"}).json()["conversation_id"]
     for stream in (True, False):
-        answer = widget.post(f"/widget/conversations/{public_id}/messages",
-                             json={"content": f"Is anyone there? ({stream})", "stream": stream})
+        answer = widget.post(
+            f"/widget/conversations/{public_id}/messages",
+            json={"content": f"Is anyone there? ({stream})", "stream": stream},
+        )
         assert answer.status_code == 503, answer.text
         assert int(answer.headers["Retry-After"]) >= 1 and "no vLLM replica is healthy" in answer.json()["detail"]
     history = widget.get(f"/widget/conversations/{public_id}").json()
     assert [m["content"] for m in history["messages"]] == ["Is anyone there? (True)", "Is anyone there? (False)"]
 
-    api = service.client("agent").post("/v1/chat/completions", json={
-        "model": get_settings().public_model_name, "messages": [{"role": "user", "content": "Hello from the API"}]})
+    api = service.client("agent").post(
+        "/v1/chat/completions",
+        json={
+            "model": get_settings().public_model_name,
+            "messages": [{"role": "user", "content": "Hello from the API"}],
+        },
+    )
     assert api.status_code == 503 and api.headers["Retry-After"]
     with session_scope(store_url) as session:
-        stored = [m.content for c in session.exec(recorder.select(recorder.Conversation)).scalars()
-                  for m in recorder.transcript(session, c.id) if c.channel == "api"]
+        stored = [
+            m.content
+            for c in session.exec(recorder.select(recorder.Conversation)).scalars()
+            for m in recorder.transcript(session, c.id)
+            if c.channel == "api"
+        ]
     assert stored == ["Hello from the API"]
     assert service.client().get("/ready").status_code == 503
 
@@ -79,18 +98,25 @@ def test_errors_say_what_to_fix_and_never_leak_a_traceback(plugin_service: Runni
     widget, agent = plugin_service.client("widget"), plugin_service.client("agent")
     missing = widget.get("/widget/conversations/not-a-conversation")
     assert missing.status_code == 404 and "POST /widget/conversations" in missing.json()["detail"]
-    wrong_model = agent.post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]})
+    wrong_model = agent.post(
+        "/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "x"}]}
+    )
     assert wrong_model.status_code == 404 and "/v1/models" in wrong_model.json()["detail"]
     bad_mode = widget.post("/widget/conversations", json={"mode": "sometimes"})
     assert bad_mode.status_code == 422 and "Traceback" not in bad_mode.text
     assert agent.get("/v1/models").json()["data"][0]["id"] == get_settings().public_model_name
 
 
-def test_serve_without_vllm_writes_the_control_file_and_stops_cleanly_on_sigterm(store_url: str, housestyle_home: Path) -> None:
+def test_serve_without_vllm_writes_the_control_file_and_stops_cleanly_on_sigterm(
+    store_url: str, housestyle_home: Path
+) -> None:
     control_path = housestyle_home / "run" / "serve.json"
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "housestyle"), "serve", "--no-vllm", "--port", "0"],
-        env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

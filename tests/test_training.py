@@ -17,6 +17,7 @@ from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import AdapterStatus, RunStatus, TrainingRun
 from collector.registry import get_adapter
+from sqlmodel import select
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
 from trainer.chat_format import END_TAG, encode_conversation
 from trainer.data import IGNORE, collate_packed, encode_example, load_export, pack_rows
@@ -126,7 +127,7 @@ def test_bad_inputs_fail_with_a_fix_and_leave_no_adapter(tiny_base: Path, gadget
         with pytest.raises(ConflictError, match="choose a new folder"):
             train_adapter(tiny_base, gadgetcorp_export, out, database_url=url, preset="tiny", epochs=1)
         with session_scope(url) as session:  # the run that got as far as the store is recorded as failed
-            runs = session.query(TrainingRun).all()
+            runs = list(session.exec(select(TrainingRun)))
             assert runs and all(run.status == RunStatus.FAILED and run.error for run in runs)
 
 

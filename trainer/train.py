@@ -35,7 +35,7 @@ Preset = Literal["default", "tiny"]
 PRESETS: dict[str, dict[str, Any]] = {
     "default": dict(rank=16, alpha=32, dropout=0.05, lr=2e-4, epochs=3, batch_size=8, max_length=1024, patience=1,
                     warmup_steps=20),
-    "tiny": dict(rank=16, alpha=128, dropout=0.0, lr=3e-3, epochs=16, batch_size=2, max_length=256, patience=None,
+    "tiny": dict(rank=16, alpha=128, dropout=0.0, lr=3e-3, epochs=24, batch_size=2, max_length=256, patience=None,
                  warmup_steps=20),
 }
 
@@ -93,8 +93,11 @@ def check_rank(model: torch.nn.Module, rank: int) -> None:
 def add_lora(model: torch.nn.Module, config: TrainConfig, world: World) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
+    # "all-linear", spelled out as module names: PEFT would otherwise save full module paths, which vLLM rejects
+    linear_names = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                           if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")})
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules="all-linear", task_type="CAUSAL_LM")
+                      target_modules=linear_names, task_type="CAUSAL_LM")
     if world.uses_cuda:  # activations dominate memory on GPUs; recomputing them is the cheap trade
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -49,17 +49,32 @@ def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> Adapt
     return AdaptersOut(adapters=adapters, serving=serving)
 
 
-@router.post("/adapters/rollback", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Go back to the previous (or a named) version")
+@router.post(
+    "/adapters/rollback",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Go back to the previous (or a named) version",
+)
 async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
     return await require_gateway(gateway).rollback(body.version, actor=body.actor or caller.name, reason=body.reason)
 
 
-@router.post("/adapters/{version}/promote", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Make a version live everywhere")
+@router.post(
+    "/adapters/{version}/promote",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Make a version live everywhere",
+)
 async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
     return await require_gateway(gateway).promote(version, actor=body.actor or caller.name, reason=body.reason)
 
 
-@router.post("/adapters/{version}/canary", response_model=SwapResult, responses=CHANGE_ERRORS, summary="Serve a share of conversations with it")
+@router.post(
+    "/adapters/{version}/canary",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Serve a share of conversations with it",
+)
 async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
     return await require_gateway(gateway).canary(
         version, body.share, actor=body.actor or caller.name, reason=body.reason
@@ -78,8 +93,15 @@ async def export_training_data(body: ExportIn, _: AdminCaller, settings: Setting
     out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
     try:
         options = ExportOptions(
-            format=body.format, out=out, since=body.since, until=body.until, channels=body.channels,
-            decisions=list(body.decisions), redact=body.redact, dedup=body.dedup, seed=body.seed,
+            format=body.format,
+            out=out,
+            since=body.since,
+            until=body.until,
+            channels=body.channels,
+            decisions=list(body.decisions),
+            redact=body.redact,
+            dedup=body.dedup,
+            seed=body.seed,
         )
     except ValidationError as exc:
         raise InputError(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None

@@ -20,9 +20,13 @@ def check_webhook_token(
     """Chatwoot cannot sign agent-bot webhooks, so its URL carries a shared secret: ...?token=SECRET."""
     expected = request.app.state.settings.chatwoot_webhook_token
     if not expected:
-        raise HTTPException(401, detail="set HOUSESTYLE_CHATWOOT_WEBHOOK_TOKEN and add ?token=<it> to the bot's webhook URL")
+        raise HTTPException(
+            401, detail="set HOUSESTYLE_CHATWOOT_WEBHOOK_TOKEN and add ?token=<it> to the bot's webhook URL"
+        )
     if not token or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(401, detail="wrong or missing ?token= on the webhook URL; it must equal HOUSESTYLE_CHATWOOT_WEBHOOK_TOKEN")
+        raise HTTPException(
+            401, detail="wrong or missing ?token= on the webhook URL; it must equal HOUSESTYLE_CHATWOOT_WEBHOOK_TOKEN"
+        )
 
 
 @router.post(

@@ -37,8 +37,12 @@ def ready(settings: SettingsDep, gateway: GatewayDep) -> JSONResponse:
     model_servers = bool(gateway is not None and gateway.ready())
     if not model_servers:
         problems.append("no model server ready" if gateway is not None else "running without model servers")
-    body = ReadyOut(ready=database and model_servers, database=database, model_servers=model_servers,
-                    detail="; ".join(problems) or None)
+    body = ReadyOut(
+        ready=database and model_servers,
+        database=database,
+        model_servers=model_servers,
+        detail="; ".join(problems) or None,
+    )
     headers = None if body.ready else {"Retry-After": str(settings.retry_after_seconds)}
     return JSONResponse(body.model_dump(), status_code=200 if body.ready else 503, headers=headers)
 

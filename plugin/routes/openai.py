@@ -50,20 +50,30 @@ class ApiCall:
         return cls(uuid.uuid4().hex, body, [m.model_dump(exclude_none=True) for m in body.messages])
 
 
-def record_call(settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None) -> None:
+def record_call(
+    settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None
+) -> None:
     """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
-    turns = [(TRANSCRIPT_ROLES[m.role], m.text()) for m in call.body.messages
-             if m.role in TRANSCRIPT_ROLES and m.text().strip()]
+    turns = [
+        (TRANSCRIPT_ROLES[m.role], m.text())
+        for m in call.body.messages
+        if m.role in TRANSCRIPT_ROLES and m.text().strip()
+    ]
     with session_scope(settings.resolved_database_url) as session:
         conversation = recorder.start_conversation(
-            session, external_id=call.external_id, channel="api", customer_ref=call.body.user, mode=ReplyMode.AUTO,
+            session,
+            external_id=call.external_id,
+            channel="api",
+            customer_ref=call.body.user,
+            mode=ReplyMode.AUTO,
             source="api",
         )
         if turns:
             recorder.add_messages(session, conversation.id, turns)
         if reply and reply.strip():
-            recorder.record_draft(session, conversation.id, reply, prompt=call.prompt, adapter_version=version,
-                                  latency_ms=latency_ms)
+            recorder.record_draft(
+                session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
+            )
 
 
 def count_call(metrics: ServiceMetrics, version: str | None, usage: Usage | None) -> None:
@@ -90,8 +100,10 @@ def list_models(_: AgentCaller, settings: SettingsDep) -> ModelList:
 @router.post(
     "/chat/completions",
     response_model=ChatCompletion,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "chat.completion, or chunks when stream"},
-               503: {"description": "No model server can answer now; retry after Retry-After"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "chat.completion, or chunks when stream"},
+        503: {"description": "No model server can answer now; retry after Retry-After"},
+    },
     summary="Create a chat completion (OpenAI format)",
 )
 async def create_chat_completion(body: ChatCompletionRequest, _: AgentCaller, request: Request) -> Any:

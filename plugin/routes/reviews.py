@@ -21,16 +21,28 @@ CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"
 
 def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
     conversation = recorder.get_conversation(session, draft.conversation_id)
-    context = [MessageOut.model_validate(m, from_attributes=True) for m in recorder.transcript(session, conversation.id)]
+    context = [
+        MessageOut.model_validate(m, from_attributes=True) for m in recorder.transcript(session, conversation.id)
+    ]
     return PendingDraft(
-        draft_id=draft.id, conversation_id=conversation.id, channel=conversation.channel, mode=conversation.mode,
-        draft=draft.content, adapter_version=draft.adapter_version, latency_ms=draft.latency_ms,
-        created_at=draft.created_at, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until, context=context,
+        draft_id=draft.id,
+        conversation_id=conversation.id,
+        channel=conversation.channel,
+        mode=conversation.mode,
+        draft=draft.content,
+        adapter_version=draft.adapter_version,
+        latency_ms=draft.latency_ms,
+        created_at=draft.created_at,
+        claimed_by=draft.claimed_by,
+        claimed_until=draft.claimed_until,
+        context=context,
     )
 
 
 @router.get("/queue", response_model=list[PendingDraft], summary="Drafts waiting for an agent, oldest first")
-def review_queue(_: AgentCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[PendingDraft]:
+def review_queue(
+    _: AgentCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[PendingDraft]:
     with store.session() as session:
         return [_pending_draft(session, draft) for draft in recorder.pending_drafts(session, limit=limit)]
 
@@ -54,8 +66,15 @@ def claim_draft(
 
 
 def _review(
-    request: Request, store: Store, metrics: MetricsDep, caller: Caller, draft_id: int,
-    decision: ReviewDecision, agent: str | None, final_text: str | None = None, reason: str | None = None,
+    request: Request,
+    store: Store,
+    metrics: MetricsDep,
+    caller: Caller,
+    draft_id: int,
+    decision: ReviewDecision,
+    agent: str | None,
+    final_text: str | None = None,
+    reason: str | None = None,
 ) -> ReviewOut:
     with request.app.state.review_lock, store.session() as session:
         review = recorder.record_review(
@@ -64,8 +83,12 @@ def _review(
         draft = recorder.get_draft(session, draft_id)
     metrics.reviews.labels(review.decision.value, draft.adapter_version or "base").inc()
     return ReviewOut(
-        draft_id=draft_id, decision=review.decision, draft=draft.content, final_text=review.final_text,
-        agent=review.agent_id, edit_distance=review.edit_distance,
+        draft_id=draft_id,
+        decision=review.decision,
+        draft=draft.content,
+        final_text=review.final_text,
+        agent=review.agent_id,
+        edit_distance=review.edit_distance,
         diff=word_diff(draft.content, review.final_text) if review.final_text is not None else [],
     )
 
@@ -82,8 +105,9 @@ def edit_draft(
     draft_id: int, body: EditIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
 ) -> ReviewOut:
     """The final text is stored beside the draft; the answer includes a word-level diff between them."""
-    return _review(request, store, metrics, caller, draft_id, ReviewDecision.EDITED, body.agent,
-                   body.final_text, body.reason)
+    return _review(
+        request, store, metrics, caller, draft_id, ReviewDecision.EDITED, body.agent, body.final_text, body.reason
+    )
 
 
 @router.post("/{draft_id}/reject", response_model=ReviewOut, responses=CONFLICT, summary="Do not send the draft")
@@ -91,5 +115,6 @@ def reject_draft(
     draft_id: int, body: RejectIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
 ) -> ReviewOut:
     """Optionally with the reply the agent wrote instead (the customer sees it) and a reason."""
-    return _review(request, store, metrics, caller, draft_id, ReviewDecision.REJECTED, body.agent,
-                   body.reply, body.reason)
+    return _review(
+        request, store, metrics, caller, draft_id, ReviewDecision.REJECTED, body.agent, body.reply, body.reason
+    )

@@ -8,15 +8,15 @@ import time
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy import select
 from sqlmodel import Session
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
 from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
-from collector.models import Conversation, DraftStatus, Draft, ReplyMode
+from collector.models import Conversation, Draft, DraftStatus, ReplyMode
 from plugin import assistant
 from plugin.deps import ReaderCaller, SettingsDep, StoreDep, WidgetCaller
 from plugin.schemas import ConversationOut, ConversationStart, CustomerMessage, History, MessageOut, ReplyOut
@@ -31,21 +31,26 @@ GENERATION_ERRORS = {
 
 def conversation_by_public_id(session: Session, public_id: str) -> Conversation:
     """Widget calls name conversations by their random external id, so one customer cannot read another's."""
-    conversation = session.execute(
-        select(Conversation).where(Conversation.external_id == public_id)
-    ).scalars().first()
+    conversation = session.execute(select(Conversation).where(Conversation.external_id == public_id)).scalars().first()
     if conversation is None:
         raise NotFoundError(f"conversation {public_id} does not exist; start one with POST /widget/conversations")
     return conversation
 
 
 def _conversation_out(conversation: Conversation) -> ConversationOut:
-    return ConversationOut(conversation_id=conversation.external_id, channel=conversation.channel,
-                           mode=conversation.mode, status=conversation.status, created_at=conversation.created_at)
+    return ConversationOut(
+        conversation_id=conversation.external_id,
+        channel=conversation.channel,
+        mode=conversation.mode,
+        status=conversation.status,
+        created_at=conversation.created_at,
+    )
 
 
 @router.post("/conversations", response_model=ConversationOut, status_code=201, summary="Start a conversation")
-def start_conversation(body: ConversationStart, _: WidgetCaller, store: StoreDep, settings: SettingsDep) -> ConversationOut:
+def start_conversation(
+    body: ConversationStart, _: WidgetCaller, store: StoreDep, settings: SettingsDep
+) -> ConversationOut:
     mode = body.mode or assistant.mode_for_channel(settings, body.channel)
     with store.session() as session:
         conversation = recorder.start_conversation(
@@ -54,7 +59,9 @@ def start_conversation(body: ConversationStart, _: WidgetCaller, store: StoreDep
     return _conversation_out(conversation)
 
 
-@router.get("/conversations/{conversation_id}", response_model=History, summary="The conversation as the customer sees it")
+@router.get(
+    "/conversations/{conversation_id}", response_model=History, summary="The conversation as the customer sees it"
+)
 def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep) -> History:
     """Poll this in assist mode: the agent's approved or edited reply appears here once reviewed."""
     with store.session() as session:
@@ -64,7 +71,9 @@ def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep)
         ).first()
         messages = recorder.transcript(session, conversation.id)
     return History(
-        conversation_id=conversation.external_id, mode=conversation.mode, status=conversation.status,
+        conversation_id=conversation.external_id,
+        mode=conversation.mode,
+        status=conversation.status,
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         awaiting_agent=pending is not None and conversation.mode == ReplyMode.ASSIST,
     )
@@ -73,8 +82,10 @@ def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep)
 @router.post(
     "/conversations/{conversation_id}/messages",
     response_model=ReplyOut,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when stream is true"},
-               **GENERATION_ERRORS},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "JSON, or events when stream is true"},
+        **GENERATION_ERRORS,
+    },
     summary="Send the customer's message and get the assistant's reply",
 )
 async def send_customer_message(
@@ -104,7 +115,9 @@ def _reply_out(turn: assistant.Turn, reply: assistant.Reply) -> ReplyOut:
     draft = reply.draft
     message = None
     if turn.mode == ReplyMode.AUTO:
-        message = MessageOut(position=draft.position, role="assistant", content=draft.content, created_at=draft.created_at)
+        message = MessageOut(
+            position=draft.position, role="assistant", content=draft.content, created_at=draft.created_at
+        )
     return ReplyOut(reply=message, awaiting_agent=turn.mode == ReplyMode.ASSIST, adapter_version=reply.version)
 
 
