@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,8 @@ from plugin.deps import KeyCache, new_rate_limits
 from plugin.errors import install_error_handlers
 from plugin.metrics import ServiceMetrics
 from plugin.middleware import AccessLogAndMetrics, BodySizeLimit
-from plugin.routes import admin, chatwoot, health, openai, reviews, widget
+from plugin.routes import admin, chatwoot, health, openai, refresh, reviews, widget
+from plugin.scheduler import LoopScheduler
 
 
 def create_app(
@@ -44,6 +46,10 @@ def create_app(
                 pass
             if gateway is not None and manage_gateway:
                 await gateway.start()
+            if gateway is not None:
+                # timed / review-count refreshes and the automatic rollback guard
+                app.state.scheduler = LoopScheduler(settings, gateway, url=settings.resolved_database_url)
+                app.state.scheduler_task = asyncio.create_task(app.state.scheduler.run())
         except BaseException as exc:
             app.state.startup_error = exc
             if gateway is not None and manage_gateway:
@@ -53,6 +59,8 @@ def create_app(
             yield
         finally:
             try:
+                if app.state.scheduler_task is not None:
+                    app.state.scheduler_task.cancel()
                 await close_chatwoot_client(app)
                 if gateway is not None and manage_gateway:
                     await gateway.stop()
@@ -71,6 +79,8 @@ def create_app(
     app.state.settings = settings
     app.state.gateway = gateway
     app.state.control_token = control_token
+    app.state.scheduler = None  # plugin.scheduler.LoopScheduler once the gateway runs
+    app.state.scheduler_task = None
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
     app.state.rate_limits = new_rate_limits(settings)
@@ -79,7 +89,7 @@ def create_app(
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]
 
-    for module in (widget, reviews, openai, chatwoot, admin, health):
+    for module in (widget, reviews, openai, chatwoot, admin, refresh, health):
         app.include_router(module.router)
     install_error_handlers(app)
 

@@ -12,7 +12,6 @@ from collector.db import session_scope
 from collector.errors import HouseStyleError
 from collector.models import RunStatus
 from collector.stats import version_stats
-from collector.settings import get_settings
 
 
 def refresh_command(

@@ -10,13 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from collector.db import session_scope
-from collector.errors import ConflictError, InputError
 from collector.registry import get_adapter, list_adapters
 from collector.settings import get_settings
-from serving import lifecycle
-from serving.control import AdminClient, read_control_file
-from serving.validation import validate_adapter
-from serving.vllm_server import resolved_base_model
+from serving import remote
 
 adapters_app = typer.Typer(
     help=(
@@ -38,27 +34,11 @@ def default_actor() -> str:
         return "cli"
 
 
-def _admin() -> AdminClient | None:
-    control = read_control_file(get_settings())
-    return AdminClient(control) if control else None
-
-
-def _validate_offline(version: str) -> None:
-    """Without a running service, still refuse adapters that the next `serve` would refuse."""
-    settings = get_settings()
-    path = lifecycle.adapter_path(version)
-    try:
-        validate_adapter(path, served_base_model=resolved_base_model(settings), max_lora_rank=settings.max_lora_rank)
-    except InputError as exc:
-        lifecycle.mark_rejected(version, actor="cli", reason=str(exc))
-        raise
-
-
 @adapters_app.command("list")
 def list_command() -> None:
     """Show every registered version (newest first), its status, and what the running service serves."""
     console = Console()
-    admin = _admin()
+    admin = remote.running_service()
     serving = admin.status().get("serving") if admin else None
     table = Table()
     for column in ("version", "status", "canary share", "rank", "created"):
@@ -90,18 +70,7 @@ def promote_command(
     reason: Reason = None,
 ) -> None:
     """Make VERSION live behind the public model name (zero-downtime swap on every replica)."""
-    actor = actor or default_actor()
-    admin = _admin()
-    if admin:
-        result = admin.promote(version, actor, reason)
-        typer.echo(f"{version} is live on {len(result['replicas'])} replica(s); previous: {result['previous'] or 'base model'}")
-        return
-    _validate_offline(version)
-    if lifecycle.registry_live_version() == version:
-        raise ConflictError(f"{version} is already live")
-    previous = lifecycle.mark_live(version, action="promote", actor=actor, reason=reason)
-    typer.echo(f"{version} is live in the registry (previous: {previous or 'base model'}); no service is running, "
-               "the next `housestyle serve` loads it")
+    typer.echo(remote.promote_version(version, actor=actor or default_actor(), reason=reason))
 
 
 @adapters_app.command("rollback")
@@ -111,20 +80,7 @@ def rollback_command(
     reason: Reason = None,
 ) -> None:
     """Go back to the previous live version, or to any kept VERSION."""
-    actor = actor or default_actor()
-    admin = _admin()
-    if admin:
-        result = admin.rollback(version, actor, reason)
-        typer.echo(f"rolled back: {result['version']} is live (was {result['previous'] or 'base model'})")
-        return
-    current = lifecycle.registry_live_version()
-    version = version or lifecycle.previous_live_version(current)
-    if version == current:
-        raise ConflictError(f"{version} is already live")
-    _validate_offline(version)
-    lifecycle.mark_live(version, action="rollback", actor=actor, reason=reason)
-    typer.echo(f"rolled back: {version} is live in the registry (was {current or 'base model'}); "
-               "the next `housestyle serve` loads it")
+    typer.echo(remote.rollback_version(version, actor=actor or default_actor(), reason=reason))
 
 
 @adapters_app.command("canary")
@@ -135,25 +91,8 @@ def canary_command(
     reason: Reason = None,
 ) -> None:
     """Route a share of NEW conversations (sticky per conversation) to VERSION; the rest stay on the live one."""
-    actor = actor or default_actor()
     share = get_settings().canary_share if share is None else share
-    if not 0.0 <= share <= 1.0:
-        raise InputError(f"--share {share} is not between 0 and 1; use e.g. --share 0.1")
-    admin = _admin()
-    if admin:
-        admin.canary(version, share, actor, reason)
-    elif share == 0.0:
-        canary = lifecycle.registry_canary()
-        if canary is None or canary[0] != version:
-            raise ConflictError(f"{version} is not the canary; nothing to end")
-        lifecycle.end_canary(version, actor=actor, reason=reason)
-    else:
-        if lifecycle.registry_live_version() == version:
-            raise ConflictError(f"{version} is already live; a canary must be another version")
-        _validate_offline(version)
-        lifecycle.mark_canary(version, share, actor=actor, reason=reason)
-    where = "on the running service" if admin else "in the registry (the next `housestyle serve` applies it)"
-    typer.echo(f"canary ended for {version} {where}" if share == 0.0 else f"{version} gets {share:.0%} of new conversations {where}")
+    typer.echo(remote.canary_version(version, share, actor=actor or default_actor(), reason=reason))
 
 
 @adapters_app.command("history")

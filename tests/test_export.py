@@ -18,7 +18,7 @@ from collector.errors import InputError, StoreError
 from collector.export import ExportManifest, ExportOptions, export_dataset
 from collector.formats import ChatRecord, PromptCompletionRecord
 from collector.importer import import_file
-from collector.models import Conversation, ReplyMode
+from collector.models import ReplyMode
 from collector.sample import SAMPLE_PATH
 from collector.settings import get_settings
 from collector.split import SplitRatios

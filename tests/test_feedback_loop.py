@@ -6,7 +6,6 @@ import asyncio
 import random
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 
 import pytest

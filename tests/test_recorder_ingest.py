@@ -18,7 +18,7 @@ def test_turns_drafts_and_unsent_replies_take_the_slots_agents_expect(store_url:
         pending = recorder.record_draft(session, conversation.id, "Let it cool down first.")
         # a turn added straight to the session, not yet flushed, still counts
         session.add(Message(conversation_id=conversation.id, position=pending.position + 1, role=Role.USER, content="Anyone?"))
-        late = recorder.record_draft(session, conversation.id, "Sorry for the wait!")
+        recorder.record_draft(session, conversation.id, "Sorry for the wait!")
         recorder.record_review(session, pending.id, "approved", agent_id="alice")
 
     with db.session_scope(store_url) as session:

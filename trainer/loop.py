@@ -64,7 +64,7 @@ def packed_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int
 def evaluate_loss(model: torch.nn.Module, examples: list[Example], config: LoopConfig, world: World) -> float:
     """Token-weighted mean loss over `examples`, summed across all processes."""
     model.eval()
-    total, count = torch.zeros(2, dtype=torch.float64), 0
+    total = torch.zeros(2, dtype=torch.float64)
     for batch in packed_batches(examples, config.row_length, config.batch_size, seed=0, rank=world.rank,
                                 world_size=world.size):
         with world.autocast():
