@@ -37,6 +37,8 @@ def configure_json_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # one line per upstream call would double the log and its CPU; the access log already times every request
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
@@ -72,7 +74,15 @@ def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = T
     app.state.on_shutdown = lambda: remove_control_file(settings, pid=os.getpid())
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=30
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=30,
+            # idle keep-alive connections live longer than a busy client takes between a customer's two calls
+            timeout_keep_alive=75,
         )
     )
     asyncio.run(_serve(server, settings, control_token))

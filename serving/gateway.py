@@ -19,7 +19,6 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
