@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from collector.checksums import sha256_file
 from serving.errors import AdapterRejectedError
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -54,14 +54,6 @@ def same_base_model(declared: str, served: str) -> bool:
     # a hub id against a local snapshot of it: "org/name" matches ".../org/name" or ".../models--org--name/..."
     short = declared.strip("/")
     return served.rstrip("/").endswith("/" + short) or f"models--{short.replace('/', '--')}" in served
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path, what: str) -> dict:

@@ -21,7 +21,7 @@ from sqlmodel import select
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
 from trainer.chat_format import END_TAG, encode_conversation
 from trainer.data import IGNORE, collate_packed, encode_example, pack_rows
-from trainer.manifest import sha256_file
+from collector.checksums import sha256_file
 from trainer.model_loading import MANIFEST_NAME, load_model, load_tokenizer, weights_hash
 from trainer.train import train_adapter
 

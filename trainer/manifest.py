@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from collector.checksums import sha256_file
 from trainer.model_loading import MANIFEST_NAME
 
 
@@ -29,14 +30,6 @@ class AdapterManifest(BaseModel):
     world_size: int
     training_run_id: int | None
     created_at: datetime
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hash_adapter_files(folder: Path) -> dict[str, str]:
