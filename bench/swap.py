@@ -60,7 +60,7 @@ def prepare(root: Path, base: Path, count: int) -> tuple[object, list[Path]]:
 async def start_server(settings):
     from serving.vllm_server import VllmServer
 
-    server = VllmServer(settings, api_key=secrets.token_urlsafe(16))
+    server = VllmServer(settings, api_key=secrets.token_hex(16))
     started = time.perf_counter()
     await server.start()
     print(f"vLLM up on {server.url} in {time.perf_counter() - started:.1f}s", flush=True)

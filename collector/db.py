@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -108,6 +109,7 @@ def table_names(url: str | None = None) -> list[str]:
 
 
 _upgraded: set[str] = set()
+_upgrade_lock = threading.Lock()  # concurrent first requests must not run the migrations side by side
 
 
 @contextmanager
@@ -115,8 +117,10 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error; upgrades the schema on first use."""
     url = normalise_url(url or get_settings().resolved_database_url)
     if url not in _upgraded:
-        upgrade(url)
-        _upgraded.add(url)
+        with _upgrade_lock:
+            if url not in _upgraded:
+                upgrade(url)
+                _upgraded.add(url)
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session

@@ -141,7 +141,7 @@ class ServingGateway:
         self.settings = settings
         self.database_url = database_url or settings.resolved_database_url
         self.managed = not (urls or settings.vllm_urls)
-        self.api_key = settings.vllm_api_key or (secrets.token_urlsafe(24) if self.managed else None)
+        self.api_key = settings.vllm_api_key or (secrets.token_hex(24) if self.managed else None)
         self.servers: list[VllmServer] = []
         if self.managed:
             for index in range(settings.vllm_replicas):

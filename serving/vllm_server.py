@@ -42,7 +42,7 @@ def vllm_command(settings: Settings, *, port: int, api_key: str) -> list[str]:
         "--served-model-name", BASE_SERVED_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--api-key", api_key,
+        f"--api-key={api_key}",  # one token: a key starting with "-" must not read as a flag
         "--enable-lora",
         "--max-lora-rank", str(settings.max_lora_rank),
         "--max-loras", str(settings.max_loras),
