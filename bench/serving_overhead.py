@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from swap import pick_base, prepare, start_server  # noqa: E402  (bench/ helpers)
+from swap import pick_base, prepare, start_server
 
 PROMPTS = [f"Hello, my order GC-{10000 + n} has not arrived. What can I do?" for n in range(50)]
 CONCURRENCY = 8

@@ -87,10 +87,10 @@ async def client_loop(gateway, index: int, stop: asyncio.Event, counts: dict[str
     while not stop.is_set():
         try:
             if index % 2:
-                route, body = await gateway.chat(QUESTION, conversation_key=f"c{index}")
+                _, body = await gateway.chat(QUESTION, conversation_key=f"c{index}")
                 assert body["choices"][0]["finish_reason"]
             else:
-                route, chunks = await gateway.stream_chat(QUESTION, conversation_key=f"c{index}")
+                _, chunks = await gateway.stream_chat(QUESTION, conversation_key=f"c{index}")
                 finish = None
                 async for chunk in chunks:
                     finish = chunk["choices"][0].get("finish_reason") or finish

@@ -29,8 +29,8 @@ from collector.errors import ConflictError, InputError
 from collector.models import AdapterStatus
 from collector.registry import adapters_with_status, live_adapter
 from collector.settings import Settings
-from serving.errors import NoHealthyReplicaError, SwapFailedError, UpstreamError
 from serving import lifecycle
+from serving.errors import NoHealthyReplicaError, SwapFailedError, UpstreamError
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus, upstream_message
 from serving.routing import LoadedVersion, Route, RoutingTable
 from serving.validation import validate_adapter

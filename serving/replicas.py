@@ -177,7 +177,7 @@ class ReplicaPool:
             await asyncio.sleep(self.health_interval_s)
             try:
                 await self.check_once()
-            except Exception:  # noqa: BLE001 - the health loop must never die
+            except Exception:  # the health loop must never die; the next round tries again
                 log.exception("health round failed")
 
     async def close(self) -> None:

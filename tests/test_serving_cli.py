@@ -35,8 +35,8 @@ def test_without_a_running_service_the_cli_changes_the_registry(
 ):
     monkeypatch.setenv("HOUSESTYLE_BASE_MODEL", str(serving_base))
     get_settings.cache_clear()
-    a = register_adapter_folder(lora_adapters["a"], serving_base)
-    b = register_adapter_folder(lora_adapters["b"], serving_base)
+    a = register_adapter_folder(lora_adapters["gadgetcorp"], serving_base)
+    b = register_adapter_folder(lora_adapters["other"], serving_base)
 
     listing = housestyle("list")
     assert a in listing and b in listing and "candidate" in listing and "no running service" in listing
@@ -57,7 +57,7 @@ def test_cli_errors_are_one_line_naming_the_fix(housestyle_home: Path):
     env = {**os.environ, "HOUSESTYLE_HOME": str(housestyle_home)}
     cli = Path(sys.executable).parent / "housestyle"
     result = subprocess.run([str(cli), "adapters", "promote", "v9999-deadbeef"], capture_output=True, text=True,
-                            env=env, timeout=120)
+                            check=False, env=env, timeout=120)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: adapter version v9999-deadbeef is not registered; `housestyle adapters list` shows them"
@@ -69,7 +69,9 @@ def test_control_file_is_private_and_ignored_once_its_process_is_gone(housestyle
     write_control_file(settings, ControlFile(pid=os.getpid(), url="http://127.0.0.1:1", control_token="secret"))
     assert control_file_path(settings).stat().st_mode & 0o777 == 0o600
     assert read_control_file(settings).control_token == "secret"
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     write_control_file(settings, ControlFile(pid=int(finished.stdout), url="http://127.0.0.1:1", control_token="x"))
     assert read_control_file(settings) is None
 
@@ -81,8 +83,8 @@ def test_with_a_running_service_the_cli_swaps_on_every_replica(
 ):
     from serving.gateway import ServingGateway
 
-    a = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    b = register_adapter_folder(lora_adapters["b"], vllm_server.base_model)
+    a = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    b = register_adapter_folder(lora_adapters["other"], vllm_server.base_model)
     service = start_service(gateway=ServingGateway(serving_settings))
     write_control_file(serving_settings, ControlFile(pid=os.getpid(), url=service.url, control_token="test-control-token"))
     gateway = service.app.state.gateway

@@ -23,11 +23,11 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 def test_vllm_killed_mid_stream_ends_the_stream_cleanly_and_comes_back_with_the_live_version(
     serving_settings: Settings, vllm_server, lora_adapters
 ):
-    live = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
+    live = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
     server: VllmServer = vllm_server.server
 
     async def scenario():
-        expected = await reference_answer(vllm_server, lora_adapters["a"])
+        expected = await reference_answer(vllm_server, lora_adapters["gadgetcorp"])
         server.supervise()
         try:
             async with running_gateway(serving_settings) as gateway:

@@ -61,10 +61,10 @@ async def ask(gateway, *, stream: bool, key: str | None = None) -> tuple[str | N
 
 
 def test_promoted_adapter_answers_behind_the_public_name(serving_settings: Settings, vllm_server, lora_adapters):
-    version = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
+    version = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
 
     async def scenario():
-        expected = {None: await reference_answer(vllm_server, None), version: await reference_answer(vllm_server, lora_adapters["a"])}
+        expected = {None: await reference_answer(vllm_server, None), version: await reference_answer(vllm_server, lora_adapters["gadgetcorp"])}
         assert expected[None] != expected[version], "the test adapter must behave unlike the base"
         async with running_gateway(serving_settings) as gateway:
             assert await ask(gateway, stream=False) == (None, expected[None], "length")
@@ -91,12 +91,12 @@ class Reply:
 
 
 def test_swaps_under_concurrent_load_fail_no_request(serving_settings: Settings, vllm_server, lora_adapters):
-    a = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    b = register_adapter_folder(lora_adapters["b"], vllm_server.base_model)
+    a = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    b = register_adapter_folder(lora_adapters["other"], vllm_server.base_model)
 
     async def scenario():
-        expected = {a: await reference_answer(vllm_server, lora_adapters["a"]),
-                    b: await reference_answer(vllm_server, lora_adapters["b"])}
+        expected = {a: await reference_answer(vllm_server, lora_adapters["gadgetcorp"]),
+                    b: await reference_answer(vllm_server, lora_adapters["other"])}
         assert expected[a] != expected[b], "the two adapters must answer differently"
         replies: list[Reply] = []
         failures: list[str] = []
@@ -154,12 +154,12 @@ def test_swaps_under_concurrent_load_fail_no_request(serving_settings: Settings,
 
 def test_retrained_version_serves_its_new_weights(serving_settings: Settings, vllm_server, lora_adapters):
     """The stale-weights trap: a retrained adapter is a new folder and a new vLLM name, so its weights are served."""
-    old = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    retrained = register_adapter_folder(lora_adapters["a_retrained"], vllm_server.base_model)
+    old = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    retrained = register_adapter_folder(lora_adapters["retrained"], vllm_server.base_model)
 
     async def scenario():
-        expected_old = await reference_answer(vllm_server, lora_adapters["a"])
-        expected_new = await reference_answer(vllm_server, lora_adapters["a_retrained"])
+        expected_old = await reference_answer(vllm_server, lora_adapters["gadgetcorp"])
+        expected_new = await reference_answer(vllm_server, lora_adapters["retrained"])
         assert expected_old != expected_new
         async with running_gateway(serving_settings) as gateway:
             await gateway.promote(old, actor="test")
@@ -187,12 +187,12 @@ def test_bad_adapters_are_refused_and_the_live_version_keeps_serving(
 ):
     from tests.fixtures.vllm import make_lora_adapter
 
-    live = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    corrupt = _copy_adapter(lora_adapters["b"], tmp_path / "corrupt")
+    live = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    corrupt = _copy_adapter(lora_adapters["other"], tmp_path / "corrupt")
     weights = bytearray((corrupt / "adapter_model.safetensors").read_bytes())
     weights[-8:] = b"\x00" * 8
     (corrupt / "adapter_model.safetensors").write_bytes(bytes(weights))
-    other_base = _copy_adapter(lora_adapters["b"], tmp_path / "other-base")
+    other_base = _copy_adapter(lora_adapters["other"], tmp_path / "other-base")
     config = json.loads((other_base / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = "meta-llama/Llama-3.2-1B-Instruct"
     (other_base / "adapter_config.json").write_text(json.dumps(config))
@@ -205,7 +205,7 @@ def test_bad_adapters_are_refused_and_the_live_version_keeps_serving(
     }
 
     async def scenario():
-        expected = await reference_answer(vllm_server, lora_adapters["a"])
+        expected = await reference_answer(vllm_server, lora_adapters["gadgetcorp"])
         async with running_gateway(serving_settings) as gateway:
             await gateway.promote(live, actor="test")
             for reason, version in refused.items():
@@ -227,8 +227,8 @@ def test_bad_adapters_are_refused_and_the_live_version_keeps_serving(
 
 def test_a_load_failing_on_one_replica_is_undone_everywhere(serving_settings: Settings, vllm_server, lora_adapters):
     """Two routes to the same server: the second load of the new name fails (vLLM 400), so the swap is undone."""
-    live = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    candidate = register_adapter_folder(lora_adapters["b"], vllm_server.base_model)
+    live = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    candidate = register_adapter_folder(lora_adapters["other"], vllm_server.base_model)
 
     async def with_live_first():
         async with running_gateway(serving_settings) as gateway:
@@ -248,12 +248,12 @@ def test_a_load_failing_on_one_replica_is_undone_everywhere(serving_settings: Se
 
 
 def test_canary_serves_a_sticky_share_of_new_conversations(serving_settings: Settings, vllm_server, lora_adapters):
-    live = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    candidate = register_adapter_folder(lora_adapters["b"], vllm_server.base_model)
+    live = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
+    candidate = register_adapter_folder(lora_adapters["other"], vllm_server.base_model)
 
     async def scenario():
-        expected = {live: await reference_answer(vllm_server, lora_adapters["a"]),
-                    candidate: await reference_answer(vllm_server, lora_adapters["b"])}
+        expected = {live: await reference_answer(vllm_server, lora_adapters["gadgetcorp"]),
+                    candidate: await reference_answer(vllm_server, lora_adapters["other"])}
         async with running_gateway(serving_settings) as gateway:
             await gateway.promote(live, actor="test")
             await gateway.canary(candidate, 0.3, actor="ana", reason="try on 30%")
@@ -282,7 +282,7 @@ def test_canary_serves_a_sticky_share_of_new_conversations(serving_settings: Set
 def test_a_dead_replica_is_taken_out_and_requests_still_succeed(serving_settings: Settings, vllm_server, lora_adapters):
     from tests.fixtures.stores import free_port
 
-    live = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
+    live = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
     dead = f"http://127.0.0.1:{free_port()}"
 
     async def scenario():
@@ -297,11 +297,10 @@ def test_a_dead_replica_is_taken_out_and_requests_still_succeed(serving_settings
 
 
 def test_no_healthy_replica_is_a_clear_error(housestyle_home: Path):
+    from collector.settings import get_settings
     from serving.errors import NoHealthyReplicaError
     from serving.gateway import ServingGateway
     from tests.fixtures.stores import free_port
-
-    from collector.settings import get_settings
 
     gateway = ServingGateway(get_settings(), urls=[f"http://127.0.0.1:{free_port()}"])
     with pytest.raises(NoHealthyReplicaError, match="HOUSESTYLE_VLLM_URLS"):

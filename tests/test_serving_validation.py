@@ -10,13 +10,19 @@ import pytest
 
 from serving.errors import AdapterRejectedError
 from serving.validation import same_base_model, validate_adapter
-from tests.fixtures.vllm import write_manifest
+from tests.fixtures.vllm import make_lora_adapter, write_manifest
+
+
+@pytest.fixture(scope="module")
+def rank8_adapter(serving_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real PEFT LoRA adapter (rank 8, random weights) on the tiny base, with the trainer's manifest."""
+    return make_lora_adapter(serving_base, tmp_path_factory.mktemp("validation") / "rank8", seed=7)
 
 
 @pytest.fixture
-def adapter(lora_adapters: dict[str, Path], tmp_path: Path) -> Path:
-    """A private copy of a real PEFT adapter, safe to damage."""
-    return Path(shutil.copytree(lora_adapters["a"], tmp_path / "adapter"))
+def adapter(rank8_adapter: Path, tmp_path: Path) -> Path:
+    """A private copy of the adapter, safe to damage."""
+    return Path(shutil.copytree(rank8_adapter, tmp_path / "adapter"))
 
 
 def edit_config(folder: Path, **changes) -> None:
