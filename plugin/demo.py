@@ -173,7 +173,9 @@ def run_demo(*, per_round: int = 24, port: int = 8765, keep_serving: bool = Fals
     root = get_settings().home.resolve()
     home, base = prepare_home(root, console)
     overrides = {"HOUSESTYLE_HOME": str(home), "HOUSESTYLE_BASE_MODEL": str(base), "HOUSESTYLE_TRAIN_PRESET": "tiny",
-                 "HOUSESTYLE_DEFAULT_REPLY_MODE": "assist"}
+                 "HOUSESTYLE_DEFAULT_REPLY_MODE": "assist",
+                 # one process plays every customer and agent here: lift the per-key rate limit meant for real clients
+                 "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000", "HOUSESTYLE_RATE_LIMIT_BURST": "1000"}
     os.environ.update(overrides)
     os.environ.pop("HOUSESTYLE_DATABASE_URL", None)
     get_settings.cache_clear()
@@ -218,6 +220,13 @@ def run_demo(*, per_round: int = 24, port: int = 8765, keep_serving: bool = Fals
                 f"admin key:  {keys['admin']}\nagent key:  {keys['agent']}\nwidget key: {keys['widget']}",
                 title="still running (--serve)"))
             service.process.wait()
+    except httpx.HTTPStatusError as exc:
+        try:
+            detail = exc.response.json().get("detail")
+        except ValueError:
+            detail = exc.response.text[:200]
+        raise HouseStyleError(f"the demo's service answered {exc.response.status_code} to {exc.request.url.path}: "
+                              f"{detail}; its log is {home / 'serve.log'}") from None
     except KeyboardInterrupt:
         console.print("stopping…")
     finally:
