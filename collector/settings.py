@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     )
     claim_ttl_seconds: int = Field(300, description="How long an agent's claim on a draft lasts before others may take it.")
     reply_max_tokens: int = Field(256, description="Longest reply, in tokens, the assistant drafts for a customer.")
+    reply_temperature: float = Field(
+        0.0, description="Sampling temperature of the assistant's drafts; 0 is greedy: the replies the adapter learned."
+    )
     retry_after_seconds: int = Field(5, description="Retry-After sent with 503 while no model server is ready.")
     chatwoot_url: str | None = Field(None, description="Base URL of your Chatwoot, e.g. https://chatwoot.example.com.")
     chatwoot_api_token: str | None = Field(None, description="The agent bot's access token (api_access_token header).")

@@ -82,6 +82,7 @@ def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, 
         "model": settings.public_model_name,
         "messages": turn.prompt,
         "max_tokens": settings.reply_max_tokens,
+        "temperature": settings.reply_temperature,
     }
     if stream:
         request["stream"] = True

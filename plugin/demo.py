@@ -25,6 +25,7 @@ from collector.db import session_scope
 from collector.errors import HouseStyleError
 from collector.sample import SAMPLE_PATH
 from collector.settings import get_settings
+from collector.stats import version_stats
 
 SEED_QUESTION = "My SuperWidget is dead."
 ROUND_SEEDS = (2026 + 11, 2026 + 12)  # customer phrasings unlike the sample's (which uses 2026)
@@ -214,6 +215,12 @@ def run_demo(*, per_round: int = 24, port: int = 8765, keep_serving: bool = Fals
         console.print(Panel(f"[dim]before:[/] {before}\n[bold]after:[/]  {after}  [dim]({fingerprint})[/]",
                             title=f'"{SEED_QUESTION}"'))
         console.print(stats_table("Edit rate per version (simulated agents)"))
+        with session_scope() as session:
+            rates = {row.version: row.correction_rate for row in version_stats(session)}
+        before_rate, after_rate = rates.get("base", 0.0), rates.get(outcome.candidate, 0.0)
+        verdict = "at least halved" if after_rate <= before_rate / 2 else "did NOT halve"
+        console.print(f"drafts agents had to correct: {before_rate:.0%} (base) -> {after_rate:.0%} "
+                      f"({outcome.candidate}): {verdict}")
         if keep_serving:
             console.print(Panel(
                 f"HouseStyle is serving on {service.url} — Ctrl-C stops it.\n"
