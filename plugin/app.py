@@ -18,7 +18,7 @@ from plugin.deps import KeyCache, new_rate_limits
 from plugin.errors import install_error_handlers
 from plugin.metrics import ServiceMetrics
 from plugin.middleware import AccessLogAndMetrics, BodySizeLimit
-from plugin.routes import admin, chatwoot, health, openai, refresh, reviews, widget
+from plugin.routes import admin, chatwoot, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.scheduler import LoopScheduler
 
 
@@ -89,8 +89,9 @@ def create_app(
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]
 
-    for module in (widget, reviews, openai, chatwoot, admin, refresh, health):
+    for module in (widget, reviews, openai, chatwoot, admin, refresh, dashboard, health, pages):
         app.include_router(module.router)
+    pages.mount_static_files(app)  # the web UI's CSS and JS
     install_error_handlers(app)
 
     app.add_middleware(

@@ -155,8 +155,8 @@ def test_a_version_that_makes_agents_correct_more_is_rolled_back_automatically(
 ) -> None:
     from tests.fixtures.vllm import register_adapter_folder
 
-    first = register_adapter_folder(lora_adapters["a"], vllm_server.base_model)
-    second = register_adapter_folder(lora_adapters["b"], vllm_server.base_model)
+    first = register_adapter_folder(lora_adapters["other"], vllm_server.base_model)
+    second = register_adapter_folder(lora_adapters["retrained"], vllm_server.base_model)
 
     async def scenario() -> None:
         gateway = ServingGateway(get_settings())

@@ -81,7 +81,7 @@ def test_auto_mode_streams_the_live_adapters_reply_to_the_customer(
     e2e_service: EndToEndService, lora_adapters: dict[str, Path], vllm_server
 ) -> None:
     version = register_adapter_folder(
-        lora_adapters["a"], vllm_server.base_model, database_url=e2e_service.settings.resolved_database_url
+        lora_adapters["other"], vllm_server.base_model, database_url=e2e_service.settings.resolved_database_url
     )
     admin_cli = e2e_service.client()
     admin_cli.headers["Authorization"] = f"Bearer {e2e_service.control_token}"
