@@ -47,6 +47,16 @@ ACCESS: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/admin/export"): {ADM},
     ("POST", "/admin/refresh"): {ADM},
     ("GET", "/admin/quality"): {ADM},
+    ("GET", "/me"): {W, A, ADM},
+    ("GET", "/admin/runs"): {ADM},
+    ("GET", "/admin/edit-rate"): {ADM},
+    ("GET", "/admin/adapter-history"): {ADM},
+    # the web UI's pages and widget loader hold no data: the browser fetches everything with the user's key
+    ("GET", "/ui/login"): PUBLIC,
+    ("GET", "/ui/console"): PUBLIC,
+    ("GET", "/ui/admin"): PUBLIC,
+    ("GET", "/ui/demo-site"): PUBLIC,
+    ("GET", "/ui/widget.js"): PUBLIC,
 }
 # routes that act without a body: an allowed caller is checked through the route's role dependency, not a live call
 NO_LIVE_CALL = {("POST", "/admin/refresh")}  # would start a real refresh (export + training)

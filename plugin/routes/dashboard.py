@@ -17,6 +17,7 @@ from plugin.deps import AdminCaller, Caller, StoreDep, authenticate
 
 router = APIRouter(tags=["web ui"])
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
 
 
@@ -78,13 +79,23 @@ async def who_am_i(caller: Annotated[Caller, Depends(authenticate)]) -> MeOut:
 def recent_runs(_: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[RunOut]:
     with store.session() as session:
         runs = session.execute(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)).scalars().all()
-        return [
-            RunOut(
-                **run.model_dump(exclude={"log", "params"}),
-                log_tail=run.log[-LOG_TAIL_CHARS:],
-            )
-            for run in runs
-        ]
+        return [run_out(run) for run in runs]
+
+
+def run_out(run: TrainingRun) -> RunOut:
+    return RunOut(
+        id=run.id,
+        kind=run.kind,
+        status=RunStatus(run.status),
+        step=run.step,
+        progress=run.progress,
+        adapter_version=run.adapter_version,
+        metrics=run.metrics,
+        error=run.error,
+        log_tail=run.log[-LOG_TAIL_CHARS:],
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -101,13 +112,15 @@ def edit_rate_over_time(
     bucket_minutes: Annotated[int, Query(ge=1, le=60 * 24 * 31)] = 60 * 24,
 ) -> EditRateOut:
     """Live reviews only (imported history is left out), bucketed by when the agent reviewed; default the last 30 days."""
+    bucket = timedelta(minutes=bucket_minutes)
     until = as_utc(until) if until else utcnow()
-    since = as_utc(since) if since else until - timedelta(days=30)
+    if since is None:  # buckets on round boundaries (whole hours, UTC midnights) read better than now-minus-30-days
+        since = EPOCH + ((until - timedelta(days=30)) - EPOCH) // bucket * bucket
+    since = as_utc(since)
     if since >= until:
         raise InputError("since must be before until; e.g. ?since=2026-01-01T00:00:00Z")
-    if (until - since) / timedelta(minutes=bucket_minutes) > 5000:
+    if (until - since) / bucket > 5000:
         raise InputError("more than 5000 time buckets asked for; raise bucket_minutes or shorten since..until")
-    bucket = timedelta(minutes=bucket_minutes)
     label = func.coalesce(Draft.adapter_version, BASE_LABEL)
     query = (
         select(label, Review.decision, Review.created_at)

@@ -24,12 +24,13 @@ function percent(value) {
 
 // Eval metrics are a free-form dict (chrF, loss, golden...): show numbers, flatten one level of nesting.
 function metricEntries(metrics) {
+  const number = (value) => String(Number(value.toFixed(3)));
   const entries = [];
   for (const [name, value] of Object.entries(metrics || {})) {
-    if (typeof value === "number") entries.push([name, Number.isInteger(value) ? value : value.toFixed(3)]);
+    if (typeof value === "number") entries.push([name, number(value)]);
     else if (value && typeof value === "object") {
       for (const [inner, innerValue] of Object.entries(value)) {
-        if (typeof innerValue === "number") entries.push([`${name}.${inner}`, Number.isInteger(innerValue) ? innerValue : innerValue.toFixed(3)]);
+        if (typeof innerValue === "number") entries.push([`${name}.${inner}`, number(innerValue)]);
       }
     } else if (typeof value === "string" || typeof value === "boolean") entries.push([name, String(value)]);
   }
@@ -108,7 +109,7 @@ async function rollback() {
 function versionCard(adapter, lastEvent) {
   const buttons = element("div", { class: "actions" });
   const add = (label, handler, kind) => {
-    const button = element("button", { type: "button", class: kind, text: label, "data-action": label.toLowerCase().replace(/\W+/g, "-"), "data-version": adapter.version });
+    const button = element("button", { type: "button", class: kind, text: label, "data-action": label.toLowerCase().replace(/\W+/g, "-") });
     button.addEventListener("click", handler);
     buttons.append(button);
   };
@@ -123,7 +124,7 @@ function versionCard(adapter, lastEvent) {
     element("div", { class: "version-head" }, element("strong", { text: adapter.version }), element("span", { class: `badge status-${adapter.status}`, text: adapter.status })),
     element("p", { class: "muted", text: `registered ${formatTime(adapter.created_at)} · LoRA rank ${adapter.rank}${share}` }),
     lastEvent ? element("p", { class: "muted", text: `last change: ${lastEvent.action} by ${lastEvent.actor}, ${formatTime(lastEvent.created_at)}${lastEvent.reason ? ` — “${lastEvent.reason}”` : ""}` }) : null,
-    metrics.length ? element("dl", { class: "metrics" }, ...metrics.flatMap(([name, value]) => [element("dt", { text: name }), element("dd", { text: String(value) })])) : element("p", { class: "muted", text: "no evaluation metrics recorded" }),
+    metrics.length ? element("dl", { class: "metrics", "aria-label": "evaluation metrics" }, ...metrics.map(([name, value]) => element("div", {}, element("dt", { text: name }), element("dd", { text: value })))) : element("p", { class: "muted", text: "no evaluation metrics recorded" }),
     buttons,
   );
 }

@@ -18,8 +18,9 @@ export function editRateChart(series, { bucketMs, label }) {
   const root = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, class: "chart-svg" });
   root.append(svg("title", {}, label));
   const times = series.flatMap((s) => s.points.map((p) => p.start.getTime()));
-  const first = Math.min(...times);
-  const last = Math.max(...times, first + bucketMs);
+  // half a bucket of room either side, so a single bucket sits in the middle rather than on the axis
+  const first = Math.min(...times) - bucketMs / 2;
+  const last = Math.max(...times) + bucketMs / 2;
   const x = (t) => PAD.left + ((t - first) / (last - first)) * (WIDTH - PAD.left - PAD.right);
   const y = (rate) => HEIGHT - PAD.bottom - rate * (HEIGHT - PAD.top - PAD.bottom);
 
@@ -28,8 +29,9 @@ export function editRateChart(series, { bucketMs, label }) {
     root.append(svg("text", { x: PAD.left - 6, y: y(rate) + 4, "text-anchor": "end", class: "tick" }, `${rate * 100}%`));
   }
   const format = (t) => new Date(t).toLocaleString(undefined, bucketMs < 86400000 ? { month: "short", day: "numeric", hour: "2-digit" } : { month: "short", day: "numeric" });
-  root.append(svg("text", { x: PAD.left, y: HEIGHT - 8, class: "tick" }, format(first)));
-  root.append(svg("text", { x: WIDTH - PAD.right, y: HEIGHT - 8, "text-anchor": "end", class: "tick" }, format(last)));
+  const starts = [...new Set(times)].sort((a, b) => a - b);
+  const labelled = starts.length <= 6 ? starts : [starts[0], starts[Math.floor(starts.length / 2)], starts[starts.length - 1]];
+  for (const t of labelled) root.append(svg("text", { x: x(t), y: HEIGHT - 8, "text-anchor": "middle", class: "tick" }, format(t)));
 
   series.forEach((line, index) => {
     const color = PALETTE[index % PALETTE.length];

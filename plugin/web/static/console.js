@@ -163,9 +163,9 @@ async function decide(action, body) {
   clearReview();
   showResult(`Draft #${item.draft_id} — ${OUTCOME[action]}`, "ok");
   state.busy = false;
+  // focus (not claim) the next draft: opening it is the agent's choice, so nothing is held by someone who walked away
   const next = state.queue[Math.min(index, state.queue.length - 1)];
-  if (next && !claimHolder(next)) await select(next.draft_id);
-  else $("queue").querySelector("button")?.focus();
+  if (next) document.querySelector(`[data-draft-id="${next.draft_id}"]`)?.focus();
 }
 
 function move(step) {
