@@ -5,5 +5,4 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.vllm",
     "tests.fixtures.service",
-    "tests.fixtures.browser",
 ]
