@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lock clean
+.PHONY: demo test venv browser lock clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(BIN)/housestyle demo
 
-test: $(STAMP)
+# The web UI tests drive Debian's Chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
 # Re-pin after changing dependencies in pyproject.toml (run inside a working .venv).

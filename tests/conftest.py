@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.vllm",
     "tests.fixtures.service",
+    "tests.fixtures.browser",
 ]
