@@ -15,6 +15,7 @@ the body's `system_fingerprint` as `housestyle:<version|base>`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -38,7 +39,7 @@ from serving.vllm_server import BASE_SERVED_NAME, VllmServer, resolved_base_mode
 
 log = logging.getLogger("housestyle.serving")
 
-VLLM_NAME_PREFIX = "hs-"
+VLLM_NAME_PREFIX = "hs-"  # + a tag of the store: services on different stores can share one vLLM
 # errors that mean the replica is gone (not that the request was bad): take it out and try another one
 REPLICA_DOWN_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
                        httpx.ConnectTimeout, httpx.PoolTimeout)
@@ -157,7 +158,10 @@ class ServingGateway:
         )
         self.routes = RoutingTable(settings.public_model_name, BASE_SERVED_NAME)
         self.base_model = resolved_base_model(settings) if (self.managed or settings.base_model) else ""
+        # vLLM names this service owns: only these are ever unloaded as leftovers when a replica rejoins
+        self.name_prefix = f"{VLLM_NAME_PREFIX}{hashlib.sha256(self.database_url.encode()).hexdigest()[:6]}-"
         self._swap_lock = asyncio.Lock()
+        self._repair_lock = asyncio.Lock()
         self._started = False
 
     @classmethod
@@ -231,7 +235,7 @@ class ServingGateway:
             listed = {model.id for model in await replica.list_models() if model.parent is not None}
             wanted = {loaded.vllm_name: loaded for loaded in self.routes.names_in_use()}
             for name in listed - wanted.keys():
-                if name.startswith(VLLM_NAME_PREFIX):  # ours, left from a swap while this replica was out: free it
+                if name.startswith(self.name_prefix):  # ours, left from a swap while this replica was out: free it
                     await replica.unload_adapter(name)
             for name, loaded in wanted.items():
                 if name not in listed:
@@ -258,10 +262,25 @@ class ServingGateway:
     async def _served_base(self) -> str | None:
         return self.base_model or None
 
-    @staticmethod
-    def _new_vllm_name(version: str) -> str:
+    def _new_vllm_name(self, version: str) -> str:
         # vLLM caches adapters by name: a name is never reused, even for the same version loaded again
-        return f"{VLLM_NAME_PREFIX}{version}-{secrets.token_hex(3)}"
+        return f"{self.name_prefix}{version}-{secrets.token_hex(3)}"
+
+    async def _repair(self, replica: Replica, vllm_name: str) -> bool:
+        """Reload one of our names that a healthy replica no longer knows (unloaded from outside, or a restart the
+        health check has not seen yet). True when the replica serves it again; False when it is not ours to load."""
+        loaded = next((v for v in self.routes.names_in_use() if v.vllm_name == vllm_name), None)
+        if loaded is None:
+            return False
+        async with self._repair_lock:
+            try:
+                if vllm_name not in {model.id for model in await replica.list_models()}:
+                    log.warning("replica %s lost %s; loading it again", replica.url, vllm_name)
+                    await replica.load_adapter(vllm_name, loaded.path)
+            except UpstreamError as exc:
+                log.warning("replica %s could not load %s again: %s", replica.url, vllm_name, exc)
+                return False
+        return True
 
     # ---- requests ---------------------------------------------------------------------------------------------
 
@@ -309,6 +328,7 @@ class ServingGateway:
     async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
         """POST to the least busy healthy replica; a replica that is down is taken out and the next one tried."""
         tried: set[str] = set()
+        repaired: set[str] = set()
         while True:
             replica = self.pool.pick(exclude=tried)
             tried.add(replica.url)
@@ -328,7 +348,11 @@ class ServingGateway:
                 await response.aclose()
                 replica.in_flight -= 1
                 if response.status_code == 404 and body["model"] in upstream_message(response):
-                    # the replica restarted and lost its adapters before a health check noticed: reload it first
+                    # the replica lost the adapter: load it again there and retry once, else take the replica out
+                    if replica.url not in repaired and await self._repair(replica, body["model"]):
+                        repaired.add(replica.url)
+                        tried.discard(replica.url)
+                        continue
                     self.pool.mark_unhealthy(replica, f"does not know {body['model']}")
                     continue
                 raise UpstreamError(f"vLLM refused the request: {upstream_message(response)}", response.status_code)
