@@ -105,6 +105,7 @@ class Draft(SQLModel, table=True):
     status: DraftStatus = Field(default=DraftStatus.PENDING, index=True, sa_type=ENUM_TEXT)
     claimed_by: str | None = Field(default=None, max_length=200)
     claimed_until: datetime | None = None
+    typing_until: datetime | None = None  # the claiming agent is writing a reply (the customer's widget says so)
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 

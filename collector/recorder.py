@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import bindparam, func, select
@@ -23,6 +23,9 @@ from collector.models import (
     Role,
     utcnow,
 )
+
+# how long one "agent is typing" signal lasts: the console refreshes it every few seconds while the agent types
+TYPING_SIGNAL = timedelta(seconds=8)
 
 
 def edit_distance(draft: str, final: str) -> float:
@@ -188,6 +191,29 @@ def claim_draft(session: Session, draft_id: int, agent_id: str, *, ttl: timedelt
     session.add(draft)
     session.flush()
     return draft
+
+
+def mark_typing(
+    session: Session, draft_id: int, agent_id: str, *, ttl: timedelta, typing_for: timedelta = TYPING_SIGNAL
+) -> Draft:
+    """The claiming agent is writing: keep their claim and tell the customer for `typing_for` (refresh to extend)."""
+    draft = claim_draft(session, draft_id, agent_id, ttl=ttl)
+    draft.typing_until = utcnow() + typing_for
+    session.add(draft)
+    session.flush()
+    return draft
+
+
+def agent_activity(draft: Draft | None, *, now: datetime | None = None) -> str | None:
+    """What the customer may know about their pending draft: "typing", "reviewing" (claimed), "waiting", or None."""
+    if draft is None or draft.status != DraftStatus.PENDING:
+        return None
+    now = now or utcnow()
+    if draft.typing_until and draft.typing_until > now and draft.claimed_until and draft.claimed_until > now:
+        return "typing"
+    if draft.claimed_until and draft.claimed_until > now:
+        return "reviewing"
+    return "waiting"
 
 
 def record_review(

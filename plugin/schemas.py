@@ -43,6 +43,11 @@ class History(BaseModel):
     status: str
     messages: list[MessageOut]
     awaiting_agent: bool = Field(description="True while an assistant draft waits for an agent (assist mode).")
+    agent_activity: Literal["waiting", "reviewing", "typing"] | None = Field(
+        default=None,
+        description="While awaiting an agent: waiting (nobody has the draft yet), reviewing (an agent claimed it), "
+        "typing (that agent is writing the reply). Never names the agent.",
+    )
 
 
 class ReplyOut(BaseModel):
@@ -76,6 +81,7 @@ class ClaimOut(BaseModel):
     draft_id: int
     claimed_by: str
     claimed_until: datetime
+    typing_until: datetime | None = None
 
 
 class ApproveIn(ClaimIn):

@@ -44,8 +44,11 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     public_id, draft_id = customer_asks(plugin_service, store_url, "My SuperWidget won't turn on.", DRAFT)
     widget, agent = plugin_service.client("widget"), plugin_service.client("agent")
 
+    def customer_sees() -> str | None:
+        return widget.get(f"/widget/conversations/{public_id}").json()["agent_activity"]
+
     waiting = widget.get(f"/widget/conversations/{public_id}").json()
-    assert waiting["awaiting_agent"] is True
+    assert waiting["awaiting_agent"] is True and waiting["agent_activity"] == "waiting"
     assert [m["role"] for m in waiting["messages"]] == ["user"]  # the customer never sees the draft
 
     queue = agent.get("/reviews/queue").json()
@@ -54,8 +57,14 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert queue[0]["context"][0]["content"] == "My SuperWidget won't turn on."
 
     assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).json()["claimed_by"] == "alice"
+    assert customer_sees() == "reviewing"
+    typing = agent.post(f"/reviews/{draft_id}/typing", json={"agent": "alice"}).json()
+    assert typing["claimed_by"] == "alice" and typing["typing_until"] is not None
+    assert customer_sees() == "typing"
+    assert "alice" not in widget.get(f"/widget/conversations/{public_id}").text  # the agent stays anonymous
     taken = agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"})
     assert taken.status_code == 409 and "alice" in taken.json()["detail"]
+    assert agent.post(f"/reviews/{draft_id}/typing", json={"agent": "bob"}).status_code == 409
     bob_edit = agent.post(f"/reviews/{draft_id}/edit", json={"agent": "bob", "final_text": "Hi"})
     assert bob_edit.status_code == 409
 
@@ -67,7 +76,7 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert again.status_code == 409 and "already reviewed" in again.json()["detail"]
 
     seen = widget.get(f"/widget/conversations/{public_id}").json()
-    assert seen["awaiting_agent"] is False
+    assert seen["awaiting_agent"] is False and seen["agent_activity"] is None
     assert [(m["role"], m["content"]) for m in seen["messages"]][-1] == ("assistant", FINAL)
     assert agent.get("/reviews/queue").json() == []
 

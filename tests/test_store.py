@@ -75,3 +75,34 @@ def test_unreachable_postgres_gives_one_line_error_naming_the_fix() -> None:
 def test_malformed_url_is_refused_clearly() -> None:
     with pytest.raises(StoreError, match="not a database URL|unsupported"):
         db.get_engine("definitely not a url")
+
+
+def test_migrations_build_exactly_the_schema_the_models_describe(store_url: str) -> None:
+    """A model change without its migration (or the reverse) fails here, on both stores."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlmodel import SQLModel
+
+    db.upgrade(store_url)
+    with db.get_engine(store_url).connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
+    assert differences == []
+
+
+def test_the_customer_learns_an_agent_has_the_draft_and_is_typing_until_the_signal_lapses(store_url: str) -> None:
+    from datetime import timedelta
+
+    with db.session_scope(store_url) as session:
+        conversation = recorder.start_conversation(session, channel="web", mode=ReplyMode.ASSIST)
+        recorder.add_message(session, conversation.id, Role.USER, "Is my SuperWidget still under warranty?")
+        draft = recorder.record_draft(session, conversation.id, "Yes.")
+        assert recorder.agent_activity(draft) == "waiting"
+        recorder.claim_draft(session, draft.id, "alice", ttl=timedelta(minutes=5))
+        assert recorder.agent_activity(draft) == "reviewing"
+        recorder.mark_typing(session, draft.id, "alice", ttl=timedelta(minutes=5))
+        assert recorder.agent_activity(draft) == "typing"
+        with pytest.raises(ConflictError, match="alice"):
+            recorder.mark_typing(session, draft.id, "bob", ttl=timedelta(minutes=5))
+        assert recorder.agent_activity(draft, now=draft.typing_until + timedelta(seconds=1)) == "reviewing"
+        recorder.record_review(session, draft.id, ReviewDecision.APPROVED, agent_id="alice")
+        assert recorder.agent_activity(draft) is None

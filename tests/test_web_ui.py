@@ -238,7 +238,8 @@ def test_customer_sees_the_agents_edit_and_the_admin_promotes_a_version_live(
     message_box.press("Enter")
     messages = chat.get_by_role("log", name="Messages")
     expect(messages.locator(".msg.user")).to_have_text(f"You said: {question}")
-    expect(chat.get_by_role("status")).to_have_text("An agent is reviewing the reply…", timeout=120_000)
+    customer_status = chat.get_by_role("status")
+    expect(customer_status).to_have_text("Waiting for an agent to review the reply…", timeout=120_000)
     screenshot(customer, "widget-phone-waiting-for-agent")
 
     agent = open_page()
@@ -246,12 +247,15 @@ def test_customer_sees_the_agents_edit_and_the_admin_promotes_a_version_live(
     item = agent.get_by_role("list", name="Drafts waiting for review").get_by_role("button").filter(has_text=question)
     item.first.click()
     expect(agent.locator("#claim-status")).to_contain_text("Claimed by you")
+    expect(customer_status).to_have_text("An agent is reviewing the reply…")  # the claim reaches the customer
     draft = agent.locator("#draft-text").inner_text()
     agent.keyboard.press("e")
     edit_box = agent.get_by_label("Your reply (what the customer will get)")
     expect(edit_box).to_have_value(draft)
     final = f"{draft} And yes: the SuperWidget pairs with every GadgetCorp hub."
     edit_box.fill(final)
+    expect(customer_status).to_have_text("An agent is typing…")  # for a few seconds after each keystroke signal
+    screenshot(customer, "widget-phone-agent-typing")
     expect(agent.locator("#diff ins")).to_have_text("And yes: the SuperWidget pairs with every GadgetCorp hub.")
     expect(agent.locator("#diff del")).to_have_count(0)  # the draft's own words stay, unmarked
     screenshot(agent, "console-editing-with-diff")

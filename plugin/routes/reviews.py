@@ -65,6 +65,19 @@ def claim_draft(
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until)
 
 
+@router.post("/{draft_id}/typing", response_model=ClaimOut, responses=CONFLICT, summary="Say the agent is typing")
+def agent_typing(
+    draft_id: int, body: ClaimIn, caller: AgentCaller, store: StoreDep, settings: SettingsDep, request: Request
+) -> ClaimOut:
+    """Send every few seconds while writing: the customer's widget shows "An agent is typing…" for a few seconds
+    after each call, and the claim is renewed. Claims the draft if nobody holds it; 409 if another agent does."""
+    ttl = timedelta(seconds=settings.claim_ttl_seconds)
+    with request.app.state.review_lock, store.session() as session:
+        draft = recorder.mark_typing(session, draft_id, body.agent or caller.name, ttl=ttl)
+    return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until,
+                    typing_until=draft.typing_until)
+
+
 def _review(
     request: Request,
     store: Store,

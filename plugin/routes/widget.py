@@ -63,19 +63,23 @@ def start_conversation(
     "/conversations/{conversation_id}", response_model=History, summary="The conversation as the customer sees it"
 )
 def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep) -> History:
-    """Poll this in assist mode: the agent's approved or edited reply appears here once reviewed."""
+    """Poll this in assist mode: `agent_activity` says whether an agent has the draft or is typing, and the agent's
+    approved or edited reply appears in `messages` once reviewed."""
     with store.session() as session:
         conversation = conversation_by_public_id(session, conversation_id)
         pending = session.execute(
-            select(Draft.id).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-        ).first()
+            select(Draft).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
+            .order_by(Draft.id.desc())
+        ).scalars().first()
         messages = recorder.transcript(session, conversation.id)
+    awaiting = pending is not None and conversation.mode == ReplyMode.ASSIST
     return History(
         conversation_id=conversation.external_id,
         mode=conversation.mode,
         status=conversation.status,
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
-        awaiting_agent=pending is not None and conversation.mode == ReplyMode.ASSIST,
+        awaiting_agent=awaiting,
+        agent_activity=recorder.agent_activity(pending) if awaiting else None,
     )
 
 

@@ -4,9 +4,10 @@ import { api, element, formatClock, formatTime, isTyping, parseTime, requireRole
 import { renderDiff, wordDiff } from "./worddiff.js";
 
 const QUEUE_POLL_MS = 3000;
+const TYPING_EVERY_MS = 2500; // the server shows "An agent is typing…" for a few seconds after each signal
 const $ = (id) => document.getElementById(id);
 
-const state = { me: null, queue: [], selected: null, claimed: false, busy: false };
+const state = { me: null, queue: [], selected: null, claimed: false, busy: false, typingSent: 0 };
 
 function claimHolder(item) {
   const live = item.claimed_by && item.claimed_until && parseTime(item.claimed_until) > new Date();
@@ -94,6 +95,7 @@ async function select(draftId) {
   if (!item) return;
   state.selected = item;
   state.claimed = false;
+  state.typingSent = 0;
   showResult("");
   renderReview(item);
   renderQueue();
@@ -113,6 +115,17 @@ async function select(draftId) {
     status.className = "claim conflict";
     status.textContent = error.status === 409 ? `Conflict (409): ${error.message}. Pick another draft.` : error.message;
   }
+}
+
+// Tell the customer's widget that this agent is writing (throttled; a failed signal never blocks the agent).
+function signalTyping() {
+  const item = state.selected;
+  if (!state.claimed || !item || Date.now() - state.typingSent < TYPING_EVERY_MS) return;
+  state.typingSent = Date.now();
+  api(`/reviews/${item.draft_id}/typing`, { method: "POST", body: {} }).then(
+    (claim) => { item.claimed_until = claim.claimed_until; },
+    () => { state.typingSent = 0; },
+  );
 }
 
 function closeForms() {
@@ -210,7 +223,11 @@ function bindButtons() {
   $("edit-cancel").addEventListener("click", closeForms);
   $("reject-cancel").addEventListener("click", closeForms);
   $("reload-queue").addEventListener("click", loadQueue);
-  $("edit-text").addEventListener("input", (event) => renderDiff($("diff"), wordDiff(state.selected.draft, event.target.value)));
+  $("edit-text").addEventListener("input", (event) => {
+    renderDiff($("diff"), wordDiff(state.selected.draft, event.target.value));
+    signalTyping();
+  });
+  $("reject-reply").addEventListener("input", signalTyping);
   $("edit-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("edit-text").value.trim();

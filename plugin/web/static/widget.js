@@ -1,7 +1,7 @@
 // HouseStyle chat widget: embed with
 //   <script src="https://HOUSESTYLE/ui/widget.js" data-key="WIDGET_KEY" data-channel="web" defer></script>
 // It builds a chat bubble and window inside a shadow root (the host page's CSS cannot break it), streams auto-mode
-// replies, and in assist mode says an agent is reviewing until the agent's final text arrives.
+// replies, and in assist mode says whether an agent has the draft or is typing until the agent's final text arrives.
 (function () {
   "use strict";
 
@@ -156,13 +156,26 @@
     });
   }
 
-  function waitForAgent() {
-    setStatus("An agent is reviewing the reply…", "waiting");
+  // what the customer is told while an agent has the draft (the agent is never named)
+  var ACTIVITY = {
+    waiting: ["Waiting for an agent to review the reply…", "waiting"],
+    reviewing: ["An agent is reviewing the reply…", "waiting"],
+    typing: ["An agent is typing…", "typing"],
+  };
+
+  function showActivity(activity) {
+    var shown = ACTIVITY[activity] || ACTIVITY.waiting;
+    setStatus(shown[0], shown[1]);
+  }
+
+  function waitForAgent(activity) {
+    showActivity(activity);
     window.clearTimeout(state.polling);
     state.polling = window.setTimeout(function poll() {
       history().then(function (conversation) {
         showNew(conversation);
         if (conversation.awaiting_agent) {
+          showActivity(conversation.agent_activity);
           state.polling = window.setTimeout(poll, POLL_MS);
         } else {
           setStatus("");
@@ -199,7 +212,7 @@
             state.shown = data.reply.position + 1;
             setStatus("");
           } else if (name === "awaiting_agent") {
-            waitForAgent();
+            waitForAgent("waiting");
           } else if (name === "error") {
             throw new Error(data.detail);
           }
@@ -261,7 +274,7 @@
     state.conversation = saved;
     history().then(function (conversation) {
       showNew(conversation);
-      if (conversation.awaiting_agent) waitForAgent();
+      if (conversation.awaiting_agent) waitForAgent(conversation.agent_activity);
     }, function () {
       state.conversation = null;
       window.sessionStorage.removeItem(STORAGE);
