@@ -135,7 +135,6 @@ def child(mode: str, store: Path, out: Path) -> None:
         summary = ""
     else:
         from collector.export import ExportOptions, export_dataset
-
         from collector.redact import Redactor
 
         Redactor.from_settings().find("warm up 1234567")  # imports and gate compilation are not the export's work

@@ -41,11 +41,11 @@ import json
 import os
 import shutil
 import uuid
-from multiprocessing import get_context
 from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Literal
 

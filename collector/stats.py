@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from statistics import NormalDist
+from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, or_, select
 from sqlmodel import Session
 
 from collector.models import Draft, Review, ReviewDecision
@@ -25,6 +26,7 @@ class VersionStats(BaseModel):
     edited: int
     rejected: int
     mean_edit_distance: float
+    pending: int = 0  # drafts still waiting for an agent (only counted when asked for)
 
     @property
     def acceptance_rate(self) -> float:
@@ -45,28 +47,43 @@ class VersionStats(BaseModel):
 
 
 def version_stats(
-    session: Session, *, since: datetime | None = None, until: datetime | None = None
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    include_imported: bool = False,
+    include_pending: bool = False,
 ) -> list[VersionStats]:
-    """Live review statistics per adapter version (imported history excluded), busiest version first."""
+    """Review statistics per adapter version, busiest version first.
+
+    By default live feedback only: imported history is left out and `since`/`until` bound when the agent reviewed.
+    `include_imported` and `include_pending` count every draft in the store (the admin's totals and the metrics).
+    """
     label = func.coalesce(Draft.adapter_version, BASE_LABEL)
+
+    def count(condition) -> Any:
+        return func.sum(case((condition, 1), else_=0))
+
     query = (
         select(
             label,
             func.count(Review.id),
-            func.sum(case((Review.decision == ReviewDecision.APPROVED, 1), else_=0)),
-            func.sum(case((Review.decision == ReviewDecision.EDITED, 1), else_=0)),
-            func.sum(case((Review.decision == ReviewDecision.REJECTED, 1), else_=0)),
+            count(Review.decision == ReviewDecision.APPROVED),
+            count(Review.decision == ReviewDecision.EDITED),
+            count(Review.decision == ReviewDecision.REJECTED),
             func.avg(Review.edit_distance),
+            count(Review.id.is_(None)),
         )
-        .join(Draft, Draft.id == Review.draft_id)
-        .where(Review.agent_id != IMPORT_AGENT)
+        .select_from(Draft)
+        .join(Review, Review.draft_id == Draft.id, isouter=include_pending)
         .group_by(label)
     )
+    if not include_imported:
+        query = query.where(or_(Review.id.is_(None), Review.agent_id != IMPORT_AGENT))
     if since is not None:
         query = query.where(Review.created_at >= since)
     if until is not None:
         query = query.where(Review.created_at < until)
-    rows = session.execute(query).all()
     stats = [
         VersionStats(
             version=version,
@@ -75,8 +92,9 @@ def version_stats(
             edited=int(edited or 0),
             rejected=int(rejected or 0),
             mean_edit_distance=float(mean or 0.0),
+            pending=int(pending or 0),
         )
-        for version, reviews, approved, edited, rejected, mean in rows
+        for version, reviews, approved, edited, rejected, mean, pending in session.execute(query).all()
     ]
     return sorted(stats, key=lambda s: -s.reviews)
 

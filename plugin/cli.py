@@ -8,9 +8,9 @@ import typer
 
 from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
-from serving.cli import register as register_serving
 from plugin.commands import register as register_plugin
 from plugin.loop_commands import register as register_loop
+from serving.cli import register as register_serving
 from trainer.cli import register as register_trainer
 
 app = typer.Typer(

@@ -9,6 +9,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector.db import session_scope
+from collector.stats import version_stats
+from plugin.stats import DECISIONS
 
 
 class DraftDecisionCollector(Collector):
@@ -18,16 +20,16 @@ class DraftDecisionCollector(Collector):
         self.database_url = database_url
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        from plugin.stats import decision_counts
-
         family = GaugeMetricFamily(
             "housestyle_drafts",
             "Assistant drafts by review decision and adapter version",
             labels=["adapter_version", "decision"],
         )
         with session_scope(self.database_url) as session:
-            for (version, decision), count in decision_counts(session).items():
-                family.add_metric([version or "base", decision], count)
+            for row in version_stats(session, include_imported=True, include_pending=True):
+                for decision in DECISIONS:
+                    if count := getattr(row, decision):
+                        family.add_metric([row.version, decision], count)
         yield family
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from collector.adapter_manifest import MANIFEST_NAME, AdapterFiles
 from collector.checksums import sha256_file
 from serving.errors import AdapterRejectedError
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")
-MANIFEST_NAME = "housestyle_manifest.json"
 # Linear layers vLLM's LoRA layers can wrap in a Llama-style decoder (vLLM packs q/k/v and gate/up itself).
 SUPPORTED_TARGET_MODULES = frozenset(
     {"q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj"}
@@ -28,14 +28,6 @@ class PeftAdapterConfig(BaseModel):
     r: int
     target_modules: list[str] | str | None = None
     modules_to_save: list[str] | None = None
-
-
-class AdapterManifest(BaseModel):
-    """`housestyle_manifest.json`, written by the trainer: the sha256 of every file in the adapter folder."""
-
-    model_config = {"extra": "ignore"}
-
-    files: dict[str, str]
 
 
 class ValidatedAdapter(BaseModel):
@@ -108,7 +100,7 @@ def _check_manifest(folder: Path) -> None:
     if not manifest_path.is_file():
         raise AdapterRejectedError(f"adapter {folder} has no {MANIFEST_NAME}; register adapters through the trainer")
     try:
-        manifest = AdapterManifest.model_validate(_read_json(manifest_path, "manifest"))
+        manifest = AdapterFiles.model_validate(_read_json(manifest_path, "manifest"))
     except ValidationError:
         raise AdapterRejectedError(f"{manifest_path} has no 'files' checksums; retrain the adapter") from None
     for name in REQUIRED_FILES:

@@ -12,17 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from sqlmodel import select
 
+from collector.adapter_manifest import MANIFEST_NAME
+from collector.checksums import sha256_file
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import AdapterStatus, RunStatus, TrainingRun
 from collector.registry import get_adapter
-from sqlmodel import select
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
 from trainer.chat_format import END_TAG, encode_conversation
 from trainer.data import IGNORE, collate_packed, encode_example, pack_rows
-from collector.checksums import sha256_file
-from trainer.model_loading import MANIFEST_NAME, load_model, load_tokenizer, weights_hash
+from trainer.model_loading import load_model, load_tokenizer, weights_hash
 from trainer.train import train_adapter
 
 HOUSESTYLE = Path(sys.executable).parent / "housestyle"

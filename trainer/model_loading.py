@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from collector.adapter_manifest import MANIFEST_NAME, read_manifest
 from collector.errors import InputError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-MANIFEST_NAME = "housestyle_manifest.json"
 
 
 def resolve_base(base: str | Path) -> Path:
@@ -65,11 +64,6 @@ def load_model(base: Path, device: torch.device) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
 
 
-def read_adapter_manifest(adapter: Path) -> dict[str, Any]:
-    path = Path(adapter) / MANIFEST_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def load_with_adapter(base: Path, adapter: Path | None, device: torch.device) -> torch.nn.Module:
     """The base model, with the adapter applied when one is given; refuses an adapter trained on another base."""
     model = load_model(base, device)
@@ -78,7 +72,7 @@ def load_with_adapter(base: Path, adapter: Path | None, device: torch.device) ->
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise InputError(f"{adapter} is not an adapter folder (no adapter_config.json); train one with `housestyle train`")
-    expected = read_adapter_manifest(adapter).get("base_model_hash")
+    expected = read_manifest(adapter).get("base_model_hash")
     if expected and expected != weights_hash(base):
         raise InputError(f"adapter {adapter} was trained on another base model than {base}; pass the --base it was "
                          f"trained on (see base_model in its {MANIFEST_NAME})")

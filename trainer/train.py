@@ -17,6 +17,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
+from collector.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import RunStatus, TrainingRun, utcnow
@@ -25,7 +26,6 @@ from collector.settings import get_settings
 from trainer.data import dataset_hash, encode_examples, load_export
 from trainer.distributed import World, current_world
 from trainer.loop import FitResult, LoopConfig, TrainingLoop
-from trainer.manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
 from trainer.model_loading import load_model, load_tokenizer, resolve_base, weights_hash
 
 Preset = Literal["default", "tiny"]
