@@ -162,7 +162,7 @@ class AdapterEvent(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     version: str = Field(index=True, max_length=100)
-    action: str = Field(max_length=50)  # register, promote, rollback, canary, reject, retire
+    action: str = Field(max_length=50)  # register, promote, rollback, canary, canary-end, reject, retire, rolled-back
     actor: str = Field(default="system", max_length=200)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -176,18 +176,34 @@ def get_draft(session: Session, draft_id: int) -> Draft:
     return draft
 
 
-def claim_draft(session: Session, draft_id: int, agent_id: str, *, ttl: timedelta = timedelta(minutes=5)) -> Draft:
-    """Reserve a draft for one agent so two agents never review the same one; a stale claim can be taken over."""
+def _pending_draft_of(session: Session, draft_id: int, agent_id: str, *, refused: str = "") -> Draft:
+    """The draft, row-locked, if it still waits for a decision and no other agent holds a live claim on it."""
     draft = session.get(Draft, draft_id, with_for_update=True)
     if draft is None:
         raise NotFoundError(f"draft {draft_id} does not exist")
     if draft.status == DraftStatus.REVIEWED:
         raise ConflictError(f"draft {draft_id} is already reviewed")
-    now = utcnow()
-    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > now:
-        raise ConflictError(f"draft {draft_id} is being reviewed by {draft.claimed_by} until {draft.claimed_until:%H:%M:%S} UTC")
+    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > utcnow():
+        raise ConflictError(
+            f"draft {draft_id} is being reviewed by {draft.claimed_by} until {draft.claimed_until:%H:%M:%S} UTC{refused}"
+        )
+    return draft
+
+
+def claim_draft(session: Session, draft_id: int, agent_id: str, *, ttl: timedelta = timedelta(minutes=5)) -> Draft:
+    """Reserve a draft for one agent so two agents never review the same one; a stale claim can be taken over."""
+    draft = _pending_draft_of(session, draft_id, agent_id)
     draft.claimed_by = agent_id
-    draft.claimed_until = now + ttl
+    draft.claimed_until = utcnow() + ttl
+    session.add(draft)
+    session.flush()
+    return draft
+
+
+def release_claim(session: Session, draft_id: int, agent_id: str) -> Draft:
+    """The agent moved on without deciding: the draft goes back to the queue for everyone at once."""
+    draft = _pending_draft_of(session, draft_id, agent_id, refused=f", not {agent_id}; only they can release it")
+    draft.claimed_by = draft.claimed_until = draft.typing_until = None
     session.add(draft)
     session.flush()
     return draft
@@ -216,6 +232,12 @@ def agent_activity(draft: Draft | None, *, now: datetime | None = None) -> str |
     return "waiting"
 
 
+def conversation_activity(pending: Iterable[Draft], *, now: datetime | None = None) -> str | None:
+    """The furthest along of a conversation's pending drafts: typing beats reviewing beats waiting."""
+    order = (None, "waiting", "reviewing", "typing")
+    return max((agent_activity(draft, now=now) for draft in pending), key=order.index, default=None)
+
+
 def record_review(
     session: Session,
     draft_id: int,
@@ -231,13 +253,7 @@ def record_review(
     goes out; `final_text`, if given, is the reply the agent wrote from scratch.
     """
     decision = ReviewDecision(decision)
-    draft = session.get(Draft, draft_id, with_for_update=True)
-    if draft is None:
-        raise NotFoundError(f"draft {draft_id} does not exist")
-    if draft.status == DraftStatus.REVIEWED:
-        raise ConflictError(f"draft {draft_id} is already reviewed")
-    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > utcnow():
-        raise ConflictError(f"draft {draft_id} is claimed by {draft.claimed_by}")
+    draft = _pending_draft_of(session, draft_id, agent_id)
     if final_text is not None and not final_text.strip():
         final_text = None
     if decision == ReviewDecision.APPROVED:
@@ -256,8 +272,7 @@ def record_review(
         edit_distance=edit_distance(draft.content, final_text) if final_text is not None else 1.0,
     )
     draft.status = DraftStatus.REVIEWED
-    draft.claimed_by = None
-    draft.claimed_until = None
+    draft.claimed_by = draft.claimed_until = draft.typing_until = None
     session.add_all([review, draft])
     already_sent = session.execute(_MESSAGE_OF_DRAFT, {"draft_id": draft_id}).first()
     if not already_sent and final_text is not None:

@@ -20,7 +20,9 @@ def mark_live(version: str, *, action: str, actor: str, reason: str | None, data
         previous = [adapter.version for adapter in adapters_with_status(session, AdapterStatus.LIVE)]
         for old in previous:
             if old != version:
-                set_status(session, old, AdapterStatus.RETIRED, action="retire", actor=actor, reason=f"replaced by {version}")
+                # kept on disk either way; "rolled-back" tells the timeline it was taken off, not just superseded
+                retire, why = ("rolled-back", "rolled back to") if action == "rollback" else ("retire", "replaced by")
+                set_status(session, old, AdapterStatus.RETIRED, action=retire, actor=actor, reason=f"{why} {version}")
         set_status(session, version, AdapterStatus.LIVE, action=action, actor=actor, reason=reason)
     others = [old for old in previous if old != version]
     return others[0] if others else None

@@ -34,6 +34,7 @@ ACCESS: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/reviews/{draft_id}"): {A, ADM},
     ("POST", "/reviews/{draft_id}/claim"): {A, ADM},
     ("POST", "/reviews/{draft_id}/typing"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/release"): {A, ADM},
     ("POST", "/reviews/{draft_id}/approve"): {A, ADM},
     ("POST", "/reviews/{draft_id}/edit"): {A, ADM},
     ("POST", "/reviews/{draft_id}/reject"): {A, ADM},

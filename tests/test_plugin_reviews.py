@@ -102,6 +102,20 @@ def test_a_stale_claim_expires_and_another_agent_takes_the_draft(
     assert approved["decision"] == "approved" and approved["final_text"] == "It ships today."
 
 
+def test_an_agent_who_moves_on_gives_the_draft_back_at_once(plugin_service: RunningService, store_url: str) -> None:
+    public_id, draft_id = customer_asks(plugin_service, store_url, "Can I pay by invoice?", "Yes.")
+    agent, widget = plugin_service.client("agent"), plugin_service.client("widget")
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).status_code == 200
+    refused = agent.post(f"/reviews/{draft_id}/release", json={"agent": "bob"})
+    assert refused.status_code == 409 and "only they can release it" in refused.json()["detail"]
+    released = agent.post(f"/reviews/{draft_id}/release", json={"agent": "alice"}).json()
+    assert released["claimed_by"] is None and released["draft"] == "Yes."
+    assert widget.get(f"/widget/conversations/{public_id}").json()["agent_activity"] == "waiting"
+    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).json()["claimed_by"] == "bob"
+    assert agent.post(f"/reviews/{draft_id}/approve", json={"agent": "bob"}).status_code == 200
+    assert agent.post(f"/reviews/{draft_id}/release", json={"agent": "bob"}).status_code == 409  # decided already
+
+
 def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_in_stats_and_metrics(
     plugin_service: RunningService, store_url: str
 ) -> None:

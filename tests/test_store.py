@@ -99,6 +99,10 @@ def test_the_customer_learns_an_agent_has_the_draft_and_is_typing_until_the_sign
         assert recorder.agent_activity(draft) == "waiting"
         recorder.claim_draft(session, draft.id, "alice", ttl=timedelta(minutes=5))
         assert recorder.agent_activity(draft) == "reviewing"
+        recorder.add_message(session, conversation.id, Role.USER, "And the charger too?")  # a follow-up, own draft
+        follow_up = recorder.record_draft(session, conversation.id, "The charger has one year.")
+        assert follow_up.position == draft.position + 2
+        assert recorder.conversation_activity([follow_up, draft]) == "reviewing"  # the furthest along wins
         recorder.mark_typing(session, draft.id, "alice", ttl=timedelta(minutes=5))
         assert recorder.agent_activity(draft) == "typing"
         with pytest.raises(ConflictError, match="alice"):

@@ -154,6 +154,12 @@ def test_agent_sees_who_holds_a_claimed_draft_and_reviews_another_from_the_keybo
 
     page.keyboard.press("j")  # next draft: claimed for this agent
     expect(page.locator("#claim-status")).to_contain_text("Claimed by you (test-agent)")
+    free_item = queue.locator(f'[data-draft-id="{free}"]')
+    expect(free_item).to_contain_text("claimed by you")
+    page.keyboard.press("k")  # back to bob's draft without deciding: this one goes back to the queue for everyone
+    expect(free_item).not_to_contain_text("claimed by")
+    page.keyboard.press("j")
+    expect(page.locator("#claim-status")).to_contain_text("Claimed by you (test-agent)")
     expect(page.locator("#draft-text")).to_have_text("No returns after 30 days sorry.")
     page.keyboard.press("r")
     expect(page.get_by_label("Reply instead (optional: the customer gets this)")).to_be_focused()
@@ -174,6 +180,10 @@ def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
 ) -> None:
     url = ui_service.app.state.settings.resolved_database_url
     with session_scope(url) as session:
+        register_adapter(session, version="v0000-ffffffff", path="/a/0", base_model="tiny", rank=8)
+        set_status(session, "v0000-ffffffff", AdapterStatus.LIVE, action="promote", actor="ana")
+        set_status(session, "v0000-ffffffff", AdapterStatus.RETIRED, action="rolled-back", actor="ana",
+                   reason="rolled back to v0001-aaaaaaaa")
         register_adapter(session, version="v0001-aaaaaaaa", path="/a/1", base_model="tiny", rank=8,
                          metrics={"eval": {"chrf": 38.2, "loss": 1.91}})
         set_status(session, "v0001-aaaaaaaa", AdapterStatus.LIVE, action="promote", actor="ana", reason="first adapter")
@@ -192,6 +202,10 @@ def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
     versions = page.get_by_role("list", name="Adapter versions, newest first")
     expect(versions.locator('[data-status="live"]')).to_contain_text("v0001-aaaaaaaa")
     expect(versions.locator('[data-version="v0002-bbbbbbbb"]')).to_contain_text("eval.chrf")
+    rolled_back = versions.locator('[data-version="v0000-ffffffff"]')
+    expect(rolled_back).to_have_attribute("data-shown-status", "rolled back")
+    rolled_back.get_by_text("history (3)").click()  # registered, promoted, rolled back: the version's timeline
+    expect(rolled_back.locator("details li").first).to_contain_text("rolled back by ana")
     chart = page.get_by_role("img", name=re.compile("Edit rate per adapter version"))
     expect(chart.locator("g[data-version]")).to_have_count(2)
     expect(chart).to_have_attribute("aria-label", re.compile("v0001-aaaaaaaa 67%"))
@@ -206,8 +220,13 @@ def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
     expect(run_row).to_have_attribute("data-status", "succeeded")
     expect(run_row).to_contain_text("done")
 
-    page.locator('[data-version="v0002-bbbbbbbb"]').get_by_role("button", name="Promote").click()
+    page.locator('[data-version="v0002-bbbbbbbb"]').get_by_role("button", name="Canary…").click()
     dialog = page.get_by_role("dialog")
+    dialog.get_by_label("Share of new conversations (%)").fill("")
+    dialog.get_by_role("button", name="Start canary").click()
+    expect(page.locator("#page-error")).to_contain_text("between 1 and 100")  # an empty share is no "stop"
+
+    page.locator('[data-version="v0002-bbbbbbbb"]').get_by_role("button", name="Promote").click()
     expect(dialog).to_contain_text("Promote v0002-bbbbbbbb?")
     page.keyboard.press("Escape")  # cancelled: nothing changes
     expect(dialog).to_be_hidden()
@@ -217,7 +236,7 @@ def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
     expect(page.locator("#page-error")).to_contain_text("no model server is configured")
     with session_scope(url) as session:
         statuses = dict(session.execute(select(AdapterVersion.version, AdapterVersion.status)).all())
-    assert statuses == {"v0001-aaaaaaaa": "live", "v0002-bbbbbbbb": "candidate"}
+    assert statuses == {"v0000-ffffffff": "retired", "v0001-aaaaaaaa": "live", "v0002-bbbbbbbb": "candidate"}
 
 
 # --- the whole story on the real vLLM --------------------------------------------------------------------------------
@@ -240,6 +259,11 @@ def test_customer_sees_the_agents_edit_and_the_admin_promotes_a_version_live(
     expect(messages.locator(".msg.user")).to_have_text(f"You said: {question}")
     customer_status = chat.get_by_role("status")
     expect(customer_status).to_have_text("Waiting for an agent to review the reply…", timeout=120_000)
+    follow_up = "Also, which colours does it come in?"
+    message_box.fill(follow_up)  # a second question while the first waits: its draft takes the next slot
+    message_box.press("Enter")
+    expect(customer_status).to_have_text("Waiting for an agent to review the reply…", timeout=120_000)
+    expect(messages.locator(".msg.user")).to_have_count(2)
     screenshot(customer, "widget-phone-waiting-for-agent")
 
     agent = open_page()
@@ -263,7 +287,8 @@ def test_customer_sees_the_agents_edit_and_the_admin_promotes_a_version_live(
     expect(agent.get_by_role("status").filter(has_text="Edited")).to_be_visible()
 
     expect(messages.locator(".msg.agent .text")).to_have_text(final, timeout=30_000)
-    expect(chat.get_by_role("status")).to_have_text("")
+    expect(messages.locator(".msg.user")).to_have_count(2)  # each question once, however the polls interleave
+    expect(customer_status).to_have_text("Waiting for an agent to review the reply…")  # the follow-up's draft
     screenshot(customer, "widget-phone-agent-reply")
     customer.keyboard.press("Escape")  # closes the chat and gives focus back to the bubble
     expect(chat).to_be_hidden()

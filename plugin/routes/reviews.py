@@ -21,8 +21,11 @@ CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"
 
 def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
     conversation = recorder.get_conversation(session, draft.conversation_id)
+    # what the draft answered: the turns before its slot (a follow-up question after it has its own draft)
     context = [
-        MessageOut.model_validate(m, from_attributes=True) for m in recorder.transcript(session, conversation.id)
+        MessageOut.model_validate(m, from_attributes=True)
+        for m in recorder.transcript(session, conversation.id)
+        if m.position < draft.position
     ]
     return PendingDraft(
         draft_id=draft.id,
@@ -63,6 +66,15 @@ def claim_draft(
     with request.app.state.review_lock, store.session() as session:
         draft = recorder.claim_draft(session, draft_id, body.agent or caller.name, ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until)
+
+
+@router.post("/{draft_id}/release", response_model=PendingDraft, responses=CONFLICT, summary="Give a claimed draft back")
+def release_draft(draft_id: int, body: ClaimIn, caller: AgentCaller, store: StoreDep, request: Request) -> PendingDraft:
+    """For an agent who opened a draft and moved on without deciding: others may take it at once (409 if another
+    agent holds it)."""
+    with request.app.state.review_lock, store.session() as session:
+        draft = recorder.release_claim(session, draft_id, body.agent or caller.name)
+        return _pending_draft(session, draft)
 
 
 @router.post("/{draft_id}/typing", response_model=ClaimOut, responses=CONFLICT, summary="Say the agent is typing")

@@ -69,17 +69,16 @@ def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep)
         conversation = conversation_by_public_id(session, conversation_id)
         pending = session.execute(
             select(Draft).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-            .order_by(Draft.id.desc())
-        ).scalars().first()
+        ).scalars().all()
         messages = recorder.transcript(session, conversation.id)
-    awaiting = pending is not None and conversation.mode == ReplyMode.ASSIST
+    awaiting = bool(pending) and conversation.mode == ReplyMode.ASSIST
     return History(
         conversation_id=conversation.external_id,
         mode=conversation.mode,
         status=conversation.status,
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         awaiting_agent=awaiting,
-        agent_activity=recorder.agent_activity(pending) if awaiting else None,
+        agent_activity=recorder.conversation_activity(pending) if awaiting else None,
     )
 
 

@@ -56,9 +56,10 @@ function confirmChange({ title, text, share = false, version = false, action = "
       "close",
       () => {
         if (dialog.returnValue !== "confirm") return resolve(null);
+        const share = $("confirm-share").value.trim();
         resolve({
           reason: $("confirm-reason").value.trim() || null,
-          share: Number($("confirm-share").value) / 100,
+          share: share === "" ? NaN : Number(share) / 100,
           version: $("confirm-version").value.trim() || null,
         });
       },
@@ -93,7 +94,7 @@ async function canary(version, stop = false) {
   );
   if (!answer) return;
   const share = stop ? 0 : answer.share;
-  if (!(share >= 0 && share <= 1)) {
+  if (!stop && !(share > 0 && share <= 1)) {
     showPageError("The canary share must be between 1 and 100 %.");
     return;
   }
@@ -106,7 +107,26 @@ async function rollback() {
 }
 
 // --- serving and versions ------------------------------------------------------------------------
-function versionCard(adapter, lastEvent) {
+const EVENT_WORDS = { register: "registered", promote: "promoted", rollback: "made live by a rollback", retire: "retired", "rolled-back": "rolled back", canary: "canary", "canary-end": "canary ended", reject: "rejected" };
+
+// What the card calls the version: a retired version that a rollback took off says so.
+function shownStatus(adapter, events) {
+  return adapter.status === "retired" && events[0]?.action === "rolled-back" ? "rolled back" : adapter.status;
+}
+
+function timeline(events) {
+  if (!events.length) return null;
+  return element(
+    "details",
+    { class: "version-history" },
+    element("summary", { text: `history (${events.length})` }),
+    element("ol", { reversed: "" }, ...events.map((e) => element("li", { text: `${formatTime(e.created_at)} ${EVENT_WORDS[e.action] || e.action} by ${e.actor}${e.reason ? ` — “${e.reason}”` : ""}` }))),
+  );
+}
+
+function versionCard(adapter, events) {
+  const lastEvent = events[0];
+  const label = shownStatus(adapter, events);
   const buttons = element("div", { class: "actions" });
   const add = (label, handler, kind) => {
     const button = element("button", { type: "button", class: kind, text: label, "data-action": label.toLowerCase().replace(/\W+/g, "-") });
@@ -120,11 +140,12 @@ function versionCard(adapter, lastEvent) {
   const share = adapter.status === "canary" ? ` · ${percent(adapter.canary_share)} of new conversations` : "";
   return element(
     "li",
-    { class: `version ${adapter.status}`, "data-version": adapter.version, "data-status": adapter.status },
-    element("div", { class: "version-head" }, element("strong", { text: adapter.version }), element("span", { class: `badge status-${adapter.status}`, text: adapter.status })),
+    { class: `version ${adapter.status}`, "data-version": adapter.version, "data-status": adapter.status, "data-shown-status": label },
+    element("div", { class: "version-head" }, element("strong", { text: adapter.version }), element("span", { class: `badge status-${label.replace(" ", "-")}`, text: label })),
     element("p", { class: "muted", text: `registered ${formatTime(adapter.created_at)} · LoRA rank ${adapter.rank}${share}` }),
-    lastEvent ? element("p", { class: "muted", text: `last change: ${lastEvent.action} by ${lastEvent.actor}, ${formatTime(lastEvent.created_at)}${lastEvent.reason ? ` — “${lastEvent.reason}”` : ""}` }) : null,
+    lastEvent ? element("p", { class: "muted", text: `last change: ${EVENT_WORDS[lastEvent.action] || lastEvent.action} by ${lastEvent.actor}, ${formatTime(lastEvent.created_at)}${lastEvent.reason ? ` — “${lastEvent.reason}”` : ""}` }) : null,
     metrics.length ? element("dl", { class: "metrics", "aria-label": "evaluation metrics" }, ...metrics.map(([name, value]) => element("div", {}, element("dt", { text: name }), element("dd", { text: value })))) : element("p", { class: "muted", text: "no evaluation metrics recorded" }),
+    timeline(events),
     buttons,
   );
 }
@@ -149,10 +170,19 @@ async function loadAdapters() {
       ]
     : [["Model servers", "none attached: promote, rollback and canary need `housestyle serve`"]]);
   $("rollback").disabled = !serving;
-  const lastEvent = new Map();
-  for (const event of history) if (!lastEvent.has(event.version)) lastEvent.set(event.version, event);
+  const events = new Map(); // version -> its events, newest first (as the history comes)
+  for (const event of history) events.set(event.version, [...(events.get(event.version) || []), event]);
   const newestFirst = [...adapters.adapters].sort((a, b) => parseTime(b.created_at) - parseTime(a.created_at));
-  $("versions").replaceChildren(...(newestFirst.length ? newestFirst.map((a) => versionCard(a, lastEvent.get(a.version))) : [element("li", { class: "empty", text: "No adapter registered yet; a refresh or `housestyle train` makes one." })]));
+  // the cards are rebuilt on every poll: keep keyboard focus and open histories where they were
+  const focused = document.activeElement?.closest?.("[data-version]");
+  const focus = focused && { version: focused.dataset.version, action: document.activeElement.dataset.action };
+  const open = new Set([...document.querySelectorAll("#versions details[open]")].map((d) => d.closest("[data-version]").dataset.version));
+  $("versions").replaceChildren(...(newestFirst.length ? newestFirst.map((a) => versionCard(a, events.get(a.version) || [])) : [element("li", { class: "empty", text: "No adapter registered yet; a refresh or `housestyle train` makes one." })]));
+  for (const version of open) document.querySelector(`#versions [data-version="${version}"] details`)?.setAttribute("open", "");
+  if (focus) {
+    const card = document.querySelector(`#versions [data-version="${focus.version}"]`);
+    (card?.querySelector(focus.action ? `[data-action="${focus.action}"]` : "summary") || card?.querySelector("button"))?.focus();
+  }
 }
 
 // --- edit rate chart ---------------------------------------------------------------------------------
@@ -186,11 +216,13 @@ let runTimer = null;
 
 async function loadRuns() {
   window.clearTimeout(runTimer);
-  let runs = [];
+  let runs;
   try {
     runs = await api("/admin/runs?limit=10");
   } catch (error) {
-    showPageError(error.message);
+    showPageError(error.message); // keep the rows shown last time; try again later
+    runTimer = window.setTimeout(loadRuns, RUN_POLL_IDLE_MS);
+    return false;
   }
   $("runs-empty").hidden = runs.length > 0;
   $("runs").replaceChildren(

@@ -7,7 +7,7 @@ const QUEUE_POLL_MS = 3000;
 const TYPING_EVERY_MS = 2500; // the server shows "An agent is typing…" for a few seconds after each signal
 const $ = (id) => document.getElementById(id);
 
-const state = { me: null, queue: [], selected: null, claimed: false, busy: false, typingSent: 0 };
+const state = { me: null, queue: [], selected: null, claimed: false, busy: false, typingSent: 0, decisions: 0 };
 
 function claimHolder(item) {
   const live = item.claimed_by && item.claimed_until && parseTime(item.claimed_until) > new Date();
@@ -42,12 +42,16 @@ function renderQueue() {
 }
 
 async function loadQueue() {
+  const epoch = state.decisions;
+  let queue;
   try {
-    state.queue = await api("/reviews/queue?limit=100");
+    queue = await api("/reviews/queue?limit=100");
   } catch (error) {
     showResult(error.message, "error");
     return;
   }
+  if (epoch !== state.decisions) return; // asked before the last decision: it would bring the decided draft back
+  state.queue = queue;
   renderQueue();
   if (state.selected && !state.queue.some((item) => item.draft_id === state.selected.draft_id) && !state.busy) {
     clearReview();
@@ -90,9 +94,18 @@ function renderReview(item) {
   closeForms();
 }
 
+// Opening another draft gives back the one this agent claimed but did not decide, so it is not held for nobody.
+function releaseClaim(item) {
+  api(`/reviews/${item.draft_id}/release`, { method: "POST", body: {} }).then(
+    () => { item.claimed_by = null; item.claimed_until = null; renderQueue(); },
+    () => {}, // reviewed or taken over meanwhile: nothing to give back
+  );
+}
+
 async function select(draftId) {
   const item = state.queue.find((candidate) => candidate.draft_id === draftId);
   if (!item) return;
+  if (state.selected && state.claimed && state.selected.draft_id !== draftId) releaseClaim(state.selected);
   state.selected = item;
   state.claimed = false;
   state.typingSent = 0;
@@ -105,6 +118,10 @@ async function select(draftId) {
   status.textContent = "Claiming…";
   try {
     const claim = await api(`/reviews/${draftId}/claim`, { method: "POST", body: {} });
+    if (state.selected !== item) {
+      releaseClaim(item); // the agent moved on while the claim was in flight
+      return;
+    }
     state.claimed = true;
     status.textContent = `Claimed by you (${claim.claimed_by}) until ${formatClock(claim.claimed_until)}; other agents cannot take it meanwhile.`;
     setActionsEnabled(true);
@@ -112,6 +129,7 @@ async function select(draftId) {
     item.claimed_until = claim.claimed_until;
     renderQueue();
   } catch (error) {
+    if (state.selected !== item) return; // an answer about a draft the agent has left: the current one decides
     status.className = "claim conflict";
     status.textContent = error.status === 409 ? `Conflict (409): ${error.message}. Pick another draft.` : error.message;
   }
@@ -171,6 +189,7 @@ async function decide(action, body) {
     state.busy = false;
     return;
   }
+  state.decisions += 1;
   const index = state.queue.findIndex((candidate) => candidate.draft_id === item.draft_id);
   state.queue = state.queue.filter((candidate) => candidate.draft_id !== item.draft_id);
   clearReview();

@@ -4,6 +4,15 @@ import { api, saveKey, url } from "./session.js";
 
 const HOME_BY_ROLE = { agent: "/ui/console", admin: "/ui/admin" };
 
+// Only a page of this service: a crafted ?next= (//evil, /\evil, https://evil) must not send the key holder elsewhere.
+function sameSitePath(next) {
+  if (!next) return null;
+  const target = new URL(next, window.location.origin);
+  return target.origin === window.location.origin && target.pathname.startsWith(url("/ui/"))
+    ? target.pathname + target.search + target.hash
+    : null;
+}
+
 const form = document.getElementById("login-form");
 const input = document.getElementById("api-key");
 const error = document.getElementById("login-error");
@@ -35,6 +44,6 @@ form.addEventListener("submit", async (event) => {
   saveKey(key);
   const next = new URLSearchParams(window.location.search).get("next");
   // only same-site paths: a crafted ?next= must not send the key holder elsewhere
-  const target = next && next.startsWith("/") && !next.startsWith("//") ? next : url(HOME_BY_ROLE[me.role]);
+  const target = sameSitePath(next) || url(HOME_BY_ROLE[me.role]);
   window.location.assign(target);
 });

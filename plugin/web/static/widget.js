@@ -19,7 +19,9 @@
   var STORAGE = "housestyle.widget." + CHANNEL + "." + KEY.slice(-8);
   var POLL_MS = 1500;
 
-  var state = { conversation: null, shown: 0, busy: false, polling: null, open: false };
+  var PHONE = window.matchMedia("(max-width: 480px)"); // the window takes the whole screen: it becomes modal
+  // seen: transcript positions already on screen; echoes: the customer's own messages shown before the server has them
+  var state = { conversation: null, seen: new Set(), echoes: [], busy: false, polling: null, open: false };
 
   // --- DOM ---------------------------------------------------------------------------------------
   var host = document.createElement("div");
@@ -91,9 +93,15 @@
     return fetch(BASE + path, { method: options.method || "GET", headers: headers, body: options.body ? JSON.stringify(options.body) : undefined });
   }
 
+  function detailText(detail) {
+    if (typeof detail === "string") return detail;
+    if (Array.isArray(detail)) return detail.map(function (item) { return item.msg || String(item); }).join("; ");
+    return "";
+  }
+
   function failure(response) {
     return response.json().then(
-      function (data) { return new Error((data && data.detail) || "the chat service answered " + response.status); },
+      function (data) { return new Error(detailText(data && data.detail) || "the chat service answered " + response.status); },
       function () { return new Error("the chat service answered " + response.status); }
     );
   }
@@ -146,13 +154,20 @@
     });
   }
 
-  // Show messages the customer has not seen yet (the agent's final text in assist mode).
+  // Show messages the customer has not seen yet (the agent's final text in assist mode). Positions, not counts: a
+  // draft waiting for an agent holds a slot, so a second question can land after it and the reply before it.
   function showNew(conversation) {
     conversation.messages.forEach(function (message) {
-      if (message.position >= state.shown) {
-        if (message.role !== "system") addMessage(message.role, message.content);
-        state.shown = message.position + 1;
+      if (message.role === "system" || state.seen.has(message.position)) return;
+      state.seen.add(message.position);
+      if (message.role === "user") {
+        var echo = state.echoes.indexOf(message.content);
+        if (echo >= 0) {
+          state.echoes.splice(echo, 1); // already on screen since the customer sent it
+          return;
+        }
       }
+      addMessage(message.role, message.content);
     });
   }
 
@@ -190,9 +205,10 @@
     setBusy(true);
     setStatus("");
     addMessage("user", text);
-    state.shown += 1;
+    state.echoes.push(text);
     var streamed = null;
     var received = "";
+    var ended = false;
     return ensureConversation()
       .then(function (id) {
         setStatus(TITLE + " is typing…", "typing");
@@ -207,15 +223,20 @@
             streamed.textContent = received;
             log.scrollTop = log.scrollHeight;
           } else if (name === "reply") {
+            ended = true;
             if (!streamed) streamed = addMessage("assistant", "");
             streamed.textContent = data.reply.content;
-            state.shown = data.reply.position + 1;
+            state.seen.add(data.reply.position);
             setStatus("");
           } else if (name === "awaiting_agent") {
+            ended = true;
             waitForAgent("waiting");
           } else if (name === "error") {
-            throw new Error(data.detail);
+            ended = true;
+            throw new Error(detailText(data.detail) || "the reply failed");
           }
+        }).then(function () {
+          if (!ended) throw new Error("the connection closed before the reply was complete");
         });
       })
       .catch(function (error) {
@@ -230,6 +251,8 @@
   function openPanel() {
     state.open = true;
     panel.hidden = false;
+    if (PHONE.matches) panel.setAttribute("aria-modal", "true");
+    else panel.removeAttribute("aria-modal");
     bubble.setAttribute("aria-expanded", "true");
     host.classList.add("open");
     input.focus();
@@ -252,6 +275,13 @@
     if (event.key === "Escape") {
       event.preventDefault();
       closePanel();
+    } else if (event.key === "Tab" && PHONE.matches) {
+      // full screen on a phone: Tab cycles inside the chat instead of wandering into the hidden page behind it
+      var stops = [close, input, send].filter(function (el) { return !el.disabled; });
+      var at = stops.indexOf(shadow.activeElement);
+      var next = event.shiftKey ? (at <= 0 ? stops.length - 1 : at - 1) : (at === stops.length - 1 ? 0 : at + 1);
+      event.preventDefault();
+      stops[next].focus();
     }
   });
   input.addEventListener("keydown", function (event) {
