@@ -94,26 +94,20 @@ def export_command(
     Rejected turns are dropped with the customer message they answered; the company system prompt is applied.
     A manifest (counts, what was dropped and why, content hash) is written beside the export.
     """
-    from pydantic import ValidationError
+    from collector.export import export_dataset, export_options
 
-    from collector.export import ExportOptions, export_dataset
-
-    try:
-        options = ExportOptions(
-            format=format,
-            out=out,
-            since=since,
-            until=until,
-            channels=channel or [],
-            decisions=[d.strip() for d in decisions.split(",") if d.strip()],
-            redact=redact,
-            dedup=dedup,
-            holdout_after=holdout_after,
-            seed=seed,
-        )
-    except ValidationError as exc:
-        problem = exc.errors(include_url=False)[0]
-        raise InputError(str(problem["msg"]).removeprefix("Value error, ")) from None
+    options = export_options(
+        format=format,
+        out=out,
+        since=since,
+        until=until,
+        channels=channel or [],
+        decisions=[d.strip() for d in decisions.split(",") if d.strip()],
+        redact=redact,
+        dedup=dedup,
+        holdout_after=holdout_after,
+        seed=seed,
+    )
     manifest = export_dataset(options)
     typer.echo(manifest.summary())
 

@@ -56,7 +56,7 @@ from sqlalchemy import func, select
 from collector import db
 from collector.dedup import BatchFingerprints, DedupPlan, DuplicateFinder, fingerprint_batch
 from collector.errors import InputError
-from collector.formats import ChatRecord, PromptCompletionRecord
+from collector.formats import ChatRecord, PromptCompletionRecord, first_problem
 from collector.models import Conversation, Draft, DraftStatus, Message, Review, ReviewDecision, Role
 from collector.redact import PiiType, Redactor
 from collector.settings import get_settings
@@ -441,12 +441,20 @@ def _start_worker(redactor: Redactor | None, render: RenderPlan) -> None:
     _worker = (redactor, render)
 
 
+def export_options(**fields: Any) -> ExportOptions:
+    """ExportOptions from what a user typed (CLI flags, an API body); a bad value is an InputError saying which."""
+    try:
+        return ExportOptions(**fields)
+    except ValidationError as exc:
+        raise InputError(first_problem(exc)) from None
+
+
 def render_conversation(render: RenderPlan, exchanges: list[Exchange]) -> tuple[str, list[str]]:
     """(problem, JSON lines) of one conversation: the problem is "" when every record passed the format's rules."""
     try:
         return "", [json.dumps(record, ensure_ascii=False) for record in _records(render.format, render.system_prompt, exchanges)]
     except ValidationError as exc:
-        return "invalid record: " + exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, "), []
+        return "invalid record: " + first_problem(exc), []
 
 
 def _spool_line(split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:

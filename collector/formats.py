@@ -196,6 +196,11 @@ class RecordError(ValueError):
     """A line that is not a usable record; the message says why in one line."""
 
 
+def first_problem(error: ValidationError) -> str:
+    """The first of pydantic's error messages, without its "Value error, " prefix: a one-line reason for a user."""
+    return str(error.errors(include_url=False)[0]["msg"]).removeprefix("Value error, ")
+
+
 def _describe(error: ValidationError) -> str:
     """Pydantic's errors as one line: `messages.1.content: must not be empty; ...`."""
     parts = []

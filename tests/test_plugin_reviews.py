@@ -81,6 +81,8 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert agent.get("/reviews/queue").json() == []
 
     export = plugin_service.client("admin").post("/admin/export", json={"redact": False, "dedup": False}).json()
+    nothing = plugin_service.client("admin").post("/admin/export", json={"decisions": []})
+    assert nothing.status_code == 422 and nothing.json()["detail"] == "keep at least one decision, e.g. approved,edited"
     lines = [
         json.loads(line) for path in Path(export["path"]).glob("*.jsonl") for line in path.read_text().splitlines()
     ]

@@ -10,12 +10,10 @@ from datetime import UTC, datetime
 from functools import partial
 
 from fastapi import APIRouter
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from collector import registry
-from collector.errors import InputError
-from collector.export import ExportOptions, export_dataset
+from collector.export import export_dataset, export_options
 from plugin.assistant import require_gateway
 from plugin.deps import AdminCaller, GatewayDep, SettingsDep, StoreDep
 from plugin.schemas import (
@@ -91,19 +89,16 @@ def data_stats(_: AdminCaller, store: StoreDep) -> StatsOut:
 async def export_training_data(body: ExportIn, _: AdminCaller, settings: SettingsDep) -> ExportOut:
     """Runs the collector's export into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final texts replace drafts."""
     out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
-    try:
-        options = ExportOptions(
-            format=body.format,
-            out=out,
-            since=body.since,
-            until=body.until,
-            channels=body.channels,
-            decisions=list(body.decisions),
-            redact=body.redact,
-            dedup=body.dedup,
-            seed=body.seed,
-        )
-    except ValidationError as exc:
-        raise InputError(exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")) from None
+    options = export_options(
+        format=body.format,
+        out=out,
+        since=body.since,
+        until=body.until,
+        channels=body.channels,
+        decisions=list(body.decisions),
+        redact=body.redact,
+        dedup=body.dedup,
+        seed=body.seed,
+    )
     manifest = await run_in_threadpool(partial(export_dataset, options, progress=False))
     return ExportOut(path=str(out), summary=manifest.summary(), manifest=manifest.model_dump(mode="json"))
