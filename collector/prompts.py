@@ -1,0 +1,63 @@
+"""The one prompt builder: how a conversation becomes the chat messages a model sees, in training and in serving.
+
+Export, training, evaluation, generation and the live service all call `build_messages`, so the prompt a model
+was trained on and the prompt it is served are the same messages (and so the same tokens under one chat template):
+- the system prompt first (the company's, unless the caller brings its own);
+- then the turns as the customer saw them, stored system turns left out;
+- consecutive turns of one role joined with a blank line (a customer who writes twice before an answer);
+- chat-template control strings in anyone's text (`<|assistant|>`, `<|im_start|>`, `</s>`...) neutralised, so a
+  customer cannot forge a turn boundary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
+TURN_JOINER = "\n\n"
+# U+2060 WORD JOINER: invisible, and any tokenizer then sees "<", a joiner and "|im_start|>", not the control token
+_JOINER = "\u2060"
+# the shapes special tokens take in chat templates: <|name|>, and <name> / </name> in lower case (<s>, </s>,
+# <file_sep>); upper-case <PERSON_1> is HouseStyle's own redaction placeholder and stays as it is
+_CONTROL = re.compile(r"<(?=/?\|[^\s<>|]{1,40}\|>|/?[a-z_][a-z0-9_.-]{0,29}>)")
+
+Messages = list[dict[str, Any]]
+
+
+def neutralise_control_strings(text: str) -> str:
+    """`text` with every chat-template control string broken by an invisible joiner after its `<`."""
+    if "<" not in text:
+        return text
+    return _CONTROL.sub("<" + _JOINER, text)
+
+
+def build_messages(system_prompt: str, turns: Iterable[tuple[str, str]]) -> Messages:
+    """The messages a model sees for a conversation: `turns` are (role, text) in the order the customer saw them."""
+    messages: Messages = [{"role": SYSTEM, "content": neutralise_control_strings(system_prompt)}]
+    for role, content in turns:
+        role = str(role)
+        if role == SYSTEM:
+            continue  # the company's system prompt replaces whatever a platform stored
+        content = neutralise_control_strings(content)
+        if len(messages) > 1 and messages[-1]["role"] == role:
+            messages[-1]["content"] += TURN_JOINER + content
+        else:
+            messages.append({"role": role, "content": content})
+    return messages
+
+
+def exchange_messages(system_prompt: str, exchanges: Iterable[tuple[str, str]]) -> Messages:
+    """`build_messages` for (customer text, reply) exchanges, the shape exports and golden sets keep."""
+    turns: list[tuple[str, str]] = []
+    for customer, reply in exchanges:
+        turns += [(USER, customer), (ASSISTANT, reply)]
+    return build_messages(system_prompt, turns)
+
+
+def with_system_prompt(messages: Messages, system_prompt: str) -> Messages:
+    """Messages that may already lead with a system prompt (an export's records): keep theirs, else add this one."""
+    if messages and messages[0]["role"] == SYSTEM:
+        return build_messages(messages[0]["content"], [(m["role"], m["content"]) for m in messages[1:]])
+    return build_messages(system_prompt, [(m["role"], m["content"]) for m in messages])

@@ -1,0 +1,73 @@
+"""Training and refresh runs in the store: the one writer of `TrainingRun` rows (start, steps, progress, log, end).
+
+A run row is what admins watch (`/admin/runs`, the dashboard): its step, progress within the step, a log with
+timestamps, and at the end its status, metrics, adapter version or error. Training (`trainer.train`) and the
+refresh (`plugin.loop.refresh`) both go through `RunLog`, so a row reads the same whoever wrote it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from sqlmodel import Session
+
+from collector.db import session_scope
+from collector.models import RunStatus, TrainingRun, utcnow
+
+log = logging.getLogger("housestyle.runs")
+
+
+class RunLog:
+    """One run row: `step()` as the run moves on, `finish()` once at the end (in the caller's session if given)."""
+
+    def __init__(self, url: str | None, *, kind: str, params: dict[str, Any], step: str) -> None:
+        self.url = url
+        self.started = time.monotonic()
+        with session_scope(url) as session:
+            run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params)
+            session.add(run)
+            session.flush()
+            self.run_id: int = int(run.id)
+
+    def step(self, name: str, message: str, progress: float = 0.0) -> None:
+        """Enter (or stay in) step `name` at `progress` (0..1 within it) and append a timestamped log line."""
+        line = f"[{time.monotonic() - self.started:7.1f}s] {name}: {message}"
+        log.info("run %s %s", self.run_id, line)
+        with session_scope(self.url) as session:
+            run = session.get(TrainingRun, self.run_id)
+            if run is not None:
+                run.step, run.progress = name, progress
+                run.log = (run.log + "\n" + line).strip()
+                session.add(run)
+
+    def finish(
+        self,
+        status: RunStatus,
+        *,
+        metrics: dict[str, Any] | None = None,
+        version: str | None = None,
+        error: str | None = None,
+        session: Session | None = None,
+    ) -> None:
+        """Close the row: succeeded (step "done") or failed (the step it failed in stays)."""
+        if session is None:
+            with session_scope(self.url) as own:
+                self._close(own, status, metrics, version, error)
+        else:
+            self._close(session, status, metrics, version, error)
+
+    def _close(self, session: Session, status: RunStatus, metrics: dict[str, Any] | None, version: str | None,
+               error: str | None) -> None:
+        run = session.get(TrainingRun, self.run_id)
+        if run is None:
+            return
+        run.status, run.finished_at, run.progress = status, utcnow(), 1.0
+        if status == RunStatus.SUCCEEDED:
+            run.step = "done"
+        if metrics is not None:
+            run.metrics = metrics
+        run.adapter_version = version or run.adapter_version
+        run.error = error
+        session.add(run)
