@@ -21,8 +21,7 @@ db_app = typer.Typer(help="Look after the conversation store (SQLite by default,
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or upgrade the store's tables to the latest schema (also done automatically on start)."""
-    url = get_settings().resolved_database_url
-    db.upgrade(url)
+    url = db.open_store(get_settings().resolved_database_url)
     typer.echo(f"store {db.describe_url(url)} is at schema {db.current_revision(url)}")
 
 
@@ -53,9 +52,11 @@ def import_command(
 
     if sample == (path is not None):
         raise InputError("give either a PATH to import or --sample, not both and not neither")
+    url = db.entry_settings().resolved_database_url
     try:
         report = import_file(
-            SAMPLE_PATH if sample else path, strict=strict, channel=channel, source="sample" if sample else "import"
+            SAMPLE_PATH if sample else path, url=url, strict=strict, channel=channel,
+            source="sample" if sample else "import",
         )
     except ImportRefused as refused:
         _echo_bad_lines(refused.report)
@@ -108,7 +109,7 @@ def export_command(
         holdout_after=holdout_after,
         seed=seed,
     )
-    manifest = export_dataset(options)
+    manifest = export_dataset(options, settings=db.entry_settings())
     typer.echo(manifest.summary())
 
 

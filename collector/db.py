@@ -1,4 +1,9 @@
-"""The one way into the store: engines, sessions, and schema upgrades for SQLite and Postgres."""
+"""The one way into the store: engines, sessions, and schema upgrades for SQLite and Postgres.
+
+Every entry point (a CLI command, the service, a benchmark) calls `open_store(url)` once: it upgrades the schema
+(Alembic, under a lock so concurrent starts do not migrate side by side) and returns the URL. After that,
+`session_scope(url)` is a plain transaction; it never migrates behind the caller's back.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from collector.errors import StoreError
-from collector.settings import get_settings
+from collector.settings import Settings, get_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -41,9 +46,9 @@ def _set_sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 @lru_cache(maxsize=16)
-def get_engine(url: str | None = None) -> Engine:
-    """The engine for a store URL (default: the settings' URL), created once per process."""
-    url = normalise_url(url or get_settings().resolved_database_url)
+def get_engine(url: str) -> Engine:
+    """The engine for a store URL, created once per process."""
+    url = normalise_url(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -79,9 +84,9 @@ def _alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str | None = None, revision: str = "head") -> None:
+def upgrade(url: str, revision: str = "head") -> None:
     """Bring the store's schema up to date (safe to call on every start)."""
-    url = normalise_url(url or get_settings().resolved_database_url)
+    url = normalise_url(url)
     engine = get_engine(url)
     try:
         with engine.begin() as connection:
@@ -96,7 +101,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
         ) from None
 
 
-def current_revision(url: str | None = None) -> str | None:
+def current_revision(url: str) -> str | None:
     """The schema revision the store is at, or None for an empty database."""
     from alembic.runtime.migration import MigrationContext
 
@@ -104,23 +109,36 @@ def current_revision(url: str | None = None) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
-def table_names(url: str | None = None) -> list[str]:
+def table_names(url: str) -> list[str]:
     return sorted(inspect(get_engine(url)).get_table_names())
 
 
-_upgraded: set[str] = set()
-_upgrade_lock = threading.Lock()  # concurrent first requests must not run the migrations side by side
+_opened: set[str] = set()
+_open_lock = threading.Lock()  # two threads opening one store must not run the migrations side by side
+
+
+def open_store(url: str) -> str:
+    """Make the store at `url` ready for this process (schema upgraded, once per process); returns the URL."""
+    url = normalise_url(url)
+    if url not in _opened:
+        with _open_lock:
+            if url not in _opened:
+                upgrade(url)
+                _opened.add(url)
+    return url
+
+
+def entry_settings() -> Settings:
+    """For entry points (CLI commands): this process's settings, with their store opened."""
+    settings = get_settings()
+    open_store(settings.resolved_database_url)
+    return settings
 
 
 @contextmanager
-def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error; upgrades the schema on first use."""
-    url = normalise_url(url or get_settings().resolved_database_url)
-    if url not in _upgraded:
-        with _upgrade_lock:
-            if url not in _upgraded:
-                upgrade(url)
-                _upgraded.add(url)
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error (open the store first: `open_store`)."""
+    url = normalise_url(url)
     with Session(get_engine(url), expire_on_commit=False) as session:
         try:
             yield session

@@ -38,6 +38,8 @@ from pydantic import (
     model_validator,
 )
 
+from collector.changes import same_text
+
 Decision = Literal["approved", "edited", "rejected"]
 
 
@@ -149,14 +151,14 @@ class HouseStyleTurn(BaseModel):
         if self.decision == "approved":
             if self.content is None and self.draft is None:
                 raise ValueError("an approved assistant turn needs content (the reply the customer got)")
-            if self.content is not None and self.draft is not None and self.content != self.draft:
+            if self.content is not None and self.draft is not None and not same_text(self.draft, self.content):
                 raise ValueError("decision is 'approved' but the draft differs from the content; use 'edited'")
             self.content = self.content if self.content is not None else self.draft
             self.draft = self.content
         elif self.decision == "edited":
             if self.content is None or self.draft is None:
                 raise ValueError("an edited assistant turn needs both the draft and the content the agent sent")
-            if self.content == self.draft:
+            if same_text(self.draft, self.content):
                 self.decision = "approved"  # nothing changed: what record_review stores too
         elif self.draft is None:
             raise ValueError("a rejected assistant turn needs the draft that was rejected")

@@ -24,6 +24,7 @@ from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from collector.changes import edit_distance
 from collector.db import session_scope
 from collector.errors import InputError, StoreError
 from collector.formats import ChatRecord, HouseStyleRecord, HouseStyleTurn, RecordError, as_housestyle, parse_record
@@ -39,7 +40,6 @@ from collector.models import (
     Role,
     utcnow,
 )
-from collector.recorder import edit_distance
 from collector.stats import IMPORT_AGENT
 
 BATCH_SIZE = 500  # conversations per round of multi-row inserts: few round trips, bounded memory
@@ -281,9 +281,9 @@ def _message_row(conversation_id: int, position: int, role: Role, content: str, 
 def import_file(
     path: Path | str,
     *,
+    url: str,
     strict: bool = False,
     channel: str = "import",
-    url: str | None = None,
     source: str = "import",
 ) -> ImportReport:
     """Import a JSONL file of OpenAI chat, prompt/completion or HouseStyle lines (detected per line).

@@ -21,7 +21,7 @@ def new_holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str | None = None) -> bool:
+def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
     """Take the lock if it is free or its holder let it expire; True when we hold it now."""
     now = utcnow()
     try:
@@ -40,7 +40,7 @@ def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str | None = Non
         return result.rowcount == 1
 
 
-def renew(name: str, holder: str, *, ttl: timedelta, url: str | None = None) -> bool:
+def renew(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
     """Push the expiry out while a long job is still working; False if the lock was lost."""
     with session_scope(url) as session:
         result = session.execute(
@@ -49,19 +49,19 @@ def renew(name: str, holder: str, *, ttl: timedelta, url: str | None = None) -> 
         return result.rowcount == 1
 
 
-def release(name: str, holder: str, *, url: str | None = None) -> None:
+def release(name: str, holder: str, *, url: str) -> None:
     with session_scope(url) as session:
         session.execute(delete(JobLock).where(JobLock.name == name, JobLock.holder == holder))
 
 
-def current_holder(name: str, *, url: str | None = None) -> JobLock | None:
+def current_holder(name: str, *, url: str) -> JobLock | None:
     with session_scope(url) as session:
         lock = session.get(JobLock, name)
         return lock if lock is not None and lock.expires_at > utcnow() else None
 
 
 @contextmanager
-def job_lock(name: str, *, ttl: timedelta = timedelta(minutes=30), url: str | None = None) -> Iterator[str]:
+def job_lock(name: str, *, ttl: timedelta = timedelta(minutes=30), url: str) -> Iterator[str]:
     """Hold `name` for the duration of the block, or raise ConflictError naming who holds it."""
     holder = new_holder_id()
     if not try_acquire(name, holder, ttl=ttl, url=url):

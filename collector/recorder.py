@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from rapidfuzz.distance import Levenshtein
 from sqlalchemy import bindparam, func, select
 from sqlmodel import Session
 
+from collector.changes import edit_distance, same_text
 from collector.errors import ConflictError, InputError, NotFoundError
 from collector.models import (
     Conversation,
@@ -26,11 +26,6 @@ from collector.models import (
 
 # how long one "agent is typing" signal lasts: the console refreshes it every few seconds while the agent types
 TYPING_SIGNAL = timedelta(seconds=8)
-
-
-def edit_distance(draft: str, final: str) -> float:
-    """Normalised Levenshtein distance between a draft and the text the agent sent: 0 same, 1 nothing shared."""
-    return float(Levenshtein.normalized_distance(draft, final))
 
 
 def start_conversation(
@@ -261,7 +256,7 @@ def record_review(
     elif decision == ReviewDecision.EDITED:
         if final_text is None:
             raise InputError("an edit needs the final text the agent sent")
-        if final_text == draft.content:
+        if same_text(draft.content, final_text):
             decision = ReviewDecision.APPROVED
     review = Review(
         draft_id=draft_id,

@@ -73,8 +73,8 @@ class Settings(BaseSettings):
     )
     chatwoot_edit_threshold: float = Field(
         0.5,
-        description="Similarity (0..1, rapidfuzz ratio) from which an agent's Chatwoot reply counts as an edit of the "
-        "pending draft; below it the reply was written from scratch and the draft counts as rejected.",
+        description="Similarity (0..1: 1 - normalised edit distance) from which an agent's Chatwoot reply counts as an "
+        "edit of the pending draft; below it the reply was written from scratch and the draft counts as rejected.",
     )
 
     # --- serving (vLLM with LoRA; serving/) ----------------------------------------------------

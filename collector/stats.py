@@ -1,10 +1,8 @@
-"""Online quality per adapter version, from agents' reviews: acceptance, edit and rejection rates, edit distance."""
+"""Online quality per adapter version, from agents' reviews: the correction rate, acceptance, edits, rejections."""
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from statistics import NormalDist
 from typing import Any
 
 from pydantic import BaseModel
@@ -15,6 +13,15 @@ from collector.models import Draft, Review, ReviewDecision
 
 BASE_LABEL = "base"  # drafts written by the base model alone (no adapter version)
 IMPORT_AGENT = "import"  # reviews created by `housestyle import`: history, not live feedback
+DRAFT_OUTCOMES = ("pending", "approved", "edited", "rejected")  # what can become of a draft
+
+
+def correction_rate(edited: int, rejected: int, reviews: int) -> float:
+    """THE correction rate: the share of reviewed drafts an agent had to change (edited) or replace (rejected).
+
+    The dashboard, `housestyle stats`, /metrics and the automatic rollback all show and act on this number.
+    """
+    return (edited + rejected) / reviews if reviews else 0.0
 
 
 class VersionStats(BaseModel):
@@ -41,9 +48,14 @@ class VersionStats(BaseModel):
         return self.rejected / self.reviews if self.reviews else 0.0
 
     @property
+    def corrected(self) -> int:
+        """Drafts an agent had to change or replace."""
+        return self.edited + self.rejected
+
+    @property
     def correction_rate(self) -> float:
-        """Share of drafts an agent had to change or replace: 1 - acceptance."""
-        return (self.edited + self.rejected) / self.reviews if self.reviews else 0.0
+        """See `correction_rate`: edited + rejected over reviews (1 - acceptance)."""
+        return correction_rate(self.edited, self.rejected, self.reviews)
 
 
 def version_stats(
@@ -97,45 +109,3 @@ def version_stats(
         for version, reviews, approved, edited, rejected, mean, pending in session.execute(query).all()
     ]
     return sorted(stats, key=lambda s: -s.reviews)
-
-
-class RegressionTest(BaseModel):
-    """Outcome of the one-sided two-proportion z-test on correction rates (new worse than old by > margin?)."""
-
-    regressed: bool
-    enough_reviews: bool
-    z: float
-    p_value: float
-    old_rate: float
-    new_rate: float
-    reason: str
-
-
-def correction_rate_regressed(
-    old: VersionStats, new: VersionStats, *, margin: float = 0.05, alpha: float = 0.05, min_reviews: int = 30
-) -> RegressionTest:
-    """Is `new`'s correction rate worse than `old`'s by more than `margin`, at significance `alpha`?
-
-    H0: p_new - p_old <= margin; H1: p_new - p_old > margin. Pooled-variance z statistic, one-sided normal p-value.
-    Both versions need `min_reviews` reviews before any verdict.
-    """
-    enough = old.reviews >= min_reviews and new.reviews >= min_reviews
-    p_old, p_new = old.correction_rate, new.correction_rate
-    if not enough:
-        return RegressionTest(
-            regressed=False, enough_reviews=False, z=0.0, p_value=1.0, old_rate=p_old, new_rate=p_new,
-            reason=f"not enough reviews yet ({new.reviews} new, {old.reviews} old; need {min_reviews} each)",
-        )
-    pooled = (old.edited + old.rejected + new.edited + new.rejected) / (old.reviews + new.reviews)
-    spread = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / old.reviews + 1 / new.reviews))
-    z = (p_new - p_old - margin) / spread
-    p_value = 1 - NormalDist().cdf(z)
-    regressed = p_value < alpha
-    verdict = "worse" if regressed else "not significantly worse"
-    return RegressionTest(
-        regressed=regressed, enough_reviews=True, z=z, p_value=p_value, old_rate=p_old, new_rate=p_new,
-        reason=(
-            f"{new.version} corrected {p_new:.0%} of {new.reviews} drafts vs {p_old:.0%} of {old.reviews} for "
-            f"{old.version}: {verdict} by more than {margin:.0%} (one-sided z={z:.2f}, p={p_value:.3f})"
-        ),
-    )

@@ -14,9 +14,10 @@ from collector import recorder
 from collector.db import session_scope
 from collector.errors import InputError
 from collector.models import Draft, ReplyMode, Role
+from collector.prompts import build_messages
 from collector.settings import Settings
-from plugin.errors import ModelServersUnavailable
-from plugin.metrics import ServiceMetrics
+from plugin.api.errors import ModelServersUnavailable
+from plugin.api.metrics import ServiceMetrics
 from serving.errors import UpstreamError
 
 
@@ -39,13 +40,6 @@ class Reply:
     completion_tokens: int = 0
 
 
-def build_prompt(settings: Settings, transcript: list[tuple[str, str]]) -> list[dict[str, str]]:
-    """The company system prompt followed by the conversation as the customer saw it."""
-    return [{"role": Role.SYSTEM.value, "content": settings.system_prompt}] + [
-        {"role": role, "content": content} for role, content in transcript if role != Role.SYSTEM
-    ]
-
-
 def receive_customer_message(settings: Settings, conversation_id: int, content: str) -> Turn:
     """Store the customer's message (committed before any generation, so a model outage never loses it)."""
     with session_scope(settings.resolved_database_url) as session:
@@ -57,7 +51,7 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
             conversation.external_id,
             conversation.channel,
             ReplyMode(conversation.mode),
-            build_prompt(settings, transcript),
+            build_messages(settings.system_prompt, transcript),
         )
 
 

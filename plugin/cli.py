@@ -9,7 +9,8 @@ import typer
 from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
 from plugin.commands import register as register_plugin
-from plugin.loop_commands import register as register_loop
+from plugin.demo import register as register_demo
+from plugin.loop.commands import register as register_loop
 from serving.cli import register as register_serving
 from trainer.cli import register as register_trainer
 
@@ -32,6 +33,7 @@ register_serving(app)
 register_plugin(app)
 register_trainer(app)
 register_loop(app)
+register_demo(app)
 
 
 def main() -> None:

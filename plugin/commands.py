@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.db import session_scope
+from collector.db import entry_settings, session_scope
 from collector.models import ApiKeyRole
 from collector.settings import get_settings
 
@@ -41,9 +41,9 @@ def create_key(
     name: Annotated[str | None, typer.Option(help="Who holds the key; agent keys: the agent id in reviews.")] = None,
 ) -> None:
     """Make a key. It is shown once, alone on the last line; only its hash is stored."""
-    from plugin.keys import create_key as make_key
+    from plugin.api.keys import create_key as make_key
 
-    with session_scope() as session:
+    with session_scope(entry_settings().resolved_database_url) as session:
         row, key = make_key(session, role, name)
     typer.echo(f"created {row.role.value} key {row.id} '{row.name}'; store it now, it is not shown again:", err=True)
     typer.echo(key)
@@ -52,9 +52,9 @@ def create_key(
 @keys_app.command("list")
 def list_keys(all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
     """Show the keys (never the keys themselves: their first characters)."""
-    from plugin.keys import list_keys as active_keys
+    from plugin.api.keys import list_keys as active_keys
 
-    with session_scope() as session:
+    with session_scope(entry_settings().resolved_database_url) as session:
         rows = active_keys(session, include_revoked=all_keys)
     table = Table("id", "name", "role", "starts with", "created", "revoked")
     for row in rows:
@@ -72,9 +72,9 @@ def list_keys(all_keys: Annotated[bool, typer.Option("--all", help="Include revo
 @keys_app.command("revoke")
 def revoke_key(key_id: Annotated[int, typer.Argument(help="The key's id from `housestyle keys list`.")]) -> None:
     """Stop a key from working, at once."""
-    from plugin.keys import revoke_key as revoke
+    from plugin.api.keys import revoke_key as revoke
 
-    with session_scope() as session:
+    with session_scope(entry_settings().resolved_database_url) as session:
         row = revoke(session, key_id)
     typer.echo(f"revoked key {row.id} '{row.name}'")
 

@@ -1,4 +1,8 @@
-"""Running the service: vLLM (through the serving gateway) and the API under uvicorn, stopped together, no orphans."""
+"""Running the service: vLLM (through the serving gateway) and the API under uvicorn, stopped together, no orphans.
+
+The gateway starts first, outside uvicorn, so a model server that cannot start is one `error:` line; the app's
+lifespan then only stops it (uvicorn re-raises SIGTERM after its shutdown, so the lifespan is where cleanup runs).
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,16 @@ import json
 import logging
 import os
 import secrets
+import signal
 import sys
 
 import uvicorn
 
-from collector.db import upgrade
+from collector.db import open_store
 from collector.errors import HouseStyleError
 from collector.settings import Settings
-from plugin.app import create_app
+from plugin.api.app import create_app
+from serving.gateway import ServingGateway
 from serving.control import ControlFile, remove_control_file, write_control_file
 
 
@@ -44,7 +50,26 @@ def configure_json_logging(level: int = logging.INFO) -> None:
         logging.getLogger(name).propagate = True
 
 
-async def _serve(server: uvicorn.Server, settings: Settings, control_token: str) -> None:
+async def _start_gateway(gateway: ServingGateway) -> None:
+    """Start the model servers before the API, so a failure is one clear error; Ctrl-C or SIGTERM meanwhile stops
+    whatever had started (a half-started vLLM must not outlive us)."""
+    loop = asyncio.get_running_loop()
+    starting = asyncio.current_task()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for number in signals:
+        loop.add_signal_handler(number, starting.cancel)
+    try:
+        await gateway.start()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None  # gateway.start stopped what it had started
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+
+
+async def _serve(server: uvicorn.Server, settings: Settings, control_token: str, gateway: ServingGateway | None) -> None:
+    if gateway is not None:
+        await _start_gateway(gateway)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
@@ -61,12 +86,8 @@ async def _serve(server: uvicorn.Server, settings: Settings, control_token: str)
 def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = True) -> None:
     """Start the gateway (managed vLLM or HOUSESTYLE_VLLM_URLS) and the API; Ctrl-C or SIGTERM stops both."""
     configure_json_logging()
-    upgrade(settings.resolved_database_url)
-    gateway = None
-    if with_vllm:
-        from serving.gateway import ServingGateway
-
-        gateway = ServingGateway(settings, database_url=settings.resolved_database_url)
+    open_store(settings.resolved_database_url)
+    gateway = ServingGateway(settings, database_url=settings.resolved_database_url) if with_vllm else None
     control_token = secrets.token_urlsafe(32)
     app = create_app(settings, gateway=gateway, control_token=control_token)
     # the control file goes when the app shuts down: uvicorn re-raises SIGTERM after shutdown, so code after
@@ -85,7 +106,7 @@ def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = T
             timeout_keep_alive=75,
         )
     )
-    asyncio.run(_serve(server, settings, control_token))
+    asyncio.run(_serve(server, settings, control_token, gateway))
     if not server.started:
         error = getattr(app.state, "startup_error", None)
         raise HouseStyleError(f"the service did not start: {error or 'see the log above'}")

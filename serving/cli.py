@@ -9,9 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.db import session_scope
+from collector.db import entry_settings, session_scope
 from collector.registry import get_adapter, list_adapters
-from collector.settings import get_settings
 from serving import remote
 
 adapters_app = typer.Typer(
@@ -38,13 +37,14 @@ def default_actor() -> str:
 def list_command() -> None:
     """Show every registered version (newest first), its status, and what the running service serves."""
     console = Console()
-    admin = remote.running_service()
+    settings = entry_settings()
+    admin = remote.running_service(settings)
     serving = admin.status().get("serving") if admin else None
     table = Table()
     for column in ("version", "status", "canary share", "rank", "created"):
         table.add_column(column, no_wrap=True)
     table.add_column("path", overflow="fold")
-    with session_scope() as session:
+    with session_scope(settings.resolved_database_url) as session:
         for adapter in list_adapters(session):
             share = f"{adapter.canary_share:.0%}" if adapter.status == "canary" else ""
             table.add_row(adapter.version, str(adapter.status), share, str(adapter.rank),
@@ -70,7 +70,7 @@ def promote_command(
     reason: Reason = None,
 ) -> None:
     """Make VERSION live behind the public model name (zero-downtime swap on every replica)."""
-    typer.echo(remote.promote_version(version, actor=actor or default_actor(), reason=reason))
+    typer.echo(remote.promote_version(version, actor=actor or default_actor(), reason=reason, settings=entry_settings()))
 
 
 @adapters_app.command("rollback")
@@ -80,7 +80,7 @@ def rollback_command(
     reason: Reason = None,
 ) -> None:
     """Go back to the previous live version, or to any kept VERSION."""
-    typer.echo(remote.rollback_version(version, actor=actor or default_actor(), reason=reason))
+    typer.echo(remote.rollback_version(version, actor=actor or default_actor(), reason=reason, settings=entry_settings()))
 
 
 @adapters_app.command("canary")
@@ -91,8 +91,9 @@ def canary_command(
     reason: Reason = None,
 ) -> None:
     """Route a share of NEW conversations (sticky per conversation) to VERSION; the rest stay on the live one."""
-    share = get_settings().canary_share if share is None else share
-    typer.echo(remote.canary_version(version, share, actor=actor or default_actor(), reason=reason))
+    settings = entry_settings()
+    share = settings.canary_share if share is None else share
+    typer.echo(remote.canary_version(version, share, actor=actor or default_actor(), reason=reason, settings=settings))
 
 
 @adapters_app.command("history")
@@ -106,7 +107,7 @@ def history_command(
     for column in ("when", "version", "action", "actor"):
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold")
-    with session_scope() as session:
+    with session_scope(entry_settings().resolved_database_url) as session:
         if version:
             get_adapter(session, version)
         for event in history(session, version):

@@ -8,12 +8,12 @@ from collector.models import AdapterStatus
 from collector.registry import adapters_with_status, get_adapter, history, set_status
 
 
-def adapter_path(version: str, *, database_url: str | None = None) -> str:
+def adapter_path(version: str, *, database_url: str) -> str:
     with session_scope(database_url) as session:
         return get_adapter(session, version).path
 
 
-def mark_live(version: str, *, action: str, actor: str, reason: str | None, database_url: str | None = None) -> str | None:
+def mark_live(version: str, *, action: str, actor: str, reason: str | None, database_url: str) -> str | None:
     """Make `version` the registry's live version and retire the one before it; returns the retired version."""
     with session_scope(database_url) as session:
         get_adapter(session, version)
@@ -29,7 +29,7 @@ def mark_live(version: str, *, action: str, actor: str, reason: str | None, data
 
 
 def mark_canary(
-    version: str, share: float, *, actor: str, reason: str | None, database_url: str | None = None
+    version: str, share: float, *, actor: str, reason: str | None, database_url: str
 ) -> str | None:
     """Make `version` the one canary with `share`; a previous canary goes back to candidate. Returns that one."""
     with session_scope(database_url) as session:
@@ -45,29 +45,29 @@ def mark_canary(
     return others[0] if others else None
 
 
-def end_canary(version: str, *, actor: str, reason: str | None, database_url: str | None = None) -> None:
+def end_canary(version: str, *, actor: str, reason: str | None, database_url: str) -> None:
     with session_scope(database_url) as session:
         set_status(session, version, AdapterStatus.CANDIDATE, action="canary-end", actor=actor, reason=reason)
 
 
-def mark_rejected(version: str, *, actor: str, reason: str, database_url: str | None = None) -> None:
+def mark_rejected(version: str, *, actor: str, reason: str, database_url: str) -> None:
     with session_scope(database_url) as session:
         set_status(session, version, AdapterStatus.REJECTED, action="reject", actor=actor, reason=reason)
 
 
-def registry_live_version(*, database_url: str | None = None) -> str | None:
+def registry_live_version(*, database_url: str) -> str | None:
     with session_scope(database_url) as session:
         live = adapters_with_status(session, AdapterStatus.LIVE)
         return live[0].version if live else None
 
 
-def registry_canary(*, database_url: str | None = None) -> tuple[str, float] | None:
+def registry_canary(*, database_url: str) -> tuple[str, float] | None:
     with session_scope(database_url) as session:
         canaries = adapters_with_status(session, AdapterStatus.CANARY)
         return (canaries[0].version, canaries[0].canary_share) if canaries else None
 
 
-def previous_live_version(current: str | None, *, database_url: str | None = None) -> str:
+def previous_live_version(current: str | None, *, database_url: str) -> str:
     """The version that was live before `current` (the newest promote/rollback of another version)."""
     with session_scope(database_url) as session:
         for event in history(session, limit=10_000):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collector.errors import ConflictError, InputError
-from collector.settings import get_settings
+from collector.settings import Settings
 from serving import lifecycle
 from serving.control import AdminClient, read_control_file
 from serving.validation import validate_adapter
@@ -12,67 +12,70 @@ from serving.vllm_server import resolved_base_model
 NEXT_START = "the next `housestyle serve` loads it"
 
 
-def running_service() -> AdminClient | None:
+def running_service(settings: Settings) -> AdminClient | None:
     """A client for the `housestyle serve` running on this HOUSESTYLE_HOME, if one is."""
-    control = read_control_file(get_settings())
+    control = read_control_file(settings)
     return AdminClient(control) if control else None
 
 
-def validate_offline(version: str, *, actor: str) -> None:
+def validate_offline(version: str, *, actor: str, settings: Settings) -> None:
     """Without a running service, still refuse adapters that the next `serve` would refuse."""
-    settings = get_settings()
+    url = settings.resolved_database_url
     try:
-        validate_adapter(lifecycle.adapter_path(version), served_base_model=resolved_base_model(settings),
-                         max_lora_rank=settings.max_lora_rank)
+        validate_adapter(lifecycle.adapter_path(version, database_url=url),
+                         served_base_model=resolved_base_model(settings), max_lora_rank=settings.max_lora_rank)
     except InputError as exc:
-        lifecycle.mark_rejected(version, actor=actor, reason=str(exc))
+        lifecycle.mark_rejected(version, actor=actor, reason=str(exc), database_url=url)
         raise
 
 
-def promote_version(version: str, *, actor: str, reason: str | None) -> str:
+def promote_version(version: str, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Make `version` live; returns once every replica serves it (or the registry says so). One-line summary."""
-    admin = running_service()
+    admin = running_service(settings)
     if admin:
         result = admin.promote(version, actor, reason)
         return f"{version} is live on {len(result['replicas'])} replica(s); previous: {result['previous'] or 'base model'}"
-    validate_offline(version, actor=actor)
-    if lifecycle.registry_live_version() == version:
+    url = settings.resolved_database_url
+    validate_offline(version, actor=actor, settings=settings)
+    if lifecycle.registry_live_version(database_url=url) == version:
         raise ConflictError(f"{version} is already live")
-    previous = lifecycle.mark_live(version, action="promote", actor=actor, reason=reason)
+    previous = lifecycle.mark_live(version, action="promote", actor=actor, reason=reason, database_url=url)
     return f"{version} is live in the registry (previous: {previous or 'base model'}); no service is running, {NEXT_START}"
 
 
-def rollback_version(version: str | None, *, actor: str, reason: str | None) -> str:
+def rollback_version(version: str | None, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Go back to the previous live version, or to any kept `version`."""
-    admin = running_service()
+    admin = running_service(settings)
     if admin:
         result = admin.rollback(version, actor, reason)
         return f"rolled back: {result['version']} is live (was {result['previous'] or 'base model'})"
-    current = lifecycle.registry_live_version()
-    version = version or lifecycle.previous_live_version(current)
+    url = settings.resolved_database_url
+    current = lifecycle.registry_live_version(database_url=url)
+    version = version or lifecycle.previous_live_version(current, database_url=url)
     if version == current:
         raise ConflictError(f"{version} is already live")
-    validate_offline(version, actor=actor)
-    lifecycle.mark_live(version, action="rollback", actor=actor, reason=reason)
+    validate_offline(version, actor=actor, settings=settings)
+    lifecycle.mark_live(version, action="rollback", actor=actor, reason=reason, database_url=url)
     return f"rolled back: {version} is live in the registry (was {current or 'base model'}); {NEXT_START}"
 
 
-def canary_version(version: str, share: float, *, actor: str, reason: str | None) -> str:
+def canary_version(version: str, share: float, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Route `share` of new conversations to `version` (0 ends its canary)."""
     if not 0.0 <= share <= 1.0:
         raise InputError(f"--share {share} is not between 0 and 1; use e.g. --share 0.1")
-    admin = running_service()
+    url = settings.resolved_database_url
+    admin = running_service(settings)
     if admin:
         admin.canary(version, share, actor, reason)
     elif share == 0.0:
-        canary = lifecycle.registry_canary()
+        canary = lifecycle.registry_canary(database_url=url)
         if canary is None or canary[0] != version:
             raise ConflictError(f"{version} is not the canary; nothing to end")
-        lifecycle.end_canary(version, actor=actor, reason=reason)
+        lifecycle.end_canary(version, actor=actor, reason=reason, database_url=url)
     else:
-        if lifecycle.registry_live_version() == version:
+        if lifecycle.registry_live_version(database_url=url) == version:
             raise ConflictError(f"{version} is already live; a canary must be another version")
-        validate_offline(version, actor=actor)
-        lifecycle.mark_canary(version, share, actor=actor, reason=reason)
+        validate_offline(version, actor=actor, settings=settings)
+        lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=url)
     where = "on the running service" if admin else "in the registry (the next `housestyle serve` applies it)"
     return f"canary ended for {version} {where}" if share == 0.0 else f"{version} gets {share:.0%} of new conversations {where}"

@@ -103,6 +103,11 @@ class VllmServer:
         except OSError:
             return "(no log)"
 
+    def last_log_line(self) -> str:
+        """The log's last non-empty line, for one-line errors (the whole log stays in the file)."""
+        lines = [line.strip() for line in self.log_tail(50).splitlines() if line.strip()]
+        return lines[-1][:300] if lines else "(empty)"
+
     async def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Poll /health until it answers 200; raise VllmStartError with the log tail if vLLM dies or times out."""
         deadline = time.monotonic() + (timeout_s or self.settings.vllm_start_timeout_s)
@@ -111,7 +116,8 @@ class VllmServer:
                 if not self.alive():
                     code = self.process.returncode if self.process else None
                     raise VllmStartError(
-                        f"vLLM exited with code {code} while starting; see {self.log_path}. Last lines:\n{self.log_tail()}"
+                        f"vLLM exited with code {code} while starting; its log is {self.log_path} "
+                        f"(last line: {self.last_log_line()})"
                     )
                 try:
                     if (await client.get(f"{self.url}/health")).status_code == 200:
@@ -120,8 +126,9 @@ class VllmServer:
                     pass
                 await asyncio.sleep(0.5)
         raise VllmStartError(
-            f"vLLM was not healthy after {timeout_s or self.settings.vllm_start_timeout_s:.0f}s; see {self.log_path}. "
-            f"Last lines:\n{self.log_tail()}"
+            f"vLLM was not healthy after {timeout_s or self.settings.vllm_start_timeout_s:.0f}s; its log is "
+            f"{self.log_path} (last line: {self.last_log_line()}); raise HOUSESTYLE_VLLM_START_TIMEOUT_S if it was "
+            "still loading"
         )
 
     async def start(self) -> None:

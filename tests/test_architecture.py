@@ -42,3 +42,48 @@ def test_every_module_says_what_it_is_for(package: str) -> None:
     undocumented = [str(path.relative_to(ROOT)) for path in (ROOT / package).rglob("*.py")
                     if path.stat().st_size and ast.get_docstring(ast.parse(path.read_text())) is None]
     assert undocumented == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The project modules `path` imports anywhere, inside functions too (a hidden import is still a dependency)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    paths = [path for package in ALLOWED for path in (ROOT / package).rglob("*.py")]
+    graph = {module_name(path): set() for path in paths}
+    for path in paths:
+        graph[module_name(path)] = imported_modules(path, set(graph)) - {module_name(path)}
+    # a package's __init__ re-exporting its own modules is not a cycle: drop edges from a package to its children
+    for name, targets in graph.items():
+        graph[name] = {t for t in targets if not t.startswith(name + ".")}
+    cycles = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []

@@ -18,6 +18,13 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
     assert missing == []
 
 
+def test_the_configuration_reference_says_what_each_setting_says_of_itself() -> None:
+    lines = {line.split("`")[1]: line for line in README.splitlines() if line.startswith("| `HOUSESTYLE_")}
+    stale = [name for name, field in Settings.model_fields.items()
+             if not lines.get(f"HOUSESTYLE_{name.upper()}", "").endswith(f"| {field.description.replace('|', chr(92) + '|')} |")]
+    assert stale == []
+
+
 def test_set_up_is_exactly_make_demo_and_make_test() -> None:
     section = README.split("## Set-up: two commands", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"^(make \w+)", section, flags=re.M)

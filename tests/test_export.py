@@ -43,7 +43,7 @@ def conversation(session: Session, *exchanges: tuple[str, ...], external_id: str
 
 
 def export(out: Path, **options) -> ExportManifest:
-    return export_dataset(ExportOptions(out=out, **options), progress=False)
+    return export_dataset(ExportOptions(out=out, **options), settings=get_settings(), progress=False)
 
 
 def lines(folder: Path, split: str | None = None) -> list[dict]:

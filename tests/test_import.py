@@ -14,11 +14,13 @@ import pytest
 from sqlalchemy import func, select
 
 from collector import db, recorder
+from collector.db import open_store
 from collector.errors import InputError
 from collector.formats import ChatRecord, HouseStyleRecord, RecordError, parse_record
 from collector.importer import ImportRefused, import_file
 from collector.models import Conversation, ConversationStatus, Draft, Message, Review, ReviewDecision, Role
 from collector.sample import SAMPLE_PATH
+from collector.settings import get_settings
 from collector.sample.make_sample import HELD_OUT, SEED_REPLY, SEED_USER, build_records, render
 
 REPO = Path(__file__).resolve().parent.parent
@@ -207,9 +209,10 @@ def test_strict_import_refuses_the_whole_file_and_leaves_the_store_unchanged(sto
 
 def test_an_external_id_already_used_by_other_content_is_a_bad_line(housestyle_home: Path, tmp_path: Path) -> None:
     record = {"external_id": "gc-1", "channel": "web", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]}
-    import_file(write_jsonl(tmp_path / "a.jsonl", [record]))
+    url = open_store(get_settings().resolved_database_url)
+    import_file(write_jsonl(tmp_path / "a.jsonl", [record]), url=url)
     record["messages"][1]["content"] = "Hello there!"
-    report = import_file(write_jsonl(tmp_path / "b.jsonl", [record]))
+    report = import_file(write_jsonl(tmp_path / "b.jsonl", [record]), url=url)
     assert report.added == 0 and "'gc-1' on channel 'web' is already stored" in report.errors[0].reason
 
 
@@ -226,7 +229,7 @@ def test_unusable_files_fail_in_one_line_and_leave_the_store_unchanged(
     elif content is not None:
         path.write_bytes(content)
     with pytest.raises(InputError, match=message) as info:
-        import_file(path)
+        import_file(path, url=get_settings().resolved_database_url)
     assert "\n" not in str(info.value)
     assert not (housestyle_home / "housestyle.db").exists()
 

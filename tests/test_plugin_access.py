@@ -51,6 +51,8 @@ ACCESS: dict[tuple[str, str], set[str] | str] = {
     ("GET", "/admin/quality"): {ADM},
     ("GET", "/me"): {W, A, ADM},
     ("GET", "/admin/runs"): {ADM},
+    ("GET", "/admin/runs/{run_id}"): {ADM},
+    ("GET", "/admin/correction-rate"): {ADM},
     ("GET", "/admin/edit-rate"): {ADM},
     ("GET", "/admin/adapter-history"): {ADM},
     # the web UI's pages and widget loader hold no data: the browser fetches everything with the user's key

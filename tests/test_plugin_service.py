@@ -139,3 +139,14 @@ def test_serve_without_vllm_writes_the_control_file_and_stops_cleanly_on_sigterm
     log_lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     access = [line for line in log_lines if line.get("route") == "/admin/adapters"]
     assert [line["status"] for line in access] == [200, 401] and access[0]["key"] == "housestyle-cli"
+
+
+def test_serve_on_a_home_without_a_base_model_is_one_error_line_naming_the_fix(housestyle_home: Path) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "housestyle"), "serve", "--port", "0"],
+        env={**os.environ, "HOUSESTYLE_HOME": str(housestyle_home)}, capture_output=True, text=True, timeout=120,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert len(errors) == 1 and "housestyle base build" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and '"error"' not in done.stderr

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.fixtures.stores import current_store
 from collector.db import session_scope
 from collector.models import AdapterStatus
 from collector.registry import get_adapter
@@ -26,7 +27,7 @@ def housestyle(*args: str) -> str:
 
 
 def status_of(version: str) -> AdapterStatus:
-    with session_scope() as session:
+    with session_scope(current_store()) as session:
         return get_adapter(session, version).status
 
 

@@ -32,7 +32,8 @@ def test_vllm_killed_mid_stream_ends_the_stream_cleanly_and_comes_back_with_the_
         try:
             async with running_gateway(serving_settings) as gateway:
                 await gateway.promote(live, actor="test")
-                long_answer = {**QUESTION, "max_tokens": 400, "ignore_eos": True}
+                # long enough that the kill lands mid-generation even when the test process is slow to read
+                long_answer = {**QUESTION, "max_tokens": 1500, "ignore_eos": True}
                 route, chunks = await gateway.stream_chat(long_answer)
                 assert route.version == live
                 await chunks.__anext__()

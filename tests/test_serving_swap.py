@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.fixtures.stores import current_store
 from collector.db import session_scope
 from collector.models import AdapterStatus
 from collector.registry import get_adapter, history
@@ -76,7 +77,7 @@ def test_promoted_adapter_answers_behind_the_public_name(serving_settings: Setti
             assert status.live == version and status.replicas[0].loaded_adapters == [status.vllm_names[version]]
 
     asyncio.run(scenario())
-    with session_scope() as session:
+    with session_scope(current_store()) as session:
         assert get_adapter(session, version).status == AdapterStatus.LIVE
         promote = history(session, version)[0]
         assert (promote.action, promote.actor, promote.reason) == ("promote", "ana", "eval passed")
@@ -218,7 +219,7 @@ def test_bad_adapters_are_refused_and_the_live_version_keeps_serving(
                 assert await ask(gateway, stream=False) == (live, expected, "length")
 
     asyncio.run(scenario())
-    with session_scope() as session:
+    with session_scope(current_store()) as session:
         assert get_adapter(session, live).status == AdapterStatus.LIVE
         for reason, version in refused.items():
             assert get_adapter(session, version).status == AdapterStatus.REJECTED
@@ -243,7 +244,7 @@ def test_a_load_failing_on_one_replica_is_undone_everywhere(serving_settings: Se
             assert (await ask(gateway, stream=False))[0] == live
 
     asyncio.run(with_live_first())
-    with session_scope() as session:
+    with session_scope(current_store()) as session:
         assert get_adapter(session, candidate).status == AdapterStatus.CANDIDATE
 
 
@@ -273,7 +274,7 @@ def test_canary_serves_a_sticky_share_of_new_conversations(serving_settings: Set
             assert {gateway.resolve(key).version for key in keys} == {candidate}
 
     asyncio.run(scenario())
-    with session_scope() as session:
+    with session_scope(current_store()) as session:
         actions = [(event.action, event.actor) for event in reversed(history(session, candidate))]
         assert actions == [("register", "trainer"), ("canary", "ana"), ("promote", "ana")]
         assert get_adapter(session, live).status == AdapterStatus.RETIRED

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
+from tests.fixtures.stores import current_store
 from collector.adapter_manifest import MANIFEST_NAME
 from collector.checksums import sha256_file
 from collector.db import session_scope
@@ -157,7 +158,7 @@ def test_torchrun_two_processes_train_one_adapter(tiny_base: Path, gadgetcorp_ex
     version = result.stdout.strip().splitlines()[-1]
     manifest = json.loads((tmp_path / "ddp" / MANIFEST_NAME).read_text())
     assert manifest["version"] == version and manifest["world_size"] == 2
-    with housestyle_env(tmp_path / "home"), session_scope() as session:
+    with housestyle_env(tmp_path / "home"), session_scope(current_store()) as session:
         assert get_adapter(session, version).status == AdapterStatus.CANDIDATE  # registered once, by rank 0
 
 

@@ -58,7 +58,7 @@ def log_in(page: Any, service: RunningService, role: str) -> None:
 
 
 # --- the JSON the dashboard reads (both stores) -------------------------------------------------------------
-def test_dashboard_api_reports_runs_edit_rate_history_and_the_callers_role(plugin_service: RunningService) -> None:
+def test_dashboard_api_reports_runs_correction_rate_history_and_the_callers_role(plugin_service: RunningService) -> None:
     url = plugin_service.app.state.settings.resolved_database_url
     for decision in (ReviewDecision.EDITED, ReviewDecision.APPROVED, ReviewDecision.APPROVED, ReviewDecision.REJECTED):
         seed_review(url, "v0001-aaaaaaaa", decision)
@@ -78,14 +78,16 @@ def test_dashboard_api_reports_runs_edit_rate_history_and_the_callers_role(plugi
     assert [(r["status"], r["step"], r["progress"]) for r in runs] == [("running", "train", 0.5)]
     assert len(runs[0]["log_tail"]) == 2000
 
-    edit_rate = admin.get("/admin/edit-rate", params={"bucket_minutes": 60}).json()
-    series = {s["version"]: s["points"] for s in edit_rate["series"]}
+    rates = admin.get("/admin/correction-rate", params={"bucket_minutes": 60}).json()
+    series = {s["version"]: s["points"] for s in rates["series"]}
     assert set(series) == {"v0001-aaaaaaaa", "v0002-bbbbbbbb"}
     [v1] = series["v0001-aaaaaaaa"]
-    assert (v1["reviews"], v1["approved"], v1["edited"], v1["rejected"], v1["edit_rate"]) == (4, 2, 1, 1, 0.25)
-    assert [p["edit_rate"] for p in series["v0002-bbbbbbbb"]] == [1.0]
+    assert (v1["reviews"], v1["approved"], v1["edited"], v1["rejected"], v1["correction_rate"]) == (4, 2, 1, 1, 0.5)
+    assert [p["correction_rate"] for p in series["v0002-bbbbbbbb"]] == [1.0]
+    old_name = admin.get("/admin/edit-rate", params={"bucket_minutes": 60}).json()  # the old path still answers
+    assert old_name["series"] == rates["series"]
     later = (utcnow() + timedelta(hours=1)).isoformat()
-    assert admin.get("/admin/edit-rate", params={"since": later}).status_code == 422  # since after until: a fix
+    assert admin.get("/admin/correction-rate", params={"since": later}).status_code == 422  # since after until
 
     history = admin.get("/admin/adapter-history").json()
     assert (history[0]["version"], history[0]["action"], history[0]["actor"]) == ("v0003-cccccccc", "register", "ana")
@@ -175,7 +177,7 @@ def test_agent_sees_who_holds_a_claimed_draft_and_reviews_another_from_the_keybo
         assert review.final_text.startswith("Sorry, returns close after 30 days")
 
 
-def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
+def test_admin_dashboard_charts_the_correction_rate_and_follows_a_refresh_run(
     ui_service: RunningService, open_page: Callable[..., Any]
 ) -> None:
     url = ui_service.app.state.settings.resolved_database_url
@@ -206,7 +208,7 @@ def test_admin_dashboard_charts_edit_rate_and_follows_a_refresh_run(
     expect(rolled_back).to_have_attribute("data-shown-status", "rolled back")
     rolled_back.get_by_text("history (3)").click()  # registered, promoted, rolled back: the version's timeline
     expect(rolled_back.locator("details li").first).to_contain_text("rolled back by ana")
-    chart = page.get_by_role("img", name=re.compile("Edit rate per adapter version"))
+    chart = page.get_by_role("img", name=re.compile("Correction rate .* per adapter version"))
     expect(chart.locator("g[data-version]")).to_have_count(2)
     expect(chart).to_have_attribute("aria-label", re.compile("v0001-aaaaaaaa 67%"))
     run_row = page.locator(f'#runs tr[data-run-id="{run_id}"]')

@@ -50,6 +50,9 @@ def train_command(
     from trainer.distributed import shutdown
     from trainer.train import train_adapter
 
+    from collector.db import entry_settings
+
+    entry_settings()  # the new version is registered in the store
     try:
         trained = train_adapter(base, data, out, preset=preset, rank=rank, alpha=alpha, dropout=dropout, lr=lr,
                                 epochs=epochs, batch_size=batch_size, max_length=max_length, patience=patience,

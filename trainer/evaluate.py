@@ -183,6 +183,46 @@ def evaluate(
     )
 
 
+class VersionScores(BaseModel):
+    """How one version (an adapter, or the base model alone) does on the held-out split and the golden set."""
+
+    version: str
+    chrf: float
+    rougeL: float
+    loss: float
+    golden_chrf: float
+
+
+def golden_tasks(path: Path) -> list[tuple[Messages, str]]:
+    """The fixed golden set: (prompt with system prompt, expected reply) pairs a new version must not regress on."""
+    tasks = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            messages = json.loads(line)["messages"]
+            tasks.append((with_system_prompt(messages[:-1]), messages[-1]["content"]))
+    return tasks
+
+
+def score_version(
+    base: str | Path, adapter: str | Path | None, label: str, data: Path, *, limit: int, golden: Path,
+    max_new_tokens: int = 96, max_length: int = 1024,
+) -> VersionScores:
+    """Greedy replies of `base` (+ `adapter`) on the export's test split and on the golden set, scored with chrF.
+
+    The refresh scores the candidate and the live version with this, on the same replies, with `evaluate`'s code.
+    """
+    splits = load_export(data)
+    test = splits.get("test") or splits.get("validation") or []
+    tasks = reply_tasks(test)[:limit]
+    model = load_reply_model(base, adapter)
+    held_out = evaluate_system(model, tasks, test, [], max_new_tokens=max_new_tokens, max_length=max_length)
+    gold = golden_tasks(golden)
+    replies = greedy_replies(model, [prompt for prompt, _ in gold], max_new_tokens=max_new_tokens)
+    golden_chrf, _ = score(replies, [reference for _, reference in gold])
+    return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
+                         golden_chrf=golden_chrf)
+
+
 def write_report(report: EvalReport, out: Path) -> Path:
     """report.json at `out`, report.md beside it; both written whole (temp file + rename)."""
     out.parent.mkdir(parents=True, exist_ok=True)

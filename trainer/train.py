@@ -139,6 +139,7 @@ def train_adapter(
     else:
         config = train_config(**overrides)
     world = current_world()
+    database_url = database_url or get_settings().resolved_database_url
     base_path, data = resolve_base(base), Path(data)
     splits = load_export(data)
     target = Path(out).expanduser() if out else None

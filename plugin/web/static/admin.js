@@ -1,7 +1,7 @@
-// The admin dashboard: what is served, the adapter versions with their metrics, edit rate over time, refresh runs, data.
+// The admin dashboard: what is served, the adapter versions with their metrics, correction rate over time, refresh runs, data.
 
 import { ApiError, api, element, formatTime, parseTime, requireRole, showPageError } from "./session.js";
-import { PALETTE, editRateChart } from "./chart.js";
+import { PALETTE, correctionRateChart } from "./chart.js";
 
 const $ = (id) => document.getElementById(id);
 const RUN_POLL_BUSY_MS = 2000;
@@ -185,12 +185,12 @@ async function loadAdapters() {
   }
 }
 
-// --- edit rate chart ---------------------------------------------------------------------------------
+// --- correction rate chart ---------------------------------------------------------------------------
 async function loadChart() {
   const bucketMinutes = Number($("bucket").value);
   let data;
   try {
-    data = await api(`/admin/edit-rate?bucket_minutes=${bucketMinutes}`);
+    data = await api(`/admin/correction-rate?bucket_minutes=${bucketMinutes}`);
   } catch (error) {
     showPageError(error.message);
     return;
@@ -204,10 +204,10 @@ async function loadChart() {
     return;
   }
   const legend = element("ul", { class: "legend", "aria-hidden": "true" }, ...series.map((s, i) => element("li", { "data-color": i % PALETTE.length, text: s.version })));
-  chart.replaceChildren(editRateChart(series, { bucketMs: bucketMinutes * 60000, label: `Edit rate per adapter version, last 30 days: ${series.map((s) => `${s.version} ${percent(s.points[s.points.length - 1].edit_rate)} in the latest bucket`).join("; ")}` }), legend);
+  chart.replaceChildren(correctionRateChart(series, { bucketMs: bucketMinutes * 60000, label: `Correction rate (drafts edited or rejected) per adapter version, last 30 days: ${series.map((s) => `${s.version} ${percent(s.points[s.points.length - 1].correction_rate)} in the latest bucket`).join("; ")}` }), legend);
   table.replaceChildren(
-    element("thead", {}, element("tr", {}, ...["Version", "From", "Reviews", "Edited", "Edit rate"].map((h) => element("th", { scope: "col", text: h })))),
-    element("tbody", {}, ...series.flatMap((s) => s.points.map((p) => element("tr", {}, ...[s.version, p.start.toLocaleString(), p.reviews, p.edited, percent(p.edit_rate)].map((v) => element("td", { text: String(v) })))))),
+    element("thead", {}, element("tr", {}, ...["Version", "From", "Reviews", "Edited", "Rejected", "Correction rate"].map((h) => element("th", { scope: "col", text: h })))),
+    element("tbody", {}, ...series.flatMap((s) => s.points.map((p) => element("tr", {}, ...[s.version, p.start.toLocaleString(), p.reviews, p.edited, p.rejected, percent(p.correction_rate)].map((v) => element("td", { text: String(v) })))))),
   );
 }
 
@@ -276,10 +276,10 @@ async function loadStats() {
   const rates = new Map(quality.map((q) => [q.version, q]));
   $("version-stats").replaceChildren(
     element("caption", { text: "Drafts per adapter version (live review rates exclude imported history)" }),
-    element("thead", {}, element("tr", {}, ...["Version", "Drafts", "Pending", "Approved", "Edited", "Rejected", "Edit rate"].map((h) => element("th", { scope: "col", text: h })))),
+    element("thead", {}, element("tr", {}, ...["Version", "Drafts", "Pending", "Approved", "Edited", "Rejected", "Correction rate"].map((h) => element("th", { scope: "col", text: h })))),
     element("tbody", {}, ...stats.per_adapter_version.map((v) => {
       const rate = rates.get(v.adapter_version || "base");
-      return element("tr", {}, ...[v.adapter_version || "base", v.drafts, v.pending, v.approved, v.edited, v.rejected, rate ? percent(rate.edit_rate) : "–"].map((value) => element("td", { text: String(value) })));
+      return element("tr", {}, ...[v.adapter_version || "base", v.drafts, v.pending, v.approved, v.edited, v.rejected, rate ? percent(rate.correction_rate) : "–"].map((value) => element("td", { text: String(value) })));
     })),
   );
 }

@@ -1,4 +1,4 @@
-// The edit-rate chart: one line per adapter version over time, drawn as inline SVG (no chart library, no CDN).
+// The correction-rate chart (share of drafts edited or rejected): one line per adapter version over time, drawn as inline SVG (no chart library, no CDN).
 
 const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 640;
@@ -13,8 +13,8 @@ function svg(tag, attributes = {}, text) {
   return node;
 }
 
-// series: [{version, points: [{start: Date, edit_rate, reviews}]}]; returns the <svg> element.
-export function editRateChart(series, { bucketMs, label }) {
+// series: [{version, points: [{start: Date, correction_rate, reviews}]}]; returns the <svg> element.
+export function correctionRateChart(series, { bucketMs, label }) {
   const root = svg("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": label, class: "chart-svg" });
   root.append(svg("title", {}, label));
   const times = series.flatMap((s) => s.points.map((p) => p.start.getTime()));
@@ -36,11 +36,11 @@ export function editRateChart(series, { bucketMs, label }) {
   series.forEach((line, index) => {
     const color = PALETTE[index % PALETTE.length];
     const group = svg("g", { "data-version": line.version });
-    const coordinates = line.points.map((p) => `${x(p.start.getTime()).toFixed(1)},${y(p.edit_rate).toFixed(1)}`);
+    const coordinates = line.points.map((p) => `${x(p.start.getTime()).toFixed(1)},${y(p.correction_rate).toFixed(1)}`);
     if (coordinates.length > 1) group.append(svg("polyline", { points: coordinates.join(" "), fill: "none", stroke: color, "stroke-width": 2 }));
     line.points.forEach((p) => {
-      const dot = svg("circle", { cx: x(p.start.getTime()), cy: y(p.edit_rate), r: 4, fill: color });
-      dot.append(svg("title", {}, `${line.version}: ${(p.edit_rate * 100).toFixed(0)}% edited of ${p.reviews} reviews, ${format(p.start.getTime())}`));
+      const dot = svg("circle", { cx: x(p.start.getTime()), cy: y(p.correction_rate), r: 4, fill: color });
+      dot.append(svg("title", {}, `${line.version}: ${(p.correction_rate * 100).toFixed(0)}% corrected of ${p.reviews} reviews, ${format(p.start.getTime())}`));
       group.append(dot);
     });
     root.append(group);

@@ -1,0 +1,79 @@
+"""What an export includes and how it is written: `ExportOptions`, built from what a user typed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from collector.errors import InputError
+from collector.formats import first_problem
+from collector.models import ReviewDecision
+from collector.split import SplitRatios
+
+EXPORT_FORMATS = ("chat", "prompt-completion", "hf")
+ExportFormat = Literal["chat", "prompt-completion", "hf"]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Times without a zone are UTC, as everywhere in the store."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class ExportOptions(BaseModel):
+    """What to export and how; the CLI, the admin API and the refresh build one of these."""
+
+    format: ExportFormat = "chat"
+    out: Path
+    since: datetime | None = None  # conversations created at or after
+    until: datetime | None = None  # conversations created before
+    channels: list[str] = Field(default_factory=list)  # empty: every channel
+    decisions: list[ReviewDecision] = Field(default_factory=lambda: [ReviewDecision.APPROVED, ReviewDecision.EDITED])
+    redact: bool = True
+    dedup: bool = True
+    holdout_after: datetime | None = None  # conversations created at or after all go to test
+    seed: int = 0
+    ratios: SplitRatios = Field(default_factory=SplitRatios)
+    near_duplicate_threshold: float | None = Field(None, gt=0, le=1)  # None: the settings' value
+    max_macro_copies: int | None = Field(None, ge=1)  # None: the settings' value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _known_format(cls, value: Any) -> Any:
+        if value not in EXPORT_FORMATS:
+            raise ValueError(f"unknown format '{value}'; use one of: {', '.join(EXPORT_FORMATS)}")
+        return value
+
+    @field_validator("decisions", mode="before")
+    @classmethod
+    def _known_decisions(cls, value: Any) -> Any:
+        known = {decision.value for decision in ReviewDecision}
+        for decision in value or []:
+            if str(decision) not in known:
+                raise ValueError(f"unknown decision '{decision}'; use some of: {', '.join(sorted(known))}")
+        if not value:
+            raise ValueError("keep at least one decision, e.g. approved,edited")
+        return value
+
+    @field_validator("since", "until", "holdout_after")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return as_utc(value)
+
+    @model_validator(mode="after")
+    def _range_is_sane(self) -> ExportOptions:
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError(f"--since {self.since:%Y-%m-%d %H:%M} is not before --until {self.until:%Y-%m-%d %H:%M}")
+        return self
+
+
+def export_options(**fields: Any) -> ExportOptions:
+    """ExportOptions from what a user typed (CLI flags, an API body); a bad value is an InputError saying which."""
+    try:
+        return ExportOptions(**fields)
+    except ValidationError as exc:
+        raise InputError(first_problem(exc)) from None

@@ -1,0 +1,156 @@
+"""The export from start to finish: read, prepare (redact, fingerprint, render), de-duplicate, write splits, publish."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from multiprocessing import get_context
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from collector.dedup import DedupPlan, DuplicateFinder
+from collector.export.manifest import DedupCounts, ExportManifest
+from collector.export.options import ExportOptions
+from collector.export.reading import count_conversations, read_conversations
+from collector.export.render import RenderPlan, render_conversation
+from collector.export.staging import prepare_target, publish, save_hf
+from collector.export.workers import BatchPreparer, PreparedBatch, batched, in_order, read_spool_line, start_worker
+from collector.redact import PiiType, Redactor
+from collector.settings import Settings
+from collector.split import SPLITS
+
+PARALLEL_FROM = 5000  # conversations; below this, starting worker processes costs more than it saves
+
+
+def export_dataset(options: ExportOptions, *, settings: Settings, progress: bool | None = None) -> ExportManifest:
+    """Write the export folder described in `collector.export` and return its manifest."""
+    staging = prepare_target(options.out)
+    try:
+        manifest = _write_export(options, staging, settings, progress)
+        publish(staging, options.out.expanduser())
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _progress_bar(progress: bool | None) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        transient=True, disable=not progress if progress is not None else False,
+    )
+
+
+def _prepared(batches: Iterator, preparer: BatchPreparer, total: int, workers: int, scope: ExitStack) -> Iterator[PreparedBatch]:
+    """Prepared chunks in order: in a pool of worker processes for large exports, else in this process."""
+    if workers > 1 and total >= PARALLEL_FROM:
+        # redaction and fingerprints are the costly steps: workers do them while this process reads the store
+        pool = scope.enter_context(get_context("spawn").Pool(workers, initializer=start_worker, initargs=(preparer,)))
+        return in_order(pool, batches, ahead=2 * workers)
+    return map(preparer, batches)
+
+
+def _write_export(options: ExportOptions, staging: Path, settings: Settings, progress: bool | None) -> ExportManifest:
+    url = settings.resolved_database_url
+    threshold = options.near_duplicate_threshold or settings.near_duplicate_threshold
+    max_macro_copies = options.max_macro_copies or settings.max_macro_copies
+    render = RenderPlan(format=options.format, system_prompt=settings.system_prompt, seed=options.seed,
+                        ratios=options.ratios, holdout_after=options.holdout_after)
+    preparer = BatchPreparer(Redactor.from_settings(settings) if options.redact else None, render)
+    dropped: Counter[str] = Counter()
+    dropped_turns: Counter[str] = Counter()
+    redactions: Counter[str] = Counter({pii_type.value: 0 for pii_type in PiiType})
+    finder = DuplicateFinder()
+    spool = staging / ".spool.jsonl"
+    total = count_conversations(url, options)
+    bar = _progress_bar(progress)
+    with bar, ExitStack() as pool_scope:
+        reading = bar.add_task("reading conversations", total=total)
+        batches = batched(read_conversations(url, options, dropped, dropped_turns, lambda n: bar.advance(reading, n)))
+        workers = settings.export_workers or os.cpu_count() or 1
+        with spool.open("w", encoding="utf-8") as spool_file:
+            for spool_text, fingerprints, found in _prepared(batches, preparer, total, workers, pool_scope):
+                redactions.update(found)
+                spool_file.write(spool_text)
+                finder.add(fingerprints)
+        plan = finder.plan(threshold=threshold, max_macro_copies=max_macro_copies, near=True) if options.dedup else None
+        writing = bar.add_task("writing splits", total=len(finder))
+        counts, records, content_hash = write_splits(
+            render, staging, spool, plan, dropped, dropped_turns, lambda: bar.advance(writing)
+        )
+    spool.unlink()
+    files = {name: f"{name}.jsonl" for name in SPLITS}
+    if options.format == "hf":
+        save_hf(staging, {name: staging / path for name, path in files.items()})
+        files = {name: f"hf/{name}" for name in SPLITS}
+    manifest = ExportManifest(
+        created_at=datetime.now(UTC),
+        format=options.format,
+        system_prompt=settings.system_prompt,
+        files=files,
+        conversations=counts,
+        records=records,
+        dropped_conversations=dict(dropped),
+        dropped_turns=dict(dropped_turns),
+        redactions=dict(redactions) if options.redact else {},
+        dedup=DedupCounts(
+            exact_duplicates=plan.exact_duplicates, near_duplicates=plan.near_duplicates,
+            macro_copies=plan.macro_copies, threshold=threshold, max_macro_copies=max_macro_copies,
+        ) if plan is not None else None,
+        options=options.model_dump(mode="json") | {"near_duplicate_threshold": threshold, "max_macro_copies": max_macro_copies},
+        content_sha256=content_hash,
+    )
+    (staging / "manifest.json").write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def write_splits(
+    render: RenderPlan,
+    staging: Path,
+    spool: Path,
+    plan: DedupPlan | None,
+    dropped: Counter[str],
+    dropped_turns: Counter[str],
+    advance: Callable[[], None],
+) -> tuple[dict[str, int], dict[str, int], str]:
+    """Second pass: apply the duplicate plan and write every finished record; return counts and the content hash."""
+    counts = dict.fromkeys(SPLITS, 0)
+    records = dict.fromkeys(SPLITS, 0)
+    hashes = {name: hashlib.sha256() for name in SPLITS}
+    reply_index = 0
+    with ExitStack() as stack:
+        outputs = {name: stack.enter_context((staging / f"{name}.jsonl").open("w", encoding="utf-8")) for name in SPLITS}
+        with spool.open(encoding="utf-8") as spool_file:
+            for index, line in enumerate(spool_file):
+                advance()
+                split, problem, exchange_count, exchanges_json, lines = read_spool_line(line)
+                first_reply, reply_index = reply_index, reply_index + exchange_count
+                if plan is not None:
+                    if plan.drop[index] != DedupPlan.KEEP:
+                        dropped["exact duplicate" if plan.drop[index] == DedupPlan.EXACT else "near duplicate"] += 1
+                        continue
+                    over = plan.reply_over_cap[first_reply:reply_index]
+                    if over.any():
+                        exchanges = [pair for pair, capped in zip(json.loads(exchanges_json), over) if not capped]
+                        dropped_turns["macro reply over cap"] += int(over.sum())
+                        if not exchanges:
+                            dropped["only macro replies over cap"] += 1
+                            continue
+                        problem, lines = render_conversation(render, exchanges)
+                if problem:
+                    dropped[problem] += 1
+                    continue
+                counts[split] += 1
+                records[split] += len(lines)
+                text = "".join(record + "\n" for record in lines)
+                outputs[split].write(text)
+                hashes[split].update(text.encode())
+    combined = hashlib.sha256("".join(f"{name}:{hashes[name].hexdigest()}\n" for name in SPLITS).encode())
+    return counts, records, combined.hexdigest()

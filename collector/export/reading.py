@@ -1,0 +1,97 @@
+"""Reading the store for an export: matching conversations by keyset pages, with their turns and review outcomes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from collector import db
+from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
+from collector.export.options import ExportOptions, as_utc
+from collector.models import Conversation, Draft, Message, Review
+
+CHUNK = 1000  # conversations per store round trip
+
+ReadConversation = tuple[str, datetime, list[Exchange]]  # (split key, created_at, exchanges)
+
+
+def _conversation_filter(options: ExportOptions) -> list[Any]:
+    conditions: list[Any] = []
+    if options.since is not None:
+        conditions.append(Conversation.created_at >= options.since)
+    if options.until is not None:
+        conditions.append(Conversation.created_at < options.until)
+    if options.channels:
+        conditions.append(Conversation.channel.in_(options.channels))
+    return conditions
+
+
+def split_key(channel: str, external_id: str) -> str:
+    """The key a conversation's split is drawn from: stable for as long as the conversation exists."""
+    return f"{channel}/{external_id}"
+
+
+def count_conversations(url: str, options: ExportOptions) -> int:
+    with db.session_scope(url) as session:
+        return session.execute(select(func.count(Conversation.id)).where(*_conversation_filter(options))).scalar_one()
+
+
+def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[list[tuple[int, str, datetime]]]:
+    """(id, split key, created_at) of the matching conversations, CHUNK at a time, by id (keyset pagination)."""
+    last_id = 0
+    conditions = _conversation_filter(options)
+    while True:
+        rows = connection.execute(
+            select(Conversation.id, Conversation.channel, Conversation.external_id, Conversation.created_at)
+            .where(Conversation.id > last_id, *conditions)
+            .order_by(Conversation.id)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            return
+        yield [(row[0], split_key(row[1], row[2]), as_utc(row[3])) for row in rows]
+        last_id = rows[-1][0]
+
+
+def read_conversations(
+    url: str,
+    options: ExportOptions,
+    dropped: Counter[str],
+    dropped_turns: Counter[str],
+    on_chunk: Callable[[int], None],
+) -> Iterator[ReadConversation]:
+    """Stream (split key, created_at, exchanges) of every exportable conversation; count those skipped and why."""
+    kept = {decision.value for decision in options.decisions}
+    with db.session_scope(url) as session:
+        connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
+        for chunk in _conversation_chunks(connection, options):
+            ids = [conversation_id for conversation_id, _, _ in chunk]
+            turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
+            for conversation_id, position, role, content, draft_id in connection.execute(
+                select(Message.conversation_id, Message.position, Message.role, Message.content, Message.draft_id)
+                .where(Message.conversation_id.in_(ids))
+                .order_by(Message.conversation_id, Message.position)
+            ).all():
+                turns[conversation_id].append(StoredTurn(position, str(role), content, draft_id))
+            drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
+            for conversation_id, draft_id, position, status, decision, final_text in connection.execute(
+                select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, Review.final_text)
+                .outerjoin(Review, Review.draft_id == Draft.id)
+                .where(Draft.conversation_id.in_(ids))
+            ).all():
+                drafts[conversation_id][draft_id] = DraftOutcome(
+                    position, str(status), str(decision) if decision is not None else None, final_text
+                )
+            for conversation_id, key, created_at in chunk:
+                result = build_exchanges(turns[conversation_id], drafts[conversation_id], kept, dropped_turns)
+                if isinstance(result, str):
+                    dropped[result] += 1
+                elif not result:
+                    dropped["no kept reply"] += 1
+                else:
+                    yield key, created_at, result
+            on_chunk(len(chunk))

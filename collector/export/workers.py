@@ -1,0 +1,96 @@
+"""The costly per-conversation work of an export (redact, fingerprint, split, render), in-process or in a pool.
+
+Large exports hand chunks to worker processes while the main process reads the store. Each worker builds its
+`BatchPreparer` once in the pool's initializer (the redactor compiles its patterns there) and keeps it in this
+module's `_preparer`: multiprocessing gives a worker no other place to keep state between tasks, and sending the
+preparer with every chunk would re-compile it per chunk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from collector.dedup import BatchFingerprints, fingerprint_batch
+from collector.export.exchanges import Exchange
+from collector.export.reading import CHUNK, ReadConversation
+from collector.export.render import RenderPlan, render_conversation
+from collector.redact import Redactor
+from collector.split import assign_split
+
+PreparedBatch = tuple[str, BatchFingerprints, Counter[str]]  # spool text, fingerprints, redactions by type
+
+
+def spool_line(split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
+    """One conversation in the spool. JSON never holds a raw tab or newline, so they separate the fields."""
+    return "\t".join([split, problem, str(len(exchanges)), json.dumps(exchanges, ensure_ascii=False), *lines]) + "\n"
+
+
+def read_spool_line(line: str) -> tuple[str, str, int, str, list[str]]:
+    """(split, problem, exchange count, exchanges JSON, rendered lines) of one spool line."""
+    split, problem, count, exchanges_json, *lines = line.rstrip("\n").split("\t")
+    return split, problem, int(count), exchanges_json, lines
+
+
+@dataclass
+class BatchPreparer:
+    """Redacts, fingerprints, splits and renders one chunk of conversations."""
+
+    redactor: Redactor | None
+    render: RenderPlan
+
+    def __call__(self, batch: list[ReadConversation]) -> PreparedBatch:
+        found: Counter[str] = Counter()
+        if self.redactor is not None:
+            redact = self.redactor.redact
+            for _, _, exchanges in batch:
+                for exchange in exchanges:
+                    exchange[0] = redact(exchange[0], found)
+                    exchange[1] = redact(exchange[1], found)
+        plan = self.render
+        spool = []
+        for key, created_at, exchanges in batch:
+            split = assign_split(key, plan.seed, plan.ratios, created_at=created_at, holdout_after=plan.holdout_after)
+            spool.append(spool_line(split, exchanges, *render_conversation(plan, exchanges)))
+        return "".join(spool), fingerprint_batch([exchanges for _, _, exchanges in batch]), found
+
+
+_preparer: BatchPreparer | None = None  # a worker process's own preparer (see the module docstring)
+
+
+def start_worker(preparer: BatchPreparer) -> None:
+    global _preparer
+    _preparer = preparer
+
+
+def prepare_in_worker(batch: list[ReadConversation]) -> PreparedBatch:
+    assert _preparer is not None, "start_worker runs first in every worker process"
+    return _preparer(batch)
+
+
+def batched(conversations: Iterable[ReadConversation], size: int = CHUNK) -> Iterator[list[ReadConversation]]:
+    batch = []
+    for conversation in conversations:
+        batch.append(conversation)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def in_order(pool: Any, batches: Iterator[list[ReadConversation]], *, ahead: int) -> Iterator[PreparedBatch]:
+    """`pool.imap(prepare_in_worker, batches)` with at most `ahead` chunks in flight.
+
+    imap would read the whole store into its task queue as fast as it can: memory would grow with the export.
+    """
+    in_flight: deque[Any] = deque()
+    for batch in batches:
+        in_flight.append(pool.apply_async(prepare_in_worker, (batch,)))
+        if len(in_flight) >= ahead:
+            yield in_flight.popleft().get()
+    while in_flight:
+        yield in_flight.popleft().get()

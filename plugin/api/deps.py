@@ -1,0 +1,166 @@
+"""What routes get injected: settings, a store session, the serving gateway, and the caller's key and role."""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from collector.db import session_scope
+from collector.models import ApiKeyRole
+from collector.settings import Settings
+from plugin.api.keys import find_active_key, hash_key
+from plugin.api.metrics import ServiceMetrics
+from plugin.api.ratelimit import TokenBuckets
+
+bearer = HTTPBearer(auto_error=False, description="An API key from `housestyle keys create`, as `Bearer KEY`.")
+
+
+class Caller(BaseModel):
+    """Who is calling: the key's name (used as agent id and actor), its role, and its row id (None: control token)."""
+
+    name: str
+    role: ApiKeyRole
+    key_id: int | None = None
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+class Store:
+    """The store this app records into; `with store.session() as session:` is one transaction.
+
+    Routes open the transaction in their own body rather than through a yield dependency: under load, a commit
+    that waits for a free worker thread while other threads wait for SQLite's write lock would deadlock.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def session(self) -> AbstractContextManager[Session]:
+        return session_scope(self.database_url)
+
+
+def get_store(settings: SettingsDep) -> Store:
+    return Store(settings.resolved_database_url)
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+
+
+def get_gateway(request: Request) -> Any:
+    """The serving gateway (serving.gateway.ServingGateway); None when the service runs without model servers."""
+    return request.app.state.gateway
+
+
+GatewayDep = Annotated[Any, Depends(get_gateway)]
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _lookup_key(database_url: str, token: str) -> Caller | None:
+    with session_scope(database_url) as session:
+        row = find_active_key(session, token)
+        return None if row is None else Caller(name=row.name, role=row.role, key_id=row.id)
+
+
+async def authenticate(
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """The caller behind `Authorization: Bearer KEY`, rate limited per key."""
+    if credentials is None or not credentials.credentials:
+        raise _unauthorized("send an API key as 'Authorization: Bearer KEY'; `housestyle keys create` makes one")
+    token = credentials.credentials
+    control_token = request.app.state.control_token
+    if control_token and hmac.compare_digest(token.encode(), control_token.encode()):
+        request.state.caller = Caller(name="housestyle-cli", role=ApiKeyRole.ADMIN)
+        return request.state.caller
+    caller = request.app.state.key_cache.get(token)
+    if caller is None:
+        caller = await run_in_threadpool(_lookup_key, settings.resolved_database_url, token)
+        if caller is not None:
+            request.app.state.key_cache.put(token, caller)
+    if caller is None:
+        raise _unauthorized("this API key is unknown or revoked; `housestyle keys list` shows the active keys")
+    wait = request.app.state.rate_limits.take(str(caller.key_id))
+    if wait > 0:
+        raise HTTPException(
+            429,
+            detail=f"rate limit of {settings.rate_limit_per_second:g} requests/s for key '{caller.name}' exceeded; "
+            "retry later or raise HOUSESTYLE_RATE_LIMIT_PER_SECOND",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    request.state.caller = caller
+    return caller
+
+
+def require(*roles: ApiKeyRole) -> Callable[..., Caller]:
+    """A dependency letting through callers with one of `roles`; admin keys may do everything."""
+    allowed = {*roles, ApiKeyRole.ADMIN}
+
+    async def check_role(caller: Annotated[Caller, Depends(authenticate)]) -> Caller:
+        if caller.role not in allowed:
+            names = ", ".join(sorted(role.value for role in allowed))
+            raise HTTPException(
+                403, detail=f"a {caller.role.value} key cannot do this; it needs a key with role {names}"
+            )
+        return caller
+
+    check_role.allowed_roles = allowed  # type: ignore[attr-defined]  (read by the role-matrix test and docs)
+    return check_role
+
+
+WidgetCaller = Annotated[Caller, Depends(require(ApiKeyRole.WIDGET))]
+ReaderCaller = Annotated[Caller, Depends(require(ApiKeyRole.WIDGET, ApiKeyRole.AGENT))]
+AgentCaller = Annotated[Caller, Depends(require(ApiKeyRole.AGENT))]
+AdminCaller = Annotated[Caller, Depends(require())]
+
+
+class KeyCache:
+    """Recently seen good keys, so a busy key costs no store round trip; a revoked key stops within `ttl_s`."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[Caller, float]] = {}
+
+    def get(self, token: str) -> Caller | None:
+        if self.ttl_s <= 0:
+            return None
+        entry = self._entries.get(hash_key(token))
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, token: str, caller: Caller) -> None:
+        if self.ttl_s > 0:
+            if len(self._entries) > 10_000:  # bounded: drop everything rather than grow without end
+                self._entries.clear()
+            self._entries[hash_key(token)] = (caller, time.monotonic() + self.ttl_s)
+
+
+def new_rate_limits(settings: Settings) -> TokenBuckets:
+    return TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)

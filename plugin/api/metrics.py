@@ -1,0 +1,75 @@
+"""Prometheus metrics of the service: requests, latency, tokens, and drafts by decision per adapter version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from collector.db import session_scope
+from collector.stats import DRAFT_OUTCOMES, version_stats
+
+
+class DraftDecisionCollector(Collector):
+    """Drafts per adapter version and decision, read from the store at scrape time so restarts lose nothing."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "housestyle_drafts",
+            "Assistant drafts by review decision and adapter version",
+            labels=["adapter_version", "decision"],
+        )
+        rate = GaugeMetricFamily(
+            "housestyle_correction_rate",
+            "Share of live-reviewed drafts agents edited or rejected, per adapter version (what rollback acts on)",
+            labels=["adapter_version"],
+        )
+        with session_scope(self.database_url) as session:
+            for row in version_stats(session, include_imported=True, include_pending=True):
+                for outcome in DRAFT_OUTCOMES:
+                    if count := getattr(row, outcome):
+                        family.add_metric([row.version, outcome], count)
+            for row in version_stats(session):
+                rate.add_metric([row.version], row.correction_rate)
+        yield family
+        yield rate
+
+
+class ServiceMetrics:
+    """The metrics one app instance exports, on its own registry (several apps can live in one test process)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "housestyle_http_requests", "HTTP requests answered", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "housestyle_http_request_seconds",
+            "Time to answer a request (streams: until the last byte)",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.tokens = Counter(
+            "housestyle_tokens", "Tokens through the model", ["kind", "adapter_version"], registry=self.registry
+        )
+        self.generations = Counter(
+            "housestyle_generations", "Replies generated", ["channel", "adapter_version"], registry=self.registry
+        )
+        self.reviews = Counter(
+            "housestyle_reviews",
+            "Agent reviews recorded by this process",
+            ["decision", "adapter_version"],
+            registry=self.registry,
+        )
+        self.registry.register(DraftDecisionCollector(database_url))
+
+    def count_tokens(self, version: str | None, prompt: int, completion: int) -> None:
+        label = version or "base"
+        self.tokens.labels("prompt", label).inc(prompt)
+        self.tokens.labels("completion", label).inc(completion)

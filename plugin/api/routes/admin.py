@@ -1,0 +1,133 @@
+"""Administration: adapter versions (list, promote, rollback, canary through the serving gateway), data stats, export.
+
+The `housestyle adapters` CLI calls these with the control token of the running `housestyle serve`; each change
+returns only once it is complete on every replica.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+
+from fastapi import APIRouter
+from sqlalchemy import func, select
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from collector import registry
+from collector.models import Conversation
+from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
+from collector.export import export_dataset, export_options
+from plugin.assistant import require_gateway
+from plugin.api.deps import AdminCaller, GatewayDep, SettingsDep, StoreDep
+from plugin.api.schemas import (
+    AdapterChange,
+    AdapterOut,
+    AdaptersOut,
+    CanaryIn,
+    ExportIn,
+    ExportOut,
+    RollbackIn,
+    StatsOut,
+    VersionDrafts,
+)
+from serving.gateway import SwapResult
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+CHANGE_ERRORS = {
+    404: {"description": "Unknown version"},
+    409: {"description": "Not possible in the current state (already live, swap failed and was undone)"},
+    422: {"description": "The adapter failed validation"},
+    503: {"description": "No model server is ready"},
+}
+
+
+@router.get("/adapters", response_model=AdaptersOut, summary="Registered adapter versions and what is served")
+def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> AdaptersOut:
+    with store.session() as session:
+        adapters = [AdapterOut.model_validate(a, from_attributes=True) for a in registry.list_adapters(session)]
+    serving = gateway.status().model_dump(mode="json") if gateway is not None else None
+    return AdaptersOut(adapters=adapters, serving=serving)
+
+
+@router.post(
+    "/adapters/rollback",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Go back to the previous (or a named) version",
+)
+async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).rollback(body.version, actor=body.actor or caller.name, reason=body.reason)
+
+
+@router.post(
+    "/adapters/{version}/promote",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Make a version live everywhere",
+)
+async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).promote(version, actor=body.actor or caller.name, reason=body.reason)
+
+
+@router.post(
+    "/adapters/{version}/canary",
+    response_model=SwapResult,
+    responses=CHANGE_ERRORS,
+    summary="Serve a share of conversations with it",
+)
+async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+    return await require_gateway(gateway).canary(
+        version, body.share, actor=body.actor or caller.name, reason=body.reason
+    )
+
+
+def store_stats(session: Session) -> StatsOut:
+    """Every draft counts here, imported history and drafts still waiting for an agent included."""
+    by_channel = dict(
+        session.execute(select(Conversation.channel, func.count(Conversation.id)).group_by(Conversation.channel)).all()
+    )
+    per_version = [
+        VersionDrafts(
+            adapter_version=None if row.version == BASE_LABEL else row.version,
+            drafts=row.reviews + row.pending,
+            pending=row.pending,
+            approved=row.approved,
+            edited=row.edited,
+            rejected=row.rejected,
+        )
+        for row in version_stats(session, include_imported=True, include_pending=True)
+    ]
+    return StatsOut(
+        conversations=sum(by_channel.values()),
+        conversations_by_channel=by_channel,
+        drafts=sum(row.drafts for row in per_version),
+        drafts_by_decision={outcome: sum(getattr(row, outcome) for row in per_version) for outcome in DRAFT_OUTCOMES},
+        per_adapter_version=sorted(per_version, key=lambda row: row.adapter_version or ""),
+    )
+
+
+@router.get("/stats", response_model=StatsOut, summary="Conversations, drafts by decision, per adapter version")
+def data_stats(_: AdminCaller, store: StoreDep) -> StatsOut:
+    with store.session() as session:
+        return store_stats(session)
+
+
+@router.post("/export", response_model=ExportOut, summary="Write reviewed conversations as training data")
+async def export_training_data(body: ExportIn, _: AdminCaller, settings: SettingsDep) -> ExportOut:
+    """Runs the collector's export into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final texts replace drafts."""
+    out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
+    options = export_options(
+        format=body.format,
+        out=out,
+        since=body.since,
+        until=body.until,
+        channels=body.channels,
+        decisions=list(body.decisions),
+        redact=body.redact,
+        dedup=body.dedup,
+        seed=body.seed,
+    )
+    manifest = await run_in_threadpool(partial(export_dataset, options, settings=settings, progress=False))
+    return ExportOut(path=str(out), summary=manifest.summary(), manifest=manifest.model_dump(mode="json"))

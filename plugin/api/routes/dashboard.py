@@ -1,0 +1,134 @@
+"""Read-only JSON for the web UI: who the caller is, refresh runs, the correction rate over time, registry history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from sqlalchemy import func, select
+
+from collector import registry
+from collector.errors import InputError, NotFoundError
+from collector.models import Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
+from collector.stats import BASE_LABEL, IMPORT_AGENT, correction_rate
+from plugin.api.deps import AdminCaller, Caller, StoreDep, authenticate
+from plugin.api.schemas import (
+    LOG_TAIL_CHARS,
+    AdapterEventOut,
+    CorrectionRateOut,
+    CorrectionRatePoint,
+    CorrectionRateSeries,
+    MeOut,
+    RunOut,
+)
+
+router = APIRouter(tags=["web ui"])
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@router.get("/me", response_model=MeOut, summary="The calling key's name and role (the web UI shows what it may do)")
+async def who_am_i(caller: Annotated[Caller, Depends(authenticate)]) -> MeOut:
+    """Any active key may ask; the role decides which pages the UI offers (the API still checks every call)."""
+    return MeOut(name=caller.name, role=caller.role)
+
+
+@router.get("/admin/runs", response_model=list[RunOut], summary="Recent training and refresh runs, newest first")
+def recent_runs(_: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[RunOut]:
+    with store.session() as session:
+        runs = session.execute(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)).scalars().all()
+        return [run_out(run) for run in runs]
+
+
+@router.get("/admin/runs/{run_id}", response_model=RunOut, responses={404: {"description": "Unknown run"}},
+            summary="One training or refresh run: step, progress, log tail, outcome")
+def one_run(run_id: int, _: AdminCaller, store: StoreDep) -> RunOut:
+    with store.session() as session:
+        run = session.get(TrainingRun, run_id)
+        if run is None:
+            raise NotFoundError(f"run {run_id} does not exist; GET /admin/runs lists the recent ones")
+        return run_out(run)
+
+
+def run_out(run: TrainingRun) -> RunOut:
+    return RunOut(
+        id=run.id,
+        kind=run.kind,
+        status=RunStatus(run.status),
+        step=run.step,
+        progress=run.progress,
+        adapter_version=run.adapter_version,
+        metrics=run.metrics,
+        error=run.error,
+        log_tail=run.log[-LOG_TAIL_CHARS:],
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+    )
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands datetimes back without a zone; the store writes UTC only."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+@router.get("/admin/correction-rate", response_model=CorrectionRateOut,
+            summary="Correction rate (edited + rejected) of each adapter version over time")
+def correction_rate_over_time(
+    _: AdminCaller,
+    store: StoreDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket_minutes: Annotated[int, Query(ge=1, le=60 * 24 * 31)] = 60 * 24,
+) -> CorrectionRateOut:
+    """Live reviews only (imported history is left out), bucketed by when the agent reviewed; default the last 30 days.
+
+    The same number the automatic rollback acts on (`collector.stats.correction_rate`)."""
+    bucket = timedelta(minutes=bucket_minutes)
+    until = as_utc(until) if until else utcnow()
+    if since is None:  # buckets on round boundaries (whole hours, UTC midnights) read better than now-minus-30-days
+        since = EPOCH + ((until - timedelta(days=30)) - EPOCH) // bucket * bucket
+    since = as_utc(since)
+    if since >= until:
+        raise InputError("since must be before until; e.g. ?since=2026-01-01T00:00:00Z")
+    if (until - since) / bucket > 5000:
+        raise InputError("more than 5000 time buckets asked for; raise bucket_minutes or shorten since..until")
+    label = func.coalesce(Draft.adapter_version, BASE_LABEL)
+    query = (
+        select(label, Review.decision, Review.created_at)
+        .join(Draft, Draft.id == Review.draft_id)
+        .where(Review.agent_id != IMPORT_AGENT, Review.created_at >= since, Review.created_at < until)
+    )
+    counts: dict[str, dict[int, dict[str, int]]] = {}
+    with store.session() as session:
+        # bucketing in Python keeps one query that reads the same on SQLite and Postgres
+        for version, decision, reviewed_at in session.execute(query):
+            index = int((as_utc(reviewed_at) - since) / bucket)
+            cell = counts.setdefault(version, {}).setdefault(index, dict.fromkeys(ReviewDecision, 0))
+            cell[ReviewDecision(decision)] += 1
+    series = []
+    for version, buckets in sorted(counts.items()):
+        points = []
+        for index, cell in sorted(buckets.items()):
+            reviews = sum(cell.values())
+            edited, rejected = cell[ReviewDecision.EDITED], cell[ReviewDecision.REJECTED]
+            points.append(CorrectionRatePoint(
+                start=since + index * bucket, reviews=reviews, approved=cell[ReviewDecision.APPROVED],
+                edited=edited, rejected=rejected, correction_rate=correction_rate(edited, rejected, reviews),
+            ))
+        series.append(CorrectionRateSeries(version=version, points=points))
+    return CorrectionRateOut(since=since, until=until, bucket_minutes=bucket_minutes, series=series)
+
+
+router.add_api_route("/admin/edit-rate", correction_rate_over_time, methods=["GET"], response_model=CorrectionRateOut,
+                     deprecated=True, summary="Old name of /admin/correction-rate")
+
+
+@router.get(
+    "/admin/adapter-history", response_model=list[AdapterEventOut], summary="Who promoted, rolled back or canaried what"
+)
+def adapter_history(
+    _: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> list[AdapterEventOut]:
+    with store.session() as session:
+        return [AdapterEventOut.model_validate(e, from_attributes=True) for e in registry.history(session, limit=limit)]

@@ -1,0 +1,170 @@
+"""OpenAI-compatible API: `/v1/models` and `/v1/chat/completions`, so the official SDK works unchanged against us.
+
+Access: agent and admin keys. Widget keys live in public web pages, so they may not use the model as a general API.
+The messages go through the one prompt builder (`collector.prompts`): the caller's first system/developer message
+is the system prompt, else the company's, so a plain user question gets the prompt the adapter was trained with.
+Every call is recorded as a conversation on channel "api" in auto mode: the reply is a draft that was sent. The
+recording is one transaction after the answer has gone out (no added latency); when no model can answer, the
+caller's messages are recorded before the 503.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from collector import recorder
+from collector.db import session_scope
+from collector.errors import HouseStyleError, NotFoundError
+from collector.models import ReplyMode, Role
+from collector.prompts import build_messages
+from collector.settings import Settings
+from plugin import assistant
+from plugin.api.deps import AgentCaller, SettingsDep
+from plugin.api.metrics import ServiceMetrics
+from plugin.api.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList, Usage
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+TRANSCRIPT_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
+STARTED_AT = int(time.time())
+
+
+@dataclass
+class ApiCall:
+    """One chat-completions call: its future conversation id (also the canary key) and what it sent."""
+
+    external_id: str
+    body: ChatCompletionRequest
+    prompt: list[dict[str, Any]]
+
+    @classmethod
+    def from_request(cls, body: ChatCompletionRequest, company_prompt: str) -> ApiCall:
+        turns = [(TRANSCRIPT_ROLES[m.role], m.text()) for m in body.messages if m.role in TRANSCRIPT_ROLES]
+        system = next((text for role, text in turns if role == Role.SYSTEM), company_prompt)
+        return cls(uuid.uuid4().hex, body, build_messages(system, turns))
+
+
+def record_call(
+    settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None
+) -> None:
+    """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
+    turns = [
+        (TRANSCRIPT_ROLES[m.role], m.text())
+        for m in call.body.messages
+        if m.role in TRANSCRIPT_ROLES and m.text().strip()
+    ]
+    with session_scope(settings.resolved_database_url) as session:
+        conversation = recorder.start_conversation(
+            session,
+            external_id=call.external_id,
+            channel="api",
+            customer_ref=call.body.user,
+            mode=ReplyMode.AUTO,
+            source="api",
+        )
+        if turns:
+            recorder.add_messages(session, conversation.id, turns)
+        if reply and reply.strip():
+            recorder.record_draft(
+                session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
+            )
+
+
+def count_call(metrics: ServiceMetrics, version: str | None, usage: Usage | None) -> None:
+    metrics.generations.labels("api", version or "base").inc()
+    if usage is not None:
+        metrics.count_tokens(version, usage.prompt_tokens, usage.completion_tokens)
+
+
+def _upstream_request(call: ApiCall) -> dict[str, Any]:
+    request = call.body.model_dump(exclude_none=True, exclude={"stream", "stream_options"})
+    request["messages"] = call.prompt
+    if call.body.stream:
+        request["stream"] = True
+        request["stream_options"] = {"include_usage": True}  # always: the token metrics need it
+    return request
+
+
+@router.get("/models", response_model=ModelList, summary="The public model name")
+def list_models(_: AgentCaller, settings: SettingsDep) -> ModelList:
+    """One model: the public name; adapter versions change behind it without clients noticing."""
+    return ModelList(data=[Model(id=settings.public_model_name, created=STARTED_AT, owned_by=settings.company_name)])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "chat.completion, or chunks when stream"},
+        503: {"description": "No model server can answer now; retry after Retry-After"},
+    },
+    summary="Create a chat completion (OpenAI format)",
+)
+async def create_chat_completion(body: ChatCompletionRequest, _: AgentCaller, request: Request) -> Any:
+    state = request.app.state
+    settings: Settings = state.settings
+    if body.model != settings.public_model_name:
+        raise NotFoundError(f"model '{body.model}' does not exist; use '{settings.public_model_name}' (GET /v1/models)")
+    call = ApiCall.from_request(body, settings.system_prompt)
+    started = time.perf_counter()
+    try:
+        gateway = assistant.require_gateway(state.gateway)
+        if body.stream:
+            route, chunks = await gateway.stream_chat(_upstream_request(call), conversation_key=call.external_id)
+        else:
+            route, payload = await gateway.chat(_upstream_request(call), conversation_key=call.external_id)
+    except HouseStyleError:
+        await run_in_threadpool(record_call, settings, call, None, None, None)  # the caller's words are kept
+        raise
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return EventSourceResponse(_relay_chunks(request, call, route, chunks, started, include_usage), sep="\n")
+    completion = ChatCompletion.model_validate(payload)
+    latency_ms = (time.perf_counter() - started) * 1000
+    text = completion.choices[0].message.content if completion.choices else None
+    count_call(state.metrics, route.version, completion.usage)
+    return JSONResponse(
+        completion.model_dump(mode="json"),
+        background=BackgroundTask(record_call, settings, call, text, route.version, latency_ms),
+    )
+
+
+async def _relay_chunks(
+    request: Request, call: ApiCall, route: Any, chunks: AsyncIterator[dict], started: float, include_usage: bool
+) -> AsyncIterator[ServerSentEvent]:
+    state = request.app.state
+    pieces: list[str] = []
+    usage: Usage | None = None
+    try:
+        async for raw in chunks:
+            chunk = ChatCompletionChunk.model_validate(raw)
+            if chunk.usage is not None:
+                usage = chunk.usage
+                if not include_usage:
+                    if not chunk.choices:
+                        continue
+                    chunk.usage = None
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+            yield ServerSentEvent(chunk.model_dump_json())
+        latency_ms = (time.perf_counter() - started) * 1000
+        count_call(state.metrics, route.version, usage)
+        # recorded before [DONE]: clients hang up at [DONE], which would cancel anything after it
+        await run_in_threadpool(record_call, state.settings, call, "".join(pieces), route.version, latency_ms)
+        yield ServerSentEvent("[DONE]")
+    except HouseStyleError as exc:  # the status line is sent already: the SDK raises on an `error` event
+        await run_in_threadpool(record_call, state.settings, call, None, None, None)
+        yield ServerSentEvent(json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}))
+    finally:
+        await chunks.aclose()

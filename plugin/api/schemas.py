@@ -1,0 +1,299 @@
+"""Every request and response body of the plugin's own API (widget, reviews, admin, web UI, Chatwoot webhook).
+
+The OpenAI wire format lives apart, in `plugin.api.protocol`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from collector.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
+from collector.stats import BASE_LABEL
+
+LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
+
+
+# --- widget -----------------------------------------------------------------------------------
+class ConversationStart(BaseModel):
+    channel: str = Field("web", min_length=1, max_length=100)
+    customer_ref: str | None = Field(None, max_length=200)
+    mode: ReplyMode | None = Field(None, description="auto or assist; default: the channel's configured mode.")
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str = Field(description="The conversation's unguessable public id; widget calls use it.")
+    channel: str
+    mode: ReplyMode
+    status: str
+    created_at: datetime
+
+
+class CustomerMessage(BaseModel):
+    content: str = Field(min_length=1, max_length=8000)
+    stream: bool = Field(True, description="true: answer as server-sent events; false: one JSON answer.")
+
+
+class MessageOut(BaseModel):
+    position: int
+    role: Role
+    content: str
+    created_at: datetime
+
+
+class History(BaseModel):
+    conversation_id: str
+    mode: ReplyMode
+    status: str
+    messages: list[MessageOut]
+    awaiting_agent: bool = Field(description="True while an assistant draft waits for an agent (assist mode).")
+    agent_activity: Literal["waiting", "reviewing", "typing"] | None = Field(
+        default=None,
+        description="While awaiting an agent: waiting (nobody has the draft yet), reviewing (an agent claimed it), "
+        "typing (that agent is writing the reply). Never names the agent.",
+    )
+
+
+class ReplyOut(BaseModel):
+    """The answer to a customer message: the reply (auto mode), or nothing yet while an agent reviews (assist)."""
+
+    reply: MessageOut | None
+    awaiting_agent: bool
+    adapter_version: str | None
+
+
+# --- reviews ----------------------------------------------------------------------------------
+class PendingDraft(BaseModel):
+    draft_id: int
+    conversation_id: int
+    channel: str
+    mode: ReplyMode
+    draft: str
+    adapter_version: str | None
+    latency_ms: float | None
+    created_at: datetime
+    claimed_by: str | None
+    claimed_until: datetime | None
+    context: list[MessageOut] = Field(description="The conversation so far, as the customer saw it.")
+
+
+class ClaimIn(BaseModel):
+    agent: str | None = Field(None, max_length=200, description="Agent id; default the API key's name.")
+
+
+class ClaimOut(BaseModel):
+    draft_id: int
+    claimed_by: str
+    claimed_until: datetime
+    typing_until: datetime | None = None
+
+
+class ApproveIn(ClaimIn):
+    pass
+
+
+class EditIn(ClaimIn):
+    final_text: str = Field(min_length=1, max_length=8000)
+    reason: str | None = Field(None, max_length=2000)
+
+
+class RejectIn(ClaimIn):
+    reply: str | None = Field(None, max_length=8000, description="The reply the agent wrote instead, if any.")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class DiffOp(BaseModel):
+    op: Literal["equal", "insert", "delete", "replace"]
+    before: str
+    after: str
+
+
+class ReviewOut(BaseModel):
+    draft_id: int
+    decision: ReviewDecision
+    draft: str
+    final_text: str | None
+    agent: str
+    edit_distance: float
+    diff: list[DiffOp] = Field(description="Word-level changes from the draft to the final text.")
+
+
+# --- admin ------------------------------------------------------------------------------------
+class AdapterOut(BaseModel):
+    version: str
+    status: str
+    canary_share: float
+    base_model: str
+    rank: int
+    created_at: datetime
+    metrics: dict | None = None
+
+
+class AdaptersOut(BaseModel):
+    adapters: list[AdapterOut]
+    serving: dict | None = Field(None, description="The serving gateway's view: live, canary, replicas.")
+
+
+class AdapterChange(BaseModel):
+    actor: str | None = Field(None, max_length=200, description="Who made the change; default the key's name.")
+    reason: str | None = Field(None, max_length=2000)
+
+
+class RollbackIn(AdapterChange):
+    version: str | None = Field(None, description="Version to go back to; default the one live before.")
+
+
+class CanaryIn(AdapterChange):
+    share: float = Field(ge=0, le=1, description="Share of new conversations the version answers (0 stops it).")
+
+
+class VersionDrafts(BaseModel):
+    """Every draft of one version in the store, imported history and undecided drafts included."""
+
+    adapter_version: str | None
+    drafts: int
+    pending: int
+    approved: int
+    edited: int
+    rejected: int
+
+
+class StatsOut(BaseModel):
+    conversations: int
+    conversations_by_channel: dict[str, int]
+    drafts: int
+    drafts_by_decision: dict[str, int] = Field(description="pending, approved, edited, rejected")
+    per_adapter_version: list[VersionDrafts]
+
+
+class ExportIn(BaseModel):
+    format: Literal["chat", "prompt-completion", "hf"] = "chat"
+    decisions: list[ReviewDecision] = Field(default_factory=lambda: [ReviewDecision.APPROVED, ReviewDecision.EDITED])
+    channels: list[str] = Field(default_factory=list)
+    since: datetime | None = None
+    until: datetime | None = None
+    redact: bool = True
+    dedup: bool = True
+    seed: int = 0
+
+
+class ExportOut(BaseModel):
+    path: str
+    summary: str
+    manifest: dict
+
+
+class RefreshStarted(BaseModel):
+    detail: str
+    run_id: int = Field(description="The refresh's run; follow it at GET /admin/runs/{run_id}.")
+
+
+class VersionQuality(BaseModel):
+    version: str
+    reviews: int
+    approved: int
+    edited: int
+    rejected: int
+    correction_rate: float = Field(description="(edited + rejected) / reviews: what the automatic rollback acts on.")
+    acceptance_rate: float
+    edit_rate: float
+    rejection_rate: float
+    mean_edit_distance: float
+
+
+# --- web UI (read-only JSON for the pages) ---------------------------------------------------
+class MeOut(BaseModel):
+    name: str = Field(description="The key's name (the agent id in reviews).")
+    role: ApiKeyRole
+
+
+class RunOut(BaseModel):
+    id: int
+    kind: str
+    status: RunStatus
+    step: str | None
+    progress: float = Field(description="0..1 within the current step.")
+    adapter_version: str | None
+    metrics: dict[str, Any] | None
+    error: str | None
+    log_tail: str = Field(description=f"The last {LOG_TAIL_CHARS} characters of the run's log.")
+    started_at: datetime
+    finished_at: datetime | None
+
+
+class CorrectionRatePoint(BaseModel):
+    start: datetime = Field(description="Start of the time bucket (UTC).")
+    reviews: int
+    approved: int
+    edited: int
+    rejected: int
+    correction_rate: float = Field(description="(edited + rejected) / reviews in this bucket.")
+
+
+class CorrectionRateSeries(BaseModel):
+    version: str = Field(description=f"Adapter version; '{BASE_LABEL}' for drafts of the base model alone.")
+    points: list[CorrectionRatePoint]
+
+
+class CorrectionRateOut(BaseModel):
+    since: datetime
+    until: datetime
+    bucket_minutes: int
+    series: list[CorrectionRateSeries]
+
+
+class AdapterEventOut(BaseModel):
+    version: str
+    action: str
+    actor: str
+    reason: str | None
+    created_at: datetime
+
+
+# --- Chatwoot agent-bot webhook -----------------------------------------------------------------
+class ChatwootRef(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int
+
+
+class ChatwootSender(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: int | None = None
+    name: str | None = None
+    type: str | None = None  # contact, user (an agent), agent_bot
+
+
+class ChatwootEvent(BaseModel):
+    """The parts of a Chatwoot webhook payload the connector reads; everything else is accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    event: str
+    id: int | None = None  # the message id
+    content: str | None = None
+    message_type: str | int | None = None  # incoming, outgoing, activity, template (older payloads: 0, 1, 2, 3)
+    private: bool = False
+    conversation: ChatwootRef | None = None
+    account: ChatwootRef | None = None
+    sender: ChatwootSender | None = None
+
+
+class EventOutcome(BaseModel):
+    """What the webhook did with an event, returned to Chatwoot (which ignores it) and handy in logs and tests."""
+
+    action: str  # draft-requested, review-recorded, message-recorded, ignored
+    detail: str | None = None
+
+
+# --- health -----------------------------------------------------------------------------------
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    ready: bool
+    database: bool
+    model_servers: bool
+    detail: str | None = None

@@ -1,0 +1,166 @@
+"""The Chatwoot connector: turn agent-bot webhook events into drafts and reviews, and post drafts back to Chatwoot.
+
+Chatwoot calls the bot's webhook with `message_created` events. A customer's (incoming) message gets a draft,
+posted as a private note for the agents (assist mode) or as the reply itself (auto mode). An agent's public
+(outgoing) message is matched to the conversation's latest pending draft: the same text is an approval; a text at
+least `chatwoot_edit_threshold` similar (`collector.changes.similarity`, 1 - normalised edit distance, default
+0.5) is an edit; anything less was written from scratch, so the draft counts as rejected and the agent's text is
+kept as the reply. Light edits (a greeting, a fixed order number) keep most characters and score well above 0.5;
+replies written anew share little beyond common words and score below it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import select
+
+from collector import recorder
+from collector.changes import same_text, similarity
+from collector.db import session_scope
+from collector.errors import HouseStyleError, InputError
+from collector.models import Draft, DraftStatus, ReplyMode, ReviewDecision, Role
+from collector.settings import Settings
+from plugin import assistant
+from plugin.api.metrics import ServiceMetrics
+from plugin.api.schemas import ChatwootEvent, EventOutcome
+
+log = logging.getLogger("housestyle.chatwoot")
+
+CHANNEL = "chatwoot"
+BOT_SENDER_TYPES = {"agent_bot", "agentbot", "bot"}
+
+
+MESSAGE_TYPES = {0: "incoming", 1: "outgoing", 2: "activity", 3: "template"}
+
+
+def message_type(event: ChatwootEvent) -> str | None:
+    if isinstance(event.message_type, int):
+        return MESSAGE_TYPES.get(event.message_type)
+    return event.message_type
+
+
+def decide(draft: str, sent: str, threshold: float) -> ReviewDecision:
+    """What an agent's Chatwoot reply did with the pending draft: unchanged, edited (similar enough), or rejected."""
+    if same_text(draft, sent):
+        return ReviewDecision.APPROVED
+    return ReviewDecision.EDITED if similarity(draft, sent) >= threshold else ReviewDecision.REJECTED
+
+
+class ChatwootClient:
+    """The one HTTP client for a Chatwoot instance: posts the bot's messages and notes."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.chatwoot_url or not settings.chatwoot_api_token:
+            raise InputError("set HOUSESTYLE_CHATWOOT_URL and HOUSESTYLE_CHATWOOT_API_TOKEN to connect to Chatwoot")
+        self.http = httpx.AsyncClient(
+            base_url=settings.chatwoot_url.rstrip("/"),
+            headers={"api_access_token": settings.chatwoot_api_token},
+            timeout=httpx.Timeout(15.0),
+        )
+        self.posted_ids: set[int] = set()  # our own messages come back as webhooks: ignore them
+
+    async def post_message(self, account_id: int, conversation_id: int, content: str, *, private: bool) -> dict:
+        response = await self.http.post(
+            f"/api/v1/accounts/{account_id}/conversations/{conversation_id}/messages",
+            json={"content": content, "message_type": "outgoing", "private": private, "content_type": "text"},
+        )
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        if isinstance(body.get("id"), int):
+            self.posted_ids.add(body["id"])
+        return body
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def client_for(app: FastAPI) -> ChatwootClient:
+    client = getattr(app.state, "chatwoot_client", None)
+    if client is None:
+        client = app.state.chatwoot_client = ChatwootClient(app.state.settings)
+    return client
+
+
+async def close_client(app: FastAPI) -> None:
+    client = getattr(app.state, "chatwoot_client", None)
+    if client is not None:
+        await client.close()
+        app.state.chatwoot_client = None
+
+
+def external_id(event: ChatwootEvent) -> str:
+    return f"{event.account.id}:{event.conversation.id}"  # type: ignore[union-attr]
+
+
+def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistant.Turn:
+    """Find or open the conversation for this Chatwoot conversation and store the customer's message."""
+    with session_scope(settings.resolved_database_url) as session:
+        conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
+        if conversation is None:
+            sender = event.sender.id if event.sender else None
+            conversation = recorder.start_conversation(
+                session,
+                external_id=external_id(event),
+                channel=CHANNEL,
+                customer_ref=f"chatwoot-contact:{sender}" if sender is not None else None,
+                mode=assistant.mode_for_channel(settings, CHANNEL),
+            )
+        conversation_id = conversation.id
+    return assistant.receive_customer_message(settings, conversation_id, event.content or "")
+
+
+def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutcome:
+    """An agent's public reply: the review of the latest pending draft, or a plain turn when there is none."""
+    agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"
+    content = event.content or ""
+    with session_scope(settings.resolved_database_url) as session:
+        conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
+        if conversation is None:
+            return EventOutcome(action="ignored", detail="conversation started before HouseStyle was connected")
+        draft = None
+        if conversation.mode == ReplyMode.ASSIST:
+            draft = session.execute(
+                select(Draft)
+                .where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
+                .order_by(Draft.id.desc())
+                .limit(1)  # type: ignore[union-attr]
+            ).scalar_one_or_none()
+        if draft is None:
+            recorder.add_message(session, conversation.id, Role.ASSISTANT, content)
+            return EventOutcome(action="message-recorded", detail="no pending draft: kept as the agent's own reply")
+        decision = decide(draft.content, content, settings.chatwoot_edit_threshold)
+        review = recorder.record_review(
+            session,
+            draft.id,
+            decision,
+            agent_id=agent,
+            final_text=None if decision == ReviewDecision.APPROVED else content,
+            reason="agent wrote the reply from scratch in Chatwoot" if decision == ReviewDecision.REJECTED else None,
+        )
+        return EventOutcome(action="review-recorded", detail=f"draft {draft.id} {review.decision.value}")
+
+
+async def draft_and_post(app: FastAPI, turn: assistant.Turn, account_id: int, conversation_id: int) -> None:
+    """Generate the draft and post it: a private note for agents (assist) or the reply itself (auto).
+
+    Runs after the webhook has answered (Chatwoot does not wait for the model); failures are logged, the customer's
+    message is stored either way.
+    """
+    state = app.state
+    metrics: ServiceMetrics = state.metrics
+    try:
+        reply = await assistant.generate_reply(state.settings, state.gateway, metrics, turn)
+        await client_for(app).post_message(
+            account_id,
+            conversation_id,
+            reply.draft.content,
+            private=turn.mode == ReplyMode.ASSIST,  # type: ignore[union-attr]
+        )
+    except (HouseStyleError, httpx.HTTPError) as exc:
+        log.error("no draft for chatwoot conversation %s:%s: %s", account_id, conversation_id, exc)
+    except Exception:
+        log.exception("drafting for chatwoot conversation %s:%s failed", account_id, conversation_id)

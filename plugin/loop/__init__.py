@@ -1,0 +1,1 @@
+"""The feedback loop: refresh (export, train, evaluate, gate, apply), the rollback guard, the scheduler, their CLI."""

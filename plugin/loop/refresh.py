@@ -1,0 +1,114 @@
+"""The refresh, as one straight line: export reviewed data, train a candidate, evaluate it and the live version on
+the same held-out replies and golden set, gate, and apply the verdict (promote, or canary).
+
+One refresh runs at a time across every process sharing the store (a job lock in the database). Each refresh is a
+`TrainingRun` row (kind "refresh", written through `collector.runs.RunLog`) whose step, progress and log admins can
+watch. A failure at any step leaves the live version untouched: the candidate, if one was trained, stays a
+candidate with the reason recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from pydantic import BaseModel
+
+from collector.db import session_scope
+from collector.export import ExportOptions, export_dataset
+from collector.locks import job_lock
+from collector.models import AdapterEvent, RunStatus
+from collector.registry import live_adapter
+from collector.runs import RunLog
+from collector.sample import GOLDEN_PATH
+from collector.settings import Settings
+from plugin.loop.decision import Applied, Swapper, apply_decision
+from plugin.loop.gate import GateDecision, GateRules, gate
+from trainer.evaluate import score_version
+from trainer.train import train_adapter
+
+log = logging.getLogger("housestyle.refresh")
+
+REFRESH_LOCK = "refresh"
+
+
+class RefreshOutcome(BaseModel):
+    run_id: int
+    status: RunStatus
+    candidate: str | None = None
+    applied: Applied | None = None  # None: not promoted (gate refused, or the run failed)
+    gate: GateDecision | None = None
+    error: str | None = None
+
+    @property
+    def promoted(self) -> bool:
+        """The candidate now serves: live, or as a canary."""
+        return self.applied is not None
+
+
+def run_refresh(
+    settings: Settings,
+    swapper: Swapper,
+    *,
+    actor: str = "refresh",
+    train_overrides: dict | None = None,
+    on_started: Callable[[int], None] | None = None,
+) -> RefreshOutcome:
+    """One whole refresh under the store's refresh lock; raises ConflictError if another is running.
+
+    `on_started(run_id)` is called once the lock is held and the run row exists (the admin API answers with it).
+    """
+    url = settings.resolved_database_url
+    base = settings.base_model or str(settings.models_dir / "base")
+    with job_lock(REFRESH_LOCK, ttl=timedelta(hours=6), url=url):
+        run = RunLog(url, kind="refresh", params={"base": base, "preset": settings.train_preset,
+                                                  **(train_overrides or {})}, step="export")
+        if on_started is not None:
+            on_started(run.run_id)
+        candidate: str | None = None
+        try:
+            data = settings.exports_dir / f"refresh-{run.run_id:04d}"
+            run.step("export", f"writing reviewed conversations to {data}")
+            manifest = export_dataset(ExportOptions(format="chat", out=data), settings=settings, progress=False)
+            run.step("export", manifest.summary().splitlines()[0], 1.0)
+
+            run.step("train", f"LoRA on {base} (preset {settings.train_preset})")
+            trained = train_adapter(base, data, preset=settings.train_preset, database_url=url,
+                                    **(train_overrides or {}))
+            candidate = trained.version
+            run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
+
+            with session_scope(url) as session:
+                live = live_adapter(session)
+                live_version, live_path = (live.version, live.path) if live else ("base", None)
+            run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split")
+            scoring = dict(limit=settings.refresh_eval_limit, golden=GOLDEN_PATH)
+            candidate_scores = score_version(base, str(trained.path), candidate, data, **scoring)
+            run.step("evaluate", f"{candidate}: {candidate_scores.model_dump_json()}", 0.5)
+            live_scores = score_version(base, live_path, live_version, data, **scoring)
+            run.step("evaluate", f"{live_version}: {live_scores.model_dump_json()}", 1.0)
+
+            decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings))
+            run.step("gate", ("passed: " if decision.passed else "refused: ") + decision.reason, 1.0)
+            metrics = {"gate": decision.model_dump(mode="json"), "export": manifest.model_dump(mode="json")}
+            if not decision.passed:
+                with session_scope(url) as session:
+                    session.add(AdapterEvent(version=candidate, action="gate-refused", actor=actor,
+                                             reason=decision.reason))
+                run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=candidate)
+                return RefreshOutcome(run_id=run.run_id, status=RunStatus.SUCCEEDED, candidate=candidate,
+                                      gate=decision)
+
+            run.step("swap", f"applying the verdict for {candidate}")
+            applied = apply_decision(swapper, candidate, canary_share=settings.refresh_canary_share, actor=actor,
+                                     reason=f"refresh run {run.run_id}: {decision.reason}")
+            run.step("swap", applied.describe(candidate, settings.public_model_name), 1.0)
+            run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=candidate)
+            return RefreshOutcome(run_id=run.run_id, status=RunStatus.SUCCEEDED, candidate=candidate,
+                                  applied=applied, gate=decision)
+        except Exception as exc:  # any step: record it, keep the live version, tell the caller
+            message = str(exc) or type(exc).__name__
+            log.exception("refresh run %s failed", run.run_id)
+            run.finish(RunStatus.FAILED, version=candidate, error=message)
+            return RefreshOutcome(run_id=run.run_id, status=RunStatus.FAILED, candidate=candidate, error=message)

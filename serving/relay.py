@@ -1,0 +1,176 @@
+"""Relaying OpenAI chat requests to vLLM replicas: least in flight first, failover, and repair of lost adapters.
+
+A replica that fails a request at the connection level is taken out of the pool and the next one is tried. A
+replica that answers 404 for one of our adapter names lost it (unloaded from outside, or restarted before a health
+check noticed): the adapter is loaded there again and the request retried once, instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from serving.errors import UpstreamError
+from serving.replicas import Replica, ReplicaPool, upstream_message
+from serving.routing import Route, RoutingTable
+
+# errors that mean the replica is gone (not that the request was bad): take it out and try another one
+REPLICA_DOWN_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                       httpx.ConnectTimeout, httpx.PoolTimeout)
+
+Repair = Callable[[Replica, str], Awaitable[bool]]  # (replica, vLLM name) -> True when it serves the name again
+
+
+def fingerprint(route: Route) -> str:
+    return f"housestyle:{route.version or 'base'}"
+
+
+class ChatStream:
+    """OpenAI chat.completion.chunk dicts from one replica, with the public model name and the version fingerprint."""
+
+    def __init__(self, relay: Relay, route: Route, response: httpx.Response) -> None:
+        self.route = route
+        self._relay = relay
+        self._response = response
+        self._replica: Replica = response.extensions["housestyle_replica"]
+        self._lines = response.aiter_lines()
+        self._closed = False
+
+    def __aiter__(self) -> ChatStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        if self._closed:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._next_chunk()
+        except BaseException:
+            await self.aclose()
+            raise
+        if chunk is None:
+            await self.aclose()
+            raise StopAsyncIteration
+        return chunk
+
+    async def _next_chunk(self) -> dict | None:
+        url = self._replica.url
+        try:
+            async for line in self._lines:
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return None
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message", error) if isinstance(error, dict) else error
+                    raise UpstreamError(f"vLLM failed mid-stream: {message}")
+                chunk["model"] = self.route.public_model
+                chunk["system_fingerprint"] = fingerprint(self.route)
+                return chunk
+        except httpx.HTTPError as exc:
+            if isinstance(exc, REPLICA_DOWN_ERRORS):
+                self._relay.pool.mark_unhealthy(self._replica, f"stream broke: {exc!r}")
+            raise UpstreamError(f"vLLM at {url} failed mid-stream ({exc!r}); the reply is incomplete") from None
+        raise UpstreamError(f"vLLM at {url} ended the stream without [DONE]; the reply is incomplete")
+
+    async def aclose(self) -> None:
+        """Stop reading and release the replica connection and the version's in-flight count (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._replica.in_flight -= 1
+        try:
+            await self._response.aclose()
+        finally:
+            await self._relay.routes.release(self.route)
+
+
+class Relay:
+    """Sends chat requests for the routing table's current version to the pool's least busy healthy replica."""
+
+    def __init__(self, pool: ReplicaPool, routes: RoutingTable, repair: Repair) -> None:
+        self.pool, self.routes, self.repair = pool, routes, repair
+
+    async def chat(self, request: dict[str, Any], *, conversation_key: str | None = None) -> tuple[Route, dict]:
+        """Send a non-streaming OpenAI chat request; return its route and the response with the public model name.
+
+        Raises NoHealthyReplicaError (no replica can take it) or UpstreamError (vLLM refused it: `status_code`).
+        """
+        route = self.routes.acquire(conversation_key)
+        try:
+            response = await self._send({**request, "model": route.vllm_model, "stream": False}, stream=False)
+            try:
+                payload = response.json()
+            finally:
+                await response.aclose()
+            payload["model"] = route.public_model
+            payload["system_fingerprint"] = fingerprint(route)
+            return route, payload
+        finally:
+            await self.routes.release(route)
+
+    async def stream_chat(
+        self, request: dict[str, Any], *, conversation_key: str | None = None
+    ) -> tuple[Route, ChatStream]:
+        """Start a streaming chat request; return its route and a ChatStream of chunk dicts (`[DONE]` is not yielded).
+
+        Errors before the first byte raise here (NoHealthyReplicaError, UpstreamError). A replica dying mid-stream
+        makes the iteration raise UpstreamError (never hang). The version stays counted in flight until the stream
+        ends or `aclose()` is called (call it in a `finally` if you may stop early), so a swap waits for it.
+        """
+        route = self.routes.acquire(conversation_key)
+        try:
+            response = await self._send({**request, "model": route.vllm_model, "stream": True}, stream=True)
+        except BaseException:
+            await self.routes.release(route)
+            raise
+        return route, ChatStream(self, route, response)
+
+    async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
+        """POST to the least busy healthy replica; a replica that is down is taken out and the next one tried."""
+        tried: set[str] = set()
+        repaired: set[str] = set()
+        while True:
+            replica = self.pool.pick(exclude=tried)
+            tried.add(replica.url)
+            replica.in_flight += 1
+            try:
+                request = replica.client.build_request("POST", "/v1/chat/completions", json=body)
+                response = await replica.client.send(request, stream=True)
+            except REPLICA_DOWN_ERRORS as exc:
+                replica.in_flight -= 1
+                self.pool.mark_unhealthy(replica, f"request failed: {exc!r}")
+                continue
+            except BaseException:
+                replica.in_flight -= 1
+                raise
+            if response.status_code >= 400:
+                await response.aread()
+                await response.aclose()
+                replica.in_flight -= 1
+                if response.status_code == 404 and body["model"] in upstream_message(response):
+                    # the replica lost the adapter: load it again there and retry once, else take the replica out
+                    if replica.url not in repaired and await self.repair(replica, body["model"]):
+                        repaired.add(replica.url)
+                        tried.discard(replica.url)
+                        continue
+                    self.pool.mark_unhealthy(replica, f"does not know {body['model']}")
+                    continue
+                raise UpstreamError(f"vLLM refused the request: {upstream_message(response)}", response.status_code)
+            if not stream:
+                try:
+                    await response.aread()
+                except REPLICA_DOWN_ERRORS as exc:
+                    self.pool.mark_unhealthy(replica, f"response broke: {exc!r}")
+                    await response.aclose()
+                    continue
+                finally:
+                    replica.in_flight -= 1
+            else:
+                response.extensions["housestyle_replica"] = replica
+            return response

@@ -1,0 +1,162 @@
+"""The swap protocol: promote, roll back and canary adapter versions on every replica with no failed request.
+
+A new version is validated, then loaded under a fresh, never-reused vLLM name on each healthy replica (load, list
+check, smoke request); if any replica fails, it is unloaded everywhere and nothing changed. Then the routing table
+flips atomically, the registry records who did what, and the old name is drained (requests already on it finish)
+before it is unloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from pydantic import BaseModel
+
+from collector.errors import ConflictError, InputError
+from collector.settings import Settings
+from serving import lifecycle
+from serving.errors import SwapFailedError, UpstreamError
+from serving.replicas import Replica, ReplicaPool
+from serving.routing import LoadedVersion, RoutingTable
+from serving.validation import validate_adapter
+
+log = logging.getLogger("housestyle.serving")
+
+
+class SwapResult(BaseModel):
+    """The outcome of promote / rollback / canary, returned once the change is complete on every healthy replica."""
+
+    action: str
+    version: str | None
+    previous: str | None
+    replicas: list[str]
+    flip_ms: float = 0.0  # from the call to the moment new requests got the new version
+    total_ms: float = 0.0  # including draining the old version's requests and unloading it
+
+
+class AdapterSwaps:
+    """Changes which adapter versions the routing table serves, one change at a time (`lock`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pool: ReplicaPool,
+        routes: RoutingTable,
+        *,
+        database_url: str,
+        new_name: Callable[[str], str],
+        served_base: Callable[[], Awaitable[str | None]],
+    ) -> None:
+        self.settings, self.pool, self.routes = settings, pool, routes
+        self.database_url = database_url
+        self.new_name, self.served_base = new_name, served_base
+        self.lock = asyncio.Lock()  # swaps, and replicas rejoining, never interleave
+
+    async def promote(self, version: str, *, actor: str = "system", reason: str | None = None) -> SwapResult:
+        """Make `version` live on every replica with no failed request; the old version is retired (kept for rollback).
+
+        Raises AdapterRejectedError (validation; recorded as rejected), SwapFailedError (a replica failed; the new
+        version is unloaded everywhere), NoHealthyReplicaError. The live version keeps serving on any failure.
+        """
+        return await self._make_live(version, action="promote", actor=actor, reason=reason)
+
+    async def rollback(self, version: str | None = None, *, actor: str = "system", reason: str | None = None) -> SwapResult:
+        """Go back to the previous live version (or any kept `version`) by the same protocol as promote."""
+        if version is None:
+            current = self.routes.live.version if self.routes.live else None
+            version = lifecycle.previous_live_version(current, database_url=self.database_url)
+        return await self._make_live(version, action="rollback", actor=actor, reason=reason)
+
+    async def canary(self, version: str, share: float, *, actor: str = "system", reason: str | None = None) -> SwapResult:
+        """Route `share` (0..1) of new conversations to `version`; share 0 ends the canary (it becomes a candidate)."""
+        if not 0.0 <= share <= 1.0:
+            raise InputError(f"canary share {share} is not between 0 and 1; use e.g. --share 0.1")
+        async with self.lock:
+            previous = self.routes.canary
+            if share == 0.0:
+                if previous is None or previous.version != version:
+                    raise ConflictError(f"{version} is not the canary; nothing to end")
+                self.routes.canary, self.routes.canary_share = None, 0.0
+                lifecycle.end_canary(version, actor=actor, reason=reason, database_url=self.database_url)
+                await self._retire_name(previous)
+                return SwapResult(action="canary-end", version=None, previous=version, replicas=self._urls())
+            if self.routes.live is not None and self.routes.live.version == version:
+                raise ConflictError(f"{version} is already live; a canary must be another version")
+            if previous is not None and previous.version == version:
+                self.routes.canary_share = share
+                lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+                return SwapResult(action="canary", version=version, previous=version, replicas=self._urls())
+            loaded = await self._load_everywhere(version, actor=actor)
+            self.routes.canary, self.routes.canary_share = loaded, share
+            lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+            if previous is not None:
+                await self._retire_name(previous)
+            return SwapResult(action="canary", version=version, previous=previous.version if previous else None,
+                              replicas=self._urls())
+
+    async def _make_live(self, version: str, *, action: str, actor: str, reason: str | None) -> SwapResult:
+        started = time.perf_counter()
+        async with self.lock:
+            previous = self.routes.live
+            if previous is not None and previous.version == version:
+                raise ConflictError(f"{version} is already live")
+            canary = self.routes.canary
+            if canary is not None and canary.version == version:
+                # the canary is loaded, validated and smoke-tested everywhere already: just flip
+                loaded = canary
+                self.routes.canary, self.routes.canary_share = None, 0.0
+            else:
+                loaded = await self._load_everywhere(version, actor=actor)
+            self.routes.live = loaded  # the atomic flip: every new request from here on gets the new version
+            flipped = time.perf_counter()
+            lifecycle.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
+            if previous is not None:
+                await self._retire_name(previous)
+            return SwapResult(action=action, version=version, previous=previous.version if previous else None,
+                              replicas=self._urls(), flip_ms=(flipped - started) * 1000,
+                              total_ms=(time.perf_counter() - started) * 1000)
+
+    async def _load_everywhere(self, version: str, *, actor: str) -> LoadedVersion:
+        """Validate, then load under a fresh name + list check + smoke request on each replica; undo all on failure."""
+        path = lifecycle.adapter_path(version, database_url=self.database_url)
+        try:
+            validated = validate_adapter(
+                path, served_base_model=await self.served_base(), max_lora_rank=self.settings.max_lora_rank
+            )
+        except InputError as exc:
+            lifecycle.mark_rejected(version, actor=actor, reason=str(exc), database_url=self.database_url)
+            raise
+        replicas = self.pool.healthy()
+        if not replicas:
+            self.pool.pick()  # raises NoHealthyReplicaError with the standard message
+        loaded = LoadedVersion(version=version, vllm_name=self.new_name(version), path=validated.path)
+        done: list[Replica] = []
+        try:
+            for replica in replicas:
+                done.append(replica)
+                await replica.load_adapter(loaded.vllm_name, loaded.path)
+        except UpstreamError as exc:
+            await asyncio.gather(*(r.unload_adapter(loaded.vllm_name) for r in done), return_exceptions=True)
+            raise SwapFailedError(f"loading {version} failed, so it was unloaded again and nothing changed: {exc}") from None
+        return loaded
+
+    async def _retire_name(self, loaded: LoadedVersion) -> None:
+        """Let requests already on this name finish, then unload it everywhere (its folder stays for rollback)."""
+        try:
+            await asyncio.wait_for(self.routes.wait_drained(loaded.vllm_name), self.settings.swap_drain_timeout_s)
+        except TimeoutError:
+            log.warning("requests on %s still running after %.0fs; unloading it anyway (they will fail)",
+                        loaded.vllm_name, self.settings.swap_drain_timeout_s)
+        results = await asyncio.gather(
+            *(replica.unload_adapter(loaded.vllm_name) for replica in self.pool.replicas if replica.healthy),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Exception):
+                log.warning("unloading %s failed (it stays loaded until that replica restarts): %s", loaded.vllm_name, result)
+
+    def _urls(self) -> list[str]:
+        return [replica.url for replica in self.pool.healthy()]
