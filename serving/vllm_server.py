@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shlex
 import signal
 import socket
@@ -21,6 +22,8 @@ from serving.errors import VllmStartError
 log = logging.getLogger("housestyle.serving")
 
 BASE_SERVED_NAME = "housestyle-base"
+# a log line that states an error: a logged ERROR, an exception's name, or pydantic's "Value error, ..."
+_ERROR_LINE = re.compile(r"\bERROR\b|\w+(?:Error|Exception)\b|\berror[,:]")
 
 
 def free_port() -> int:
@@ -104,9 +107,10 @@ class VllmServer:
             return "(no log)"
 
     def last_log_line(self) -> str:
-        """The log's last non-empty line, for one-line errors (the whole log stays in the file)."""
-        lines = [line.strip() for line in self.log_tail(50).splitlines() if line.strip()]
-        return lines[-1][:300] if lines else "(empty)"
+        """The log's last error line (else its last line), for one-line errors; the whole log stays in the file."""
+        lines = [line.strip() for line in self.log_tail(80).splitlines() if line.strip()]
+        errors = [line for line in lines if _ERROR_LINE.search(line)]
+        return (errors or lines or ["(empty)"])[-1][:300]
 
     async def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Poll /health until it answers 200; raise VllmStartError with the log tail if vLLM dies or times out."""
@@ -117,7 +121,7 @@ class VllmServer:
                     code = self.process.returncode if self.process else None
                     raise VllmStartError(
                         f"vLLM exited with code {code} while starting; its log is {self.log_path} "
-                        f"(last line: {self.last_log_line()})"
+                        f"(last error: {self.last_log_line()})"
                     )
                 try:
                     if (await client.get(f"{self.url}/health")).status_code == 200:
@@ -127,7 +131,7 @@ class VllmServer:
                 await asyncio.sleep(0.5)
         raise VllmStartError(
             f"vLLM was not healthy after {timeout_s or self.settings.vllm_start_timeout_s:.0f}s; its log is "
-            f"{self.log_path} (last line: {self.last_log_line()}); raise HOUSESTYLE_VLLM_START_TIMEOUT_S if it was "
+            f"{self.log_path} (last error: {self.last_log_line()}); raise HOUSESTYLE_VLLM_START_TIMEOUT_S if it was "
             "still loading"
         )
 

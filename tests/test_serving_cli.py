@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.fixtures.stores import current_store
 from collector.db import session_scope
 from collector.models import AdapterStatus
 from collector.registry import get_adapter
 from collector.settings import get_settings
 from plugin.cli import app
 from serving.control import ControlFile, control_file_path, read_control_file, write_control_file
+from tests.fixtures.stores import current_store
 from tests.fixtures.vllm import register_adapter_folder
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.stores import current_store
-from collector.db import session_scope
+from collector.db import open_store, session_scope
 from collector.models import AdapterStatus
 from collector.registry import get_adapter, history
 from collector.settings import Settings
 from serving.errors import AdapterRejectedError, SwapFailedError
+from tests.fixtures.stores import current_store
 from tests.fixtures.vllm import RunningVllm, register_adapter_folder, running_gateway, write_manifest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -303,7 +303,7 @@ def test_services_on_other_stores_share_a_vllm_and_a_lost_adapter_is_loaded_agai
     """Another service (its own store) joining the same vLLM leaves our adapter alone; one unloaded behind the
     gateway's back (an operator, a restart the health check missed) is loaded again and the request still succeeds."""
     ours = register_adapter_folder(lora_adapters["gadgetcorp"], vllm_server.base_model)
-    other_store = f"sqlite:///{tmp_path / 'other-service.db'}"
+    other_store = open_store(f"sqlite:///{tmp_path / 'other-service.db'}")
     theirs = register_adapter_folder(lora_adapters["other"], vllm_server.base_model, database_url=other_store)
 
     async def scenario():

@@ -14,13 +14,13 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
-from tests.fixtures.stores import current_store
 from collector.adapter_manifest import MANIFEST_NAME
 from collector.checksums import sha256_file
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import AdapterStatus, RunStatus, TrainingRun
 from collector.registry import get_adapter
+from tests.fixtures.stores import current_store
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
 from trainer.chat_format import END_TAG, encode_conversation
 from trainer.data import IGNORE, collate_packed, encode_example, pack_rows
