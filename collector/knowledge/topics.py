@@ -1,0 +1,117 @@
+"""What a message is about: the knowledge base's product names it mentions, and its support intent by keywords.
+
+Intents are a keyword table (PyStemmer stems, so "refunded" and "refunds" match "refund"), not clustering: a support
+lead can read and edit named intents (HOUSESTYLE_COVERAGE_INTENTS), one message classifies in microseconds for
+routing, and the names stay put as conversations arrive, where clusters would be unnamed and shift with every refresh.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+
+# Checked in order: on a tie the earlier intent wins ("battery dies" is battery before power, "hot while charging"
+# overheating before battery).
+DEFAULT_INTENTS: dict[str, list[str]] = {
+    "overheating": ["hot", "warm", "overheat", "overheating", "heat", "burning"],
+    "battery": ["battery", "batteries", "drain", "drains", "charge", "charging", "charges", "lose its charge", "last a day"],
+    "connectivity": ["connect", "connection", "disconnect", "pair", "pairing", "bluetooth", "wifi", "wi fi", "network",
+                     "drops", "showing up", "signal"],
+    "setup": ["set up", "setup", "install", "installation", "configure", "getting started"],
+    "speed": ["slow", "slowly", "slower", "speed", "transfer", "transfers"],
+    "power": ["turn on", "turns on", "switch on", "power on", "power", "dead", "died", "no lights", "boot", "come back on",
+              "won't start"],
+    "refund": ["refund", "return", "money back", "send back", "send it back", "exchange"],
+    "shipping": ["ship", "shipping", "shipped", "deliver", "delivery", "arrive", "arrived", "track", "tracking",
+                 "package", "parcel", "internationally", "order", "isn't here", "not here"],
+    "warranty": ["warranty", "guarantee", "covered", "repair", "repaired"],
+    "hours": ["opening hours", "hours", "available", "what time", "open on"],
+}
+NO_PRODUCT = "(no product)"
+NO_INTENT = "other"
+
+_WORD = re.compile(r"\w+")
+_NAME_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def stems(text: str) -> list[str]:
+    """Lower-cased word stems, every word kept (intent phrases such as "turn on" need their short words)."""
+    return _stemmer().stemWords(_WORD.findall(text.lower()))
+
+
+class ProductMatcher:
+    """Finds product names in text, forgiving case, a space or hyphen inside the name, and a plural s."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = list(dict.fromkeys(name for name in names if name.strip()))
+        self._canonical: dict[str, str] = {}
+        alternatives = []
+        # longer names first, so "MegaGadget Mini" is found before "MegaGadget"
+        for index, name in sorted(enumerate(self.names), key=lambda item: -len(item[1])):
+            parts = _NAME_PARTS.findall(name) or [name]
+            group = f"p{index}"
+            self._canonical[group] = name
+            alternatives.append(f"(?P<{group}>" + r"[\s\-_]?".join(re.escape(part) for part in parts) + ")")
+        self._pattern = (
+            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?:e?s)?(?!\w)", re.IGNORECASE) if alternatives else None
+        )
+
+    def find(self, text: str) -> list[str]:
+        """Product names mentioned in `text`, each once, in order of first mention."""
+        if self._pattern is None or not text:
+            return []
+        found = [self._canonical[match.lastgroup] for match in self._pattern.finditer(text) if match.lastgroup]
+        return list(dict.fromkeys(found))
+
+    def canonicalise(self, text: str) -> str:
+        """`text` with every spelling of a product ("mega gadget") written as the knowledge base does ("MegaGadget")."""
+        if self._pattern is None or not text:
+            return text
+        return self._pattern.sub(lambda match: self._canonical[match.lastgroup or ""], text)
+
+
+class IntentClassifier:
+    """The support intent of a customer's message: the table's intent with the most keyword phrases in it."""
+
+    def __init__(self, intents: Mapping[str, Sequence[str]]) -> None:
+        self.names = list(intents)
+        self._phrases = {name: [tuple(stems(keyword)) for keyword in keywords if stems(keyword)]
+                         for name, keywords in intents.items()}
+
+    def scores(self, text: str) -> dict[str, int]:
+        """Keyword phrases of each intent found in `text` (intents with none left out)."""
+        words = stems(text)
+        padded = " " + " ".join(words) + " "
+        found = {}
+        for name, phrases in self._phrases.items():
+            hits = sum(1 for phrase in set(phrases) if " " + " ".join(phrase) + " " in padded)
+            if hits:
+                found[name] = hits
+        return found
+
+    def classify(self, text: str) -> str | None:
+        """The best intent, or None when no keyword matches (a "thanks", a follow-up)."""
+        found = self.scores(text)
+        if not found:
+            return None
+        best = max(found.values())
+        return next(name for name in self.names if found.get(name) == best)
+
+
+@lru_cache(maxsize=8)
+def _classifier(items: tuple[tuple[str, tuple[str, ...]], ...]) -> IntentClassifier:
+    return IntentClassifier(dict(items))
+
+
+def intent_classifier(intents: Mapping[str, Sequence[str]] | None = None) -> IntentClassifier:
+    """The classifier for a keyword table (default: DEFAULT_INTENTS), built once per table."""
+    table = intents or DEFAULT_INTENTS
+    return _classifier(tuple((name, tuple(keywords)) for name, keywords in table.items()))
