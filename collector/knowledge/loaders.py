@@ -263,10 +263,11 @@ def load_faq(text: str, path: Path) -> tuple[list[str], list[Section]]:
         except json.JSONDecodeError as exc:
             raise InputError(f"{path} line {number}: not JSON ({exc.msg}); each line must be one JSON object") from None
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"]) or "line"
+            problems = ", ".join(
+                f"{'.'.join(str(part) for part in error['loc']) or 'line'}: {error['msg']}" for error in exc.errors()[:3]
+            )
             raise InputError(
-                f"{path} line {number}: {field}: {error['msg']}; "
+                f"{path} line {number}: {problems}; "
                 'FAQ lines look like {"question": "...", "answer": "...", "product": "optional"}'
             ) from None
         products += ([entry.product] if entry.product else []) + entry.products

@@ -14,7 +14,8 @@ from collector.models import utcnow
 class KnowledgeDocument(SQLModel, table=True):
     """One file added with `housestyle knowledge add`: a product sheet, an FAQ, a help page."""
 
-    __table_args__ = (UniqueConstraint("brand", "name"),)
+    # AUTOINCREMENT on SQLite too: ids are never reused, so a draft's recorded passage ids never point at new text
+    __table_args__ = (UniqueConstraint("brand", "name"), {"sqlite_autoincrement": True})
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=300)  # what `knowledge list` shows and `remove` takes: the file name by default
@@ -30,6 +31,8 @@ class KnowledgeDocument(SQLModel, table=True):
 
 class KnowledgeChunk(SQLModel, table=True):
     """A passage retrieval can return: one section of a document (or a part of a long one), or one FAQ entry."""
+
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: int | None = Field(default=None, primary_key=True)
     document_id: int = Field(foreign_key="knowledgedocument.id", index=True, ondelete="CASCADE")

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("created_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("brand", "name"),
+        sqlite_autoincrement=True,  # ids never reused: drafts keep the passage ids they were grounded on
     )
     revisions = op.create_table(
         "knowledgerevision",
@@ -51,6 +52,7 @@ def upgrade() -> None:
         sa.Column("text", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["document_id"], ["knowledgedocument.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
+        sqlite_autoincrement=True,
     )
     with op.batch_alter_table("knowledgechunk") as batch:
         batch.create_index(batch.f("ix_knowledgechunk_document_id"), ["document_id"], unique=False)
