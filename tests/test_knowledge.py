@@ -409,3 +409,56 @@ def test_cli_mistakes_are_one_error_line_and_exit_1(tmp_path: Path, args: list[s
     result = housestyle(*args, home=tmp_path)
     assert result.returncode == 1 and result.stderr.startswith(message), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+# --- optional dense retrieval ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rankings", "k", "expected"),
+    [
+        # 1 and 3 tie at 1/61 + 1/63, just above 2's 2/62; the tie goes to the first ranking's order
+        ([[1, 2, 3], [3, 2, 1]], 3, [1, 3, 2]),
+        ([[1, 2], [2, 5]], 2, [2, 1]),  # in both lists beats first in one
+        ([[], [4, 7]], 5, [4, 7]),  # BM25 found nothing: the dense ranking alone
+        ([[9], []], 1, [9]),
+    ],
+)
+def test_reciprocal_rank_fusion(rankings: list[list[int]], k: int, expected: list[int]) -> None:
+    from collector.knowledge.dense import fuse_rankings
+
+    assert [row for row, _ in fuse_rankings(rankings, k)] == expected
+
+
+def tiny_embedding_model(folder: Path) -> Path:
+    """A 1-layer BERT with random weights and a WordPiece vocabulary of the product sheet: offline, seconds to build."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator([PRODUCT_SHEET_PATH.read_text()], trainers.WordPieceTrainer(
+        vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_an_embedding_model_joins_bm25_when_its_setting_names_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'dense.db'}"
+    hybrid = Settings(knowledge_embedding_model=str(tiny_embedding_model(tmp_path / "encoder")))
+    with db.session_scope(url) as session:
+        add_document(session, PRODUCT_SHEET_PATH)
+    target = retrieve(url, MEGAGADGET_QUESTION, k=1, settings=Settings())[0]
+    # a query equal to a passage's indexed text is BM25's best and has cosine 1: it must stay first after fusion
+    fused = retrieve(url, f"{target.title}\n{target.text}", k=3, settings=hybrid)
+    assert fused[0].id == target.id and fused[0].score == pytest.approx(2 / 61, abs=1e-6)  # first in both rankings
+    assert retrieve(url, f"{target.title}\n{target.text}", k=3, settings=hybrid) == fused  # deterministic
+    assert retrieve(url, MEGAGADGET_QUESTION, k=1, settings=Settings())[0].score == target.score  # BM25 index kept apart
+    with pytest.raises(InputError, match="not a model folder"):
+        retrieve(url, MEGAGADGET_QUESTION, settings=Settings(knowledge_embedding_model=str(tmp_path / "nowhere")))

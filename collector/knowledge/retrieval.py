@@ -30,7 +30,8 @@ CUSTOMER = "user"
 
 
 class Passage(BaseModel):
-    """A retrieved passage: a knowledge chunk with its document and its BM25 score for the query."""
+    """A retrieved passage: a knowledge chunk with its document and its score for the query (BM25; with an
+    embedding model, the reciprocal-rank-fusion score of BM25 and cosine)."""
 
     model_config = {"frozen": True}
 
@@ -104,21 +105,27 @@ class _Row:
 class KnowledgeIndex:
     """BM25 over every chunk of one store at one revision; immutable, so threads may search it at once."""
 
-    def __init__(self, revision: int, rows: list[_Row], products: list[str]) -> None:
+    def __init__(self, revision: int, rows: list[_Row], products: list[str], embedding_model: str | None = None) -> None:
         import numpy as np
 
         self.revision = revision
         self.rows = rows
+        self.embedding_model = embedding_model
         self.matcher = ProductMatcher(products)
         self._ids = np.array([row.id for row in rows], dtype=np.int64)
         self._brands = np.array([row.brand for row in rows], dtype=object)
         self._bm25 = None
+        self._vectors = None
         if rows:
             import bm25s
 
-            corpus = tokenize([self.matcher.canonicalise(f"{row.title}\n{row.text}") for row in rows])
+            texts = [self.matcher.canonicalise(f"{row.title}\n{row.text}") for row in rows]
             self._bm25 = bm25s.BM25()
-            self._bm25.index(corpus, show_progress=False)
+            self._bm25.index(tokenize(texts), show_progress=False)
+            if embedding_model:
+                from collector.knowledge.dense import encoder
+
+                self._vectors = encoder(embedding_model).encode(texts)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -129,34 +136,50 @@ class KnowledgeIndex:
 
         if self._bm25 is None or k <= 0:
             return []
-        tokens = [token for token in tokenize([self.matcher.canonicalise(query)])[0] if token in self._bm25.vocab_dict]
-        if not tokens:
-            return []
-        scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
-        if brand is not None:
-            scores = np.where((self._brands == "") | (self._brands == brand), scores, 0.0)
-        candidates = np.flatnonzero(scores > max(min_score, 0.0))
+        query = self.matcher.canonicalise(query)
+        allowed = (self._brands == "") | (self._brands == brand) if brand is not None else None
+        tokens = [token for token in tokenize([query])[0] if token in self._bm25.vocab_dict]
+        ranked: list[tuple[int, float]] = []  # (row, score) best first
+        if tokens:
+            scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
+            if allowed is not None:
+                scores = np.where(allowed, scores, 0.0)
+            ranked = self._best(scores, scores > max(min_score, 0.0), k)
+        if self._vectors is not None:
+            from collector.knowledge.dense import MIN_SIMILARITY, encoder, fuse_rankings
+
+            similarity = self._vectors @ encoder(self.embedding_model).encode([query])[0]
+            near = similarity >= MIN_SIMILARITY if allowed is None else (similarity >= MIN_SIMILARITY) & allowed
+            dense = self._best(similarity.astype(np.float64), near, k)
+            ranked = fuse_rankings([[row for row, _ in ranked], [row for row, _ in dense]], k)
+        return [
+            Passage(id=row.id, document_id=row.document_id, document=row.document, title=row.title, text=row.text,
+                    score=round(float(score), 6 if self._vectors is not None else 4))
+            for i, score in ranked
+            for row in (self.rows[i],)
+        ]
+
+    def _best(self, scores: Any, eligible: Any, k: int) -> list[tuple[int, float]]:
+        """The `k` best eligible rows by score, ties to the older passage (lower id)."""
+        import numpy as np
+
+        candidates = np.flatnonzero(eligible)
         if candidates.size > k:
             kth = np.partition(scores[candidates], candidates.size - k)[candidates.size - k]
             candidates = candidates[scores[candidates] >= kth]
         best = sorted(candidates.tolist(), key=lambda i: (-scores[i], self._ids[i]))[:k]
-        return [
-            Passage(id=row.id, document_id=row.document_id, document=row.document, title=row.title, text=row.text,
-                    score=round(float(scores[i]), 4))
-            for i in best
-            for row in (self.rows[i],)
-        ]
+        return [(i, float(scores[i])) for i in best]
 
 
 _indexes: dict[str, KnowledgeIndex] = {}
 _indexes_lock = threading.Lock()  # one build per store at a time; searches need no lock
 
 
-def _store_key(session: Session) -> str:
-    return session.get_bind().url.render_as_string(hide_password=False)
+def _store_key(session: Session, embedding_model: str | None) -> str:
+    return session.get_bind().url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
 
 
-def _build(session: Session, revision: int) -> KnowledgeIndex:
+def _build(session: Session, revision: int, embedding_model: str | None) -> KnowledgeIndex:
     rows = [
         _Row(*row)
         for row in session.execute(
@@ -166,12 +189,16 @@ def _build(session: Session, revision: int) -> KnowledgeIndex:
             .order_by(KnowledgeChunk.id)
         ).all()
     ]
-    return KnowledgeIndex(revision, rows, product_names(session))
+    return KnowledgeIndex(revision, rows, product_names(session), embedding_model)
 
 
-def knowledge_index(session: Session) -> KnowledgeIndex:
-    """The store's index at its current revision: the cached one, or a new one when the revision moved."""
-    key = _store_key(session)
+def knowledge_index(session: Session, settings: Settings | None = None) -> KnowledgeIndex:
+    """The store's index at its current revision: the cached one, or a new one when the revision moved.
+
+    With HOUSESTYLE_KNOWLEDGE_EMBEDDING_MODEL set, the index also holds that model's passage embeddings.
+    """
+    embedding_model = (settings or get_settings()).knowledge_embedding_model
+    key = _store_key(session, embedding_model)
     revision = current_revision(session)
     index = _indexes.get(key)
     if index is not None and index.revision == revision:
@@ -179,7 +206,7 @@ def knowledge_index(session: Session) -> KnowledgeIndex:
     with _indexes_lock:
         index = _indexes.get(key)
         if index is None or index.revision != revision:
-            index = _build(session, revision)
+            index = _build(session, revision, embedding_model)
             _indexes[key] = index
     return index
 
@@ -202,9 +229,9 @@ def retrieve(
     k = settings.knowledge_top_k if k is None else k
     min_score = settings.knowledge_min_score if min_score is None else min_score
     if isinstance(store, Session):
-        return knowledge_index(store).search(query, k=k, brand=brand, min_score=min_score)
+        return knowledge_index(store, settings).search(query, k=k, brand=brand, min_score=min_score)
     with db.session_scope(store) as session:
-        return knowledge_index(session).search(query, k=k, brand=brand, min_score=min_score)
+        return knowledge_index(session, settings).search(query, k=k, brand=brand, min_score=min_score)
 
 
 # --- from a conversation to a grounded prompt --------------------------------------------------------------------------
@@ -253,7 +280,7 @@ def ground(
         return Grounding(revision=0, query=query)
 
     def run(session: Session) -> Grounding:
-        index = knowledge_index(session)
+        index = knowledge_index(session, settings)
         found = index.search(query, k=settings.knowledge_top_k, brand=brand, min_score=settings.knowledge_min_score)
         return Grounding(revision=index.revision, query=query,
                          passages=fit_passages(found, settings.knowledge_max_prompt_chars))
