@@ -184,11 +184,20 @@ def test_auto_mode_hands_a_message_to_an_agent_only_on_a_topic_not_learned(
         ("my super widget, two super-widgets, SUPERWIDGET", ["SuperWidget"]),
         ("a megagadgetry store", []),
         ("NanoCharger", ["NanoCharger"]),
+        ("my SuperWidget's battery", ["SuperWidget"]),
+        ("the megagadget mini and the MegaGadget", ["MegaGadget Mini", "MegaGadget"]),
+        ("super, widget", []),
         ("", []),
     ],
 )
 def test_product_names_are_found_however_customers_write_them(text: str, found: list[str]) -> None:
-    assert ProductMatcher(["SuperWidget", "MegaGadget", "NanoCharger"]).find(text) == found
+    matcher = ProductMatcher(["SuperWidget", "MegaGadget", "NanoCharger", "MegaGadget Mini"])
+    assert matcher.find(text) == found
+
+
+def test_spellings_are_written_back_as_the_knowledge_base_names_them() -> None:
+    matcher = ProductMatcher(["SuperWidget", "MegaGadget"])
+    assert matcher.canonicalise("is my mega gadget or super-widgets covered?") == "is my MegaGadget or SuperWidget covered?"
 
 
 def test_the_keyword_intents_agree_with_every_complaint_the_sample_was_generated_from() -> None:

@@ -32,7 +32,9 @@ NO_PRODUCT = "(no product)"
 NO_INTENT = "other"
 
 _WORD = re.compile(r"\w+")
-_NAME_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_ALNUM = re.compile(r"[^\W_]+")  # letters and digits: "Super-Widget" and "super_widget" are two words each
+_CAMEL_PARTS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_JOINERS = {"", " ", "-", "_", "\t"}
 
 
 @lru_cache(maxsize=1)
@@ -48,34 +50,58 @@ def stems(text: str) -> list[str]:
 
 
 class ProductMatcher:
-    """Finds product names in text, forgiving case, a space or hyphen inside the name, and a plural s."""
+    """Finds product names in text, forgiving case, a space or hyphen inside the name, and a plural s.
+
+    Names are looked up by a normalised key (lower case, no separators) over runs of adjacent words, not by one big
+    regex alternation: that stays linear in the text however many products the knowledge base has.
+    """
 
     def __init__(self, names: Iterable[str]) -> None:
         self.names = list(dict.fromkeys(name for name in names if name.strip()))
-        self._canonical: dict[str, str] = {}
-        alternatives = []
-        # longer names first, so "MegaGadget Mini" is found before "MegaGadget"
-        for index, name in sorted(enumerate(self.names), key=lambda item: -len(item[1])):
-            parts = _NAME_PARTS.findall(name) or [name]
-            group = f"p{index}"
-            self._canonical[group] = name
-            alternatives.append(f"(?P<{group}>" + r"[\s\-_]?".join(re.escape(part) for part in parts) + ")")
-        self._pattern = (
-            re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?:e?s)?(?!\w)", re.IGNORECASE) if alternatives else None
-        )
+        self._by_key: dict[str, str] = {}
+        self._longest = 1
+        for name in self.names:
+            parts = _ALNUM.findall(name)
+            self._by_key.setdefault("".join(parts).lower(), name)
+            # "MegaGadget" may be written as two words: as many words as its CamelCase parts
+            self._longest = max(self._longest, len(parts), len(_CAMEL_PARTS.findall(name)))
+
+    def _matches(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, name) of each mention, longest first at each place, left to right, not overlapping."""
+        if not self._by_key or not text:
+            return []
+        words = list(_ALNUM.finditer(text))
+        found = []
+        index = 0
+        while index < len(words):
+            for length in range(min(self._longest, len(words) - index), 0, -1):
+                run = words[index : index + length]
+                if any(run[i + 1].start() - run[i].end() > 1 or text[run[i].end() : run[i + 1].start()] not in _JOINERS
+                       for i in range(length - 1)):
+                    continue
+                key = "".join(word.group() for word in run).lower()
+                name = self._by_key.get(key) or self._by_key.get(key.removesuffix("s")) or (
+                    self._by_key.get(key.removesuffix("es")) if key.endswith("es") else None
+                )
+                if name is not None:
+                    found.append((run[0].start(), run[-1].end(), name))
+                    index += length
+                    break
+            else:
+                index += 1
+        return found
 
     def find(self, text: str) -> list[str]:
         """Product names mentioned in `text`, each once, in order of first mention."""
-        if self._pattern is None or not text:
-            return []
-        found = [self._canonical[match.lastgroup] for match in self._pattern.finditer(text) if match.lastgroup]
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(name for _, _, name in self._matches(text)))
 
     def canonicalise(self, text: str) -> str:
         """`text` with every spelling of a product ("mega gadget") written as the knowledge base does ("MegaGadget")."""
-        if self._pattern is None or not text:
-            return text
-        return self._pattern.sub(lambda match: self._canonical[match.lastgroup or ""], text)
+        pieces, last = [], 0
+        for start, end, name in self._matches(text):
+            pieces += [text[last:start], name]
+            last = end
+        return "".join(pieces) + text[last:] if pieces else text
 
 
 class IntentClassifier:
