@@ -59,12 +59,15 @@ class ProductMatcher:
     def __init__(self, names: Iterable[str]) -> None:
         self.names = list(dict.fromkeys(name for name in names if name.strip()))
         self._by_key: dict[str, str] = {}
+        self._starts: set[str] = set()  # what a mention's first word can be: "mega", "megagadget", "megagadgets"
         self._longest = 1
         for name in self.names:
-            parts = _ALNUM.findall(name)
-            self._by_key.setdefault("".join(parts).lower(), name)
+            key = "".join(_ALNUM.findall(name)).lower()
+            self._by_key.setdefault(key, name)
+            camel = [part.lower() for part in _CAMEL_PARTS.findall(name)] or [key]
+            self._starts |= {"".join(camel[: end + 1]) for end in range(len(camel))} | {key, key + "s", key + "es"}
             # "MegaGadget" may be written as two words: as many words as its CamelCase parts
-            self._longest = max(self._longest, len(parts), len(_CAMEL_PARTS.findall(name)))
+            self._longest = max(self._longest, len(_ALNUM.findall(name)), len(camel))
 
     def _matches(self, text: str) -> list[tuple[int, int, str]]:
         """(start, end, name) of each mention, longest first at each place, left to right, not overlapping."""
@@ -74,6 +77,9 @@ class ProductMatcher:
         found = []
         index = 0
         while index < len(words):
+            if words[index].group().lower() not in self._starts:  # most words: one set lookup
+                index += 1
+                continue
             for length in range(min(self._longest, len(words) - index), 0, -1):
                 run = words[index : index + length]
                 if any(run[i + 1].start() - run[i].end() > 1 or text[run[i].end() : run[i + 1].start()] not in _JOINERS
