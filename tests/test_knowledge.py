@@ -31,6 +31,7 @@ from collector.knowledge import (
     remove_document,
     render_knowledge,
     retrieve,
+    training_grounding,
 )
 from collector.knowledge.loaders import chunk_document, load_document
 from collector.knowledge.retrieval import KNOWLEDGE_HEADER, fit_passages
@@ -218,6 +219,22 @@ def test_a_draft_records_which_passages_it_used_and_the_console_can_read_them_ba
         assert after.passage_ids == grounding.passage_ids  # the record stays; the removed texts are gone
         assert after.passages[0].text == "" and passages_by_id(session, [grounding.passage_ids[0]]) == []
     assert Grounding.from_record(record).passage_ids == grounding.passage_ids
+
+
+def test_a_training_example_gets_the_passages_its_draft_was_served_with_else_what_retrieval_finds_now(
+    store_url: str,
+) -> None:
+    add_sample(store_url)
+    turns = [("user", MEGAGADGET_QUESTION)]
+    with db.session_scope(store_url) as session:
+        served = ground(session, turns, settings=Settings())
+        recorded = Grounding.from_record(served.to_record())
+        # a draft served with the ZenBand strap passage only: training keeps that, not today's retrieval
+        strap = next(p for p in retrieve(session, "ZenBand strap warranty", k=1))
+        only_strap = Grounding(revision=served.revision, query=served.query, passages=[strap])
+        assert training_grounding(session, turns, recorded=recorded).passages == served.passages
+        assert [p.id for p in training_grounding(session, turns, recorded=only_strap).passages] == [strap.id]
+        assert training_grounding(session, turns, settings=Settings()).passages == served.passages
 
 
 # --- loading files -----------------------------------------------------------------------------------------------------

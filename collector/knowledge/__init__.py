@@ -22,6 +22,7 @@ from collector.knowledge.retrieval import (
     record_grounding,
     render_knowledge,
     retrieve,
+    training_grounding,
 )
 from collector.knowledge.routing import RouteDecision, route_by_coverage
 from collector.knowledge.store import (
@@ -39,5 +40,5 @@ __all__ = [
     "FAQ_PATH", "PRODUCT_SHEET_PATH", "QUESTIONS_PATH", "SAMPLE_DOCUMENTS", "CoverageReport", "CoverageThresholds",
     "Grounding", "Passage", "RouteDecision", "TopicCoverage", "add_document", "conversation_query", "coverage_report",
     "current_revision", "ground", "grounded_system_prompt", "groundings_for", "list_documents", "passages_by_id",
-    "record_grounding", "remove_document", "render_knowledge", "retrieve", "route_by_coverage",
+    "record_grounding", "remove_document", "render_knowledge", "retrieve", "route_by_coverage", "training_grounding",
 ]

@@ -291,6 +291,25 @@ def ground(
         return run(session)
 
 
+def training_grounding(
+    session: Session,
+    turns: Sequence[tuple[str, str]],
+    *,
+    recorded: Grounding | None = None,
+    brand: str | None = None,
+    settings: Settings | None = None,
+) -> Grounding:
+    """The passages a training example's reply gets: those its draft was served with (`recorded`, texts as the
+    store has them now, removed ones left out), else what retrieval finds now (imported history, agents' own
+    replies). `turns` end with the customer turn(s) the reply answered.
+    """
+    if recorded is not None and recorded.passages:
+        scores = {passage.id: passage.score for passage in recorded.passages}
+        current = passages_by_id(session, recorded.passage_ids)
+        return recorded.model_copy(update={"passages": [p.model_copy(update={"score": scores[p.id]}) for p in current]})
+    return ground(session, turns, brand=brand, settings=settings)
+
+
 def render_knowledge(passages: Sequence[Passage]) -> str:
     """The knowledge block of a system prompt: a header and numbered passages; "" for none. Pure and deterministic."""
     if not passages:
