@@ -96,9 +96,12 @@ def time_grounding(url: str, messages: list[str], settings) -> dict:
             ground_ms.append((time.perf_counter() - started) * 1000)
             found += bool(grounding.passages)
     return {
-        "passages": len(index), "index_build_ms": round(build_ms, 1), "messages": len(messages),
+        "passages": len(index),
+        "index_build_ms": round(build_ms, 1),
+        "messages": len(messages),
         "grounded_share": round(found / len(messages), 3),
-        "ground_p50_ms": round(percentile(ground_ms, 0.5), 3), "ground_p95_ms": round(percentile(ground_ms, 0.95), 3),
+        "ground_p50_ms": round(percentile(ground_ms, 0.5), 3),
+        "ground_p95_ms": round(percentile(ground_ms, 0.95), 3),
         "ground_mean_ms": round(statistics.fmean(ground_ms), 3),
         "revision_check_p50_ms": round(percentile(revision_ms, 0.5), 3),
     }
@@ -175,17 +178,25 @@ def main() -> None:
         grounded_prompts, used = prompts(texts, True)
         plain = greedy_replies(model, plain_prompts, max_new_tokens=args.max_new_tokens, batch_size=8)
         grounded = greedy_replies(model, grounded_prompts, max_new_tokens=args.max_new_tokens, batch_size=8)
-        recall = [correct("\n".join(p.text for p in passages), q["accept"]) for passages, q in zip(used, held_out)]
+        recall = [
+            correct("\n".join(p.text for p in passages), q["accept"])
+            for passages, q in zip(used, held_out, strict=True)
+        ]
         results["accuracy"] = {
             "questions": len(held_out),
-            "without_grounding": round(sum(correct(r, q["accept"]) for r, q in zip(plain, held_out)) / len(held_out), 3),
-            "with_grounding": round(sum(correct(r, q["accept"]) for r, q in zip(grounded, held_out)) / len(held_out), 3),
+            "without_grounding": round(
+                sum(correct(r, q["accept"]) for r, q in zip(plain, held_out, strict=True)) / len(held_out), 3
+            ),
+            "with_grounding": round(
+                sum(correct(r, q["accept"]) for r, q in zip(grounded, held_out, strict=True)) / len(held_out), 3
+            ),
             "retrieval_recall_at_k": round(sum(recall) / len(held_out), 3),
             "reference_answers": round(sum(correct(q["answer"], q["accept"]) for q in held_out) / len(held_out), 3),
             "k": settings.knowledge_top_k,
         }
         results["examples"] = [
-            {"question": q["question"], "plain": p, "grounded": g} for q, p, g in list(zip(held_out, plain, grounded))[:3]
+            {"question": q["question"], "plain": p, "grounded": g}
+            for q, p, g in list(zip(held_out, plain, grounded, strict=True))[:3]
         ]
     results["base"], results["adapter"] = str(args.base), args.adapter
     print_table(results)
@@ -196,7 +207,9 @@ def main() -> None:
 def print_table(results: dict) -> None:
     small, large, accuracy = results["retrieval_small"], results["retrieval_large"], results["accuracy"]
     reply = results["reply_p50_ms"]
-    print(f"machine: {results['cpu_count']} cores, load average {', '.join(f'{x:.2f}' for x in results['load_average'])}")
+    print(
+        f"machine: {results['cpu_count']} cores, load average {', '.join(f'{x:.2f}' for x in results['load_average'])}"
+    )
     print(f"base: {results['base']}  adapter: {results['adapter']}")
     for name, figures in (("bundled", small), (f"large (+{large['passages'] - small['passages']} passages)", large)):
         print(
@@ -205,8 +218,10 @@ def print_table(results: dict) -> None:
             f"per message over {figures['messages']} messages ({figures['grounded_share']:.0%} got passages); "
             f"revision check alone p50 {figures['revision_check_p50_ms']} ms"
         )
-    print(f"reply p50 (greedy, no grounding): {reply['plain']} ms; with grounding: {reply['grounded']} ms "
-          f"({results['grounded_reply_vs_plain']}x)")
+    print(
+        f"reply p50 (greedy, no grounding): {reply['plain']} ms; with grounding: {reply['grounded']} ms "
+        f"({results['grounded_reply_vs_plain']}x)"
+    )
     print(f"retrieval share of a reply: {results['retrieval_share_of_reply']:.3%}")
     print(
         f"accuracy on {accuracy['questions']} held-out product questions: without grounding "
@@ -214,7 +229,9 @@ def print_table(results: dict) -> None:
         f"{accuracy['k']} {accuracy['retrieval_recall_at_k']:.0%}; reference answers {accuracy['reference_answers']:.0%}"
     )
     for example in results["examples"]:
-        print(f"  Q: {example['question']}\n    plain:    {example['plain'][:160]}\n    grounded: {example['grounded'][:160]}")
+        print(
+            f"  Q: {example['question']}\n    plain:    {example['plain'][:160]}\n    grounded: {example['grounded'][:160]}"
+        )
 
 
 if __name__ == "__main__":

@@ -153,11 +153,15 @@ class Settings(BaseSettings):
     )
     knowledge_top_k: int = Field(3, ge=1, description="Passages at most that go into one prompt.")
     knowledge_min_score: float = Field(
-        1.0, ge=0, description="BM25 score a passage needs to go into a prompt, so a \"thanks\" gets none; scores grow with "
-        "the knowledge base's size (rarer words weigh more): lower it for a base of a few passages, 0 keeps any match."
+        1.0,
+        ge=0,
+        description="BM25 score a passage needs to go into a prompt, so a \"thanks\" gets none; scores grow with the "
+        "knowledge base's size (rarer words weigh more): lower it for a base of a few passages, 0 keeps any match.",
     )
     knowledge_max_prompt_chars: int = Field(
-        1500, ge=100, description="Longest knowledge block (characters) added to a system prompt; lower passages are left out."
+        1500,
+        ge=100,
+        description="Longest knowledge block (characters) added to a system prompt; lower passages are left out.",
     )
     knowledge_query_turns: int = Field(
         3, ge=1, description="The customer's latest turns (this many) that make the retrieval query for a reply."

@@ -14,8 +14,7 @@ from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_docume
 from collector.knowledge.coverage import CoverageReport, CoverageThresholds, TopicCoverage, topic_gaps
 from collector.knowledge.topics import DEFAULT_INTENTS, ProductMatcher, intent_classifier
 from collector.models import ReplyMode, Role
-from collector.sample import SAMPLE_PATH
-from collector.sample import make_sample
+from collector.sample import SAMPLE_PATH, make_sample
 from collector.settings import Settings
 from collector.split import SplitRatios, assign_split
 from collector.stats import VersionStats
@@ -37,7 +36,9 @@ def external_ids(in_train: bool, count: int) -> list[str]:
     raise AssertionError("not enough ids")
 
 
-def reviewed_conversation(session, external_id: str, exchanges: list[tuple[str, str]], version: str = "v0001-aaaa") -> None:
+def reviewed_conversation(
+    session, external_id: str, exchanges: list[tuple[str, str]], version: str = "v0001-aaaa"
+) -> None:
     """A live conversation: each (customer text, agent decision) is a draft by `version` reviewed by alice."""
     conversation = recorder.start_conversation(session, external_id=external_id, channel="web", mode=ReplyMode.ASSIST)
     for text, decision in exchanges:
@@ -54,12 +55,20 @@ def test_the_report_flags_a_product_with_no_training_conversations_and_a_high_co
         for external_id in external_ids(True, 6):
             reviewed_conversation(session, external_id, [("My SuperWidget won't turn on.", "approved")])
         mega = external_ids(False, 3)
-        reviewed_conversation(session, mega[0], [("My MegaGadget won't turn on.", "edited"), ("Still dead.", "rejected")])
-        reviewed_conversation(session, mega[1], [("Is my MegaGadget under warranty?", "edited"), ("Thanks!", "approved")])
+        reviewed_conversation(
+            session, mega[0], [("My MegaGadget won't turn on.", "edited"), ("Still dead.", "rejected")]
+        )
+        reviewed_conversation(
+            session, mega[1], [("Is my MegaGadget under warranty?", "edited"), ("Thanks!", "approved")]
+        )
         reviewed_conversation(session, mega[2], [("My MegaGadget keeps disconnecting.", "edited")])
         report = coverage_report(session, settings=SETTINGS)
 
-    mega_gadget, super_widget, pico = report.product("MegaGadget"), report.product("SuperWidget"), report.product("PicoSpeaker")
+    mega_gadget, super_widget, pico = (
+        report.product("MegaGadget"),
+        report.product("SuperWidget"),
+        report.product("PicoSpeaker"),
+    )
     assert (mega_gadget.conversations, mega_gadget.training_conversations, mega_gadget.reviews.reviews) == (3, 0, 5)
     assert mega_gadget.correction_rate == pytest.approx(0.8)
     assert mega_gadget.gap_line() == (
@@ -124,21 +133,49 @@ def test_topic_gaps(conversations: int, training: int, reviews: int, corrected: 
 
 
 def topic(name: str, conversations: int, training: int, reviews: int = 0, corrected: int = 0) -> TopicCoverage:
-    stats = VersionStats(version="v0001-aaaa", reviews=reviews, approved=reviews - corrected, edited=corrected,
-                         rejected=0, mean_edit_distance=0.0)
-    made = TopicCoverage(name=name, passages=1, conversations=conversations,
-                         splits={"train": training, "validation": 0, "test": 0}, reviews=stats)
+    stats = VersionStats(
+        version="v0001-aaaa",
+        reviews=reviews,
+        approved=reviews - corrected,
+        edited=corrected,
+        rejected=0,
+        mean_edit_distance=0.0,
+    )
+    made = TopicCoverage(
+        name=name,
+        passages=1,
+        conversations=conversations,
+        splits={"train": training, "validation": 0, "test": 0},
+        reviews=stats,
+    )
     made.gaps = topic_gaps(made, THRESHOLDS)
     return made
 
 
 REPORT = CoverageReport(
-    created_at="2026-12-01T00:00:00Z", version="v0001-aaaa", include_imported=False, thresholds=THRESHOLDS,
-    export_options={}, export_dir=None, intents_table=DEFAULT_INTENTS, documents=1, passages=38, conversations=120,
+    created_at="2026-12-01T00:00:00Z",
+    version="v0001-aaaa",
+    include_imported=False,
+    thresholds=THRESHOLDS,
+    export_options={},
+    export_dir=None,
+    intents_table=DEFAULT_INTENTS,
+    documents=1,
+    passages=38,
+    conversations=120,
     splits={"train": 100, "validation": 10, "test": 10},
-    products=[topic("SuperWidget", 60, 50, 40, 8), topic("MegaGadget", 3, 0, 5, 4), topic("NanoCharger", 30, 25, 20, 15)],
-    intents=[topic("power", 40, 35), topic("battery", 20, 15), topic("warranty", 20, 15, 10, 7),
-             topic("hours", 30, 3), topic("shipping", 20, 18)],
+    products=[
+        topic("SuperWidget", 60, 50, 40, 8),
+        topic("MegaGadget", 3, 0, 5, 4),
+        topic("NanoCharger", 30, 25, 20, 15),
+    ],
+    intents=[
+        topic("power", 40, 35),
+        topic("battery", 20, 15),
+        topic("warranty", 20, 15, 10, 7),
+        topic("hours", 30, 3),
+        topic("shipping", 20, 18),
+    ],
 )
 MEGA = "MegaGadget: 3 conversations, 0 in training (need 5); correction rate 80% over 5 reviews (limit 50%)"
 
@@ -147,31 +184,85 @@ MEGA = "MegaGadget: 3 conversations, 0 in training (need 5); correction rate 80%
     ("message", "earlier", "to_agent", "reason", "products", "intent"),
     [
         ("My SuperWidget won't turn on.", [], False, None, ["SuperWidget"], "power"),
-        ("How long is the battery on my MegaGadget covered?", [], True, f"not learned yet: {MEGA}", ["MegaGadget"], "battery"),
+        (
+            "How long is the battery on my MegaGadget covered?",
+            [],
+            True,
+            f"not learned yet: {MEGA}",
+            ["MegaGadget"],
+            "battery",
+        ),
         ("my mega gadget is dead", [], True, f"not learned yet: {MEGA}", ["MegaGadget"], "power"),
-        ("Tried that, no luck.", ["My MegaGadget won't turn on."], True, f"not learned yet: {MEGA}", ["MegaGadget"], "power"),
+        (
+            "Tried that, no luck.",
+            ["My MegaGadget won't turn on."],
+            True,
+            f"not learned yet: {MEGA}",
+            ["MegaGadget"],
+            "power",
+        ),
         ("Thanks, that worked!", ["My SuperWidget won't turn on."], False, None, ["SuperWidget"], "power"),
         ("Thanks, that worked!", [], False, None, [], None),
-        ("What are your opening hours?", [], True,
-         "not learned yet: hours: 30 conversations, 3 in training (need 5)", [], "hours"),
-        ("Is my SuperWidget still under warranty?", [], True,
-         "not learned yet: warranty: correction rate 70% over 10 reviews (limit 50%)", ["SuperWidget"], "warranty"),
-        ("My NanoCharger battery drains fast", [], True,
-         "not learned yet: NanoCharger: correction rate 75% over 20 reviews (limit 50%)", ["NanoCharger"], "battery"),
-        ("Is my MegaGadget under warranty?", [], True,
-         f"not learned yet: {MEGA} | warranty: correction rate 70% over 10 reviews (limit 50%)", ["MegaGadget"], "warranty"),
+        (
+            "What are your opening hours?",
+            [],
+            True,
+            "not learned yet: hours: 30 conversations, 3 in training (need 5)",
+            [],
+            "hours",
+        ),
+        (
+            "Is my SuperWidget still under warranty?",
+            [],
+            True,
+            "not learned yet: warranty: correction rate 70% over 10 reviews (limit 50%)",
+            ["SuperWidget"],
+            "warranty",
+        ),
+        (
+            "My NanoCharger battery drains fast",
+            [],
+            True,
+            "not learned yet: NanoCharger: correction rate 75% over 20 reviews (limit 50%)",
+            ["NanoCharger"],
+            "battery",
+        ),
+        (
+            "Is my MegaGadget under warranty?",
+            [],
+            True,
+            f"not learned yet: {MEGA} | warranty: correction rate 70% over 10 reviews (limit 50%)",
+            ["MegaGadget"],
+            "warranty",
+        ),
         ("My FooPhone won't turn on.", [], False, None, [], "power"),
         ("Has my SuperWidget shipped?", [], False, None, ["SuperWidget"], "shipping"),
     ],
-    ids=["learned-product", "no-training-data", "spelled-apart", "follow-up-keeps-product", "thanks-after-learned",
-         "small-talk", "intent-not-learned", "intent-corrected-too-often", "product-corrected-too-often",
-         "both-gaps-in-one-reason", "product-not-in-knowledge-base", "learned-product-and-intent"],
+    ids=[
+        "learned-product",
+        "no-training-data",
+        "spelled-apart",
+        "follow-up-keeps-product",
+        "thanks-after-learned",
+        "small-talk",
+        "intent-not-learned",
+        "intent-corrected-too-often",
+        "product-corrected-too-often",
+        "both-gaps-in-one-reason",
+        "product-not-in-knowledge-base",
+        "learned-product-and-intent",
+    ],
 )
 def test_auto_mode_hands_a_message_to_an_agent_only_on_a_topic_not_learned(
     message: str, earlier: list[str], to_agent: bool, reason: str | None, products: list[str], intent: str | None
 ) -> None:
     decision = route_by_coverage(REPORT, message, earlier=earlier)
-    assert (decision.to_agent, decision.reason, decision.products, decision.intent) == (to_agent, reason, products, intent)
+    assert (decision.to_agent, decision.reason, decision.products, decision.intent) == (
+        to_agent,
+        reason,
+        products,
+        intent,
+    )
 
 
 # --- finding topics -----------------------------------------------------------------------------------------------------
@@ -197,7 +288,10 @@ def test_product_names_are_found_however_customers_write_them(text: str, found: 
 
 def test_spellings_are_written_back_as_the_knowledge_base_names_them() -> None:
     matcher = ProductMatcher(["SuperWidget", "MegaGadget"])
-    assert matcher.canonicalise("is my mega gadget or super-widgets covered?") == "is my MegaGadget or SuperWidget covered?"
+    assert (
+        matcher.canonicalise("is my mega gadget or super-widgets covered?")
+        == "is my MegaGadget or SuperWidget covered?"
+    )
 
 
 def test_the_keyword_intents_agree_with_every_complaint_the_sample_was_generated_from() -> None:
@@ -226,6 +320,13 @@ def test_cli_prints_the_report_with_its_gaps_and_json_for_the_dashboard(tmp_path
     report = json.loads(housestyle("coverage", "--json", home=tmp_path).stdout)
     assert report["gaps"][0] == "PicoSpeaker: 0 conversations, 0 in training (need 5)"
     assert [p["name"] for p in report["products"]][:2] == ["SuperWidget", "MegaGadget"]
-    assert housestyle("export", "--format", "prompt-completion", "--out", str(tmp_path / "pc"), home=tmp_path).returncode == 0
+    assert (
+        housestyle("export", "--format", "prompt-completion", "--out", str(tmp_path / "pc"), home=tmp_path).returncode
+        == 0
+    )
     refused = housestyle("coverage", "--export", str(tmp_path / "pc"), home=tmp_path)
-    assert refused.returncode == 1 and refused.stderr.startswith("error: ") and "coverage reads chat or hf" in refused.stderr
+    assert (
+        refused.returncode == 1
+        and refused.stderr.startswith("error: ")
+        and "coverage reads chat or hf" in refused.stderr
+    )

@@ -74,7 +74,9 @@ def test_migration_0005_builds_exactly_the_knowledge_tables_the_models_describe(
 # --- grounding: the product sheet's facts reach the prompt only while the knowledge base has them -----------------------
 
 
-def test_a_megagadget_question_gets_the_sheets_warranty_fact_only_while_the_knowledge_base_has_it(store_url: str) -> None:
+def test_a_megagadget_question_gets_the_sheets_warranty_fact_only_while_the_knowledge_base_has_it(
+    store_url: str,
+) -> None:
     settings = Settings()
     turns = [(Role.USER.value, MEGAGADGET_QUESTION)]
     empty = ground(store_url, turns, settings=settings)
@@ -105,8 +107,11 @@ def test_grounding_can_be_switched_off_and_a_message_that_matches_nothing_gets_n
 
 
 def test_the_query_keeps_the_product_from_earlier_customer_turns() -> None:
-    turns = [("user", "My MegaGadget won't turn on."), ("assistant", "Have you tried holding the power button?"),
-             ("user", "Tried that, no luck.")]
+    turns = [
+        ("user", "My MegaGadget won't turn on."),
+        ("assistant", "Have you tried holding the power button?"),
+        ("user", "Tried that, no luck."),
+    ]
     assert conversation_query(turns, customer_turns=3) == "My MegaGadget won't turn on.\nTried that, no luck."
     assert conversation_query(turns, customer_turns=1) == "Tried that, no luck."
 
@@ -118,10 +123,13 @@ def test_customers_spelling_of_a_product_still_finds_its_passages(store_url: str
 
 
 def test_brand_limits_retrieval_to_that_brands_and_the_shared_documents(store_url: str, tmp_path: Path) -> None:
-    other = write(tmp_path / "acme.md", """
+    other = write(
+        tmp_path / "acme.md",
+        """
         # Acme returns
         Acme takes returns within 90 days, MegaGadget battery covered for 36 months.
-        """)
+        """,
+    )
     add_sample(store_url)
     with db.session_scope(store_url) as session:
         add_document(session, other, brand="acme")
@@ -152,14 +160,20 @@ def test_retrieval_runs_with_no_network(tmp_path: Path) -> None:
         socket.getaddrinfo = refuse
         from collector import db
         from collector.knowledge import SAMPLE_DOCUMENTS, add_document, retrieve
-        url = "sqlite:///{tmp_path / 'offline.db'}"
+        url = "sqlite:///{tmp_path / "offline.db"}"
         with db.session_scope(url) as session:
             for path in SAMPLE_DOCUMENTS:
                 add_document(session, path)
         print(retrieve(url, {MEGAGADGET_QUESTION!r}, k=1)[0].title)
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "MegaGadget › MegaGadget warranty"
 
@@ -175,13 +189,17 @@ def passage(number: int, text: str, title: str = "T") -> Passage:
     ("passages", "expected"),
     [
         ([], "SYSTEM"),
-        ([passage(1, "Warranty: 2 years.", "SuperWidget › Warranty")],
-         f"SYSTEM\n\n{KNOWLEDGE_HEADER}\n\n[1] SuperWidget › Warranty\nWarranty: 2 years."),
+        (
+            [passage(1, "Warranty: 2 years.", "SuperWidget › Warranty")],
+            f"SYSTEM\n\n{KNOWLEDGE_HEADER}\n\n[1] SuperWidget › Warranty\nWarranty: 2 years.",
+        ),
         ([passage(1, "A.", "X"), passage(2, "  B.\n", "Y")], f"SYSTEM\n\n{KNOWLEDGE_HEADER}\n\n[1] X\nA.\n\n[2] Y\nB."),
     ],
     ids=["no-passages-no-block", "one-passage", "two-passages-numbered-in-order"],
 )
-def test_the_system_prompt_carries_the_passages_numbered_in_retrieval_order(passages: list[Passage], expected: str) -> None:
+def test_the_system_prompt_carries_the_passages_numbered_in_retrieval_order(
+    passages: list[Passage], expected: str
+) -> None:
     assert grounded_system_prompt("SYSTEM", passages) == expected
     assert grounded_system_prompt("SYSTEM", passages) == grounded_system_prompt("SYSTEM", list(passages))
 
@@ -241,7 +259,9 @@ def test_a_training_example_gets_the_passages_its_draft_was_served_with_else_wha
 
 
 def test_markdown_front_matter_declares_products_and_headings_title_the_passages(tmp_path: Path) -> None:
-    sheet = write(tmp_path / "sheet.md", """
+    sheet = write(
+        tmp_path / "sheet.md",
+        """
         ---
         products: [SuperWidget, MegaGadget]
         brand: gadgetcorp
@@ -261,10 +281,14 @@ def test_markdown_front_matter_declares_products_and_headings_title_the_passages
 
         ## MegaGadget
         A smart display.
-        """)
+        """,
+    )
     loaded = load_document(sheet)
     assert (loaded.title, loaded.kind, loaded.products, loaded.brand) == (
-        "Product sheet", "markdown", ["SuperWidget", "MegaGadget"], "gadgetcorp"
+        "Product sheet",
+        "markdown",
+        ["SuperWidget", "MegaGadget"],
+        "gadgetcorp",
     )
     assert chunk_document(loaded, 120) == [
         ("Product sheet", "Intro paragraph."),
@@ -273,8 +297,12 @@ def test_markdown_front_matter_declares_products_and_headings_title_the_passages
     ]
 
 
-def test_html_pages_give_their_text_by_heading_without_scripts_and_declare_products_in_a_meta_tag(tmp_path: Path) -> None:
-    page = write(tmp_path / "help.html", """
+def test_html_pages_give_their_text_by_heading_without_scripts_and_declare_products_in_a_meta_tag(
+    tmp_path: Path,
+) -> None:
+    page = write(
+        tmp_path / "help.html",
+        """
         <html><head><title>Help centre</title><meta name="products" content="NanoCharger, UltraHub">
         <style>p {color: red}</style></head>
         <body><script>var tracking = 1;</script>
@@ -283,7 +311,8 @@ def test_html_pages_give_their_text_by_heading_without_scripts_and_declare_produ
         <table><tr><th>Light</th><th>Meaning</th></tr><tr><td>amber</td><td>cooling down</td></tr></table>
         <h2>UltraHub</h2><div>Connects up to 64 devices.</div>
         </body></html>
-        """)
+        """,
+    )
     loaded = load_document(page)
     assert (loaded.title, loaded.kind, loaded.products) == ("Help centre", "html", ["NanoCharger", "UltraHub"])
     assert chunk_document(loaded, 120) == [
@@ -298,23 +327,33 @@ def test_text_files_split_into_paragraphs_and_faq_lines_become_one_passage_each(
     assert chunk_document(load_document(notes), 120) == [
         ("returns", "Returns take 30 days.\nRefunds take 5 business days.")
     ]
-    assert chunk_document(load_document(notes), 5) == [("returns", "Returns take 30 days."),
-                                                       ("returns", "Refunds take 5 business days.")]
-    faq = write(tmp_path / "faq.jsonl", """
+    assert chunk_document(load_document(notes), 5) == [
+        ("returns", "Returns take 30 days."),
+        ("returns", "Refunds take 5 business days."),
+    ]
+    faq = write(
+        tmp_path / "faq.jsonl",
+        """
         {"question": "Is the ZenBand waterproof?", "answer": "Yes, 5 ATM.", "product": "ZenBand"}
 
         {"question": "Opening hours?", "answer": "Mon-Fri 8am-8pm."}
-        """)
+        """,
+    )
     loaded = load_document(faq)
     assert loaded.products == ["ZenBand"]
-    assert chunk_document(loaded, 120) == [("Is the ZenBand waterproof?", "Yes, 5 ATM."),
-                                           ("Opening hours?", "Mon-Fri 8am-8pm.")]
+    assert chunk_document(loaded, 120) == [
+        ("Is the ZenBand waterproof?", "Yes, 5 ATM."),
+        ("Opening hours?", "Mon-Fri 8am-8pm."),
+    ]
 
 
 def test_a_long_section_is_cut_into_passages_of_at_most_the_word_limit_never_across_a_heading() -> None:
     chunks = chunk_document(load_document(PRODUCT_SHEET_PATH), 30)
     assert max(len(chunk.text.split()) for chunk in chunks) <= 30
-    assert {chunk.title for chunk in chunks} >= {"MegaGadget › MegaGadget warranty", "SuperWidget › SuperWidget troubleshooting"}
+    assert {chunk.title for chunk in chunks} >= {
+        "MegaGadget › MegaGadget warranty",
+        "SuperWidget › SuperWidget troubleshooting",
+    }
     assert all("MegaGadget" not in chunk.text for chunk in chunks if chunk.title.startswith("SuperWidget"))
 
 
@@ -324,7 +363,11 @@ def test_a_long_section_is_cut_into_passages_of_at_most_the_word_limit_never_acr
         ("missing.md", None, "does not exist"),
         ("sheet.pdf", "x", "cannot tell what kind of document"),
         ("faq.jsonl", '{"question": "a", "answer": "b"}\n{"question": "c"}\n', "line 2: answer: Field required"),
-        ("faq.jsonl", '{"question": "a", "anwser": "b"}\n', "line 1: answer: Field required, anwser: Extra inputs are not permitted"),
+        (
+            "faq.jsonl",
+            '{"question": "a", "anwser": "b"}\n',
+            "line 1: answer: Field required, anwser: Extra inputs are not permitted",
+        ),
         ("faq.jsonl", "{oops\n", "line 1: not JSON"),
         ("bad.md", b"\xff\xfe\x00caf\xe9", "is not UTF-8"),
         ("empty.md", "---\nproducts: [A]\n---\n\n", "has no text to add"),
@@ -391,16 +434,22 @@ def housestyle(*args: str, home: Path, database_url: str | None = None) -> subpr
     env.pop("HOUSESTYLE_DATABASE_URL", None)
     if database_url:
         env["HOUSESTYLE_DATABASE_URL"] = database_url
-    return subprocess.run([sys.executable, "-c", launcher, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", launcher, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_adds_lists_searches_and_removes_documents(tmp_path: Path) -> None:
     added = housestyle("knowledge", "add", "--sample", home=tmp_path)
     assert added.returncode == 0, added.stderr
-    assert added.stdout.splitlines()[0].startswith("added gadgetcorp_products.md (id 1, markdown): 29 passages; SuperWidget")
+    assert added.stdout.splitlines()[0].startswith(
+        "added gadgetcorp_products.md (id 1, markdown): 29 passages; SuperWidget"
+    )
     listed = housestyle("knowledge", "list", "--json", home=tmp_path)
-    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == ["gadgetcorp_products.md", "gadgetcorp_faq.jsonl"]
+    assert [json.loads(line)["name"] for line in listed.stdout.splitlines()] == [
+        "gadgetcorp_products.md",
+        "gadgetcorp_faq.jsonl",
+    ]
     found = housestyle("knowledge", "search", MEGAGADGET_QUESTION, "-k", "1", home=tmp_path)
     assert "MegaGadget › MegaGadget warranty" in found.stdout and MEGAGADGET_FACT in found.stdout
     folder = tmp_path / "docs"
@@ -456,12 +505,20 @@ def tiny_embedding_model(folder: Path) -> Path:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator([PRODUCT_SHEET_PATH.read_text()], trainers.WordPieceTrainer(
-        vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]))
+    tokenizer.train_from_iterator(
+        [PRODUCT_SHEET_PATH.read_text()],
+        trainers.WordPieceTrainer(vocab_size=600, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"]),
+    )
     PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     BertModel(config).save_pretrained(folder)
     return folder
 
@@ -476,6 +533,8 @@ def test_an_embedding_model_joins_bm25_when_its_setting_names_one(tmp_path: Path
     fused = retrieve(url, f"{target.title}\n{target.text}", k=3, settings=hybrid)
     assert fused[0].id == target.id and fused[0].score == pytest.approx(2 / 61, abs=1e-6)  # first in both rankings
     assert retrieve(url, f"{target.title}\n{target.text}", k=3, settings=hybrid) == fused  # deterministic
-    assert retrieve(url, MEGAGADGET_QUESTION, k=1, settings=Settings())[0].score == target.score  # BM25 index kept apart
+    assert (
+        retrieve(url, MEGAGADGET_QUESTION, k=1, settings=Settings())[0].score == target.score
+    )  # BM25 index kept apart
     with pytest.raises(InputError, match="not a model folder"):
         retrieve(url, MEGAGADGET_QUESTION, settings=Settings(knowledge_embedding_model=str(tmp_path / "nowhere")))

@@ -37,10 +37,16 @@ def _files(paths: list[Path]) -> list[tuple[Path, str | None]]:
 
 @knowledge_app.command("add")
 def add_command(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Files or folders: .md, .html, .txt, .jsonl (FAQ).")] = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files or folders: .md, .html, .txt, .jsonl (FAQ).")
+    ] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Add the bundled GadgetCorp product sheet and FAQ.")] = False,
-    name: Annotated[str | None, typer.Option(help="Name to list it under (default: the file name); one file only.")] = None,
-    kind: Annotated[str | None, typer.Option(help="markdown | html | text | faq (default: from the extension).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name to list it under (default: the file name); one file only.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="markdown | html | text | faq (default: from the extension).")
+    ] = None,
     brand: Annotated[str | None, typer.Option(help="Brand the document is for (default: every brand).")] = None,
     product: Annotated[
         list[str] | None, typer.Option(help="A product the document is about (repeat); adds to what it declares.")
@@ -67,11 +73,15 @@ def add_command(
     for result in results:
         document = result.document
         products = ", ".join(document.products) or "no products declared"
-        typer.echo(f"{result.status} {document.name} (id {document.id}, {document.kind}): {document.passages} passages; {products}")
+        typer.echo(
+            f"{result.status} {document.name} (id {document.id}, {document.kind}): {document.passages} passages; {products}"
+        )
 
 
 @knowledge_app.command("list")
-def list_command(as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document.")] = False) -> None:
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per document.")] = False,
+) -> None:
     """Show the knowledge base's documents: id, name, kind, brand, passages and products."""
     from collector.knowledge.store import list_documents
 
@@ -95,7 +105,9 @@ def list_command(as_json: Annotated[bool, typer.Option("--json", help="One JSON 
 @knowledge_app.command("remove")
 def remove_command(
     ref: Annotated[str, typer.Argument(help="The document's name or id (see `knowledge list`).")],
-    brand: Annotated[str | None, typer.Option(help="The brand, when several brands have a document of that name.")] = None,
+    brand: Annotated[
+        str | None, typer.Option(help="The brand, when several brands have a document of that name.")
+    ] = None,
 ) -> None:
     """Remove a document and its passages; replies stop using them with the next message."""
     from collector.knowledge.store import remove_document
@@ -107,7 +119,7 @@ def remove_command(
 
 @knowledge_app.command("search")
 def search_command(
-    query: Annotated[str, typer.Argument(help="A customer message, e.g. \"How long is the MegaGadget warranty?\"")],
+    query: Annotated[str, typer.Argument(help='A customer message, e.g. "How long is the MegaGadget warranty?"')],
     k: Annotated[int, typer.Option("-k", help="Passages to show.")] = 3,
     brand: Annotated[str | None, typer.Option(help="Only this brand's and the shared documents.")] = None,
 ) -> None:
@@ -130,7 +142,8 @@ def coverage_command(
         Path | None, typer.Option("--export", help="Count splits in this export folder (exact, after de-duplication).")
     ] = None,
     version: Annotated[
-        str | None, typer.Option(help="Correction rates of this adapter version's drafts only ('base': the base model).")
+        str | None,
+        typer.Option(help="Correction rates of this adapter version's drafts only ('base': the base model)."),
     ] = None,
     include_imported: Annotated[
         bool, typer.Option("--include-imported", help="Also count the reviews that came with imported history.")
@@ -152,8 +165,9 @@ def coverage_command(
 
     options = export_options(out=Path("."), seed=seed, holdout_after=holdout_after)
     with db.session_scope() as session:
-        report = coverage_report(session, options=options, export_dir=export, version=version,
-                                 include_imported=include_imported)
+        report = coverage_report(
+            session, options=options, export_dir=export, version=version, include_imported=include_imported
+        )
     typer.echo(json.dumps(report.model_dump(mode="json"), indent=2) if as_json else report.summary())
 
 

@@ -144,8 +144,11 @@ class CoverageReport(BaseModel):
         lines = [
             f"knowledge base: {self.documents} documents, {self.passages} passages, {len(self.product_names)} products",
             f"conversations: {self.conversations}",
-            (f"in export {self.export_dir}: {splits}" if self.export_dir
-             else f"the export would keep (split rule, before de-duplication): {splits}"),
+            (
+                f"in export {self.export_dir}: {splits}"
+                if self.export_dir
+                else f"the export would keep (split rule, before de-duplication): {splits}"
+            ),
             f"correction rate: {whose}",
             "",
         ]
@@ -153,8 +156,16 @@ class CoverageReport(BaseModel):
             lines.append(_row(heading, "passages", "conversations", "train", "valid", "test", "reviews", "corrected"))
             for topic in topics:
                 rate = f"{topic.correction_rate:.0%}" if topic.reviews.reviews else "-"
-                lines.append(_row(topic.name, topic.passages, topic.conversations, *(topic.splits.get(s, 0) for s in SPLITS),
-                                  topic.reviews.reviews, rate))
+                lines.append(
+                    _row(
+                        topic.name,
+                        topic.passages,
+                        topic.conversations,
+                        *(topic.splits.get(s, 0) for s in SPLITS),
+                        topic.reviews.reviews,
+                        rate,
+                    )
+                )
             lines.append("")
         if self.gaps:
             lines.append(f"gaps before training ({self.thresholds.describe()}):")
@@ -188,7 +199,9 @@ class _Tally:
             self.decisions[decision] += 1
             self.distance += distance
 
-    def topic(self, name: str, passages: int, label: str, thresholds: CoverageThresholds, judged: bool) -> TopicCoverage:
+    def topic(
+        self, name: str, passages: int, label: str, thresholds: CoverageThresholds, judged: bool
+    ) -> TopicCoverage:
         reviews = sum(self.decisions.values())
         topic = TopicCoverage(
             name=name,
@@ -196,8 +209,12 @@ class _Tally:
             conversations=self.conversations,
             splits={split: self.splits.get(split, 0) for split in SPLITS},
             reviews=VersionStats(
-                version=label, reviews=reviews, approved=self.decisions["approved"], edited=self.decisions["edited"],
-                rejected=self.decisions["rejected"], mean_edit_distance=self.distance / reviews if reviews else 0.0,
+                version=label,
+                reviews=reviews,
+                approved=self.decisions["approved"],
+                edited=self.decisions["edited"],
+                rejected=self.decisions["rejected"],
+                mean_edit_distance=self.distance / reviews if reviews else 0.0,
             ),
         )
         if judged:  # "(no product)" and "other" are not topics a message can be routed on
@@ -246,14 +263,36 @@ def coverage_report(
             turns[conversation_id].append((position, str(role), content, draft_id))
         drafts: dict[int, dict[int, tuple[int, str, str | None, str | None]]] = {i: {} for i in ids}
         reviewed: dict[int, list[tuple[str, float]]] = defaultdict(list)
-        for conversation_id, draft_id, position, status, adapter, decision, final_text, agent, distance in connection.execute(
-            select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Draft.adapter_version,
-                   Review.decision, Review.final_text, Review.agent_id, Review.edit_distance)
+        for (
+            conversation_id,
+            draft_id,
+            position,
+            status,
+            adapter,
+            decision,
+            final_text,
+            agent,
+            distance,
+        ) in connection.execute(
+            select(
+                Draft.conversation_id,
+                Draft.id,
+                Draft.position,
+                Draft.status,
+                Draft.adapter_version,
+                Review.decision,
+                Review.final_text,
+                Review.agent_id,
+                Review.edit_distance,
+            )
             .outerjoin(Review, Review.draft_id == Draft.id)
             .where(Draft.conversation_id.in_(ids))
         ).all():
             drafts[conversation_id][draft_id] = (
-                position, str(status), str(decision) if decision is not None else None, final_text
+                position,
+                str(status),
+                str(decision) if decision is not None else None,
+                final_text,
             )
             if decision is None or (agent == IMPORT_AGENT and not include_imported):
                 continue
@@ -292,16 +331,21 @@ def coverage_report(
         include_imported=include_imported,
         thresholds=thresholds,
         export_dir=str(export_dir) if export_dir is not None else None,
-        export_options=options.model_dump(mode="json", include={"seed", "ratios", "holdout_after", "since", "until",
-                                                                "channels", "decisions"}),
+        export_options=options.model_dump(
+            mode="json", include={"seed", "ratios", "holdout_after", "since", "until", "channels", "decisions"}
+        ),
         intents_table={name: list(keywords) for name, keywords in intents_table.items()},
         documents=session.execute(select(func.count(KnowledgeDocument.id))).scalar_one(),
         passages=len(chunk_rows),
         conversations=conversations,
         splits={split: totals.get(split, 0) for split in SPLITS},
-        products=[product_tallies[name].topic(name, product_passages[name], label, thresholds, True) for name in products]
+        products=[
+            product_tallies[name].topic(name, product_passages[name], label, thresholds, True) for name in products
+        ]
         + [product_tallies[NO_PRODUCT].topic(NO_PRODUCT, 0, label, thresholds, False)],
-        intents=[intent_tallies[name].topic(name, intent_passages[name], label, thresholds, True) for name in intents_table]
+        intents=[
+            intent_tallies[name].topic(name, intent_passages[name], label, thresholds, True) for name in intents_table
+        ]
         + [intent_tallies[NO_INTENT].topic(NO_INTENT, 0, label, thresholds, False)],
     )
 

@@ -44,8 +44,13 @@ class DenseEncoder:
         vectors = []
         with self.torch.no_grad():
             for start in range(0, len(texts), BATCH):
-                batch = self.tokenizer(list(texts[start : start + BATCH]), padding=True, truncation=True,
-                                       max_length=512, return_tensors="pt")
+                batch = self.tokenizer(
+                    list(texts[start : start + BATCH]),
+                    padding=True,
+                    truncation=True,
+                    max_length=512,
+                    return_tensors="pt",
+                )
                 hidden = self.model(**batch).last_hidden_state
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -22,7 +22,12 @@ from collector.errors import InputError
 
 DocumentKind = Literal["markdown", "html", "text", "faq"]
 KINDS: dict[str, DocumentKind] = {
-    ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html", ".txt": "text", ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".txt": "text",
+    ".text": "text",
     ".jsonl": "faq",
 }
 TITLE_JOINER = " › "
@@ -163,9 +168,39 @@ def load_markdown(text: str, path: Path) -> tuple[str | None, dict[str, Any], li
 
 _HEADINGS = {f"h{level}" for level in range(1, 7)}
 _BLOCKS = {
-    "body", "p", "li", "dt", "dd", "pre", "blockquote", "div", "section", "article", "main", "aside", "header",
-    "footer", "td", "th", "tr", "caption", "figcaption", "address", "ul", "ol", "dl", "table", "thead", "tbody",
-    "tfoot", "form", "fieldset", "details", "summary", "figure", "nav",
+    "body",
+    "p",
+    "li",
+    "dt",
+    "dd",
+    "pre",
+    "blockquote",
+    "div",
+    "section",
+    "article",
+    "main",
+    "aside",
+    "header",
+    "footer",
+    "td",
+    "th",
+    "tr",
+    "caption",
+    "figcaption",
+    "address",
+    "ul",
+    "ol",
+    "dl",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "form",
+    "fieldset",
+    "details",
+    "summary",
+    "figure",
+    "nav",
 }
 _DROPPED = "//script|//style|//noscript|//template|//svg|//head"
 
@@ -264,7 +299,8 @@ def load_faq(text: str, path: Path) -> tuple[list[str], list[Section]]:
             raise InputError(f"{path} line {number}: not JSON ({exc.msg}); each line must be one JSON object") from None
         except ValidationError as exc:
             problems = ", ".join(
-                f"{'.'.join(str(part) for part in error['loc']) or 'line'}: {error['msg']}" for error in exc.errors()[:3]
+                f"{'.'.join(str(part) for part in error['loc']) or 'line'}: {error['msg']}"
+                for error in exc.errors()[:3]
             )
             raise InputError(
                 f"{path} line {number}: {problems}; "

@@ -105,7 +105,9 @@ class _Row:
 class KnowledgeIndex:
     """BM25 over every chunk of one store at one revision; immutable, so threads may search it at once."""
 
-    def __init__(self, revision: int, rows: list[_Row], products: list[str], embedding_model: str | None = None) -> None:
+    def __init__(
+        self, revision: int, rows: list[_Row], products: list[str], embedding_model: str | None = None
+    ) -> None:
         import numpy as np
 
         self.revision = revision
@@ -153,8 +155,14 @@ class KnowledgeIndex:
             dense = self._best(similarity.astype(np.float64), near, k)
             ranked = fuse_rankings([[row for row, _ in ranked], [row for row, _ in dense]], k)
         return [
-            Passage(id=row.id, document_id=row.document_id, document=row.document, title=row.title, text=row.text,
-                    score=round(float(score), 6 if self._vectors is not None else 4))
+            Passage(
+                id=row.id,
+                document_id=row.document_id,
+                document=row.document,
+                title=row.title,
+                text=row.text,
+                score=round(float(score), 6 if self._vectors is not None else 4),
+            )
             for i, score in ranked
             for row in (self.rows[i],)
         ]
@@ -183,8 +191,14 @@ def _build(session: Session, revision: int, embedding_model: str | None) -> Know
     rows = [
         _Row(*row)
         for row in session.execute(
-            select(KnowledgeChunk.id, KnowledgeChunk.document_id, KnowledgeDocument.name, KnowledgeDocument.brand,
-                   KnowledgeChunk.title, KnowledgeChunk.text)
+            select(
+                KnowledgeChunk.id,
+                KnowledgeChunk.document_id,
+                KnowledgeDocument.name,
+                KnowledgeDocument.brand,
+                KnowledgeChunk.title,
+                KnowledgeChunk.text,
+            )
             .join(KnowledgeDocument, KnowledgeDocument.id == KnowledgeChunk.document_id)
             .order_by(KnowledgeChunk.id)
         ).all()
@@ -282,8 +296,9 @@ def ground(
     def run(session: Session) -> Grounding:
         index = knowledge_index(session, settings)
         found = index.search(query, k=settings.knowledge_top_k, brand=brand, min_score=settings.knowledge_min_score)
-        return Grounding(revision=index.revision, query=query,
-                         passages=fit_passages(found, settings.knowledge_max_prompt_chars))
+        return Grounding(
+            revision=index.revision, query=query, passages=fit_passages(found, settings.knowledge_max_prompt_chars)
+        )
 
     if isinstance(store, Session):
         return run(store)
@@ -339,11 +354,21 @@ def groundings_for(session: Session, draft_ids: Iterable[int]) -> dict[int, Grou
     ids = list(draft_ids)
     if not ids:
         return {}
-    records = dict(session.execute(select(DraftGrounding.draft_id, DraftGrounding.grounding)
-                                   .where(DraftGrounding.draft_id.in_(ids))).all())
+    records = dict(
+        session.execute(
+            select(DraftGrounding.draft_id, DraftGrounding.grounding).where(DraftGrounding.draft_id.in_(ids))
+        ).all()
+    )
     chunk_ids = {passage["id"] for record in records.values() for passage in record.get("passages", [])}
-    texts = dict(session.execute(select(KnowledgeChunk.id, KnowledgeChunk.text)
-                                 .where(KnowledgeChunk.id.in_(chunk_ids))).all()) if chunk_ids else {}
+    texts = (
+        dict(
+            session.execute(
+                select(KnowledgeChunk.id, KnowledgeChunk.text).where(KnowledgeChunk.id.in_(chunk_ids))
+            ).all()
+        )
+        if chunk_ids
+        else {}
+    )
     result = {}
     for draft_id, record in records.items():
         grounding = Grounding.from_record(record)
@@ -359,8 +384,13 @@ def passages_by_id(session: Session, ids: Sequence[int]) -> list[Passage]:
     rows = {
         row[0]: row
         for row in session.execute(
-            select(KnowledgeChunk.id, KnowledgeChunk.document_id, KnowledgeDocument.name, KnowledgeChunk.title,
-                   KnowledgeChunk.text)
+            select(
+                KnowledgeChunk.id,
+                KnowledgeChunk.document_id,
+                KnowledgeDocument.name,
+                KnowledgeChunk.title,
+                KnowledgeChunk.text,
+            )
             .join(KnowledgeDocument, KnowledgeDocument.id == KnowledgeChunk.document_id)
             .where(KnowledgeChunk.id.in_(list(ids)))
         ).all()

@@ -47,13 +47,16 @@ class AddResult(BaseModel):
 
 def current_revision(session: Session) -> int:
     """The knowledge revision: changes with every add or remove, so a cached index knows it is stale."""
-    return session.execute(select(KnowledgeRevision.revision).where(KnowledgeRevision.id == 1)).scalar_one_or_none() or 0
+    return (
+        session.execute(select(KnowledgeRevision.revision).where(KnowledgeRevision.id == 1)).scalar_one_or_none() or 0
+    )
 
 
 def _bump_revision(session: Session) -> None:
     # one UPDATE ... SET revision = revision + 1: concurrent writers each add their own step
     result = session.execute(
-        update(KnowledgeRevision).where(KnowledgeRevision.id == 1)
+        update(KnowledgeRevision)
+        .where(KnowledgeRevision.id == 1)
         .values(revision=KnowledgeRevision.revision + 1, updated_at=utcnow())
     )
     if result.rowcount == 0:  # a store whose counter row was removed by hand
@@ -118,7 +121,9 @@ def add_document(
 def list_documents(session: Session) -> list[DocumentSummary]:
     """Every knowledge document, oldest first."""
     counts = dict(
-        session.execute(select(KnowledgeChunk.document_id, func.count(KnowledgeChunk.id)).group_by(KnowledgeChunk.document_id)).all()
+        session.execute(
+            select(KnowledgeChunk.document_id, func.count(KnowledgeChunk.id)).group_by(KnowledgeChunk.document_id)
+        ).all()
     )
     documents = session.execute(select(KnowledgeDocument).order_by(KnowledgeDocument.id)).scalars().all()
     return [

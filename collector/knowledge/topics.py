@@ -15,16 +15,64 @@ from functools import lru_cache
 # overheating before battery).
 DEFAULT_INTENTS: dict[str, list[str]] = {
     "overheating": ["hot", "warm", "overheat", "overheating", "heat", "burning"],
-    "battery": ["battery", "batteries", "drain", "drains", "charge", "charging", "charges", "lose its charge", "last a day"],
-    "connectivity": ["connect", "connection", "disconnect", "pair", "pairing", "bluetooth", "wifi", "wi fi", "network",
-                     "drops", "showing up", "signal"],
+    "battery": [
+        "battery",
+        "batteries",
+        "drain",
+        "drains",
+        "charge",
+        "charging",
+        "charges",
+        "lose its charge",
+        "last a day",
+    ],
+    "connectivity": [
+        "connect",
+        "connection",
+        "disconnect",
+        "pair",
+        "pairing",
+        "bluetooth",
+        "wifi",
+        "wi fi",
+        "network",
+        "drops",
+        "showing up",
+        "signal",
+    ],
     "setup": ["set up", "setup", "install", "installation", "configure", "getting started"],
     "speed": ["slow", "slowly", "slower", "speed", "transfer", "transfers"],
-    "power": ["turn on", "turns on", "switch on", "power on", "power", "dead", "died", "no lights", "boot", "come back on",
-              "won't start"],
+    "power": [
+        "turn on",
+        "turns on",
+        "switch on",
+        "power on",
+        "power",
+        "dead",
+        "died",
+        "no lights",
+        "boot",
+        "come back on",
+        "won't start",
+    ],
     "refund": ["refund", "return", "money back", "send back", "send it back", "exchange"],
-    "shipping": ["ship", "shipping", "shipped", "deliver", "delivery", "arrive", "arrived", "track", "tracking",
-                 "package", "parcel", "internationally", "order", "isn't here", "not here"],
+    "shipping": [
+        "ship",
+        "shipping",
+        "shipped",
+        "deliver",
+        "delivery",
+        "arrive",
+        "arrived",
+        "track",
+        "tracking",
+        "package",
+        "parcel",
+        "internationally",
+        "order",
+        "isn't here",
+        "not here",
+    ],
     "warranty": ["warranty", "guarantee", "covered", "repair", "repaired"],
     "hours": ["opening hours", "hours", "available", "what time", "open on"],
 }
@@ -82,12 +130,16 @@ class ProductMatcher:
                 continue
             for length in range(min(self._longest, len(words) - index), 0, -1):
                 run = words[index : index + length]
-                if any(run[i + 1].start() - run[i].end() > 1 or text[run[i].end() : run[i + 1].start()] not in _JOINERS
-                       for i in range(length - 1)):
+                if any(
+                    run[i + 1].start() - run[i].end() > 1 or text[run[i].end() : run[i + 1].start()] not in _JOINERS
+                    for i in range(length - 1)
+                ):
                     continue
                 key = "".join(word.group() for word in run).lower()
-                name = self._by_key.get(key) or self._by_key.get(key.removesuffix("s")) or (
-                    self._by_key.get(key.removesuffix("es")) if key.endswith("es") else None
+                name = (
+                    self._by_key.get(key)
+                    or self._by_key.get(key.removesuffix("s"))
+                    or (self._by_key.get(key.removesuffix("es")) if key.endswith("es") else None)
                 )
                 if name is not None:
                     found.append((run[0].start(), run[-1].end(), name))
@@ -115,8 +167,10 @@ class IntentClassifier:
 
     def __init__(self, intents: Mapping[str, Sequence[str]]) -> None:
         self.names = list(intents)
-        self._phrases = {name: [tuple(stems(keyword)) for keyword in keywords if stems(keyword)]
-                         for name, keywords in intents.items()}
+        self._phrases = {
+            name: [tuple(stems(keyword)) for keyword in keywords if stems(keyword)]
+            for name, keywords in intents.items()
+        }
 
     def scores(self, text: str) -> dict[str, int]:
         """Keyword phrases of each intent found in `text` (intents with none left out)."""
