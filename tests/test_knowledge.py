@@ -538,3 +538,18 @@ def test_an_embedding_model_joins_bm25_when_its_setting_names_one(tmp_path: Path
     )  # BM25 index kept apart
     with pytest.raises(InputError, match="not a model folder"):
         retrieve(url, MEGAGADGET_QUESTION, settings=Settings(knowledge_embedding_model=str(tmp_path / "nowhere")))
+
+
+def test_an_index_built_inside_a_rolled_back_add_is_not_reused_for_the_next_change(store_url: str, tmp_path: Path) -> None:
+    first = write(tmp_path / "first.md", "# First\n\nThe NanoCharger gives 100 W in total.\n")
+    second = write(tmp_path / "second.md", "# Second\n\nThe UltraHub connects up to 64 devices.\n")
+    with pytest.raises(RuntimeError):
+        with db.session_scope(store_url) as session:
+            add_document(session, first)
+            assert retrieve(session, "NanoCharger watts", k=1, min_score=0.0)  # builds an index at revision 1
+            raise RuntimeError("the add is rolled back")
+    with db.session_scope(store_url) as session:
+        add_document(session, second)  # revision 1 again, other content
+    assert [p.text for p in retrieve(store_url, "NanoCharger UltraHub", k=3, min_score=0.0)] == [
+        "The UltraHub connects up to 64 devices."
+    ]

@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from collector import db
-from collector.knowledge.models import DraftGrounding, KnowledgeChunk, KnowledgeDocument
-from collector.knowledge.store import current_revision, product_names
+from collector.knowledge.models import DraftGrounding, KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
+from collector.knowledge.store import product_names
 from collector.knowledge.topics import ProductMatcher
 from collector.settings import Settings, get_settings
 
@@ -111,6 +111,7 @@ class KnowledgeIndex:
         import numpy as np
 
         self.revision = revision
+        self.stamp: tuple = (revision, None)  # (revision, updated_at) of the store when built
         self.rows = rows
         self.embedding_model = embedding_model
         self.matcher = ProductMatcher(products)
@@ -213,14 +214,17 @@ def knowledge_index(session: Session, settings: Settings | None = None) -> Knowl
     """
     embedding_model = (settings or get_settings()).knowledge_embedding_model
     key = _store_key(session, embedding_model)
-    revision = current_revision(session)
+    # the counter and its time: an index built inside a transaction that later rolled back shares its counter
+    # value with the next real change, never its time
+    stamp = session.execute(select(KnowledgeRevision.revision, KnowledgeRevision.updated_at)).first() or (0, None)
     index = _indexes.get(key)
-    if index is not None and index.revision == revision:
+    if index is not None and index.stamp == tuple(stamp):
         return index
     with _indexes_lock:
         index = _indexes.get(key)
-        if index is None or index.revision != revision:
-            index = _build(session, revision, embedding_model)
+        if index is None or index.stamp != tuple(stamp):
+            index = _build(session, stamp[0], embedding_model)
+            index.stamp = tuple(stamp)
             _indexes[key] = index
     return index
 
