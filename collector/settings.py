@@ -146,6 +146,51 @@ class Settings(BaseSettings):
     rollback_alpha: float = Field(0.05, description="... at this significance (one-sided two-proportion z-test) ...")
     rollback_min_reviews: int = Field(30, description="... once both versions have at least this many reviews.")
 
+    # --- knowledge and coverage (collector/knowledge/) -------------------------------------------
+    knowledge_grounding: bool = Field(
+        True, description="Add the best knowledge-base passages for the conversation to the system prompt of drafts "
+        "and training examples; false: prompts without them."
+    )
+    knowledge_top_k: int = Field(3, ge=1, description="Passages at most that go into one prompt.")
+    knowledge_min_score: float = Field(
+        1.0,
+        ge=0,
+        description="BM25 score a passage needs to go into a prompt, so a \"thanks\" gets none; scores grow with the "
+        "knowledge base's size (rarer words weigh more): lower it for a base of a few passages, 0 keeps any match.",
+    )
+    knowledge_max_prompt_chars: int = Field(
+        1500,
+        ge=100,
+        description="Longest knowledge block (characters) added to a system prompt; lower passages are left out.",
+    )
+    knowledge_query_turns: int = Field(
+        3, ge=1, description="The customer's latest turns (this many) that make the retrieval query for a reply."
+    )
+    knowledge_chunk_words: int = Field(
+        120, ge=20, description="Longest passage, in words, a document section is cut into when it is added."
+    )
+    knowledge_embedding_model: str | None = Field(
+        None, description="Local path of a Hugging Face embedding model (e.g. a BGE or E5 checkpoint); set: retrieval "
+        "fuses its cosine ranking with BM25; unset: BM25 alone."
+    )
+    coverage_min_training_conversations: int = Field(
+        5, ge=0, description="A product or intent with fewer conversations in the training split counts as not learned."
+    )
+    coverage_max_correction_rate: float = Field(
+        0.5, ge=0, le=1, description="A product or intent whose drafts agents corrected more often than this (0..1) "
+        "counts as not learned ..."
+    )
+    coverage_min_reviews: int = Field(
+        10, ge=1, description="... once its drafts have at least this many reviews."
+    )
+    coverage_intents: dict[str, list[str]] = Field(
+        default_factory=dict, description='Intent keywords, JSON, e.g. {"refund": ["refund", "money back"]}; empty: '
+        "the built-in support intents (refund, shipping, warranty, power, battery, ...)."
+    )
+    coverage_routing: bool = Field(
+        True, description="In auto mode, send a message on a product or intent that is not learned to an agent first."
+    )
+
     @property
     def resolved_database_url(self) -> str:
         """The store URL: the configured one, else a SQLite file inside HOME."""

@@ -8,6 +8,7 @@ import typer
 
 from collector.cli import register as register_collector
 from collector.errors import HouseStyleError
+from collector.knowledge.cli import register as register_knowledge
 from plugin.commands import register as register_plugin
 from plugin.demo import register as register_demo
 from plugin.loop.commands import register as register_loop
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 
 register_collector(app)
+register_knowledge(app)
 register_serving(app)
 register_plugin(app)
 register_trainer(app)

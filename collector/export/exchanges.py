@@ -36,6 +36,9 @@ class DraftOutcome(NamedTuple):
     status: str
     decision: str | None
     final_text: str | None
+    adapter_version: str | None = None  # None: the base model (or imported history)
+    agent_id: str | None = None
+    edit_distance: float | None = None
 
 
 def build_exchanges(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, select
 
@@ -57,6 +57,42 @@ def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[li
         last_id = rows[-1][0]
 
 
+class StoredConversation(NamedTuple):
+    """One conversation as the store holds it: its split key, turns, and every draft with what became of it."""
+
+    id: int
+    key: str
+    created_at: datetime
+    turns: list[StoredTurn]
+    drafts: dict[int, DraftOutcome]
+
+
+def stored_conversations(connection: Any, options: ExportOptions) -> Iterator[list[StoredConversation]]:
+    """The conversations `options` selects, CHUNK at a time, with their turns and review outcomes (three queries)."""
+    for chunk in _conversation_chunks(connection, options):
+        ids = [conversation_id for conversation_id, _, _ in chunk]
+        turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
+        for conversation_id, position, role, content, draft_id in connection.execute(
+            select(Message.conversation_id, Message.position, Message.role, Message.content, Message.draft_id)
+            .where(Message.conversation_id.in_(ids))
+            .order_by(Message.conversation_id, Message.position)
+        ).all():
+            turns[conversation_id].append(StoredTurn(position, str(role), content, draft_id))
+        drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
+        for row in connection.execute(
+            select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, Review.final_text,
+                   Draft.adapter_version, Review.agent_id, Review.edit_distance)
+            .outerjoin(Review, Review.draft_id == Draft.id)
+            .where(Draft.conversation_id.in_(ids))
+        ).all():
+            conversation_id, draft_id, position, status, decision, final_text, version, agent, distance = row
+            drafts[conversation_id][draft_id] = DraftOutcome(
+                position, str(status), str(decision) if decision is not None else None, final_text, version, agent,
+                distance,
+            )
+        yield [StoredConversation(i, key, created_at, turns[i], drafts[i]) for i, key, created_at in chunk]
+
+
 def read_conversations(
     url: str,
     options: ExportOptions,
@@ -68,30 +104,13 @@ def read_conversations(
     kept = {decision.value for decision in options.decisions}
     with db.session_scope(url) as session:
         connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
-        for chunk in _conversation_chunks(connection, options):
-            ids = [conversation_id for conversation_id, _, _ in chunk]
-            turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
-            for conversation_id, position, role, content, draft_id in connection.execute(
-                select(Message.conversation_id, Message.position, Message.role, Message.content, Message.draft_id)
-                .where(Message.conversation_id.in_(ids))
-                .order_by(Message.conversation_id, Message.position)
-            ).all():
-                turns[conversation_id].append(StoredTurn(position, str(role), content, draft_id))
-            drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
-            for conversation_id, draft_id, position, status, decision, final_text in connection.execute(
-                select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, Review.final_text)
-                .outerjoin(Review, Review.draft_id == Draft.id)
-                .where(Draft.conversation_id.in_(ids))
-            ).all():
-                drafts[conversation_id][draft_id] = DraftOutcome(
-                    position, str(status), str(decision) if decision is not None else None, final_text
-                )
-            for conversation_id, key, created_at in chunk:
-                result = build_exchanges(turns[conversation_id], drafts[conversation_id], kept, dropped_turns)
+        for chunk in stored_conversations(connection, options):
+            for conversation in chunk:
+                result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns)
                 if isinstance(result, str):
                     dropped[result] += 1
                 elif not result:
                     dropped["no kept reply"] += 1
                 else:
-                    yield key, created_at, result
+                    yield conversation.key, conversation.created_at, result
             on_chunk(len(chunk))

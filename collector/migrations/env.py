@@ -5,6 +5,7 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 from collector import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from collector.knowledge import models as knowledge_models  # noqa: F401  (and the knowledge base's)
 
 target_metadata = SQLModel.metadata
 config = context.config
