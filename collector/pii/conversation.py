@@ -152,24 +152,29 @@ class ConversationRedactor:
     def _values_to_spread(self, texts: list[str], found: list[list[PiiSpan]], known: KnownValues | None
                           ) -> list[tuple[PiiType, re.Pattern[str]]]:
         """A pattern for each value found anywhere (or known), to find it in every turn."""
-        values: dict[tuple[PiiType, str], None] = {}
+        values: dict[tuple[PiiType, str], float] = {}
         for text, spans in zip(texts, found, strict=True):
             for span in spans:
-                values[(span.type, text[span.start:span.end])] = None
+                key = (span.type, text[span.start:span.end])
+                values[key] = max(values.get(key, 0.0), span.score)
         for pii_type, value in (known.values() if known else []):
-            values[(pii_type, value)] = None
-        patterns: dict[str, tuple[PiiType, re.Pattern[str]]] = {}
-        for pii_type, value in values:
+            values[(pii_type, value)] = 1.0
+        # a value met again keeps the certainty of its best find: "username is cminh730" (0.95) outranks "the
+        # account cminh730" (a bare "account", 0.8) wherever cminh730 appears
+        patterns: dict[str, tuple[PiiType, re.Pattern[str], float]] = {}
+        for (pii_type, value), score in values.items():
             for found_type, pattern in _patterns_for(pii_type, value, self.allow_words):
-                patterns.setdefault(f"{found_type}:{pattern}", (found_type, re.compile(pattern, re.IGNORECASE)))
+                key = f"{found_type}:{pattern}"
+                if key not in patterns or patterns[key][2] < score:
+                    patterns[key] = (found_type, re.compile(pattern, re.IGNORECASE), score)
         return list(patterns.values())
 
     @staticmethod
-    def _occurrences(text: str, values: list[tuple[PiiType, re.Pattern[str]]]) -> Iterable[PiiSpan]:
-        for pii_type, pattern in values:
+    def _occurrences(text: str, values: list[tuple[PiiType, re.Pattern[str], float]]) -> Iterable[PiiSpan]:
+        for pii_type, pattern, score in values:
             for match in pattern.finditer(text):
                 if match.end() > match.start():
-                    yield PiiSpan(match.start(), match.end(), pii_type, 0.6, "propagated")
+                    yield PiiSpan(match.start(), match.end(), pii_type, score, "propagated")
 
     # --- replacing ------------------------------------------------------------------------------------------
 

@@ -34,6 +34,13 @@ thx ty hi hello hey dear bye goodbye please pls plz sir madam maam mam guys team
 anyways much lot so very really great good fine perfect awesome cool alright right well oh ah um hmm lol sorry
 """.split())
 
+# words of labels and support talk that spaCy's small model sometimes calls a person ("zip code", "Order ID")
+NOT_NAME_WORDS = frozenset("""
+zip zipcode code postal postcode order orders account acct username user login password email e-mail mail phone
+number id ids address street avenue refund return exchange shipping delivery tracking package parcel invoice receipt
+card visa mastercard amex paypal promo coupon discount membership member customer support agent chat size color
+""".split())
+
 # words after a name that make it a brand, not a person: "Calvin Klein jeans", "Tommy Hilfiger shirt"
 PRODUCT_NOUNS = frozenset("""
 jeans jean shirt shirts tshirt t-shirt tee tees top tops blouse dress dresses skirt skirts jacket jackets coat coats

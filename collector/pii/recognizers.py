@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from functools import lru_cache
 
 import phonenumbers
 import tldextract
+from rapidfuzz.distance import OSA
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
@@ -127,12 +129,14 @@ class PhoneRecognizer(_Recognizer):
             except phonenumbers.NumberParseException:
                 continue
             end = start + len(candidate)
+            said = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
+            if candidate.isdigit() and not said:
+                continue  # "5545781356" alone is as likely an order id: a phone only when the text says so
             if phonenumbers.is_valid_number(number):
-                yield start, end, PiiType.PHONE, 0.85
+                yield start, end, PiiType.PHONE, 0.75
             elif phonenumbers.is_possible_number(number):
                 # numbers outside assigned ranges (555 area codes, typos) are still someone's number when written
                 # as one, or when the text says it is one
-                said = _PHONE_WORDS.search(text, max(0, start - 40), start) is not None
                 if candidate.startswith(("+", "00")) or said or _NANP_SHAPE.match(candidate):
                     yield start, end, PiiType.PHONE, 0.7
 
@@ -231,14 +235,57 @@ _ZIP = re.compile(r"\d{5}(?:-\d{4})?|[A-Z]\d[A-Z]\s?\d[A-Z]\d|[A-Z]{1,2}\d[A-Z\d
 _ID_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]")
 
 
+# the words labels are made of: a word one slip away from one of them (and not itself a word) is that word
+LABEL_VOCABULARY = ("order", "account", "username", "user", "name", "number", "confirmation", "reservation",
+                    "booking", "ticket", "reference", "member", "customer", "zipcode", "postal", "digits", "address",
+                    "phone", "email", "ending", "login", "case")
+
+
+@lru_cache(maxsize=65536)
+def label_word_for(word: str) -> str | None:
+    """The label word `word` is a typo of ("oder" → "order", "usrname" → "username"), or None."""
+    lowered = word.lower()
+    if len(lowered) < 3 or lowered in LABEL_VOCABULARY or lexicon.is_common_word(lowered, 3.0):
+        return None
+    for label in LABEL_VOCABULARY:
+        if len(label) >= 4 and abs(len(label) - len(lowered)) <= 1 and OSA.distance(lowered, label) <= 1:
+            return label
+    return None
+
+
+def normalise_labels(text: str) -> tuple[str, list[int]]:
+    """`text` with mistyped label words spelt right, and for each of its characters the original's index."""
+    pieces: list[str] = []
+    origin: list[int] = []
+    cursor = 0
+    for match in re.finditer(r"[A-Za-z]{3,}", text):
+        fixed = label_word_for(match.group())
+        if fixed is None:
+            continue
+        pieces.append(text[cursor:match.start()])
+        origin.extend(range(cursor, match.start()))
+        pieces.append(fixed)
+        origin.extend([match.start()] * len(fixed))
+        cursor = match.end()
+    if not pieces:
+        return text, []
+    pieces.append(text[cursor:])
+    origin.extend(range(cursor, len(text) + 1))
+    return "".join(pieces), origin
+
+
+def label_index(match: re.Match[str]) -> int:
+    return next(int(name[1:]) for name, value in match.groupdict().items() if value is not None)
+
+
 def label_type(match: re.Match[str]) -> PiiType:
-    return next(LABELS[int(name[1:])][0] for name, value in match.groupdict().items() if value is not None)
+    return LABELS[label_index(match)][0]
 
 
 def looks_like_id(value: str, *, strong: bool = True) -> bool:
     """An order, account or reference id: 4+ characters with a digit ("5545781356", "4VEJCYVP8U", "GC-10485");
     with a weak label (a bare "order"), 5+ characters and a digit, or a run of capitals."""
-    if not _ID_CHARS.fullmatch(value) or len(value) < 4:
+    if not _ID_CHARS.fullmatch(value) or not 4 <= len(value) <= 16:  # 18-character tracking numbers are not ids
         return False
     has_digit = any(ch.isdigit() for ch in value)
     if has_digit:
@@ -248,8 +295,10 @@ def looks_like_id(value: str, *, strong: bool = True) -> bool:
 
 def looks_like_username(value: str) -> bool:
     """A handle: letters and digits (dots, dashes, underscores inside), not an ordinary word ("wrong", "not")."""
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*[A-Za-z0-9]", value) or len(value) < 3:
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*[A-Za-z0-9]", value) or not 3 <= len(value) <= 30:
         return False
+    if re.fullmatch(r"1Z[0-9A-Z]{16}", value, re.IGNORECASE) or label_word_for(value):
+        return False  # a UPS tracking number; a mistyped label word
     if any(ch.isdigit() for ch in value) or "_" in value or "." in value:
         return True
     return not lexicon.is_common_word(value, threshold=3.0) or lexicon.is_first_name(value)
@@ -278,10 +327,16 @@ class LabelledValueRecognizer(_Recognizer):
                 PiiType.LAST_DIGITS, PiiType.PHONE)
 
     def find(self, text: str, nlp_artifacts: NlpArtifacts | None) -> Iterator[Find]:
+        normalised, origin = normalise_labels(text)
+        for start, end, pii_type, score in self.find_exact(normalised):
+            if origin:
+                start, end = origin[start], origin[end - 1] + 1
+            yield start, end, pii_type, score
+
+    def find_exact(self, text: str) -> Iterator[Find]:
         for label in _LABEL.finditer(text):
             pii_type = label_type(label)
-            index = next(int(name[1:]) for name, value in label.groupdict().items() if value is not None)
-            strong = index not in _WEAK_LABELS
+            strong = label_index(label) not in _WEAK_LABELS
             found = self._after(text, label.end(), pii_type, strong)
             if found is None and strong:
                 found = self._before(text, label.start(), pii_type)
@@ -325,22 +380,39 @@ class LabelledValueRecognizer(_Recognizer):
         return None
 
 
+_REQUEST = re.compile(
+    r"\?|\b(?:please|pls|plz|provide|share|give|send|tell|confirm|need|enter|verify|what|which|may\s+i|can\s+i|"
+    r"could\s+i|could\s+you|can\s+you|type|read)\b", re.IGNORECASE)
+
+
 def asked_types(text: str) -> set[PiiType]:
-    """What a turn asks the next one for: a label with no value after it ("What's your order id?", "my
-    username is", "Can I get your name and zip code?")."""
+    """What a turn asks the next one for: a label with no value before or after it, in a question or request
+    ("What's your order id?", "Can I get your name and zip code?"), or left hanging at the end ("my username is")."""
     asked: set[PiiType] = set()
-    for label in _LABEL.finditer(text):
+    normalised, _ = normalise_labels(text)
+    request = _REQUEST.search(normalised) is not None
+    for label in _LABEL.finditer(normalised):
+        if label_index(label) in _WEAK_LABELS:
+            continue
         pii_type = label_type(label)
-        if LabelledValueRecognizer._after(text, label.end(), pii_type, True) is None:
+        if LabelledValueRecognizer._after(normalised, label.end(), pii_type, True) is not None:
+            continue
+        if LabelledValueRecognizer._before(normalised, label.start(), pii_type) is not None:
+            continue
+        dangling = re.fullmatch(r"(?:\s|[:#=\-.,]|\bis\b|\bwas\b|\bare\b)*", normalised[label.end():],
+                                re.IGNORECASE) is not None
+        if request or dangling:
             asked.add(pii_type)
-    lowered = text.lower()
-    if _ASK_NAME.search(lowered):
+    lowered = normalised.lower()
+    if _ASK_NAME.search(lowered) and (request or re.search(r"name\s*(?:is|:)?\s*[.:]?\s*$", lowered)):
         asked.add(PiiType.PERSON)
-    if re.search(r"\b(?:e-?mail|email\s+address)\b", lowered) and "@" not in lowered:
+    if request and re.search(r"\be-?mail\b", lowered) and "@" not in lowered:
         asked.add(PiiType.EMAIL)
-    if re.search(r"\b(?:shipping|billing|home|street|mailing|delivery)?\s*address\b", lowered) and not re.search(
-            r"\d{2,}\s+\w+", lowered):
+    if request and re.search(r"(?<!e-mail )(?<!email )\baddress\b|\bwhere\s+should\s+we\s+(?:send|ship)", lowered) \
+            and not re.search(r"\d{2,}\s+\w+", lowered):
         asked.add(PiiType.ADDRESS)
+    if request and re.search(r"\b(?:phone|mobile|cell|number\s+to\s+(?:reach|call|text))\b", lowered):
+        asked.add(PiiType.PHONE)
     return asked
 
 
@@ -365,10 +437,13 @@ _NOT_STREET_WORD = (
     r"items?|pairs?|questions?|times?|days?|weeks?|months?|years?|hours?|minutes?|dollars?|bucks|usd|percent|"
     r"orders?|shirts?|sizes?|units?|pieces?|pcs|more|other|different)\b)"
 )
+_NOT_CITY = r"(?!(?:please|pls|thanks|thank|and|or|but|is|it|asap|now|too|instead)\b)"
+_CITY = _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+(?:\s" + _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+){0,2}"
 _UNIT = r"(?:apt|apartment|suite|ste|unit|flat|room|floor|fl|#)\.?\s*#?\s*[A-Za-z0-9-]+"
 _TAIL = (
     r"(?:,?\s+" + _UNIT + r")?"
-    r"(?:,\s*[A-Za-z][A-Za-z.'-]+(?:\s[A-Za-z][A-Za-z.'-]+){0,2}(?=\s*,|\s+(?:" + _US_STATES + r")\b|\s+\d{5}))?"
+    r"(?:(?:,\s*|\s+)" + _CITY + r"(?=\s*,?\s*(?:" + _US_STATES + r")\b(?:\s*,?\s*\d{5})?|\s*,?\s*\d{5})"
+    r"|,\s*" + _CITY + r"(?=\s*[,.!?;)]|\s*$))?"
     r"(?:,?\s+(?:" + _US_STATES + r")(?=[\s,.]|$))?"
     r"(?:,?\s+(?:\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))?"
 )
@@ -410,7 +485,11 @@ _STRONG_CUE = re.compile(
     r"(?:the\s+)?name\s+is|name's|names\s+is|i\s+am\s+called|call\s+me|(?:this|it)\s+is\s+(?=\w+\s+(?:here|speaking)\b)|"
     r"speaking\s+with|under\s+the\s+name(?:\s+of)?|in\s+the\s+name\s+of|account\s+holder(?:\s+is)?|"
     r"signed\s*,?|regards\s*,?|sincerely\s*,?)\s*", re.IGNORECASE)
-_WEAK_CUE = re.compile(r"\b(?:this\s+is|i\s*'?\s*m|i\s+am|it\s*'?\s*s|it\s+is|im)\s+", re.IGNORECASE)
+_WEAK_CUE = re.compile(r"\b(?:this\s+is|i\s*'?\s*m|i\s+am|it\s*'?\s*s|it\s+is|im|(?:chatting|speaking|talking)\s+"
+                       r"(?:with|to)|(?:you'?re|you\s+are)\s+(?:with|talking\s+to))\s+", re.IGNORECASE)
+# "claude mohamud here", "Jordan here, how can I help?"
+_HERE = re.compile(r"(?:^|[.!?,]\s*|\b(?:hi|hello|hey|morning|evening)[\s,!]+)((?:[A-Za-z][A-Za-z'-]+\s+){0,2}"
+                   r"[A-Za-z][A-Za-z'-]+)\s+here\b", re.IGNORECASE)
 _VOCATIVE = re.compile(
     r"\b(?:thanks|thank\s+you|thank\s+u|thankyou|thx|ty|hi|hello|hey|dear|bye|goodbye|morning|good\s+morning|"
     r"good\s+afternoon|good\s+evening|welcome|cheers|ok|okay|great|perfect|sure|alright|no\s+problem|"
@@ -441,8 +520,17 @@ class NameRecognizer(_Recognizer):
                 yield span[0], span[1], PiiType.PERSON, 0.9
         for cue in _WEAK_CUE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True)
+            if span is None:
+                word = re.match(r"[A-Z][a-z'-]+\b", text[cue.end():])  # "this is Scarlet": a capitalised rare word
+                if word and self._rare_name_word(word.group()) and not lexicon.is_common_word(word.group(), 3.0):
+                    span = self.name_at(text, cue.end(), strict=False)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
+        for match in _HERE.finditer(text):
+            words = match.group(1).split()
+            if all(self._surname_ok(w, capitalised=w[0].isupper()) for w in words[1:]) and self.is_name_start(
+                    words[0], strict=len(words) == 1):
+                yield match.start(1), match.end(1), PiiType.PERSON, 0.8
         for cue in _VOCATIVE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True, until_punctuation=True)
             if span:
@@ -451,10 +539,15 @@ class NameRecognizer(_Recognizer):
         for match in re.finditer(r"(?:,\s*)([A-Za-z][A-Za-z'-]+)(?=\s*(?:[.!?,;]|$))", text):
             if self.is_name_start(match.group(1), strict=True):
                 yield match.start(1), match.end(1), PiiType.PERSON, 0.75
-        start = re.match(r"\s*(?:hi|hello|hey)?[\s,]*", text, re.IGNORECASE).end()
+        start = re.match(r"\s*(?:(?:hi|hello|hey)\b)?[\s,]*", text, re.IGNORECASE).end()
         span = self.name_at(text, start, strict=True)
         if span and re.match(r"\s*[,:]", text[span[1]:]):
             yield span[0], span[1], PiiType.PERSON, 0.75
+        # two rare words opening a message before a comma: "Loise Nzioka, I don't know my account ID"
+        pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\s*,").match(text, start)
+        if pair and all(self._rare_name_word(w) for w in pair.groups()) and pair.group(1)[0].isupper() == \
+                pair.group(2)[0].isupper():
+            yield pair.start(), pair.end(2), PiiType.PERSON, 0.7
         # a known first name, capitalised, followed by a capitalised surname, anywhere
         for match in re.finditer(r"\b([A-Z][a-z'-]+)\s+([A-Z][A-Za-z'-]+)\b", text):
             first, last = match.group(1), match.group(2)
@@ -466,17 +559,24 @@ class NameRecognizer(_Recognizer):
         """A word that can open a name; `strict`: a known first name that is not also an everyday word."""
         if not lexicon.looks_like_name_word(word) or _is_brand_word(word) or word.lower() in self.allow_words:
             return False
-        if word.lower() in lexicon.STOPWORDS:
+        if word.lower() in lexicon.STOPWORDS or word.lower() in lexicon.NOT_NAME_WORDS or label_word_for(word):
             return False
         if strict:
             return lexicon.is_first_name(word) and not lexicon.is_common_word(word, 5.0 if word[0].isupper() else 4.7)
         return lexicon.is_first_name(word) or word[0].isupper() or not lexicon.is_common_word(word, 4.3)
 
+    def _rare_name_word(self, word: str) -> bool:
+        """A word that could be a name nobody listed: letters, not an everyday word, not a label's typo."""
+        return (lexicon.looks_like_name_word(word) and not _is_brand_word(word) and word.lower() not in self.allow_words
+                and not lexicon.is_common_word(word, 3.2) and label_word_for(word) is None
+                and word.lower() not in lexicon.NOT_NAME_WORDS)
+
     def _surname_ok(self, word: str, *, capitalised: bool) -> bool:
         if not lexicon.looks_like_name_word(word) or _is_brand_word(word) or word.lower() in self.allow_words:
             return False
         lowered = word.lower()
-        if lowered in lexicon.STOPWORDS or lowered in lexicon.PRODUCT_NOUNS:
+        if lowered in lexicon.STOPWORDS or lowered in lexicon.PRODUCT_NOUNS or lowered in lexicon.NOT_NAME_WORDS \
+                or label_word_for(word):
             return False
         if capitalised and word[0].isupper():
             return lowered in lexicon.last_names() or not lexicon.is_common_word(word, 4.6)
@@ -542,7 +642,8 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         plain = [w.strip(",.!?:;()\"'").removesuffix("'s") for _, _, w in words]
         if any(not lexicon.looks_like_name_word(w) for w in plain):
             return None  # digits, handles, placeholders: other recognizers' business
-        if any(_is_brand_word(w) or w.lower() in self.allow_words for w in plain):
+        if any(_is_brand_word(w) or w.lower() in self.allow_words or w.lower() in lexicon.NOT_NAME_WORDS
+               or label_word_for(w) for w in plain):
             return None
         if all(lexicon.is_common_word(w, 4.5) and not lexicon.is_first_name(w) for w in plain):
             return None  # "Order Status", "Size Chart"
@@ -559,7 +660,7 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
 
 # --- answers to the turn before --------------------------------------------------------------------------------
 
-_ANSWER_TOKEN = re.compile(r"(?<![\w@.-])[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9](?![\w@-])")
+_ANSWER_TOKEN = re.compile(r"(?<![\w@.'-])[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9](?![\w@'-])")
 
 
 class AnswerRecognizer(_Recognizer):
