@@ -87,6 +87,9 @@ class OfflineEmailRecognizer(_Recognizer):
                 # the same check as Presidio's EmailRecognizer.validate_result, against the bundled suffix list
                 if OFFLINE_TLD_EXTRACT(match.group().rsplit("@", 1)[1]).fqdn:
                     yield match.start(), match.end(), PiiType.EMAIL, 1.0
+                elif re.search(r"\.[A-Za-z]{2,24}$", match.group()):
+                    # a suffix the list does not know (".example", a new gTLD): still someone's address
+                    yield match.start(), match.end(), PiiType.EMAIL, 0.7
         if " at " in text.lower() or "(at)" in text.lower() or "[at]" in text.lower():
             for match in _EMAIL_SPELLED.finditer(text):
                 yield match.start(), match.end(), PiiType.EMAIL, 0.9
@@ -125,7 +128,9 @@ class PhoneRecognizer(_Recognizer):
             if not 7 <= len(_digits(candidate)) <= 15:
                 continue
             try:
-                number = phonenumbers.parse(candidate, self.region)
+                # "0049 30 1234567": 00 is the international prefix across most of the world
+                number = phonenumbers.parse("+" + candidate[2:] if candidate.startswith("00") else candidate,
+                                            self.region)
             except phonenumbers.NumberParseException:
                 continue
             end = start + len(candidate)
@@ -340,8 +345,25 @@ class LabelledValueRecognizer(_Recognizer):
             found = self._after(text, label.end(), pii_type, strong)
             if found is None and strong:
                 found = self._before(text, label.start(), pii_type)
+            if found is None and strong:
+                found = self._later(text, label.end(), pii_type)
             if found is not None:
                 yield found
+
+    @staticmethod
+    def _later(text: str, position: int, pii_type: PiiType) -> Find | None:
+        """A value further along the same sentence: "a case number from last time, it's YX-27444"."""
+        if pii_type not in (PiiType.ORDER_ID, PiiType.ACCOUNT_ID, PiiType.REFERENCE, PiiType.ZIP_CODE,
+                            PiiType.LAST_DIGITS):
+            return None
+        stretch = re.match(r"[^.!?\n]{0,50}", text[position:]).group()
+        for match in _ANSWER_TOKEN.finditer(stretch):
+            value = match.group()
+            if any(ch.isdigit() for ch in value) and value_fits(pii_type, value):
+                return position + match.start(), position + match.end(), pii_type, 0.8
+            if _LABEL.match(value):
+                return None  # another label's value
+        return None
 
     @staticmethod
     def _after(text: str, position: int, pii_type: PiiType, strong: bool) -> Find | None:
@@ -437,15 +459,16 @@ _NOT_STREET_WORD = (
     r"items?|pairs?|questions?|times?|days?|weeks?|months?|years?|hours?|minutes?|dollars?|bucks|usd|percent|"
     r"orders?|shirts?|sizes?|units?|pieces?|pcs|more|other|different)\b)"
 )
+_UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}"
 _NOT_CITY = r"(?!(?:please|pls|thanks|thank|and|or|but|is|it|asap|now|too|instead)\b)"
 _CITY = _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+(?:\s" + _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+){0,2}"
 _UNIT = r"(?:apt|apartment|suite|ste|unit|flat|room|floor|fl|#)\.?\s*#?\s*[A-Za-z0-9-]+"
 _TAIL = (
     r"(?:,?\s+" + _UNIT + r")?"
-    r"(?:(?:,\s*|\s+)" + _CITY + r"(?=\s*,?\s*(?:" + _US_STATES + r")\b(?:\s*,?\s*\d{5})?|\s*,?\s*\d{5})"
-    r"|,\s*" + _CITY + r"(?=\s*[,.!?;)]|\s*$))?"
+    r"(?:(?:,\s*|\s+)" + _CITY + r"\b(?=(?:\s*,\s*|\s+)(?:(?:" + _US_STATES + r")\b|\d{5}|" + _UK_POSTCODE + r"\b))"
+    r"|,\s*" + _CITY + r"\b(?=\s*[,.!?;)]|\s*$|\s+(?:please|pls|thanks|thank|asap|now|instead|too|and)\b))?"
     r"(?:,?\s+(?:" + _US_STATES + r")(?=[\s,.]|$))?"
-    r"(?:,?\s+(?:\d{5}(?:-\d{4})?|[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}))?"
+    r"(?:,?\s+(?:\d{5}(?:-\d{4})?|" + _UK_POSTCODE + r"))?"
 )
 _ADDRESS = re.compile(
     r"(?:\b" + _UNIT + r",?\s+)?"
@@ -514,16 +537,15 @@ class NameRecognizer(_Recognizer):
         self.allow_words = allow_words
 
     def find(self, text: str, nlp_artifacts: NlpArtifacts | None) -> Iterator[Find]:
-        for cue in _STRONG_CUE.finditer(text):
-            span = self.name_at(text, cue.end(), strict=False)
+        normalised, origin = normalise_labels(text)  # "my nmae is …" is still a cue
+        for cue in _STRONG_CUE.finditer(normalised):
+            span = self.name_at(text, origin[cue.end()] if origin else cue.end(), strict=False)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.9
         for cue in _WEAK_CUE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True)
-            if span is None:
-                word = re.match(r"[A-Z][a-z'-]+\b", text[cue.end():])  # "this is Scarlet": a capitalised rare word
-                if word and self._rare_name_word(word.group()) and not lexicon.is_common_word(word.group(), 3.0):
-                    span = self.name_at(text, cue.end(), strict=False)
+            if span is None and self._proper_noun_at(text, cue.end(), nlp_artifacts):
+                span = self.name_at(text, cue.end(), strict=False)  # "this is Scarlet"
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
         for match in _HERE.finditer(text):
@@ -565,10 +587,18 @@ class NameRecognizer(_Recognizer):
             return lexicon.is_first_name(word) and not lexicon.is_common_word(word, 5.0 if word[0].isupper() else 4.7)
         return lexicon.is_first_name(word) or word[0].isupper() or not lexicon.is_common_word(word, 4.3)
 
-    def _rare_name_word(self, word: str) -> bool:
+    def _proper_noun_at(self, text: str, position: int, nlp_artifacts: NlpArtifacts | None) -> bool:
+        """A capitalised word spaCy's tagger calls a proper noun, not an everyday word, starts at `position`."""
+        word = re.match(r"[A-Z][a-z'-]+\b", text[position:])
+        if word is None or not self._rare_name_word(word.group(), 4.0) or nlp_artifacts is None:
+            return False
+        token = next((t for t in nlp_artifacts.tokens if t.idx == position), None)
+        return token is not None and token.pos_ == "PROPN"
+
+    def _rare_name_word(self, word: str, threshold: float = 3.2) -> bool:
         """A word that could be a name nobody listed: letters, not an everyday word, not a label's typo."""
         return (lexicon.looks_like_name_word(word) and not _is_brand_word(word) and word.lower() not in self.allow_words
-                and not lexicon.is_common_word(word, 3.2) and label_word_for(word) is None
+                and not lexicon.is_common_word(word, threshold) and label_word_for(word) is None
                 and word.lower() not in lexicon.NOT_NAME_WORDS)
 
     def _surname_ok(self, word: str, *, capitalised: bool) -> bool:
@@ -649,6 +679,13 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
             return None  # "Order Status", "Size Chart"
         if NameRecognizer._brand_context(text, words[-1][1]):
             return None
+        if len(plain) == 1:
+            word = plain[0]
+            if word.isupper() and len(word) <= 4:
+                return None  # "GB", "USB", "ID"
+            known = word.lower() in lexicon.first_names() or word.lower() in lexicon.last_names()
+            if not known and lexicon.is_common_word(word, 3.3):
+                return None  # "Bluetooth", "Pixel": spaCy's guess on a capitalised word
         first_start = words[0][0]
         last_end = words[-1][1]
         while last_end > first_start and text[last_end - 1] in ",.!?:;)\"'":
