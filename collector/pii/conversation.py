@@ -200,6 +200,8 @@ class ConversationRedactor:
         if not spans:
             return text
         results = [AnonymizerResult(s.type.value, s.start, s.end, s.score) for s in spans]
+        for span in spans:  # number in reading order (the anonymizer replaces from the end backwards)
+            table.get(span.type, text[span.start:span.end])
         operators = {}
         for span in spans:
             pii_type = span.type

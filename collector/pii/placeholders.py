@@ -40,15 +40,18 @@ class PlaceholderTable:
     def __init__(self) -> None:
         self._by_key: dict[tuple[PiiType, str], str] = {}
         self._groups: dict[str, str] = {}  # canonical name mention -> the fullest name of that person
+        self._fullest: dict[str, str] = {}  # that fullest name -> how it was written
         self._next: dict[PiiType, int] = {}
         self.values: dict[str, str] = {}
 
     def plan_people(self, names: list[str]) -> None:
         """Group name mentions into people before numbering: a first name alone joins the full name it is part of."""
-        full = sorted({canonical(PiiType.PERSON, n) for n in names if canonical(PiiType.PERSON, n)},
-                      key=lambda n: -len(n.split()))
+        forms: dict[str, str] = {}  # canonical -> the first way it was written
+        for name in names:
+            forms.setdefault(canonical(PiiType.PERSON, name), name.strip())
+        forms.pop("", None)
         groups: list[tuple[set[str], str]] = []
-        for name in full:
+        for name in sorted(forms, key=lambda n: -len(n.split())):
             words = set(name.split())
             for group_words, group_name in groups:
                 if words <= group_words:
@@ -57,6 +60,7 @@ class PlaceholderTable:
             else:
                 groups.append((words, name))
                 self._groups[name] = name
+                self._fullest[name] = forms[name]
 
     def get(self, pii_type: PiiType, value: str) -> str:
         key = canonical(pii_type, value)
@@ -64,14 +68,13 @@ class PlaceholderTable:
             key = self._groups.get(key, key)
         existing = self._by_key.get((pii_type, key))
         if existing is not None:
-            if pii_type is PiiType.PERSON and len(value.split()) > len(self.values[existing].split()):
-                self.values[existing] = value.strip()  # the fullest form of the name is what reply code fills in
             return existing
         number = self._next.get(pii_type, 0) + 1
         self._next[pii_type] = number
         name = placeholder(pii_type, number)
         self._by_key[(pii_type, key)] = name
-        self.values[name] = value.strip()
+        # a person stands for the fullest form of their name: what reply code fills in
+        self.values[name] = self._fullest.get(key, value.strip()) if pii_type is PiiType.PERSON else value.strip()
         return name
 
 
