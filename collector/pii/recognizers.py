@@ -208,10 +208,11 @@ class ConfiguredIdRecognizer(_Recognizer):
 _NUMBER_WORD = r"(?:id|i\.d\.?|#|no\.?|nr\.?|num\.?|numb?er|nmber|numer|code)"
 # label phrases, typos included; each names the type of the value it labels
 LABELS: list[tuple[PiiType, str]] = [
-    (PiiType.LAST_DIGITS, r"(?:last|final)\s+(?:4|four|5|five|3|three|6|six)(?:\s+(?:digits?|numbers?|nums?|#s?))?"
+    (PiiType.LAST_DIGITS, r"(?:last|final)\s+(?:(?:(?:4|four|5|five|3|three|6|six)(?:\s+(?:digits?|numbers?|nums?|#s?))?)|"
+                          r"digits|numbers)"
                           r"(?:\s+(?:of|on|for|from)\s+(?:my|the|your|that|this)?\s*"
                           r"(?:credit\s+|debit\s+|bank\s+)?(?:card|cc|phone|account|acct|number|ssn))?"),
-    (PiiType.LAST_DIGITS, r"(?:ending|ends|ended)\s+(?:in|with|on)"),
+    (PiiType.LAST_DIGITS, r"(?:ending|ends|ended)(?:\s+(?:in|with|on))?"),
     (PiiType.USERNAME, r"(?:user\s*-?\s*name|usr\s*name|usernmae|usernam|user\s+nam|login(?:\s+name)?|"
                        r"screen\s*name|handle)"),
     (PiiType.ACCOUNT_ID, r"(?:acc?oun?t|acount|accnt|acct|a/c|user|member(?:ship)?|customer|client|loyalty|"
@@ -221,7 +222,8 @@ LABELS: list[tuple[PiiType, str]] = [
                         r"ticket|case|reference|ref|claim|return|rma|refund)\s*" + _NUMBER_WORD),
     (PiiType.ZIP_CODE, r"(?:zip\s*-?\s*(?:code|cod)?|zipcode|zipcod|zpi\s*code|postal\s*code|post\s*code|postcode)"),
     (PiiType.PHONE, r"(?:phone|cell|mobile|telephone|tel)(?:\s*(?:number|numb?er|no\.?|#))?"),
-    # weaker: a bare "order"/"account" names a value only when the value looks like an id (checked below)
+    # weaker: a bare "order", "account" or "ticket" names a value only when the value looks like an id
+    (PiiType.REFERENCE, r"(?:confirmation|booking|reservation|ticket|case|reference|ref|claim|rma)"),
     (PiiType.ORDER_ID, r"ord?er"),
     (PiiType.ACCOUNT_ID, r"(?:acc?oun?t|acount|acct)"),
 ]
@@ -318,11 +320,11 @@ def value_fits(pii_type: PiiType, value: str, *, strong: bool = True) -> bool:
     if pii_type is PiiType.ZIP_CODE:
         return _ZIP.fullmatch(value) is not None
     if pii_type is PiiType.LAST_DIGITS:
-        return value.isdigit() and 2 <= len(value) <= 6
+        return value.isdigit() and 3 <= len(value) <= 6
     return False
 
 
-_WEAK_LABELS = {len(LABELS) - 2, len(LABELS) - 1}
+_WEAK_LABELS = {len(LABELS) - 3, len(LABELS) - 2, len(LABELS) - 1}
 
 
 class LabelledValueRecognizer(_Recognizer):
@@ -504,7 +506,8 @@ class AddressRecognizer(_Recognizer):
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]|[A-Za-z]|\S")
 # cues after which what follows is a name ("strong"), or may be one if it is a known first name ("weak")
 _STRONG_CUE = re.compile(
-    r"\b(?:my\s+(?:full\s+|first\s+|last\s+|sur)?name\s*(?:is|'s|:|=|-)?|(?:full\s+|first\s+|last\s+)?name\s*(?::|=|-)|"
+    r"\b(?:my\s+(?:full\s+|first\s+|last\s+|sur)?name\s*(?:is|'s|:|=|-)?|"
+    r"(?:first|last|sur|family|given|full)\s*-?\s*name\s*(?:is|'s|:|=|-)?|(?:full\s+|first\s+|last\s+)?name\s*(?::|=|-)|"
     r"(?:the\s+)?name\s+is|name's|names\s+is|i\s+am\s+called|call\s+me|(?:this|it)\s+is\s+(?=\w+\s+(?:here|speaking)\b)|"
     r"speaking\s+with|under\s+the\s+name(?:\s+of)?|in\s+the\s+name\s+of|account\s+holder(?:\s+is)?|"
     r"signed\s*,?|regards\s*,?|sincerely\s*,?)\s*", re.IGNORECASE)
@@ -512,7 +515,7 @@ _WEAK_CUE = re.compile(r"\b(?:this\s+is|i\s*'?\s*m|i\s+am|it\s*'?\s*s|it\s+is|im
                        r"(?:with|to)|(?:you'?re|you\s+are)\s+(?:with|talking\s+to))\s+", re.IGNORECASE)
 # "claude mohamud here", "Jordan here, how can I help?"
 _HERE = re.compile(r"(?:^|[.!?,]\s*|\b(?:hi|hello|hey|morning|evening)[\s,!]+)((?:[A-Za-z][A-Za-z'-]+\s+){0,2}"
-                   r"[A-Za-z][A-Za-z'-]+)\s+here\b", re.IGNORECASE)
+                   r"[A-Za-z][A-Za-z'-]+)\s+(?:here|speaking)\b", re.IGNORECASE)
 _VOCATIVE = re.compile(
     r"\b(?:thanks|thank\s+you|thank\s+u|thankyou|thx|ty|hi|hello|hey|dear|bye|goodbye|morning|good\s+morning|"
     r"good\s+afternoon|good\s+evening|welcome|cheers|ok|okay|great|perfect|sure|alright|no\s+problem|"
@@ -546,6 +549,11 @@ class NameRecognizer(_Recognizer):
             span = self.name_at(text, cue.end(), strict=True)
             if span is None and self._proper_noun_at(text, cue.end(), nlp_artifacts):
                 span = self.name_at(text, cue.end(), strict=False)  # "this is Scarlet"
+            if span is None:
+                # two words no list has, in any case: "i am raghib quadir and…" (one rare word could be a typo)
+                pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\b").match(text, cue.end())
+                if pair and all(self._rare_name_word(w, 3.0) for w in pair.groups()):
+                    span = pair.span()
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
         for match in _HERE.finditer(text):
@@ -555,6 +563,11 @@ class NameRecognizer(_Recognizer):
                 yield match.start(1), match.end(1), PiiType.PERSON, 0.8
         for cue in _VOCATIVE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True, until_punctuation=True)
+            if span is None:
+                # a name no list has, alone before the end of the clause: "Thank you Nuru!", "thx raghib"
+                word = re.compile(r"([A-Za-z][a-z'-]+)(?=\s*(?:[.!?,;)]|$))").match(text, cue.end())
+                if word and self._rare_name_word(word.group(1), 3.5 if word.group(1)[0].isupper() else 2.0):
+                    span = word.span(1)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
         # "…, albert." / "…, Albert!" at the end of a clause; "Crystal Minh, I don't know…" at the start
@@ -565,11 +578,17 @@ class NameRecognizer(_Recognizer):
         span = self.name_at(text, start, strict=True)
         if span and re.match(r"\s*[,:]", text[span[1]:]):
             yield span[0], span[1], PiiType.PERSON, 0.75
-        # two rare words opening a message before a comma: "Loise Nzioka, I don't know my account ID"
-        pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\s*,").match(text, start)
+        # two rare words opening a message before a comma or full stop: "Loise Nzioka, I don't know my account ID"
+        pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\s*(?:[,.:;!-]|$)").match(text, start)
         if pair and all(self._rare_name_word(w) for w in pair.groups()) and pair.group(1)[0].isupper() == \
                 pair.group(2)[0].isupper():
             yield pair.start(), pair.end(2), PiiType.PERSON, 0.7
+        # a sentence that is only a name: "good afternoon. Onyango Beernaert. my coupon…", "crystal minh"
+        for match in re.finditer(r"(?:^|(?<=[.!?\n])\s*)([A-Za-z][A-Za-z'-]+(?:\s+[A-Za-z][A-Za-z'-]+){1,2})\s*(?=[.!?\n]|$)",
+                                 text):
+            words = match.group(1).split()
+            if self._only_name_words(words):
+                yield match.start(1), match.end(1), PiiType.PERSON, 0.7
         # a known first name, capitalised, followed by a capitalised surname, anywhere
         for match in re.finditer(r"\b([A-Z][a-z'-]+)\s+([A-Z][A-Za-z'-]+)\b", text):
             first, last = match.group(1), match.group(2)
@@ -586,6 +605,19 @@ class NameRecognizer(_Recognizer):
         if strict:
             return lexicon.is_first_name(word) and not lexicon.is_common_word(word, 5.0 if word[0].isupper() else 4.7)
         return lexicon.is_first_name(word) or word[0].isupper() or not lexicon.is_common_word(word, 4.3)
+
+    def _only_name_words(self, words: list[str]) -> bool:
+        """Two or three words that make a name on their own: each a listed name or a rare word, one rare enough."""
+        def fits(word: str) -> bool:
+            lowered = word.lower()
+            listed = lowered in lexicon.first_names() or lowered in lexicon.last_names()
+            return (lexicon.looks_like_name_word(word) and lowered not in lexicon.STOPWORDS and not _is_brand_word(word)
+                    and lowered not in self.allow_words and lowered not in lexicon.NOT_NAME_WORDS
+                    and label_word_for(word) is None and (listed or not lexicon.is_common_word(word, 3.5)))
+        if not all(fits(w) for w in words) or len({w[0].isupper() for w in words}) > 1:
+            return False
+        first_ok = lexicon.is_first_name(words[0]) or not lexicon.is_common_word(words[0], 3.0)
+        return first_ok and not all(lexicon.is_common_word(w, 4.5) for w in words)
 
     def _proper_noun_at(self, text: str, position: int, nlp_artifacts: NlpArtifacts | None) -> bool:
         """A capitalised word spaCy's tagger calls a proper noun, not an everyday word, starts at `position`."""
@@ -679,6 +711,8 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
             return None  # "Order Status", "Size Chart"
         if NameRecognizer._brand_context(text, words[-1][1]):
             return None
+        if re.search(r"\d\s*$", text[:words[0][0]]):
+            return None  # "100 Mbps", "Pixel 8"'s "8 Pro": a person does not follow a number
         if len(plain) == 1:
             word = plain[0]
             if word.isupper() and len(word) <= 4:
@@ -718,6 +752,10 @@ class AnswerRecognizer(_Recognizer):
                               r"(?:(?:it'?s|it\s+is|i'?m|i\s+am|this\s+is|my\s+name\s+is|name\s+is|its)\s+)?", text,
                               re.IGNORECASE)
             span = self.names.name_at(text, opener.end(), strict=False)
+            reversed_name = re.compile(r"([A-Za-z][A-Za-z'-]+),\s*([A-Za-z][A-Za-z'-]+)\s*[.!]?\s*$").match(text, opener.end())
+            if reversed_name and self.names.is_name_start(reversed_name.group(2), strict=False) and \
+                    lexicon.looks_like_name_word(reversed_name.group(1)):
+                span = reversed_name.start(), reversed_name.end(2)  # "moon, shari": surname first, as on forms
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.85
         if PiiType.PHONE in asked:
@@ -735,7 +773,7 @@ class AnswerRecognizer(_Recognizer):
         digits_only = value.isdigit()
         if digits_only and PiiType.ZIP_CODE in asked and _ZIP.fullmatch(value):
             return PiiType.ZIP_CODE
-        if digits_only and PiiType.LAST_DIGITS in asked and 2 <= len(value) <= 6:
+        if digits_only and PiiType.LAST_DIGITS in asked and 3 <= len(value) <= 6:
             return PiiType.LAST_DIGITS
         if _ZIP.fullmatch(value) and not digits_only and PiiType.ZIP_CODE in asked and any(c.isdigit() for c in value):
             return PiiType.ZIP_CODE
