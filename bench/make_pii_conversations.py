@@ -81,10 +81,10 @@ COMPANY = "GadgetCorp"
 # --- the two template banks: {slot} is filled; text in customer turns may be lower-cased or typo'd -----------
 
 DEV_BANK: dict[str, list[str]] = {
-    "agent_greet": ["Hi, thanks for contacting {company}! My name is {agent}, how can I help you today?",
+    "agent_greet": ["Hi! {agent} from {company} here to help.", "Hi, thanks for contacting {company}! My name is {agent}, how can I help you today?",
                     "Hello! You're chatting with {agent}. What can I do for you?",
                     "Good morning, {agent} here. How may I help?"],
-    "open_name": ["Hi there! {first} {last} speaking", "{first} here, quick question", "it's {first} {last}, hi",
+    "open_name": ["hiya, im {first}, my parcel is missing", "this is {first} {last} again", "its {first}", "Ms {last} here", "Hi there! {first} {last} speaking", "{first} here, quick question", "it's {first} {last}, hi",
                   "hey, i'm {first}", "good afternoon. {full}. my coupon is not working", "hi my name is {full}", "Hello, my name is {full} and I need help with my order",
                   "{full}, I don't know my account ID", "hey this is {first}, I have a problem",
                   "hi, {full} here. my package never arrived", "my name's {full}. I was double charged"],
@@ -122,7 +122,8 @@ DEV_BANK: dict[str, list[str]] = {
     "dangling_username": ["my username is", "username is"],
     "bare_value_order": ["{order}"],
     "bare_value_username": ["{username}"],
-    "confirm_name": ["Cheers {first}, checking now.", "Sounds good {first}.", "Alright {first}, one sec.",
+    "confirm_name": ["Okay, {first}, I've reset it.", "Happy to help, {first}!", "One moment, {first}, while I check.",
+                     "Cheers {first}, checking now.", "Sounds good {first}.", "Alright {first}, one sec.",
                      "No problem at all, {first}!", "Thank you, {first}. Let me look into it.", "Thanks {first}! One moment please.",
                      "Thanks, {first}."],
     "confirm_username": ["Great, your username is {username}.", "I found the account {username}.",
@@ -147,8 +148,8 @@ DEV_BANK: dict[str, list[str]] = {
     "chitchat_agent": ["{brand} is one of our best sellers.", "Refunds take 5-7 business days.", "The {product} is water resistant up to 10 meters.",
                        "Yes, the {brand} {item} runs a size small.", "Promo code {promo} gives 20% off.",
                        "Our {item}s are on sale for ${price} this week.", "The {product} comes with a 2 year warranty."],
-    "close_customer": ["bye {first}!", "cheers {first}", "thanks {first}!", "Thank you so much, {first}.", "ok great thanks", "thats all, bye"],
-    "close_agent": ["Thank you for contacting {company}, {first}. Have a great day!",
+    "close_customer": ["ty {first}, thats all", "bye {first}!", "cheers {first}", "thanks {first}!", "Thank you so much, {first}.", "ok great thanks", "thats all, bye"],
+    "close_agent": ["You're all set, {first}.", "Glad I could help, {first}. Bye!", "Thank you for contacting {company}, {first}. Have a great day!",
                     "Is there anything else I can help with, {first}?", "Have a nice day!"],
 }
 

@@ -11,7 +11,7 @@ import importlib
 import re
 from functools import lru_cache
 
-from wordfreq import zipf_frequency
+from wordfreq import top_n_list, zipf_frequency
 
 _ENGLISH_LOCALES = ("en_US", "en_GB", "en_IE", "en_NZ", "en_IN")
 _OTHER_LOCALES = (
@@ -90,6 +90,30 @@ def is_common_word(word: str, threshold: float = 5.0) -> bool:
     """A function word, or an English word as frequent as "mark" or "june" (Zipf ≥ `threshold`)."""
     lowered = word.lower()
     return lowered in STOPWORDS or zipf(lowered) >= threshold
+
+
+@lru_cache(maxsize=1)
+def _common_words() -> frozenset[str]:
+    return frozenset(w for w in top_n_list("en", 40000) if w.isalpha() and len(w) >= 3)
+
+
+@lru_cache(maxsize=65536)
+def is_slip_of_common_word(word: str) -> bool:
+    """One letter dropped, added, changed or swapped away from an everyday word ("dissapointed", "recieved")."""
+    lowered = word.lower()
+    common = _common_words()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    for i in range(len(lowered) + 1):
+        if i < len(lowered) and lowered[:i] + lowered[i + 1:] in common:
+            return True
+        if i < len(lowered) - 1 and lowered[:i] + lowered[i + 1] + lowered[i] + lowered[i + 2:] in common:
+            return True
+        for ch in letters:
+            if lowered[:i] + ch + lowered[i:] in common:
+                return True
+            if i < len(lowered) and lowered[:i] + ch + lowered[i + 1:] in common and ch != lowered[i]:
+                return True
+    return False
 
 
 def is_first_name(word: str) -> bool:

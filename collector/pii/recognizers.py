@@ -260,6 +260,12 @@ def label_word_for(word: str) -> str | None:
     return None
 
 
+def near_label(word: str) -> bool:
+    """One slip from a label word, common word or not: "emil:" before an address is "email:", not Emil."""
+    lowered = word.lower()
+    return any(OSA.distance(lowered, label) <= 1 for label in LABEL_VOCABULARY if len(label) >= 4)
+
+
 def normalise_labels(text: str) -> tuple[str, list[int]]:
     """`text` with mistyped label words spelt right, and for each of its characters the original's index."""
     pieces: list[str] = []
@@ -511,6 +517,8 @@ _STRONG_CUE = re.compile(
     r"(?:the\s+)?name\s+is|name's|names\s+is|i\s+am\s+called|call\s+me|(?:this|it)\s+is\s+(?=\w+\s+(?:here|speaking)\b)|"
     r"speaking\s+with|under\s+the\s+name(?:\s+of)?|in\s+the\s+name\s+of|account\s+holder(?:\s+is)?|"
     r"signed\s*,?|regards\s*,?|sincerely\s*,?)\s*", re.IGNORECASE)
+# "Ms Oksanen", "mr. gilmore": a title, then a name in any case
+_TITLE = re.compile(r"\b(?:mr|mrs|ms|miss|mx|dr|mister|madam)\.?\s+(?=[A-Za-z])", re.IGNORECASE)
 _WEAK_CUE = re.compile(r"\b(?:this\s+is|i\s*'?\s*m|i\s+am|it\s*'?\s*s|it\s+is|im|(?:chatting|speaking|talking)\s+"
                        r"(?:with|to)|(?:you'?re|you\s+are)\s+(?:with|talking\s+to))\s+", re.IGNORECASE)
 # "claude mohamud here", "Jordan here, how can I help?"
@@ -519,7 +527,9 @@ _HERE = re.compile(r"(?:^|[.!?,]\s*|\b(?:hi|hello|hey|morning|evening)[\s,!]+)((
 _VOCATIVE = re.compile(
     r"\b(?:thanks|thank\s+you|thank\s+u|thankyou|thx|ty|hi|hello|hey|dear|bye|goodbye|morning|good\s+morning|"
     r"good\s+afternoon|good\s+evening|welcome|cheers|ok|okay|great|perfect|sure|alright|no\s+problem|"
-    r"you'?re\s+welcome|appreciate\s+it|got\s+it|sorry)(?:\s+(?:so\s+much|very\s+much|again|a\s+lot|a\s+bunch))?"
+    r"you'?re\s+welcome|appreciate\s+it|got\s+it|sorry|sounds\s+good|no\s+worries|understood|of\s+course|"
+    r"absolutely|certainly|noted|done|awesome|wonderful|excellent|glad\s+(?:i|we)\s+could\s+help|"
+    r"happy\s+to\s+help|you'?re\s+all\s+set|take\s+care|have\s+a\s+(?:good|great|nice)\s+(?:day|one|evening))(?:\s+(?:so\s+much|very\s+much|again|a\s+lot|a\s+bunch))?"
     r"\s*[,!.]?\s+", re.IGNORECASE)
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _NAME_PREFIX = re.compile(r"^(?:Mc|Mac|O'|De|Di|Da|Du|La|Le|Van|Von|St)[A-Z]")
@@ -542,7 +552,13 @@ class NameRecognizer(_Recognizer):
     def find(self, text: str, nlp_artifacts: NlpArtifacts | None) -> Iterator[Find]:
         normalised, origin = normalise_labels(text)  # "my nmae is …" is still a cue
         for cue in _STRONG_CUE.finditer(normalised):
-            span = self.name_at(text, origin[cue.end()] if origin else cue.end(), strict=False)
+            position = origin[cue.end()] if origin else cue.end()
+            span = self.name_at(text, position, strict=False)
+            if span is None and re.search(r"(?:last|sur|family)\s*-?\s*name", cue.group(), re.IGNORECASE):
+                word = re.compile(r"[A-Za-z][A-Za-z'-]+").match(text, position)  # "last name waters": any word
+                if word and lexicon.looks_like_name_word(word.group()) and word.group().lower() not in (
+                        lexicon.STOPWORDS | lexicon.NOT_NAME_WORDS):
+                    span = word.span()
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.9
         for cue in _WEAK_CUE.finditer(text):
@@ -554,29 +570,47 @@ class NameRecognizer(_Recognizer):
                 pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\b").match(text, cue.end())
                 if pair and all(self._rare_name_word(w, 3.0) for w in pair.groups()):
                     span = pair.span()
+            if span is None:
+                # one such word closing the clause: "yo its raghib, the jacket…" — unless it is a slip of a word
+                word = re.compile(r"([A-Za-z][a-z'-]+)(?=\s*(?:[,.!?;]|$|\s+(?:and|here)\b))").match(text, cue.end())
+                if word and self._unlisted_name(word.group(1)):
+                    span = word.span(1)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
+        for match in re.finditer(r"(?:^|[,!.]\s*|\b(?:hi|hello|hey)\s+(?:there\s*)?[,!]?\s*)([A-Z][a-z'-]+)\s+from\s+"
+                                 r"(?:the\s+)?[A-Z]", text):
+            if self._rare_name_word(match.group(1), 4.0) or lexicon.is_first_name(match.group(1)):
+                yield match.start(1), match.end(1), PiiType.PERSON, 0.75  # "Hey there, Nina from the Acme team"
+        for cue in _TITLE.finditer(text):
+            word = re.compile(r"[A-Za-z][A-Za-z'-]+").match(text, cue.end())
+            if word and (self._rare_name_word(word.group(), 4.0) or word.group().lower() in lexicon.last_names()):
+                span = self.name_at(text, cue.end(), strict=False) or word.span()
+                yield span[0], span[1], PiiType.PERSON, 0.85
         for match in _HERE.finditer(text):
             words = match.group(1).split()
-            if all(self._surname_ok(w, capitalised=w[0].isupper()) for w in words[1:]) and self.is_name_start(
-                    words[0], strict=len(words) == 1):
+            single_capitalised = len(words) == 1 and words[0][0].isupper() and self._rare_name_word(words[0], 4.0)
+            if single_capitalised or (all(self._surname_ok(w, capitalised=w[0].isupper()) for w in words[1:])
+                                      and self.is_name_start(words[0], strict=len(words) == 1)):
                 yield match.start(1), match.end(1), PiiType.PERSON, 0.8
         for cue in _VOCATIVE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True, until_punctuation=True)
             if span is None:
                 # a name no list has, alone before the end of the clause: "Thank you Nuru!", "thx raghib"
                 word = re.compile(r"([A-Za-z][a-z'-]+)(?=\s*(?:[.!?,;)]|$))").match(text, cue.end())
-                if word and self._rare_name_word(word.group(1), 3.5 if word.group(1)[0].isupper() else 2.0):
+                if word and (word.group(1)[0].isupper() and self._rare_name_word(word.group(1), 4.0)
+                             or self._unlisted_name(word.group(1))):
                     span = word.span(1)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.8
         # "…, albert." / "…, Albert!" at the end of a clause; "Crystal Minh, I don't know…" at the start
         for match in re.finditer(r"(?:,\s*)([A-Za-z][A-Za-z'-]+)(?=\s*(?:[.!?,;]|$))", text):
-            if self.is_name_start(match.group(1), strict=True):
+            word = match.group(1)
+            if self.is_name_start(word, strict=True) or (word[0].isupper() and self._rare_name_word(word, 4.0)):
                 yield match.start(1), match.end(1), PiiType.PERSON, 0.75
         start = re.match(r"\s*(?:(?:hi|hello|hey)\b)?[\s,]*", text, re.IGNORECASE).end()
         span = self.name_at(text, start, strict=True)
-        if span and re.match(r"\s*[,:]", text[span[1]:]):
+        if span and re.match(r"\s*,", text[span[1]:]) or span and re.match(r"\s*:", text[span[1]:]) and not near_label(
+                text[span[0]:span[1]]):
             yield span[0], span[1], PiiType.PERSON, 0.75
         # two rare words opening a message before a comma or full stop: "Loise Nzioka, I don't know my account ID"
         pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\s*(?:[,.:;!-]|$)").match(text, start)
@@ -605,6 +639,10 @@ class NameRecognizer(_Recognizer):
         if strict:
             return lexicon.is_first_name(word) and not lexicon.is_common_word(word, 5.0 if word[0].isupper() else 4.7)
         return lexicon.is_first_name(word) or word[0].isupper() or not lexicon.is_common_word(word, 4.3)
+
+    def _unlisted_name(self, word: str) -> bool:
+        """A lower-case word that is no English word nor a slip of one: in a name's place, a name ("raghib")."""
+        return (len(word) >= 3 and self._rare_name_word(word, 2.5) and not lexicon.is_slip_of_common_word(word))
 
     def _only_name_words(self, words: list[str]) -> bool:
         """Two or three words that make a name on their own: each a listed name or a rare word, one rare enough."""
@@ -756,6 +794,12 @@ class AnswerRecognizer(_Recognizer):
             if reversed_name and self.names.is_name_start(reversed_name.group(2), strict=False) and \
                     lexicon.looks_like_name_word(reversed_name.group(1)):
                 span = reversed_name.start(), reversed_name.end(2)  # "moon, shari": surname first, as on forms
+            if span is None:  # "sure, tea rissanen": an everyday first word is a name when a surname follows
+                pair = re.compile(r"([A-Za-z][a-z'-]+)\s+([A-Za-z][a-z'-]+)\s*[.!]?\s*$").match(text, opener.end())
+                if pair and lexicon.looks_like_name_word(pair.group(1)) and pair.group(1).lower() not in \
+                        lexicon.STOPWORDS and (self.names._rare_name_word(pair.group(2), 3.0)
+                                               or pair.group(2).lower() in lexicon.last_names()):
+                    span = pair.start(), pair.end(2)
             if span:
                 yield span[0], span[1], PiiType.PERSON, 0.85
         if PiiType.PHONE in asked:
