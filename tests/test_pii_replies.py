@@ -69,3 +69,27 @@ def test_a_single_value_of_a_type_fills_an_unnumbered_placeholder() -> None:
     assert fill_placeholders("Order <ORDER_ID> is late.", TABLE).text == "Order 5545781356 is late."
     known = KnownValues(others=((PiiType.ACCOUNT_ID, "4VEJCYVP8U"),))
     assert fill_placeholders("Account <ACCOUNT_ID_1> is open.", {}, known).text == "Account 4VEJCYVP8U is open."
+
+
+@pytest.fixture(scope="module")
+def redactor():
+    from collector.pii import ConversationRedactor, RedactorConfig
+
+    return ConversationRedactor(RedactorConfig(allow_list=("GadgetCorp", "support@gadgetcorp.com")))
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        # the conversation's own values, filled in, stay
+        ("Thanks, <PERSON_1>! Order <ORDER_ID_1> ships today.", "Thanks, Crystal! Order 5545781356 ships today."),
+        # a value the model made up is written out like a placeholder nobody can fill
+        ("Your order 9912345678 has shipped. Anything else?", "Your order has shipped. Anything else?"),
+        ("I've emailed bob.smith@example.com the label. Have a nice day!", "Have a nice day!"),
+        ("Thanks, Jennifer! It ships today.", "Thanks! It ships today."),
+        # the company's own address is allow-listed
+        ("Write to support@gadgetcorp.com any time.", "Write to support@gadgetcorp.com any time."),
+    ],
+)
+def test_a_served_reply_keeps_only_values_the_conversation_knows(redactor, reply: str, expected: str) -> None:
+    assert redactor.safe_reply(reply, TABLE, None).text == expected
