@@ -85,7 +85,8 @@ def load_labelled(path: Path) -> list[LabelledConversation]:
                 continue
             record = json.loads(line)
             if "turns" not in record:  # one message per line: a conversation of one customer turn
-                record = {"split": record.get("split", "dev"), "turns": [{"text": record["text"], "pii": record["pii"]}]}
+                turn = {"text": record["text"], "pii": record["pii"]}
+                record = {"split": record.get("split", "dev"), "turns": [turn]}
             conversations.append(LabelledConversation.model_validate(record))
     return conversations
 

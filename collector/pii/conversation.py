@@ -130,7 +130,7 @@ class ConversationRedactor:
         language = self.config.language
         artifacts = self.analyzer.nlp_engine.process_batch(texts, language, batch_size=64)
         previous_asked: set = set()
-        for index, (text, (_, nlp_artifacts)) in enumerate(zip(texts, artifacts, strict=True)):
+        for text, (_, nlp_artifacts) in zip(texts, artifacts, strict=True):
             ad_hoc = [AnswerRecognizer(previous_asked, self.names, language)] if previous_asked else None
             results = self.analyzer.analyze(text, language, nlp_artifacts=nlp_artifacts, ad_hoc_recognizers=ad_hoc,
                                             score_threshold=_SCORE_THRESHOLD)

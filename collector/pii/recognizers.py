@@ -24,10 +24,10 @@ from functools import lru_cache
 
 import phonenumbers
 import tldextract
-from rapidfuzz.distance import OSA
 from presidio_analyzer import EntityRecognizer, RecognizerResult
 from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import EmailRecognizer, SpacyRecognizer
+from rapidfuzz.distance import OSA
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.exceptions import ValidationError
@@ -55,7 +55,8 @@ class _Recognizer(EntityRecognizer):
     def find(self, text: str, nlp_artifacts: NlpArtifacts | None) -> Iterable[Find]:
         raise NotImplementedError
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(self, text: str, entities: list[str],
+                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         wanted = set(entities) if entities else None
         return [
             RecognizerResult(pii_type.value, start, end, score, recognition_metadata={
@@ -208,7 +209,8 @@ class ConfiguredIdRecognizer(_Recognizer):
 _NUMBER_WORD = r"(?:id|i\.d\.?|#|no\.?|nr\.?|num\.?|numb?er|nmber|numer|code)"
 # label phrases, typos included; each names the type of the value it labels
 LABELS: list[tuple[PiiType, str]] = [
-    (PiiType.LAST_DIGITS, r"(?:last|final)\s+(?:(?:(?:4|four|5|five|3|three|6|six)(?:\s+(?:digits?|numbers?|nums?|#s?))?)|"
+    (PiiType.LAST_DIGITS, r"(?:last|final)\s+(?:(?:(?:4|four|5|five|3|three|6|six)"
+                          r"(?:\s+(?:digits?|numbers?|nums?|#s?))?)|"
                           r"digits|numbers)"
                           r"(?:\s+(?:of|on|for|from)\s+(?:my|the|your|that|this)?\s*"
                           r"(?:credit\s+|debit\s+|bank\s+)?(?:card|cc|phone|account|acct|number|ssn))?"),
@@ -531,6 +533,9 @@ _VOCATIVE = re.compile(
     r"absolutely|certainly|noted|done|awesome|wonderful|excellent|glad\s+(?:i|we)\s+could\s+help|"
     r"happy\s+to\s+help|you'?re\s+all\s+set|take\s+care|have\s+a\s+(?:good|great|nice)\s+(?:day|one|evening))(?:\s+(?:so\s+much|very\s+much|again|a\s+lot|a\s+bunch))?"
     r"\s*[,!.]?\s+", re.IGNORECASE)
+_NAME_SENTENCE = re.compile(
+    r"(?:^|(?<=[.!?\n])\s*)([A-Za-z][A-Za-z'-]+(?:\s+[A-Za-z][A-Za-z'-]+){1,2})\s*(?=[.!?\n]|$)")
+_SURNAME_FIRST = re.compile(r"([A-Za-z][A-Za-z'-]+),\s*([A-Za-z][A-Za-z'-]+)\s*[.!]?\s*$")
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _NAME_PREFIX = re.compile(r"^(?:Mc|Mac|O'|De|Di|Da|Du|La|Le|Van|Von|St)[A-Z]")
 
@@ -618,8 +623,7 @@ class NameRecognizer(_Recognizer):
                 pair.group(2)[0].isupper():
             yield pair.start(), pair.end(2), PiiType.PERSON, 0.7
         # a sentence that is only a name: "good afternoon. Onyango Beernaert. my coupon…", "crystal minh"
-        for match in re.finditer(r"(?:^|(?<=[.!?\n])\s*)([A-Za-z][A-Za-z'-]+(?:\s+[A-Za-z][A-Za-z'-]+){1,2})\s*(?=[.!?\n]|$)",
-                                 text):
+        for match in _NAME_SENTENCE.finditer(text):
             words = match.group(1).split()
             if self._only_name_words(words):
                 yield match.start(1), match.end(1), PiiType.PERSON, 0.7
@@ -687,9 +691,11 @@ class NameRecognizer(_Recognizer):
         following = re.match(r"\s+([A-Za-z-]+)", text[end:])
         return following is not None and following.group(1).lower() in lexicon.PRODUCT_NOUNS
 
-    def name_at(self, text: str, position: int, *, strict: bool, until_punctuation: bool = False) -> tuple[int, int] | None:
+    def name_at(self, text: str, position: int, *, strict: bool,
+                until_punctuation: bool = False) -> tuple[int, int] | None:
         """The name (first word and up to two more) starting at `position`, or None."""
-        tokens = [(m.start() + position, m.end() + position, m.group()) for m in _TOKEN.finditer(text[position:position + 80])]
+        tokens = [(m.start() + position, m.end() + position, m.group())
+                  for m in _TOKEN.finditer(text[position:position + 80])]
         if not tokens or not self.is_name_start(tokens[0][2], strict=strict):
             return None
         start, end, first = tokens[0]
@@ -720,7 +726,8 @@ class FilteredSpacyRecognizer(SpacyRecognizer):
         super().__init__(supported_language=language, supported_entities=["PERSON"], ner_strength=0.85)
         self.allow_words = allow_words
 
-    def analyze(self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
+    def analyze(self, text: str, entities: list[str],
+                nlp_artifacts: NlpArtifacts | None = None) -> list[RecognizerResult]:
         kept = []
         for result in super().analyze(text, entities, nlp_artifacts):
             trimmed = self._trim(text, result.start, result.end)
@@ -790,7 +797,7 @@ class AnswerRecognizer(_Recognizer):
                               r"(?:(?:it'?s|it\s+is|i'?m|i\s+am|this\s+is|my\s+name\s+is|name\s+is|its)\s+)?", text,
                               re.IGNORECASE)
             span = self.names.name_at(text, opener.end(), strict=False)
-            reversed_name = re.compile(r"([A-Za-z][A-Za-z'-]+),\s*([A-Za-z][A-Za-z'-]+)\s*[.!]?\s*$").match(text, opener.end())
+            reversed_name = _SURNAME_FIRST.match(text, opener.end())
             if reversed_name and self.names.is_name_start(reversed_name.group(2), strict=False) and \
                     lexicon.looks_like_name_word(reversed_name.group(1)):
                 span = reversed_name.start(), reversed_name.end(2)  # "moon, shari": surname first, as on forms
