@@ -96,6 +96,8 @@ def test_what_support_chats_hold_becomes_typed_placeholders(redactor: Conversati
         "Firmware 10.2.33 fixed it; the router is at 192.168.1.100.",
         "My order is late and my account is locked.",
         "What is your zip code and username?",
+        "You can request your refund at gadgetcorp.com/refund anytime at gadgetcorp.com.",
+        "Our UltraHub ships from 42 warehouses; call 911 in an emergency.",
     ],
 )
 def test_look_alikes_and_ordinary_words_stay(redactor: ConversationRedactor, text: str) -> None:

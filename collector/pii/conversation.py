@@ -33,7 +33,7 @@ from collector.pii.recognizers import AnswerRecognizer, asked_types
 from collector.pii.replies import FilledReply, fill_placeholders
 from collector.settings import Settings, get_settings
 
-Turn = tuple[str, str]  # (role, text), roles as stored: "user", "assistant", "system"...
+Turn = tuple[str, str | None]  # (role, text), roles as stored: "user", "assistant", "system"...
 
 _SCORE_THRESHOLD = 0.5
 
@@ -57,7 +57,7 @@ class KnownValues:
 class RedactedConversation:
     """A conversation's texts with placeholders, in the order given, and what each placeholder stands for."""
 
-    texts: list[str]
+    texts: list[str | None]  # None stays None
     placeholders: dict[str, str]  # "<PERSON_1>" -> "Crystal Minh"
     counts: dict[str, int]  # PII type -> replacements made
     spans: list[list[PiiSpan]] = field(default_factory=list)  # per turn, in the original texts' characters
@@ -125,7 +125,7 @@ class ConversationRedactor:
 
     def find(self, turns: Sequence[Turn], known: KnownValues | None = None) -> list[list[PiiSpan]]:
         """Per turn, the personal data in it (characters of the original text), without overlaps."""
-        texts = [text for _, text in turns]
+        texts = [text or "" for _, text in turns]  # a turn without text (None: an attachment, a tool call) has no PII
         found: list[list[PiiSpan]] = []
         language = self.config.language
         artifacts = self.analyzer.nlp_engine.process_batch(texts, language, batch_size=64)
@@ -183,13 +183,13 @@ class ConversationRedactor:
         """Every turn with its personal data replaced by typed placeholders, consistent across the conversation."""
         spans = self.find(turns, known)
         table = PlaceholderTable()
-        table.plan_people([text[s.start:s.end] for (_, text), ss in zip(turns, spans, strict=True)
+        table.plan_people([(text or "")[s.start:s.end] for (_, text), ss in zip(turns, spans, strict=True)
                            for s in ss if s.type is PiiType.PERSON]
                           + [v for t, v in (known.values() if known else []) if t is PiiType.PERSON])
         counts: Counter[str] = Counter()
         texts = []
         for (_, text), turn_spans in zip(turns, spans, strict=True):
-            texts.append(self._replace(text, turn_spans, table, counts))
+            texts.append(self._replace(text, turn_spans, table, counts) if text else text)
         return RedactedConversation(texts=texts, placeholders=dict(table.values), counts=dict(counts), spans=spans)
 
     def redact_text(self, text: str, known: KnownValues | None = None) -> RedactedText:

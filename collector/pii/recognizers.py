@@ -93,7 +93,9 @@ class OfflineEmailRecognizer(_Recognizer):
                     yield match.start(), match.end(), PiiType.EMAIL, 0.7
         if " at " in text.lower() or "(at)" in text.lower() or "[at]" in text.lower():
             for match in _EMAIL_SPELLED.finditer(text):
-                yield match.start(), match.end(), PiiType.EMAIL, 0.9
+                # "jane dot doe at gmail dot com", "rob(at)example(dot)net"; not "your refund at gadgetcorp.com"
+                if re.search(r"\bdot\b|\(at\)|\[at\]", match.group(), re.IGNORECASE):
+                    yield match.start(), match.end(), PiiType.EMAIL, 0.9
 
 
 # --- numbers with a check: phones, cards, IBANs --------------------------------------------------------------
