@@ -140,6 +140,15 @@ def test_placeholders_are_consistent_within_a_conversation_and_separate_between_
     assert second.placeholders == {"<PERSON_1>": "Dana Reyes"}
 
 
+def test_an_address_and_its_street_alone_are_one_place(redactor: ConversationRedactor) -> None:
+    done = redactor.redact_conversation([
+        (U, "Norman Bouchard, I need to change my address to 4273 Kingston Ave, Monterey, CA 38962"),
+        (A, "Sure thing, Mr. Bouchard. Updated to 4273 Kingston Ave. Zip 38962 is right?"),
+    ])
+    assert done.texts == ["<PERSON_1>, I need to change my address to <ADDRESS_1>",
+                          "Sure thing, Mr. <PERSON_1>. Updated to <ADDRESS_1>. Zip <ZIP_CODE_1> is right?"]
+
+
 def test_placeholders_already_in_a_text_are_left_as_they_are(redactor: ConversationRedactor) -> None:
     once = redactor.redact_text("Order ID: 5545781356, name: crystal minh, phone 415-555-0132").text
     assert redactor.redact_text(once).text == once == "Order ID: <ORDER_ID_1>, name: <PERSON_1>, phone <PHONE_1>"

@@ -31,6 +31,11 @@ def canonical(pii_type: PiiType, value: str) -> str:
         return " ".join(re.findall(r"[^\W\d_][\w'-]*", value.lower()))
     if pii_type in (PiiType.EMAIL, PiiType.USERNAME):
         return value.strip().lower()
+    if pii_type is PiiType.ADDRESS:
+        # the house number and street name: "4273 Kingston Ave" and "4273 kingston ave, monterey, ca" are one place
+        street = re.search(r"(\d+[a-z]?)\s+(?:(?:[nsew]|north|south|east|west)\.?\s+)?([^\W\d_][\w'-]*)", value.lower())
+        if street:
+            return f"{street.group(1)} {street.group(2)}"
     return re.sub(r"[^0-9a-z]", "", value.lower())
 
 

@@ -472,7 +472,8 @@ _NOT_STREET_WORD = (
     r"orders?|shirts?|sizes?|units?|pieces?|pcs|more|other|different)\b)"
 )
 _UK_POSTCODE = r"[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}"
-_NOT_CITY = r"(?!(?:please|pls|thanks|thank|and|or|but|is|it|asap|now|too|instead)\b)"
+_NOT_CITY = (r"(?!(?:please|pls|thanks|thank|and|or|but|is|it|asap|now|too|instead|zip|zipcode|postal|postcode|code|"
+             r"my|the)\b)")
 _CITY = _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+(?:\s" + _NOT_CITY + r"[A-Za-z][A-Za-z.'-]+){0,2}"
 _UNIT = r"(?:apt|apartment|suite|ste|unit|flat|room|floor|fl|#)\.?\s*#?\s*[A-Za-z0-9-]+"
 _TAIL = (
