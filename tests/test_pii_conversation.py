@@ -154,6 +154,19 @@ def test_placeholders_already_in_a_text_are_left_as_they_are(redactor: Conversat
     assert redactor.redact_text(once).text == once == "Order ID: <ORDER_ID_1>, name: <PERSON_1>, phone <PHONE_1>"
 
 
+def test_many_conversations_at_once_give_the_same_results(redactor: ConversationRedactor) -> None:
+    conversations = [
+        ([(U, "hi, my name is albert sanders"), (A, "Thanks Albert! Username?"), (U, "asanders1")], None),
+        ([(U, "Order ID: 5545781356"), (A, None), (A, "Order 5545781356 shipped.")], None),
+        ([(U, "it's me again"), (A, "Welcome back, Zofia!")], KnownValues(name="Zofia Nowak")),
+    ] * 3
+    one_by_one = [redactor.redact_conversation(turns, known) for turns, known in conversations]
+    batched = list(redactor.redact_conversations(conversations, batch_messages=4))
+    assert [r.texts for r in batched] == [r.texts for r in one_by_one]
+    assert [r.placeholders for r in batched] == [r.placeholders for r in one_by_one]
+    assert batched[1].texts == ["Order ID: <ORDER_ID_1>", None, "Order <ORDER_ID_1> shipped."]
+
+
 def test_a_redactor_pickles_as_its_configuration_and_rebuilds_in_a_worker(redactor: ConversationRedactor) -> None:
     payload = pickle.dumps(redactor)
     assert len(payload) < 2_000  # its settings, not spaCy
