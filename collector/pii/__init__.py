@@ -9,14 +9,8 @@ typed placeholders consistent within a conversation, and keep placeholders out o
     fill_placeholders("Thanks, <PERSON_1>!", done.placeholders).text   # at reply time
 """
 
-from collector.pii.conversation import (
-    ConversationRedactor,
-    KnownValues,
-    RedactedConversation,
-    RedactedText,
-    RedactorConfig,
-)
-from collector.pii.entities import PiiSpan, PiiType
+from collector.pii.conversation import ConversationRedactor, RedactedConversation, RedactedText, RedactorConfig
+from collector.pii.entities import KnownValues, PiiSpan, PiiType
 from collector.pii.replies import FilledReply, fill_placeholders
 
 __all__ = [

@@ -10,7 +10,8 @@ agent's "Thanks, Albert"; the platform already knows the contact's name, e-mail 
 3. overlaps are resolved (the longer find wins), and each distinct value gets one typed placeholder
    (`PlaceholderTable`), replaced through presidio-anonymizer.
 
-`ConversationRedactor` loads spaCy once (about a second); build one per process and reuse it. It pickles as its
+`ConversationRedactor` loads spaCy once (a few seconds, ~600 MB RSS with the torch that spaCy's thinc and Presidio
+import when it is installed); build one per process and reuse it. It pickles as its
 configuration, so a worker process rebuilds its own.
 """
 
@@ -27,7 +28,7 @@ from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
 
 from collector.pii import lexicon
 from collector.pii.engine import build_analyzer
-from collector.pii.entities import PiiSpan, PiiType, resolve_overlaps
+from collector.pii.entities import KnownValues, PiiSpan, PiiType, resolve_overlaps
 from collector.pii.placeholders import PLACEHOLDER, PlaceholderTable, canonical, name_parts
 from collector.pii.recognizers import AnswerRecognizer, asked_types
 from collector.pii.replies import FilledReply, fill_placeholders
@@ -36,21 +37,6 @@ from collector.settings import Settings, get_settings
 Turn = tuple[str, str | None]  # (role, text), roles as stored: "user", "assistant", "system"...
 
 _SCORE_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class KnownValues:
-    """What the platform knows about the customer (Chatwoot's contact, a signed-in widget user): redacted exactly
-    wherever it appears, a name's first or last name alone and any case included."""
-
-    name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    others: tuple[tuple[PiiType, str], ...] = ()  # e.g. ((PiiType.ACCOUNT_ID, "4VEJCYVP8U"),)
-
-    def values(self) -> list[tuple[PiiType, str]]:
-        found = [(PiiType.PERSON, self.name), (PiiType.EMAIL, self.email), (PiiType.PHONE, self.phone)]
-        return [(t, v.strip()) for t, v in [*found, *self.others] if v and v.strip()]
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The kinds of personal data HouseStyle redacts, and a found piece of it (a span of one message)."""
+"""The kinds of personal data HouseStyle redacts, a found piece of it (a span of one message), and what the platform
+already knows about a customer."""
 
 from __future__ import annotations
 
@@ -43,6 +44,21 @@ class PiiSpan:
 
     def overlaps(self, other: PiiSpan) -> bool:
         return self.start < other.end and other.start < self.end
+
+
+@dataclass(frozen=True)
+class KnownValues:
+    """What the platform knows about the customer (Chatwoot's contact, a signed-in widget user): redacted exactly
+    wherever it appears, a name's first or last name alone and any case included."""
+
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    others: tuple[tuple[PiiType, str], ...] = ()  # e.g. ((PiiType.ACCOUNT_ID, "4VEJCYVP8U"),)
+
+    def values(self) -> list[tuple[PiiType, str]]:
+        found = [(PiiType.PERSON, self.name), (PiiType.EMAIL, self.email), (PiiType.PHONE, self.phone)]
+        return [(t, v.strip()) for t, v in [*found, *self.others] if v and v.strip()]
 
 
 def resolve_overlaps(spans: list[PiiSpan]) -> list[PiiSpan]:

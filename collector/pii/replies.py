@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from collector.pii.entities import PiiType
+from collector.pii.entities import KnownValues, PiiType
 
 _TYPES = "|".join(sorted((t.value for t in PiiType), key=len, reverse=True))
 # well-formed <PERSON_1>, and what a model makes of it: <PERSON>, [PERSON_1], <person_1>, <PERSON_1 (no ">")
@@ -41,18 +41,17 @@ class FilledReply:
     removed: list[str] = field(default_factory=list)  # placeholders rewritten away
 
 
-def _known_value(pii_type: PiiType, known: object | None) -> str | None:
+def _known_value(pii_type: PiiType, known: KnownValues | None) -> str | None:
     if known is None:
         return None
-    direct = {PiiType.PERSON: getattr(known, "name", None), PiiType.EMAIL: getattr(known, "email", None),
-              PiiType.PHONE: getattr(known, "phone", None)}.get(pii_type)
+    direct = {PiiType.PERSON: known.name, PiiType.EMAIL: known.email, PiiType.PHONE: known.phone}.get(pii_type)
     if direct:
         return direct
-    others = [value for other_type, value in getattr(known, "others", ()) if other_type is pii_type]
+    others = [value for other_type, value in known.others if other_type is pii_type]
     return others[0] if len(others) == 1 else None
 
 
-def fill_placeholders(reply: str, placeholders: Mapping[str, str] | None = None, known: object | None = None
+def fill_placeholders(reply: str, placeholders: Mapping[str, str] | None = None, known: KnownValues | None = None
                       ) -> FilledReply:
     """`reply` with every placeholder filled from `placeholders` (the conversation's table) or `known` (a
     KnownValues: the platform's name, e-mail, phone), or written out of the text; never a placeholder left."""
