@@ -135,10 +135,8 @@ def child(mode: str, store: Path, out: Path) -> None:
         summary = ""
     else:
         from collector.export import ExportOptions, export_dataset
-        from collector.redact import Redactor
         from collector.settings import get_settings
 
-        Redactor.from_settings().find("warm up 1234567")  # imports and gate compilation are not the export's work
         import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         usage = resource.getrusage(resource.RUSAGE_SELF)
         cpu_before = usage.ru_utime + usage.ru_stime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -10,7 +11,7 @@ import typer
 
 from collector import db
 from collector.errors import InputError
-from collector.settings import get_settings
+from collector.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from collector.importer import ImportReport
@@ -39,6 +40,11 @@ def import_command(
     channel: Annotated[
         str, typer.Option(help="Channel recorded on conversations whose lines name none (HouseStyle lines may).")
     ] = "import",
+    redact: Annotated[
+        bool | None,
+        typer.Option("--redact/--no-redact", help="Redact what was imported now (default: HOUSESTYLE_REDACT_AT_INGEST); "
+                     "--no-redact leaves it to `housestyle redact` or the service's worker."),
+    ] = None,
 ) -> None:
     """Load conversations from a file; each assistant reply counts as reviewed by an agent.
 
@@ -52,7 +58,8 @@ def import_command(
 
     if sample == (path is not None):
         raise InputError("give either a PATH to import or --sample, not both and not neither")
-    url = db.entry_settings().resolved_database_url
+    settings = db.entry_settings()
+    url = settings.resolved_database_url
     try:
         report = import_file(
             SAMPLE_PATH if sample else path, url=url, strict=strict, channel=channel,
@@ -66,6 +73,63 @@ def import_command(
         f"imported {report.added} conversations ({report.messages} messages), "
         f"{report.duplicates} already present, {len(report.errors)} bad lines"
     )
+    if report.added and (settings.redact_at_ingest if redact is None else redact):
+        _redact_store(settings)
+
+
+def _redact_store(settings: Settings) -> None:
+    """Redact every conversation with new text, with a progress line; then apply the raw-text retention period."""
+    from rich.console import Console
+
+    from collector.pii.erasure import purge_expired_raw
+    from collector.pii.ingest import redact_everything, redactor_for
+
+    url = settings.resolved_database_url
+    console = Console(stderr=True)
+    with console.status("loading the PII models…"):
+        redactor = redactor_for(settings)
+    with console.status("redacting personal data…") as status:
+        done = redact_everything(url, redactor, on_pass=lambda step: status.update(
+            f"redacting personal data… {step.conversations} more conversations"))
+    typer.echo(f"redacted {done.conversations} conversations ({done.texts} texts)")
+    if purged := purge_expired_raw(url, settings, actor=default_actor()):
+        typer.echo(f"raw text of {purged} conversations older than {settings.raw_retention_days:g} days replaced by "
+                   "its redacted form")
+
+
+def redact_command() -> None:
+    """Redact personal data in every conversation not redacted yet (back-fills; `serve` does it as messages arrive).
+
+    Each conversation is redacted whole: one value, one placeholder across its turns (<PERSON_1>, <ORDER_ID_1>...).
+    With HOUSESTYLE_RAW_RETENTION_DAYS set, raw text older than that is then replaced by its redacted form.
+    """
+    _redact_store(db.entry_settings())
+
+
+def forget_command(
+    email: Annotated[str | None, typer.Option(help="The customer's email address.")] = None,
+    phone: Annotated[str | None, typer.Option(help="The customer's phone number, in any format.")] = None,
+    conversation: Annotated[str | None, typer.Option(help="A conversation's id (its external id, or store id).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
+) -> None:
+    """Erase a customer: delete their conversations, drafts and reviews from the store, in one transaction.
+
+    Prints which adapter versions were trained on them (retire or retrain those); the next export and refresh no
+    longer include them. The erasure is audit-logged without the personal value itself.
+    """
+    from collector.pii.erasure import describe, forget
+
+    result = forget(db.entry_settings().resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
+                    phone=phone, conversation=conversation)
+    typer.echo(describe(result))
+
+
+def default_actor() -> str:
+    """Who runs this command, for the audit log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
 
 
 def _echo_bad_lines(report: ImportReport, shown: int = 20) -> None:
@@ -118,3 +182,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(db_app, name="db")
     app.command("import")(import_command)
     app.command("export")(export_command)
+    app.command("redact")(redact_command)
+    app.command("forget")(forget_command)

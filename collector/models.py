@@ -74,6 +74,11 @@ class Conversation(SQLModel, table=True):
     status: ConversationStatus = Field(default=ConversationStatus.OPEN, sa_type=ENUM_TEXT)
     source: str = Field(default="live", max_length=50)  # live, import, sample, api
     content_hash: str | None = Field(default=None, index=True, max_length=64)  # import de-duplication
+    # personal values the platform told us (name, email, phone): redacted exactly wherever they appear
+    known_values: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # the conversation's placeholder table from its last redaction (<PERSON_1> -> value): fills replies' placeholders
+    placeholders: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
+    raw_purged_at: datetime | None = None  # raw text replaced by its redacted form (HOUSESTYLE_RAW_RETENTION_DAYS)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -88,6 +93,7 @@ class Message(SQLModel, table=True):
     position: int
     role: Role = Field(sa_type=ENUM_TEXT)
     content: str = Field(sa_column=Column(Text, nullable=False))
+    redacted_content: str | None = Field(default=None, sa_column=Column(Text))  # None: not redacted yet
     draft_id: int | None = Field(default=None, foreign_key="draft.id", index=True)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -99,6 +105,7 @@ class Draft(SQLModel, table=True):
     conversation_id: int = Field(foreign_key="conversation.id", index=True, ondelete="CASCADE")
     position: int  # the transcript position this draft answers (the assistant turn's slot)
     content: str = Field(sa_column=Column(Text, nullable=False))
+    redacted_content: str | None = Field(default=None, sa_column=Column(Text))  # None: not redacted yet
     prompt: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
     adapter_version: str | None = Field(default=None, index=True, max_length=100)  # None: base model or imported
     latency_ms: float | None = None
@@ -116,6 +123,7 @@ class Review(SQLModel, table=True):
     draft_id: int = Field(foreign_key="draft.id", unique=True, ondelete="CASCADE")
     decision: ReviewDecision = Field(index=True, sa_type=ENUM_TEXT)
     final_text: str | None = Field(default=None, sa_column=Column(Text))  # what the customer got (None: nothing)
+    redacted_final_text: str | None = Field(default=None, sa_column=Column(Text))  # None: not redacted (or no text)
     agent_id: str = Field(max_length=200)
     reason: str | None = Field(default=None, sa_column=Column(Text))
     edit_distance: float = 0.0  # normalised Levenshtein distance draft -> final, 0 (same) .. 1
@@ -193,3 +201,21 @@ class JobLock(SQLModel, table=True):
     holder: str = Field(max_length=200)  # host:pid:random of the process holding it
     acquired_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime  # a holder that died stops renewing; after this anyone may take the lock
+
+
+class WorkerMark(SQLModel, table=True):
+    """How far a background job has got through an append-only table (e.g. the redaction worker's last message id)."""
+
+    name: str = Field(primary_key=True, max_length=100)
+    position: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to customers' data and when (erasure, retention purges); never the personal values themselves."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    action: str = Field(max_length=50, index=True)  # forget, purge-raw
+    actor: str = Field(max_length=200)
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, index=True)

@@ -36,14 +36,20 @@ def start_conversation(
     customer_ref: str | None = None,
     mode: ReplyMode = ReplyMode.ASSIST,
     source: str = "live",
+    known_values: dict[str, str] | None = None,
 ) -> Conversation:
-    """Open a conversation; an unknown external id gets a fresh random one."""
+    """Open a conversation; an unknown external id gets a fresh random one.
+
+    `known_values`: what the platform knows of the customer (name, email, phone), redacted exactly wherever it
+    appears and used to fill a reply's placeholders.
+    """
     conversation = Conversation(
         external_id=external_id or uuid.uuid4().hex,
         channel=channel,
         customer_ref=customer_ref,
         mode=mode,
         source=source,
+        known_values={k: v for k, v in (known_values or {}).items() if v} or None,
     )
     session.add(conversation)
     session.flush()

@@ -56,6 +56,15 @@ class Settings(BaseSettings):
         description='Names that are never redacted as a person: your products and brands, JSON list, e.g. '
         '["SuperWidget", "Calvin Klein"]; COMPANY_NAME is always allowed.',
     )
+    redact_at_ingest: bool = Field(
+        True, description="`housestyle serve` redacts new conversations in a background worker (and `housestyle "
+        "import` what it imported); off: run `housestyle redact` before exporting.",
+    )
+    redact_interval_s: float = Field(2.0, description="Seconds between the redaction worker's passes over new text.")
+    raw_retention_days: float | None = Field(
+        None, description="Replace raw conversation text by its redacted form this many days after the conversation "
+        "started (redacted text stays for training); unset: keep raw text.",
+    )
 
     # --- the plugin service (housestyle serve) ------------------------------------------------
     default_reply_mode: str = Field(

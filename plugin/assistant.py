@@ -14,10 +14,12 @@ from collector import recorder
 from collector.db import session_scope
 from collector.errors import InputError
 from collector.models import Draft, ReplyMode, Role
+from collector.pii.entities import KnownValues
 from collector.prompts import build_messages
 from collector.settings import Settings
 from plugin.api.errors import ModelServersUnavailable
 from plugin.api.metrics import ServiceMetrics
+from plugin.reply_guard import ReplyGuard
 from serving.errors import UpstreamError
 
 
@@ -30,6 +32,8 @@ class Turn:
     channel: str
     mode: ReplyMode
     prompt: list[dict[str, str]]
+    guard: ReplyGuard  # fills the reply's placeholders from what this conversation knows
+
 
 
 @dataclass
@@ -52,6 +56,7 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
             conversation.channel,
             ReplyMode(conversation.mode),
             build_messages(settings.system_prompt, transcript),
+            ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
         )
 
 
@@ -110,7 +115,7 @@ async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetri
         reply_request(settings, turn, stream=False), conversation_key=turn.conversation_key
     )
     latency_ms = (time.perf_counter() - started) * 1000
-    text = (body.get("choices") or [{}])[0].get("message", {}).get("content") or ""
+    text = turn.guard.whole((body.get("choices") or [{}])[0].get("message", {}).get("content") or "")
     if not text.strip():
         raise UpstreamError("the model returned an empty reply; check the served model and HOUSESTYLE_REPLY_MAX_TOKENS")
     draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
@@ -132,15 +137,18 @@ async def open_reply_stream(settings: Settings, gateway: Any, turn: Turn) -> tup
 async def stream_reply(
     settings: Settings, metrics: ServiceMetrics, turn: Turn, route: Any, chunks: AsyncIterator[dict], started: float
 ) -> AsyncIterator[str | Reply]:
-    """Yield the reply's text pieces, then the recorded `Reply` once the model has finished."""
+    """Yield the reply's text a sentence at a time (placeholders filled), then the recorded `Reply`."""
     pieces: list[str] = []
     usage: dict[str, int] = {}
     async for chunk in chunks:
         usage = chunk.get("usage") or usage
-        piece = chunk_text(chunk)
+        piece = turn.guard.feed(chunk_text(chunk))
         if piece:
             pieces.append(piece)
             yield piece
+    if rest := turn.guard.finish():
+        pieces.append(rest)
+        yield rest
     latency_ms = (time.perf_counter() - started) * 1000
     text = "".join(pieces)
     if not text.strip():

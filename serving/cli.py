@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from collector.cli import default_actor
 from collector.db import entry_settings, session_scope
 from collector.registry import get_adapter, list_adapters
 from serving import remote
@@ -24,13 +24,6 @@ adapters_app = typer.Typer(
 
 Actor = Annotated[str, typer.Option("--actor", help="Who made the change (recorded in the history).")]
 Reason = Annotated[str | None, typer.Option("--reason", help="Why (recorded in the history).")]
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 @adapters_app.command("list")

@@ -18,6 +18,7 @@ from collector.sample import SAMPLE_PATH, make_sample
 from collector.settings import Settings, get_settings
 from collector.split import SplitRatios, assign_split
 from collector.stats import VersionStats
+from tests.fixtures.stores import redact_store
 from tests.test_knowledge import housestyle
 
 THRESHOLDS = CoverageThresholds(min_training_conversations=5, max_correction_rate=0.5, min_reviews=5)
@@ -87,6 +88,7 @@ def test_split_counts_are_the_exports_own_before_and_after_de_duplication(store_
     import_file(SAMPLE_PATH, source="sample", url=store_url)
     with db.session_scope(store_url) as session:
         add_document(session, PRODUCT_SHEET_PATH, settings=get_settings())
+    redact_store(store_url)
     plain = export_dataset(ExportOptions(out=tmp_path / "plain", dedup=False), settings=get_settings(), progress=False)
     deduplicated = export_dataset(ExportOptions(out=tmp_path / "dedup"), settings=get_settings(), progress=False)
     with db.session_scope(store_url) as session:

@@ -22,6 +22,7 @@ from collector.models import ReplyMode
 from collector.sample import SAMPLE_PATH
 from collector.settings import get_settings
 from collector.split import SplitRatios
+from tests.fixtures.stores import redact_store
 
 SYSTEM = get_settings().system_prompt
 
@@ -43,6 +44,8 @@ def conversation(session: Session, *exchanges: tuple[str, ...], external_id: str
 
 
 def export(out: Path, **options) -> ExportManifest:
+    """Redact what arrived (the service's worker would have), then export."""
+    redact_store(get_settings().resolved_database_url)
     return export_dataset(ExportOptions(out=out, **options), settings=get_settings(), progress=False)
 
 
@@ -111,7 +114,9 @@ def test_conversation_waiting_for_review_is_skipped(store_url: str, tmp_path: Pa
 
 @pytest.fixture
 def sample_store(store_url: str) -> str:
+    """The bundled sample, imported and redacted (what `housestyle import --sample` does)."""
     import_file(SAMPLE_PATH, url=store_url)
+    redact_store(store_url)
     return store_url
 
 
@@ -176,10 +181,10 @@ def test_redaction_replaces_pii_with_placeholders(store_url: str, tmp_path: Path
         )
     manifest = export(tmp_path / "out")
     [record] = lines(tmp_path / "out")
-    assert record["messages"][1]["content"] == "I'm [EMAIL], order [ORDER_ID], call [PHONE]"
-    assert record["messages"][2]["content"] == "Thanks Ana, I'll email [EMAIL]"
-    assert {k: v for k, v in manifest.redactions.items() if v} == {"EMAIL": 2, "ORDER_ID": 1, "PHONE": 1}
-    assert "PII redacted: 1 ORDER_ID, 2 EMAIL, 1 PHONE" in manifest.summary()
+    assert record["messages"][1]["content"] == "I'm <EMAIL_1>, order <ORDER_ID_1>, call <PHONE_1>"
+    assert record["messages"][2]["content"] == "Thanks <PERSON_1>, I'll email <EMAIL_1>"
+    assert {k: v for k, v in manifest.redactions.items() if v} == {"EMAIL": 2, "ORDER_ID": 1, "PHONE": 1, "PERSON": 1}
+    assert "PII redacted: 1 PERSON, 2 EMAIL, 1 PHONE, 1 ORDER_ID" in manifest.summary()
     raw = export(tmp_path / "raw", redact=False)
     assert "ana@example.com" in (tmp_path / "raw" / "train.jsonl").read_text() + (tmp_path / "raw" / "test.jsonl").read_text() + (tmp_path / "raw" / "validation.jsonl").read_text()
     assert raw.redactions == {} and "PII redaction: off" in raw.summary()
@@ -242,7 +247,7 @@ def test_hf_export_loads_with_datasets(store_url: str, tmp_path: Path) -> None:
     assert {name: len(split) for name, split in dataset.items()} == manifest.conversations
     row = dataset["train"][0]
     assert row["messages"][0] == {"role": "system", "content": SYSTEM} and row["messages"][-1]["role"] == "assistant"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hf", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["conversation_ids.tsv", "hf", "manifest.json"]
     export(tmp_path / "all-train", format="hf", ratios=SplitRatios(train=1, validation=0, test=0))
     dataset = load_from_disk(str(tmp_path / "all-train" / "hf"))
     assert (len(dataset["train"]), len(dataset["validation"]), len(dataset["test"])) == (20, 0, 0)

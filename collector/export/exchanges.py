@@ -39,6 +39,7 @@ class DraftOutcome(NamedTuple):
     adapter_version: str | None = None  # None: the base model (or imported history)
     agent_id: str | None = None
     edit_distance: float | None = None
+    draft_text: str | None = None  # what the assistant drafted (preference data pairs it with the final text)
 
 
 def build_exchanges(

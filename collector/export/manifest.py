@@ -29,11 +29,12 @@ class ExportManifest(BaseModel):
     format: ExportFormat
     system_prompt: str
     files: dict[str, str]  # split -> path relative to the export folder
+    conversation_ids: str | None = None  # file of "split<TAB>conversation id" lines: what `housestyle forget` checks
     conversations: dict[str, int]  # split -> conversations
     records: dict[str, int]  # split -> lines / rows (prompt-completion: one per reply)
     dropped_conversations: dict[str, int]  # reason -> conversations
     dropped_turns: dict[str, int]  # reason -> replies dropped (each with the customer turns it answered)
-    redactions: dict[str, int]  # PII type -> replacements
+    redactions: dict[str, int]  # PII type -> redacted values (placeholders) in the records
     dedup: DedupCounts | None
     options: dict[str, Any]
     content_sha256: str  # of the records, split by split: the same data gives the same hash

@@ -22,11 +22,14 @@ from collector.export.reading import count_conversations, read_conversations
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
 from collector.export.workers import BatchPreparer, PreparedBatch, batched, in_order, read_spool_line, start_worker
-from collector.redact import PiiType, Redactor
+from collector.errors import InputError
+from collector.export.reading import count_unredacted
+from collector.pii.entities import PiiType
 from collector.settings import Settings
 from collector.split import SPLITS
 
 PARALLEL_FROM = 5000  # conversations; below this, starting worker processes costs more than it saves
+CONVERSATION_IDS = "conversation_ids.tsv"  # split <TAB> store id of every exported conversation (erasure needs it)
 
 
 def export_dataset(options: ExportOptions, *, settings: Settings, progress: bool | None = None) -> ExportManifest:
@@ -63,7 +66,12 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     max_macro_copies = options.max_macro_copies or settings.max_macro_copies
     render = RenderPlan(format=options.format, system_prompt=settings.system_prompt, seed=options.seed,
                         ratios=options.ratios, holdout_after=options.holdout_after)
-    preparer = BatchPreparer(Redactor.from_settings(settings) if options.redact else None, render)
+    if options.redact and (unredacted := count_unredacted(url, options)):
+        raise InputError(
+            f"{unredacted} texts of these conversations are not redacted yet; run `housestyle redact` (or let the "
+            "running service's redaction worker finish) and export again, or export with --no-redact"
+        )
+    preparer = BatchPreparer(render, count_placeholders=options.redact)
     dropped: Counter[str] = Counter()
     dropped_turns: Counter[str] = Counter()
     redactions: Counter[str] = Counter({pii_type.value: 0 for pii_type in PiiType})
@@ -85,8 +93,8 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         counts, records, content_hash = write_splits(
             render, staging, spool, plan, dropped, dropped_turns, lambda: bar.advance(writing)
         )
-    spool.unlink()
     files = {name: f"{name}.jsonl" for name in SPLITS}
+    spool.unlink()
     if options.format == "hf":
         save_hf(staging, {name: staging / path for name, path in files.items()})
         files = {name: f"hf/{name}" for name in SPLITS}
@@ -95,6 +103,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         format=options.format,
         system_prompt=settings.system_prompt,
         files=files,
+        conversation_ids=CONVERSATION_IDS,
         conversations=counts,
         records=records,
         dropped_conversations=dict(dropped),
@@ -127,10 +136,11 @@ def write_splits(
     reply_index = 0
     with ExitStack() as stack:
         outputs = {name: stack.enter_context((staging / f"{name}.jsonl").open("w", encoding="utf-8")) for name in SPLITS}
+        ids = stack.enter_context((staging / CONVERSATION_IDS).open("w", encoding="utf-8"))
         with spool.open(encoding="utf-8") as spool_file:
             for index, line in enumerate(spool_file):
                 advance()
-                split, problem, exchange_count, exchanges_json, lines = read_spool_line(line)
+                conversation_id, split, problem, exchange_count, exchanges_json, lines = read_spool_line(line)
                 first_reply, reply_index = reply_index, reply_index + exchange_count
                 if plan is not None:
                     if plan.drop[index] != DedupPlan.KEEP:
@@ -149,6 +159,7 @@ def write_splits(
                     continue
                 counts[split] += 1
                 records[split] += len(lines)
+                ids.write(f"{split}\t{conversation_id}\n")
                 text = "".join(record + "\n" for record in lines)
                 outputs[split].write(text)
                 hashes[split].update(text.encode())

@@ -16,7 +16,7 @@ from collector.models import Conversation, Draft, Message, Review
 
 CHUNK = 1000  # conversations per store round trip
 
-ReadConversation = tuple[str, datetime, list[Exchange]]  # (split key, created_at, exchanges)
+ReadConversation = tuple[int, str, datetime, list[Exchange]]  # (id, split key, created_at, exchanges)
 
 
 def _conversation_filter(options: ExportOptions) -> list[Any]:
@@ -67,30 +67,52 @@ class StoredConversation(NamedTuple):
     drafts: dict[int, DraftOutcome]
 
 
-def stored_conversations(connection: Any, options: ExportOptions) -> Iterator[list[StoredConversation]]:
-    """The conversations `options` selects, CHUNK at a time, with their turns and review outcomes (three queries)."""
+def stored_conversations(
+    connection: Any, options: ExportOptions, *, redacted: bool | None = None
+) -> Iterator[list[StoredConversation]]:
+    """The conversations `options` selects, CHUNK at a time, with their turns and review outcomes (three queries).
+
+    Texts are the redacted ones stored at ingest when `redacted` (default: `options.redact`), else the raw ones; a
+    text not redacted yet reads as None there (`count_unredacted` says how many).
+    """
+    redacted = options.redact if redacted is None else redacted
+    content = Message.redacted_content if redacted else Message.content
+    final = Review.redacted_final_text if redacted else Review.final_text
+    drafted = Draft.redacted_content if redacted else Draft.content
     for chunk in _conversation_chunks(connection, options):
         ids = [conversation_id for conversation_id, _, _ in chunk]
         turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
-        for conversation_id, position, role, content, draft_id in connection.execute(
-            select(Message.conversation_id, Message.position, Message.role, Message.content, Message.draft_id)
+        for conversation_id, position, role, text, draft_id in connection.execute(
+            select(Message.conversation_id, Message.position, Message.role, content, Message.draft_id)
             .where(Message.conversation_id.in_(ids))
             .order_by(Message.conversation_id, Message.position)
         ).all():
-            turns[conversation_id].append(StoredTurn(position, str(role), content, draft_id))
+            turns[conversation_id].append(StoredTurn(position, str(role), text, draft_id))
         drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
         for row in connection.execute(
-            select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, Review.final_text,
-                   Draft.adapter_version, Review.agent_id, Review.edit_distance)
+            select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, final,
+                   Draft.adapter_version, Review.agent_id, Review.edit_distance, drafted)
             .outerjoin(Review, Review.draft_id == Draft.id)
             .where(Draft.conversation_id.in_(ids))
         ).all():
-            conversation_id, draft_id, position, status, decision, final_text, version, agent, distance = row
+            conversation_id, draft_id, position, status, decision, final_text, version, agent, distance, draft = row
             drafts[conversation_id][draft_id] = DraftOutcome(
                 position, str(status), str(decision) if decision is not None else None, final_text, version, agent,
-                distance,
+                distance, draft,
             )
         yield [StoredConversation(i, key, created_at, turns[i], drafts[i]) for i, key, created_at in chunk]
+
+
+def count_unredacted(url: str, options: ExportOptions) -> int:
+    """Texts of the conversations `options` selects that the redaction worker has not redacted yet."""
+    selected = select(Conversation.id).where(*_conversation_filter(options))
+    with db.session_scope(url) as session:
+        total = session.execute(select(func.count()).select_from(Message).where(
+            Message.redacted_content.is_(None), Message.conversation_id.in_(selected))).scalar_one()
+        total += session.execute(select(func.count()).select_from(Review).join(Draft, Draft.id == Review.draft_id).where(
+            Review.redacted_final_text.is_(None), Review.final_text.is_not(None),
+            Draft.conversation_id.in_(selected))).scalar_one()
+    return total
 
 
 def read_conversations(
@@ -100,7 +122,7 @@ def read_conversations(
     dropped_turns: Counter[str],
     on_chunk: Callable[[int], None],
 ) -> Iterator[ReadConversation]:
-    """Stream (split key, created_at, exchanges) of every exportable conversation; count those skipped and why."""
+    """Stream (id, split key, created_at, exchanges) of every exportable conversation; count those skipped and why."""
     kept = {decision.value for decision in options.decisions}
     with db.session_scope(url) as session:
         connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
@@ -112,5 +134,5 @@ def read_conversations(
                 elif not result:
                     dropped["no kept reply"] += 1
                 else:
-                    yield conversation.key, conversation.created_at, result
+                    yield conversation.id, conversation.key, conversation.created_at, result
             on_chunk(len(chunk))

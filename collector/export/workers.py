@@ -1,14 +1,15 @@
-"""The costly per-conversation work of an export (redact, fingerprint, split, render), in-process or in a pool.
+"""The per-conversation work of an export (fingerprint, split, render, count placeholders), in-process or in a pool.
 
-Large exports hand chunks to worker processes while the main process reads the store. Each worker builds its
-`BatchPreparer` once in the pool's initializer (the redactor compiles its patterns there) and keeps it in this
-module's `_preparer`: multiprocessing gives a worker no other place to keep state between tasks, and sending the
-preparer with every chunk would re-compile it per chunk.
+Redaction is done at ingest (`collector.pii.ingest`): texts arrive here redacted already. Large exports hand chunks
+to worker processes while the main process reads the store. Each worker gets its `BatchPreparer` once, in the
+pool's initializer, and keeps it in this module's `_preparer`: multiprocessing gives a worker no other place to
+keep state between tasks.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -18,44 +19,46 @@ from collector.dedup import BatchFingerprints, fingerprint_batch
 from collector.export.exchanges import Exchange
 from collector.export.reading import CHUNK, ReadConversation
 from collector.export.render import RenderPlan, render_conversation
-from collector.redact import Redactor
 from collector.split import assign_split
 
-PreparedBatch = tuple[str, BatchFingerprints, Counter[str]]  # spool text, fingerprints, redactions by type
+PreparedBatch = tuple[str, BatchFingerprints, Counter[str]]  # spool text, fingerprints, placeholders by type
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)_\d+>")  # <PERSON_1>: collector.pii's typed placeholders
 
 
-def spool_line(split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
+def spool_line(conversation_id: int, split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
     """One conversation in the spool. JSON never holds a raw tab or newline, so they separate the fields."""
-    return "\t".join([split, problem, str(len(exchanges)), json.dumps(exchanges, ensure_ascii=False), *lines]) + "\n"
+    fields = [str(conversation_id), split, problem, str(len(exchanges)), json.dumps(exchanges, ensure_ascii=False)]
+    return "\t".join([*fields, *lines]) + "\n"
 
 
-def read_spool_line(line: str) -> tuple[str, str, int, str, list[str]]:
-    """(split, problem, exchange count, exchanges JSON, rendered lines) of one spool line."""
-    split, problem, count, exchanges_json, *lines = line.rstrip("\n").split("\t")
-    return split, problem, int(count), exchanges_json, lines
+def read_spool_line(line: str) -> tuple[int, str, str, int, str, list[str]]:
+    """(conversation id, split, problem, exchange count, exchanges JSON, rendered lines) of one spool line."""
+    conversation_id, split, problem, count, exchanges_json, *lines = line.rstrip("\n").split("\t")
+    return int(conversation_id), split, problem, int(count), exchanges_json, lines
+
+
+def placeholders_by_type(exchanges: list[Exchange]) -> Counter[str]:
+    """How many redacted values (placeholders) each PII type left in these texts."""
+    return Counter(match.group(1) for pair in exchanges for text in pair for match in PLACEHOLDER.finditer(text))
 
 
 @dataclass
 class BatchPreparer:
-    """Redacts, fingerprints, splits and renders one chunk of conversations."""
+    """Fingerprints, splits and renders one chunk of (already redacted) conversations."""
 
-    redactor: Redactor | None
     render: RenderPlan
+    count_placeholders: bool
 
     def __call__(self, batch: list[ReadConversation]) -> PreparedBatch:
         found: Counter[str] = Counter()
-        if self.redactor is not None:
-            redact = self.redactor.redact
-            for _, _, exchanges in batch:
-                for exchange in exchanges:
-                    exchange[0] = redact(exchange[0], found)
-                    exchange[1] = redact(exchange[1], found)
         plan = self.render
         spool = []
-        for key, created_at, exchanges in batch:
+        for conversation_id, key, created_at, exchanges in batch:
+            if self.count_placeholders:
+                found.update(placeholders_by_type(exchanges))
             split = assign_split(key, plan.seed, plan.ratios, created_at=created_at, holdout_after=plan.holdout_after)
-            spool.append(spool_line(split, exchanges, *render_conversation(plan, exchanges)))
-        return "".join(spool), fingerprint_batch([exchanges for _, _, exchanges in batch]), found
+            spool.append(spool_line(conversation_id, split, exchanges, *render_conversation(plan, exchanges)))
+        return "".join(spool), fingerprint_batch([exchanges for _, _, _, exchanges in batch]), found
 
 
 _preparer: BatchPreparer | None = None  # a worker process's own preparer (see the module docstring)

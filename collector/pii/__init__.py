@@ -9,9 +9,23 @@ typed placeholders consistent within a conversation, and keep placeholders out o
     fill_placeholders("Thanks, <PERSON_1>!", done.placeholders).text   # at reply time
 """
 
-from collector.pii.conversation import ConversationRedactor, RedactedConversation, RedactedText, RedactorConfig
+from typing import Any
+
 from collector.pii.entities import KnownValues, PiiSpan, PiiType
 from collector.pii.replies import FilledReply, fill_placeholders
+
+# the detection engine loads Presidio and spaCy (seconds, hundreds of MB): only code that redacts pays for it,
+# not the service's reply path, which only fills placeholders
+_ENGINE = {"ConversationRedactor", "RedactedConversation", "RedactedText", "RedactorConfig"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ENGINE:
+        from collector.pii import conversation
+
+        return getattr(conversation, name)
+    raise AttributeError(f"module 'collector.pii' has no attribute {name!r}")
+
 
 __all__ = [
     "ConversationRedactor",

@@ -98,8 +98,8 @@ class ConversationRedactor:
         self.anonymizer = AnonymizerEngine()
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> ConversationRedactor:
-        return cls(RedactorConfig.from_settings(settings or get_settings()))
+    def from_settings(cls, settings: Settings) -> ConversationRedactor:
+        return cls(RedactorConfig.from_settings(settings))
 
     def __getstate__(self) -> dict:
         return {"config": self.config}  # spaCy and Presidio objects do not pickle; a worker rebuilds them

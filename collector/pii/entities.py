@@ -56,6 +56,13 @@ class KnownValues:
     phone: str | None = None
     others: tuple[tuple[PiiType, str], ...] = ()  # e.g. ((PiiType.ACCOUNT_ID, "4VEJCYVP8U"),)
 
+    @classmethod
+    def from_stored(cls, stored: dict | None) -> KnownValues | None:
+        """A conversation's `known_values` column (name, email, phone) as the redactor and the reply guard take it."""
+        if not stored:
+            return None
+        return cls(name=stored.get("name"), email=stored.get("email"), phone=stored.get("phone"))
+
     def values(self) -> list[tuple[PiiType, str]]:
         found = [(PiiType.PERSON, self.name), (PiiType.EMAIL, self.email), (PiiType.PHONE, self.phone)]
         return [(t, v.strip()) for t, v in [*found, *self.others] if v and v.strip()]

@@ -20,6 +20,7 @@ from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
 from plugin.api.routes import admin, chatwoot, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.loop.scheduler import LoopScheduler
+from plugin.redaction_worker import RedactionWorker
 
 
 def create_app(
@@ -42,6 +43,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             open_store(settings.resolved_database_url)
+            if settings.redact_at_ingest:  # redacts new conversations in its own thread, off the request path
+                app.state.redaction_worker = RedactionWorker(settings)
+                app.state.redaction_worker.start()
             if gateway is not None and manage_gateway and not gateway.started:
                 await gateway.start()
             if gateway is not None:
@@ -59,6 +63,8 @@ def create_app(
             try:
                 if app.state.scheduler_task is not None:
                     app.state.scheduler_task.cancel()
+                if app.state.redaction_worker is not None:
+                    await asyncio.to_thread(app.state.redaction_worker.stop)
                 await close_chatwoot_client(app)
                 if gateway is not None and manage_gateway:
                     await gateway.stop()
@@ -79,6 +85,7 @@ def create_app(
     app.state.control_token = control_token
     app.state.scheduler = None  # plugin.loop.scheduler.LoopScheduler once the gateway runs
     app.state.scheduler_task = None
+    app.state.redaction_worker = None  # plugin.redaction_worker.RedactionWorker while HOUSESTYLE_REDACT_AT_INGEST
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
     app.state.rate_limits = new_rate_limits(settings)

@@ -21,6 +21,9 @@ class ConversationStart(BaseModel):
     channel: str = Field("web", min_length=1, max_length=100)
     customer_ref: str | None = Field(None, max_length=200)
     mode: ReplyMode | None = Field(None, description="auto or assist; default: the channel's configured mode.")
+    customer_name: str | None = Field(None, max_length=200, description="A signed-in customer's name, if your site "
+                                      "knows it: redacted exactly wherever it appears, and used in replies.")
+    customer_email: str | None = Field(None, max_length=320, description="A signed-in customer's email, likewise.")
 
 
 class ConversationOut(BaseModel):

@@ -96,8 +96,19 @@ def external_id(event: ChatwootEvent) -> str:
     return f"{event.account.id}:{event.conversation.id}"  # type: ignore[union-attr]
 
 
+def contact_values(event: ChatwootEvent) -> dict[str, str]:
+    """The contact's name, email and phone as Chatwoot sends them with the customer's message."""
+    sender = event.sender.model_dump() if event.sender else {}
+    values = {"name": sender.get("name"), "email": sender.get("email"), "phone": sender.get("phone_number")}
+    return {key: str(value).strip() for key, value in values.items() if value and str(value).strip()}
+
+
 def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistant.Turn:
-    """Find or open the conversation for this Chatwoot conversation and store the customer's message."""
+    """Find or open the conversation for this Chatwoot conversation and store the customer's message.
+
+    The contact's name, email and phone are kept with the conversation: redacted exactly wherever they appear, and
+    used to fill a reply's placeholders."""
+    known = contact_values(event)
     with session_scope(settings.resolved_database_url) as session:
         conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
         if conversation is None:
@@ -108,7 +119,11 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
                 channel=CHANNEL,
                 customer_ref=f"chatwoot-contact:{sender}" if sender is not None else None,
                 mode=assistant.mode_for_channel(settings, CHANNEL),
+                known_values=known,
             )
+        elif known and {**(conversation.known_values or {}), **known} != conversation.known_values:
+            conversation.known_values = {**(conversation.known_values or {}), **known}
+            session.add(conversation)
         conversation_id = conversation.id
     return assistant.receive_customer_message(settings, conversation_id, event.content or "")
 

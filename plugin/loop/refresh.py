@@ -19,6 +19,7 @@ from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
 from collector.locks import job_lock
 from collector.models import AdapterEvent, RunStatus
+from collector.pii.ingest import redact_everything, redactor_for
 from collector.registry import live_adapter
 from collector.runs import RunLog
 from collector.sample import GOLDEN_PATH
@@ -69,7 +70,10 @@ def run_refresh(
         candidate: str | None = None
         try:
             data = settings.exports_dir / f"refresh-{run.run_id:04d}"
-            run.step("export", f"writing reviewed conversations to {data}")
+            run.step("export", "redacting conversations the redaction worker has not reached yet")
+            redacted = redact_everything(url, lambda: redactor_for(settings))
+            run.step("export", f"redacted {redacted.conversations} conversations; writing reviewed conversations "
+                               f"to {data}")
             manifest = export_dataset(ExportOptions(format="chat", out=data), settings=settings, progress=False)
             run.step("export", manifest.summary().splitlines()[0], 1.0)
 

@@ -54,7 +54,8 @@ def start_conversation(
     mode = body.mode or assistant.mode_for_channel(settings, body.channel)
     with store.session() as session:
         conversation = recorder.start_conversation(
-            session, channel=body.channel, customer_ref=body.customer_ref, mode=mode
+            session, channel=body.channel, customer_ref=body.customer_ref, mode=mode,
+            known_values={"name": body.customer_name, "email": body.customer_email},
         )
     return _conversation_out(conversation)
 

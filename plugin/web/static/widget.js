@@ -16,6 +16,9 @@
   var CHANNEL = script.dataset.channel || "web";
   var MODE = script.dataset.mode || null;
   var TITLE = script.dataset.title || "Support";
+  // a signed-in customer, if the site knows them: HouseStyle redacts these exactly and may greet them by name
+  var CUSTOMER_NAME = script.dataset.customerName || null;
+  var CUSTOMER_EMAIL = script.dataset.customerEmail || null;
   var STORAGE = "housestyle.widget." + CHANNEL + "." + KEY.slice(-8);
   var POLL_MS = 1500;
 
@@ -110,6 +113,8 @@
     if (state.conversation) return Promise.resolve(state.conversation);
     var body = { channel: CHANNEL };
     if (MODE) body.mode = MODE;
+    if (CUSTOMER_NAME) body.customer_name = CUSTOMER_NAME;
+    if (CUSTOMER_EMAIL) body.customer_email = CUSTOMER_EMAIL;
     return call("/widget/conversations", { method: "POST", body: body }).then(function (response) {
       if (!response.ok) return failure(response).then(function (error) { throw error; });
       return response.json().then(function (data) {
