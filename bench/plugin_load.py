@@ -96,9 +96,9 @@ async def widget_conversations(url: str, key: str, count: int, tokens: int) -> t
             started = await client.post("/widget/conversations", json={"mode": "auto", "customer_ref": f"c{index}"})
             if started.status_code != 201:
                 return f"start {started.status_code}: {started.text[:120]}"
-            public_id = started.json()["conversation_id"]
+            public_id, token = started.json()["conversation_id"], started.json()["conversation_token"]
             reply = await client.post(
-                f"/widget/conversations/{public_id}/messages",
+                f"/widget/conversations/{public_id}/messages", headers={"X-Conversation-Token": token},
                 json={"content": QUESTIONS[index % len(QUESTIONS)], "stream": False},
             )
             if reply.status_code != 200 or not reply.json()["reply"]["content"]:

@@ -157,3 +157,22 @@ def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
     return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
+
+
+PROBE_BYTES = 8192  # more than a page: writing it needs the store to be able to grow
+
+
+def can_write(url: str) -> bool:
+    """True when the store takes a write (a row of PROBE_BYTES written and deleted in one committed transaction):
+    reads keep working on a full disk, writes do not, and a customer's message is a write."""
+    from collector.models import HealthProbe
+
+    try:
+        with session_scope(url) as session:
+            probe = HealthProbe(payload="x" * PROBE_BYTES)
+            session.add(probe)
+            session.flush()
+            session.delete(probe)
+        return True
+    except (StoreError, Exception):  # any failure means "cannot write", which is what /ready reports
+        return False

@@ -79,6 +79,8 @@ class Conversation(SQLModel, table=True):
     # the conversation's placeholder table from its last redaction (<PERSON_1> -> value): fills replies' placeholders
     placeholders: dict[str, str] | None = Field(default=None, sa_column=Column(JSON))
     raw_purged_at: datetime | None = None  # raw text replaced by its redacted form (HOUSESTYLE_RAW_RETENTION_DAYS)
+    # sha256 of the secret the widget got when it started this conversation; None: no widget may reach it
+    access_token_hash: str | None = Field(default=None, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, index=True)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -113,6 +115,8 @@ class Draft(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=200)
     claimed_until: datetime | None = None
     typing_until: datetime | None = None  # the claiming agent is writing a reply (the customer's widget says so)
+    # set when an auto-mode reply must not go out before an agent has looked (no reply, a topic not learned): why
+    handoff_reason: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
@@ -219,3 +223,10 @@ class AuditEvent(SQLModel, table=True):
     actor: str = Field(max_length=200)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class HealthProbe(SQLModel, table=True):
+    """Scratch rows `/ready` writes and deletes in one transaction: a store that cannot grow (a full disk) says so."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    payload: str = Field(sa_column=Column(Text, nullable=False))

@@ -61,3 +61,30 @@ def with_system_prompt(messages: Messages, system_prompt: str) -> Messages:
     if messages and messages[0]["role"] == SYSTEM:
         return build_messages(messages[0]["content"], [(m["role"], m["content"]) for m in messages[1:]])
     return build_messages(system_prompt, [(m["role"], m["content"]) for m in messages])
+
+
+def fit_messages(messages: Messages, max_chars: int) -> Messages:
+    """`messages` within `max_chars` characters of content: the system prompt and the latest turns that fit.
+
+    Older turns go first; the conversation then starts with a customer turn. A latest customer turn that alone is
+    too long keeps its beginning and its end (where a question after a pasted log usually is). Nothing changes when
+    the messages fit, so a short conversation's prompt stays the one it was trained on.
+    """
+    if sum(len(m["content"]) for m in messages) <= max_chars or len(messages) < 2:
+        return messages
+    system, turns = messages[0], messages[1:]
+    room = max(max_chars - len(system["content"]), 200)
+    kept: Messages = []
+    used = 0
+    for message in reversed(turns):
+        if used + len(message["content"]) > room:
+            break
+        kept.insert(0, message)
+        used += len(message["content"])
+    while kept and kept[0]["role"] != USER:
+        used -= len(kept.pop(0)["content"])
+    if not kept:  # the latest turn alone is too long
+        last = turns[-1]
+        head = (room - 5) * 2 // 3
+        kept = [{**last, "content": f"{last['content'][:head]} […] {last['content'][-(room - 5 - head):]}"}]
+    return [system, *kept]

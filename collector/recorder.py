@@ -37,6 +37,7 @@ def start_conversation(
     mode: ReplyMode = ReplyMode.ASSIST,
     source: str = "live",
     known_values: dict[str, str] | None = None,
+    access_token_hash: str | None = None,
 ) -> Conversation:
     """Open a conversation; an unknown external id gets a fresh random one.
 
@@ -50,6 +51,7 @@ def start_conversation(
         mode=mode,
         source=source,
         known_values={k: v for k, v in (known_values or {}).items() if v} or None,
+        access_token_hash=access_token_hash,
     )
     session.add(conversation)
     session.flush()
@@ -148,8 +150,10 @@ def record_draft(
     prompt: Iterable[dict] | None = None,
     adapter_version: str | None = None,
     latency_ms: float | None = None,
+    handoff_reason: str | None = None,
 ) -> Draft:
-    """Store the assistant's suggestion. In auto mode the customer sees it at once, so it joins the transcript."""
+    """Store the assistant's suggestion. In auto mode the customer sees it at once, so it joins the transcript,
+    unless it is handed to an agent first (`handoff_reason`: no usable reply, a topic the model has not learned)."""
     conversation = get_conversation(session, conversation_id)
     position = _next_position(session, conversation_id)
     draft = Draft(
@@ -159,15 +163,21 @@ def record_draft(
         prompt=list(prompt) if prompt is not None else None,
         adapter_version=adapter_version,
         latency_ms=latency_ms,
+        handoff_reason=handoff_reason,
     )
     session.add(draft)
     session.flush()
-    if conversation.mode == ReplyMode.AUTO:
+    if conversation.mode == ReplyMode.AUTO and handoff_reason is None:
         session.add(
             Message(conversation_id=conversation_id, position=position, role=Role.ASSISTANT, content=content, draft_id=draft.id)
         )
         session.flush()
     return draft
+
+
+def awaits_agent(draft: Draft, mode: ReplyMode | str) -> bool:
+    """Whether the customer waits for an agent on this draft: assist mode, or an auto-mode draft handed over."""
+    return draft.status == DraftStatus.PENDING and (ReplyMode(mode) == ReplyMode.ASSIST or draft.handoff_reason is not None)
 
 
 def get_draft(session: Session, draft_id: int) -> Draft:

@@ -76,8 +76,25 @@ class Settings(BaseSettings):
     widget_origins: list[str] = Field(
         default_factory=list, description='Web origins allowed to call the API from a browser (CORS), JSON list.'
     )
-    rate_limit_per_second: float = Field(20.0, description="Requests per second each API key may make on average.")
-    rate_limit_burst: int = Field(40, description="Requests an API key may make at once before the rate limit bites.")
+    rate_limit_per_second: float = Field(
+        20.0, description="Requests per second each agent or admin API key may make on average."
+    )
+    rate_limit_burst: int = Field(
+        40, description="Requests an agent or admin key may make at once before the rate limit bites."
+    )
+    widget_rate_per_client: float = Field(
+        10.0, description="Requests per second the widget may make from one client address (every customer shares "
+        "the widget key, so it is limited per address and per conversation instead).",
+    )
+    widget_burst_per_client: int = Field(60, description="Widget requests one client address may make at once.")
+    widget_rate_per_conversation: float = Field(
+        2.0, description="Requests per second the widget may make on one conversation (its history polls included)."
+    )
+    widget_burst_per_conversation: int = Field(20, description="Widget requests one conversation may take at once.")
+    trusted_proxies: str = Field(
+        "127.0.0.1", description="Comma-separated addresses of reverse proxies whose X-Forwarded-For names the "
+        "client (the per-address widget limit uses it); '*' trusts any.",
+    )
     max_request_bytes: int = Field(1_000_000, description="Largest request body the service accepts (413 above).")
     key_cache_seconds: float = Field(
         2.0, description="How long the service trusts a checked API key before asking the store again (revocation delay)."
@@ -88,6 +105,13 @@ class Settings(BaseSettings):
         0.0, description="Sampling temperature of the assistant's drafts; 0 is greedy: the replies the adapter learned."
     )
     retry_after_seconds: int = Field(5, description="Retry-After sent with 503 while no model server is ready.")
+    redraft_interval_s: float = Field(
+        15.0, description="Seconds between looks for customer messages left without a reply by a model outage."
+    )
+    redraft_after_s: float = Field(
+        120.0, description="A customer message unanswered this long (and no draft waiting) gets its draft once a model "
+        "server is back: in the queue (assist), as the reply (auto), or posted to Chatwoot.",
+    )
     chatwoot_url: str | None = Field(None, description="Base URL of your Chatwoot, e.g. https://chatwoot.example.com.")
     chatwoot_api_token: str | None = Field(None, description="The agent bot's access token (api_access_token header).")
     chatwoot_webhook_token: str | None = Field(

@@ -12,12 +12,12 @@ from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
 from collector.db import session_scope
-from collector.errors import InputError
+from collector.errors import InputError, StoreError
 from collector.models import Draft, ReplyMode, Role
 from collector.pii.entities import KnownValues
-from collector.prompts import build_messages
+from collector.prompts import build_messages, fit_messages
 from collector.settings import Settings
-from plugin.api.errors import ModelServersUnavailable
+from plugin.api.errors import MessageNotStored, ModelServersUnavailable
 from plugin.api.metrics import ServiceMetrics
 from plugin.reply_guard import ReplyGuard
 from serving.errors import UpstreamError
@@ -33,6 +33,7 @@ class Turn:
     mode: ReplyMode
     prompt: list[dict[str, str]]
     guard: ReplyGuard  # fills the reply's placeholders from what this conversation knows
+    handoff: str | None = None  # why this auto-mode turn goes to an agent before the customer sees it
 
 
 
@@ -46,24 +47,39 @@ class Reply:
 
 def receive_customer_message(settings: Settings, conversation_id: int, content: str) -> Turn:
     """Store the customer's message (committed before any generation, so a model outage never loses it)."""
-    with session_scope(settings.resolved_database_url) as session:
-        conversation = recorder.get_conversation(session, conversation_id)
-        recorder.add_message(session, conversation.id, Role.USER, content)
-        transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
-        return Turn(
-            conversation.id,
-            conversation.external_id,
-            conversation.channel,
-            ReplyMode(conversation.mode),
-            build_messages(settings.system_prompt, transcript),
-            ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
-        )
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            conversation = recorder.get_conversation(session, conversation_id)
+            recorder.add_message(session, conversation.id, Role.USER, content)
+            return turn_of(settings, session, conversation)
+    except StoreError as error:
+        raise MessageNotStored(f"the message was NOT stored ({error}); send it again in a moment") from None
+
+
+def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
+    """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it."""
+    transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
+    return Turn(
+        conversation.id,
+        conversation.external_id,
+        conversation.channel,
+        ReplyMode(conversation.mode),
+        build_messages(settings.system_prompt, transcript),
+        ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
+    )
+
+
+NO_REPLY = "the model gave no usable reply; an agent answers instead"
 
 
 def record_reply(settings: Settings, turn: Turn, text: str, version: str | None, latency_ms: float) -> Draft:
+    """The draft; a model that said nothing (or only what the reply guard had to remove) hands the turn to an agent,
+    so no customer message ever goes unanswered and none gets an empty reply."""
+    handoff = turn.handoff or (NO_REPLY if not text.strip() else None)
     with session_scope(settings.resolved_database_url) as session:
         return recorder.record_draft(
-            session, turn.conversation_id, text, prompt=turn.prompt, adapter_version=version, latency_ms=latency_ms
+            session, turn.conversation_id, text.strip() and text, prompt=turn.prompt, adapter_version=version,
+            latency_ms=latency_ms, handoff_reason=handoff,
         )
 
 
@@ -74,6 +90,34 @@ def require_gateway(gateway: Any) -> Any:
             "or set HOUSESTYLE_VLLM_URLS"
         )
     return gateway
+
+
+# conservative: English runs about 4 characters a token; digits, ids, names and emoji fewer
+CHARS_PER_TOKEN = 2.0
+TEMPLATE_TOKENS = 64  # what a chat template adds around the messages
+
+
+def prompt_budget(settings: Settings, gateway: Any, *, shrink: int = 1) -> int | None:
+    """Characters of conversation that fit the served model's context beside the reply (None: window unknown)."""
+    window = getattr(gateway, "max_model_len", None)
+    if not window:
+        return None
+    tokens = max(window - settings.reply_max_tokens - TEMPLATE_TOKENS, TEMPLATE_TOKENS)
+    return int(tokens * CHARS_PER_TOKEN) // shrink
+
+
+def too_long(error: UpstreamError) -> bool:
+    """vLLM's answer to a prompt longer than its context window."""
+    message = str(error).lower()
+    return error.status_code == 400 and ("context" in message or "too long" in message or "maximum" in message)
+
+
+def fitted(settings: Settings, gateway: Any, turn: Turn, *, shrink: int = 1) -> Turn:
+    """The turn with its prompt cut to the model's context (older turns first); a long history never blocks a reply."""
+    budget = prompt_budget(settings, gateway, shrink=shrink)
+    if budget is not None:
+        turn.prompt = fit_messages(turn.prompt, budget)
+    return turn
 
 
 def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, Any]:
@@ -111,13 +155,19 @@ async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetri
     """Ask the model for a reply to the stored turn and record it as a draft (auto mode: also sent)."""
     gateway = require_gateway(gateway)
     started = time.perf_counter()
-    route, body = await gateway.chat(
-        reply_request(settings, turn, stream=False), conversation_key=turn.conversation_key
-    )
+    try:
+        route, body = await gateway.chat(
+            reply_request(settings, fitted(settings, gateway, turn), stream=False), conversation_key=turn.conversation_key
+        )
+    except UpstreamError as error:
+        if not too_long(error):
+            raise
+        route, body = await gateway.chat(  # the estimate was off for this text: once more with half the room
+            reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=False),
+            conversation_key=turn.conversation_key,
+        )
     latency_ms = (time.perf_counter() - started) * 1000
     text = turn.guard.whole((body.get("choices") or [{}])[0].get("message", {}).get("content") or "")
-    if not text.strip():
-        raise UpstreamError("the model returned an empty reply; check the served model and HOUSESTYLE_REPLY_MAX_TOKENS")
     draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
     usage = body.get("usage") or {}
     reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
@@ -128,9 +178,17 @@ async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetri
 async def open_reply_stream(settings: Settings, gateway: Any, turn: Turn) -> tuple[Any, AsyncIterator[dict]]:
     """Start streaming a reply; raises (→ 503) before anything is sent when no model server can take it."""
     gateway = require_gateway(gateway)
-    route, chunks = await gateway.stream_chat(
-        reply_request(settings, turn, stream=True), conversation_key=turn.conversation_key
-    )
+    try:
+        route, chunks = await gateway.stream_chat(
+            reply_request(settings, fitted(settings, gateway, turn), stream=True), conversation_key=turn.conversation_key
+        )
+    except UpstreamError as error:
+        if not too_long(error):
+            raise
+        route, chunks = await gateway.stream_chat(
+            reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=True),
+            conversation_key=turn.conversation_key,
+        )
     return route, chunk_dicts(chunks)
 
 
@@ -150,10 +208,7 @@ async def stream_reply(
         pieces.append(rest)
         yield rest
     latency_ms = (time.perf_counter() - started) * 1000
-    text = "".join(pieces)
-    if not text.strip():
-        raise UpstreamError("the model returned an empty reply; check the served model and HOUSESTYLE_REPLY_MAX_TOKENS")
-    draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
+    draft = await run_in_threadpool(record_reply, settings, turn, "".join(pieces), route.version, latency_ms)
     reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
     observe_reply(metrics, turn, reply)
     yield reply

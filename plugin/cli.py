@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import typer
@@ -38,8 +39,16 @@ register_loop(app)
 register_demo(app)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # like Ctrl-C: `finally` blocks run, locks are released, child processes are stopped
+
+
 def main() -> None:
-    """Console entry point: user-fixable errors become one line on stderr and exit code 1, never a traceback."""
+    """Console entry point: user-fixable errors become one line on stderr and exit code 1, never a traceback.
+
+    SIGTERM (`timeout`, systemd, docker stop) stops a command as Ctrl-C does, so nothing is left behind: the demo's
+    service and vLLM stop, a refresh closes its run and lock (`serve` handles the signal its own way)."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app()
     except HouseStyleError as exc:

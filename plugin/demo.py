@@ -118,7 +118,8 @@ def play_round(service: DemoService, exchanges: list[Exchange], console: Console
     def customer(exchange: Exchange) -> None:
         conversation = service.call("widget", "POST", "/widget/conversations", json={"channel": "web", "mode": "assist"})
         service.call("widget", "POST", f"/widget/conversations/{conversation['conversation_id']}/messages",
-                     json={"content": exchange.customer, "stream": False})
+                     json={"content": exchange.customer, "stream": False},
+                     headers={"X-Conversation-Token": conversation["conversation_token"]})
 
     with console.status(f"{len(exchanges)} customers are writing in…"), ThreadPoolExecutor(4) as pool:
         list(pool.map(customer, exchanges))
@@ -188,7 +189,8 @@ def demo_settings(home: Path, base: Path) -> dict[str, str]:
     return {"HOUSESTYLE_HOME": str(home), "HOUSESTYLE_BASE_MODEL": str(base), "HOUSESTYLE_TRAIN_PRESET": "tiny",
             "HOUSESTYLE_DEFAULT_REPLY_MODE": "assist", "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'housestyle.db'}",
             # one process plays every customer and agent here: lift the per-key rate limit meant for real clients
-            "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000", "HOUSESTYLE_RATE_LIMIT_BURST": "1000"}
+            "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000", "HOUSESTYLE_RATE_LIMIT_BURST": "1000",
+            "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "1000", "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "1000"}
 
 
 def run_demo(settings: Settings, *, per_round: int = 24, port: int = 8765, keep_serving: bool = False) -> None:

@@ -102,6 +102,8 @@ def run_service(settings: Settings, *, host: str, port: int, with_vllm: bool = T
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=30,
+            proxy_headers=True,
+            forwarded_allow_ips=settings.trusted_proxies,  # whose X-Forwarded-For names the client
             # idle keep-alive connections live longer than a busy client takes between a customer's two calls
             timeout_keep_alive=75,
         )

@@ -86,6 +86,7 @@ class ServingGateway:
                                   new_name=self._new_vllm_name, served_base=self._served_base)
         self._repair_lock = asyncio.Lock()
         self._started = False
+        self.max_model_len: int | None = None  # tokens of prompt + reply the served base takes (from /v1/models)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
 
@@ -168,17 +169,20 @@ class ServingGateway:
             replica.loaded_adapters = set(wanted)
 
     async def _discover_base(self) -> None:
-        """Attach mode: learn the base model's served name (and path, unless configured) from `/v1/models`."""
-        if self.managed:
-            return
+        """Learn the base model's context window and, in attach mode, its served name (and path, unless configured)
+        from `/v1/models`."""
         for replica in self.pool.replicas:
             try:
                 base = await replica.base_model()
             except UpstreamError:
                 continue
-            self.routes.base_vllm_name = base.id
-            self.base_model = self.base_model or base.root or base.id
+            self.max_model_len = base.max_model_len
+            if not self.managed:
+                self.routes.base_vllm_name = base.id
+                self.base_model = self.base_model or base.root or base.id
             return
+        if self.managed:
+            return  # the health check will say what is wrong
         raise NoHealthyReplicaError(
             f"none of the vLLM replicas {', '.join(r.url for r in self.pool.replicas)} answers /v1/models; "
             "check HOUSESTYLE_VLLM_URLS, HOUSESTYLE_VLLM_API_KEY and that the servers are running"

@@ -25,6 +25,7 @@ class VllmModel(BaseModel):
     id: str
     root: str | None = None
     parent: str | None = None
+    max_model_len: int | None = None  # the context window, prompt and reply together
 
 
 class ReplicaStatus(BaseModel):

@@ -24,6 +24,7 @@ from plugin.loop.decision import RemoteSwapper
 from plugin.loop.refresh import REFRESH_LOCK, run_refresh
 from serving.control import ControlFile, write_control_file
 from serving.gateway import ServingGateway
+from tests.fixtures.service import start_widget_conversation
 
 SEED_QUESTION = "My SuperWidget is dead."
 SEED_REPLY = (
@@ -59,9 +60,7 @@ def loop_settings(store_url: str, tiny_base: Path, monkeypatch: pytest.MonkeyPat
 def agent_corrects(service, customer: str, house_reply: str) -> str:
     """A customer writes in assist mode and an agent edits the draft into the house reply; returns the draft."""
     widget, agent = service.client("widget"), service.client("agent")
-    conversation = widget.post("/widget/conversations", json={"channel": "web", "mode": "assist"}).json()
-    sent = widget.post(f"/widget/conversations/{conversation['conversation_id']}/messages",
-                       json={"content": customer, "stream": False})
+    sent = start_widget_conversation(widget, channel="web", mode="assist").send(customer)
     assert sent.status_code == 200, sent.text
     draft = next(d for d in agent.get("/reviews/queue").json() if d["context"][-1]["content"] == customer)
     edited = agent.post(f"/reviews/{draft['draft_id']}/edit", json={"final_text": house_reply})

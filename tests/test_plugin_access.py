@@ -10,9 +10,14 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 from starlette.routing import Route
 
-from tests.fixtures.service import RunningService
+from collector.db import session_scope
+from collector.importer import import_file
+from collector.models import Message
+from collector.sample import SAMPLE_PATH
+from tests.fixtures.service import RunningService, chatwoot_event, start_widget_conversation
 
 W, A, ADM = "widget", "agent", "admin"
 PUBLIC = "public"  # probes and API docs: open on purpose
@@ -151,6 +156,56 @@ def test_a_key_over_its_rate_limit_gets_429_with_retry_after(housestyle_home: Pa
     limited = agent.get("/reviews/queue")
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
     assert service.client(W).post("/widget/conversations", json={}).status_code == 201  # other keys are unaffected
+    assert service.client(ADM).get("/admin/stats").status_code == 200
+
+
+def from_address(service, role: str, address: str) -> httpx.Client:
+    """A client whose requests come from `address` (any 127.x.y.z is this machine): one customer's own address."""
+    return service.client(role, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_widget_limits_hold_per_client_address_and_per_conversation_not_per_shared_key(
+    housestyle_home: Path, start_service
+) -> None:
+    service = start_service(widget_rate_per_client=0.2, widget_burst_per_client=8,
+                            widget_rate_per_conversation=0.2, widget_burst_per_conversation=2)
+    looping = from_address(service, W, "127.0.0.2")
+    statuses = [looping.get(f"/widget/conversations/guess-{n}").status_code for n in range(9)]
+    assert statuses == [404] * 8 + [429]  # a client guessing ids: its own address is throttled...
+    customer = from_address(service, W, "127.0.0.3")
+    conversation = start_widget_conversation(customer, mode="assist")  # ...while another customer is served
+    assert conversation.history()["mode"] == "assist"
+    assert customer.get(f"/widget/conversations/{conversation.id}", headers=conversation.headers).status_code == 200
+    hammered = customer.get(f"/widget/conversations/{conversation.id}", headers=conversation.headers)
+    assert hammered.status_code == 429 and "this conversation" in hammered.json()["detail"]
+    assert int(hammered.headers["Retry-After"]) >= 1
+    other = start_widget_conversation(customer, mode="assist")  # a fresh conversation has its own bucket
+    assert customer.get(f"/widget/conversations/{other.id}", headers=other.headers).status_code == 200
+
+
+def test_a_widget_key_reaches_only_the_conversations_it_started(store_url: str, start_service, tmp_path: Path) -> None:
+    service = start_service(chatwoot_webhook_token="secret")
+    widget, agent = service.client(W), service.client(A)
+    mine, theirs = start_widget_conversation(widget), start_widget_conversation(widget)
+    import_file(SAMPLE_PATH, url=store_url, source="sample", channel="sample")  # gc-0001 ... from an import
+    service.client().post("/chatwoot/webhook", params={"token": "secret"},
+                          json=chatwoot_event("my phone is 415 555 0199", "incoming", conversation=7, account=1))
+    for public_id, headers in (
+        (mine.id, theirs.headers),  # another customer's secret
+        (mine.id, {}),  # no secret at all
+        ("gc-0001", mine.headers),  # an imported conversation
+        ("1:7", mine.headers),  # a Chatwoot conversation (sequential ids)
+    ):
+        read = widget.get(f"/widget/conversations/{public_id}", headers=headers)
+        written = widget.post(f"/widget/conversations/{public_id}/messages", headers=headers,
+                              json={"content": "let me in", "stream": False})
+        assert (read.status_code, written.status_code) == (404, 404), (public_id, read.text, written.text)
+        assert "does not exist for this widget" in read.json()["detail"]
+    with session_scope(store_url) as session:
+        assert session.execute(select(func.count()).select_from(Message).where(
+            Message.content == "let me in")).scalar_one() == 0  # nothing was written anywhere
+    assert mine.history()["conversation_id"] == mine.id  # its own secret opens it
+    assert agent.get(f"/widget/conversations/{mine.id}").status_code == 200  # agents read any conversation
 
 
 def test_oversized_bodies_are_refused_with_413(housestyle_home: Path, start_service) -> None:

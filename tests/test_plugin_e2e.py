@@ -12,7 +12,7 @@ from sqlalchemy import select
 from collector import recorder
 from collector.db import session_scope
 from collector.models import Conversation, Draft, Review
-from tests.fixtures.service import E2E_CHATWOOT_TOKEN, EndToEndService, chatwoot_event
+from tests.fixtures.service import E2E_CHATWOOT_TOKEN, EndToEndService, chatwoot_event, start_widget_conversation
 from tests.fixtures.vllm import register_adapter_folder
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -40,11 +40,10 @@ def stored_draft(service: EndToEndService, draft_id: int) -> Draft:
 
 def test_assist_mode_widget_conversation_agent_edit_becomes_training_example(e2e_service: EndToEndService) -> None:
     widget, agent = e2e_service.client("widget"), e2e_service.client("agent")
-    public_id = widget.post("/widget/conversations", json={"channel": "web", "mode": "assist"}).json()[
-        "conversation_id"
-    ]
+    conversation = start_widget_conversation(widget, channel="web", mode="assist")
     with widget.stream(
-        "POST", f"/widget/conversations/{public_id}/messages", json={"content": "My SuperWidget will not charge."}
+        "POST", f"/widget/conversations/{conversation.id}/messages", headers=conversation.headers,
+        json={"content": "My SuperWidget will not charge."},
     ) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         events = read_events(response)
@@ -59,9 +58,9 @@ def test_assist_mode_widget_conversation_agent_edit_becomes_training_example(e2e
     assert draft.prompt[-1] == {"role": "user", "content": "My SuperWidget will not charge."}
 
     final = "I'm sorry to hear that! Please try another cable and charger first."
-    edited = agent.post(f"/reviews/{item['draft_id']}/edit", json={"agent": "alice", "final_text": final}).json()
-    assert edited["decision"] == "edited" and edited["draft"] == draft.content
-    history = widget.get(f"/widget/conversations/{public_id}").json()
+    edited = agent.post(f"/reviews/{item['draft_id']}/edit", json={"final_text": final}).json()
+    assert edited["decision"] == "edited" and edited["draft"] == draft.content and edited["agent"] == "test-agent"
+    history = conversation.history()
     assert history["awaiting_agent"] is False and history["messages"][-1]["content"] == final
 
     export = e2e_service.client("admin").post(
@@ -91,9 +90,10 @@ def test_auto_mode_streams_the_live_adapters_reply_to_the_customer(
     assert admin_cli.get("/admin/adapters").json()["serving"]["live"] == version
 
     widget = e2e_service.client("widget")
-    public_id = widget.post("/widget/conversations", json={"mode": "auto"}).json()["conversation_id"]
+    conversation = start_widget_conversation(widget, mode="auto")
     with widget.stream(
-        "POST", f"/widget/conversations/{public_id}/messages", json={"content": "Where is my order GC-1234567?"}
+        "POST", f"/widget/conversations/{conversation.id}/messages", headers=conversation.headers,
+        json={"content": "Where is my order GC-1234567?"},
     ) as response:
         events = read_events(response)
     names = [name for name, _ in events]
@@ -101,11 +101,11 @@ def test_auto_mode_streams_the_live_adapters_reply_to_the_customer(
     reply = events[-1][1]
     assert reply["adapter_version"] == version
     assert "".join(data["text"] for name, data in events if name == "delta") == reply["reply"]["content"]
-    history = widget.get(f"/widget/conversations/{public_id}").json()
+    history = conversation.history()
     assert [m["role"] for m in history["messages"]] == ["user", "assistant"]
     assert history["messages"][-1]["content"] == reply["reply"]["content"]
 
-    answered = widget.post(f"/widget/conversations/{public_id}/messages", json={"content": "Thanks!", "stream": False})
+    answered = conversation.send("Thanks!")
     assert answered.status_code == 200 and answered.json()["adapter_version"] == version
     assert e2e_service.client().get("/ready").json()["ready"] is True
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from collector import recorder
 from collector.db import session_scope
-from tests.fixtures.service import RunningService
+from tests.fixtures.service import RunningService, WidgetConversation, start_widget_conversation
 
 DRAFT = "Please try charging your SuperWidget for an hour."
 FINAL = "I'm sorry about that! Please try charging your SuperWidget for a full hour and let me know."
@@ -16,17 +16,15 @@ FINAL = "I'm sorry about that! Please try charging your SuperWidget for a full h
 
 def customer_asks(
     service: RunningService, store_url: str, question: str, draft: str, version: str = "v0001-aaaa"
-) -> tuple[str, int]:
+) -> tuple[WidgetConversation, int]:
     """A widget conversation with the customer's question, answered by a draft as the model would write it."""
-    widget = service.client("widget")
-    conversation = widget.post("/widget/conversations", json={"channel": "web", "customer_ref": "cust-7"}).json()
-    public_id = conversation["conversation_id"]
-    assert conversation["mode"] == "assist"
+    conversation = start_widget_conversation(service.client("widget"), channel="web", customer_ref="cust-7")
+    assert conversation.history()["mode"] == "assist"
     # no model server is attached here: the customer's message is stored and the widget is told to retry
-    refused = widget.post(f"/widget/conversations/{public_id}/messages", json={"content": question, "stream": False})
+    refused = conversation.send(question)
     assert refused.status_code == 503 and int(refused.headers["Retry-After"]) >= 1
     with session_scope(store_url) as session:
-        conversation_id = recorder.find_conversation(session, "web", public_id).id
+        conversation_id = recorder.find_conversation(session, "web", conversation.id).id
         draft_row = recorder.record_draft(
             session,
             conversation_id,
@@ -35,19 +33,20 @@ def customer_asks(
             latency_ms=12.5,
             prompt=[{"role": "user", "content": question}],
         )
-    return public_id, draft_row.id
+    return conversation, draft_row.id
 
 
 def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export(
     plugin_service: RunningService, store_url: str
 ) -> None:
-    public_id, draft_id = customer_asks(plugin_service, store_url, "My SuperWidget won't turn on.", DRAFT)
-    widget, agent = plugin_service.client("widget"), plugin_service.client("agent")
+    conversation, draft_id = customer_asks(plugin_service, store_url, "My SuperWidget won't turn on.", DRAFT)
+    agent = plugin_service.client("agent")
+    alice, bob = plugin_service.person("alice"), plugin_service.person("bob")
 
     def customer_sees() -> str | None:
-        return widget.get(f"/widget/conversations/{public_id}").json()["agent_activity"]
+        return conversation.history()["agent_activity"]
 
-    waiting = widget.get(f"/widget/conversations/{public_id}").json()
+    waiting = conversation.history()
     assert waiting["awaiting_agent"] is True and waiting["agent_activity"] == "waiting"
     assert [m["role"] for m in waiting["messages"]] == ["user"]  # the customer never sees the draft
 
@@ -56,26 +55,30 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert queue[0]["draft"] == DRAFT and queue[0]["adapter_version"] == "v0001-aaaa"
     assert queue[0]["context"][0]["content"] == "My SuperWidget won't turn on."
 
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).json()["claimed_by"] == "alice"
+    assert alice.post(f"/reviews/{draft_id}/claim", json={}).json()["claimed_by"] == "alice"
     assert customer_sees() == "reviewing"
-    typing = agent.post(f"/reviews/{draft_id}/typing", json={"agent": "alice"}).json()
+    typing = alice.post(f"/reviews/{draft_id}/typing", json={}).json()
     assert typing["claimed_by"] == "alice" and typing["typing_until"] is not None
     assert customer_sees() == "typing"
-    assert "alice" not in widget.get(f"/widget/conversations/{public_id}").text  # the agent stays anonymous
-    taken = agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"})
+    assert "alice" not in json.dumps(conversation.history())  # the agent stays anonymous
+    taken = bob.post(f"/reviews/{draft_id}/claim", json={})
     assert taken.status_code == 409 and "alice" in taken.json()["detail"]
-    assert agent.post(f"/reviews/{draft_id}/typing", json={"agent": "bob"}).status_code == 409
-    bob_edit = agent.post(f"/reviews/{draft_id}/edit", json={"agent": "bob", "final_text": "Hi"})
+    assert bob.post(f"/reviews/{draft_id}/typing", json={}).status_code == 409
+    bob_edit = bob.post(f"/reviews/{draft_id}/edit", json={"final_text": "Hi"})
     assert bob_edit.status_code == 409
+    # who acts comes from the key: bob naming alice in the body neither passes her claim nor signs as her
+    forged = bob.post(f"/reviews/{draft_id}/edit", json={"agent": "alice", "final_text": "Hi"})
+    assert forged.status_code == 422 and "acts as 'bob', not 'alice'" in forged.json()["detail"]
 
-    edited = agent.post(f"/reviews/{draft_id}/edit", json={"agent": "alice", "final_text": FINAL}).json()
+    edited = alice.post(f"/reviews/{draft_id}/edit", json={"agent": "alice", "final_text": FINAL}).json()
     assert edited["decision"] == "edited" and edited["draft"] == DRAFT and edited["final_text"] == FINAL
+    assert edited["agent"] == "alice"  # the body may repeat the key's own name
     assert {"op": "insert", "before": "", "after": "I'm sorry about that!"} in edited["diff"]
     assert {"op": "replace", "before": "an hour.", "after": "a full hour and let me know."} in edited["diff"]
-    again = agent.post(f"/reviews/{draft_id}/approve", json={"agent": "alice"})
+    again = alice.post(f"/reviews/{draft_id}/approve", json={})
     assert again.status_code == 409 and "already reviewed" in again.json()["detail"]
 
-    seen = widget.get(f"/widget/conversations/{public_id}").json()
+    seen = conversation.history()
     assert seen["awaiting_agent"] is False and seen["agent_activity"] is None
     assert [(m["role"], m["content"]) for m in seen["messages"]][-1] == ("assistant", FINAL)
     assert agent.get("/reviews/queue").json() == []
@@ -95,33 +98,33 @@ def test_a_stale_claim_expires_and_another_agent_takes_the_draft(
 ) -> None:
     service = start_service(claim_ttl_seconds=1)
     _, draft_id = customer_asks(service, store_url, "Where is order GC-123456?", "It ships today.")
-    agent = service.client("agent")
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).status_code == 200
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).status_code == 409
+    alice, bob = service.person("alice"), service.person("bob")
+    assert alice.post(f"/reviews/{draft_id}/claim", json={}).status_code == 200
+    assert bob.post(f"/reviews/{draft_id}/claim", json={}).status_code == 409
     time.sleep(1.5)  # alice walked away; her claim lapses
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).json()["claimed_by"] == "bob"
-    approved = agent.post(f"/reviews/{draft_id}/approve", json={"agent": "bob"}).json()
+    assert bob.post(f"/reviews/{draft_id}/claim", json={}).json()["claimed_by"] == "bob"
+    approved = bob.post(f"/reviews/{draft_id}/approve", json={}).json()
     assert approved["decision"] == "approved" and approved["final_text"] == "It ships today."
 
 
 def test_an_agent_who_moves_on_gives_the_draft_back_at_once(plugin_service: RunningService, store_url: str) -> None:
-    public_id, draft_id = customer_asks(plugin_service, store_url, "Can I pay by invoice?", "Yes.")
-    agent, widget = plugin_service.client("agent"), plugin_service.client("widget")
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "alice"}).status_code == 200
-    refused = agent.post(f"/reviews/{draft_id}/release", json={"agent": "bob"})
+    conversation, draft_id = customer_asks(plugin_service, store_url, "Can I pay by invoice?", "Yes.")
+    alice, bob = plugin_service.person("alice"), plugin_service.person("bob")
+    assert alice.post(f"/reviews/{draft_id}/claim", json={}).status_code == 200
+    refused = bob.post(f"/reviews/{draft_id}/release", json={})
     assert refused.status_code == 409 and "only they can release it" in refused.json()["detail"]
-    released = agent.post(f"/reviews/{draft_id}/release", json={"agent": "alice"}).json()
+    released = alice.post(f"/reviews/{draft_id}/release", json={}).json()
     assert released["claimed_by"] is None and released["draft"] == "Yes."
-    assert widget.get(f"/widget/conversations/{public_id}").json()["agent_activity"] == "waiting"
-    assert agent.post(f"/reviews/{draft_id}/claim", json={"agent": "bob"}).json()["claimed_by"] == "bob"
-    assert agent.post(f"/reviews/{draft_id}/approve", json={"agent": "bob"}).status_code == 200
-    assert agent.post(f"/reviews/{draft_id}/release", json={"agent": "bob"}).status_code == 409  # decided already
+    assert conversation.history()["agent_activity"] == "waiting"
+    assert bob.post(f"/reviews/{draft_id}/claim", json={}).json()["claimed_by"] == "bob"
+    assert bob.post(f"/reviews/{draft_id}/approve", json={}).status_code == 200
+    assert bob.post(f"/reviews/{draft_id}/release", json={}).status_code == 409  # decided already
 
 
 def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_in_stats_and_metrics(
     plugin_service: RunningService, store_url: str
 ) -> None:
-    public_id, rejected_id = customer_asks(plugin_service, store_url, "Can I return it?", "No.", version="v0002-bbbb")
+    conversation, rejected_id = customer_asks(plugin_service, store_url, "Can I return it?", "No.", version="v0002-bbbb")
     _, approved_id = customer_asks(plugin_service, store_url, "Do you ship to Canada?", "Yes, we do!")
     agent, admin = plugin_service.client("agent"), plugin_service.client("admin")
     rejected = agent.post(
@@ -131,7 +134,7 @@ def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_i
     assert agent.post(f"/reviews/{approved_id}/approve", json={}).json()["decision"] == "approved"
     assert agent.post("/reviews/99999/approve", json={}).status_code == 404
 
-    history = plugin_service.client("widget").get(f"/widget/conversations/{public_id}").json()
+    history = conversation.history()
     assert history["messages"][-1]["content"] == "Of course, within 30 days."
 
     stats = admin.get("/admin/stats").json()

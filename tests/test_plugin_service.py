@@ -19,7 +19,7 @@ from collector import recorder
 from collector.db import session_scope
 from collector.settings import get_settings
 from serving.gateway import ServingGateway
-from tests.fixtures.service import RunningService
+from tests.fixtures.service import RunningService, start_widget_conversation
 from tests.fixtures.stores import free_port
 
 
@@ -64,15 +64,12 @@ def test_model_servers_down_answer_503_with_retry_after_and_keep_the_customers_m
 ) -> None:
     service = start_service(gateway=dead_model_server, manage_gateway=False)
     widget = service.client("widget")
-    public_id = widget.post("/widget/conversations", json={"mode": "auto"}).json()["conversation_id"]
+    conversation = start_widget_conversation(widget, mode="auto")
     for stream in (True, False):
-        answer = widget.post(
-            f"/widget/conversations/{public_id}/messages",
-            json={"content": f"Is anyone there? ({stream})", "stream": stream},
-        )
+        answer = conversation.send(f"Is anyone there? ({stream})", stream=stream)
         assert answer.status_code == 503, answer.text
         assert int(answer.headers["Retry-After"]) >= 1 and "no vLLM replica is healthy" in answer.json()["detail"]
-    history = widget.get(f"/widget/conversations/{public_id}").json()
+    history = conversation.history()
     assert [m["content"] for m in history["messages"]] == ["Is anyone there? (True)", "Is anyone there? (False)"]
 
     api = service.client("agent").post(

@@ -16,6 +16,7 @@ from collector.registry import set_status
 from collector.settings import get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.models import train_adapter
+from tests.fixtures.service import start_widget_conversation
 from tests.fixtures.stores import redact_store
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -79,15 +80,13 @@ def test_replies_never_show_a_placeholder_filled_from_the_platform_or_written_ou
     assert "<PERSON_1>" in raw or "PERSON" in raw, raw
 
     for stream in (False, True):
-        signed_in = widget.post("/widget/conversations", json={"mode": "auto", "customer_name": "Crystal Minh"}).json()
-        anonymous = widget.post("/widget/conversations", json={"mode": "auto"}).json()
+        signed_in = start_widget_conversation(widget, mode="auto", customer_name="Crystal Minh")
+        anonymous = start_widget_conversation(widget, mode="auto")
         replies = {}
         for who, conversation in (("signed in", signed_in), ("anonymous", anonymous)):
-            answer = widget.post(f"/widget/conversations/{conversation['conversation_id']}/messages",
-                                 json={"content": question, "stream": stream})
+            answer = conversation.send(question, stream=stream)
             assert answer.status_code == 200, answer.text
-            history = widget.get(f"/widget/conversations/{conversation['conversation_id']}").json()
-            replies[who] = history["messages"][-1]["content"]
+            replies[who] = conversation.history()["messages"][-1]["content"]
             if stream:
                 deltas = [json.loads(line[5:])["text"] for line in answer.text.splitlines()
                           if line.startswith("data:") and '"text"' in line]

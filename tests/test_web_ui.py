@@ -30,7 +30,7 @@ from collector.models import (
 )
 from collector.registry import register_adapter, set_status
 from tests.fixtures.browser import PHONE, screenshot
-from tests.fixtures.service import EndToEndService, RunningService
+from tests.fixtures.service import EndToEndService, RunningService, WidgetConversation
 from tests.fixtures.vllm import make_lora_adapter, register_adapter_folder
 
 pytestmark = pytest.mark.browser
@@ -329,7 +329,8 @@ def test_widget_streams_an_auto_mode_reply_as_it_is_generated(
     expect(page.get_by_role("status")).to_have_text("", timeout=120_000)
     screenshot(page, "widget-desktop-auto-reply")
     widget = e2e_service.client("widget")
-    conversation = page.evaluate("() => Object.entries(sessionStorage).find(([k]) => k.startsWith('housestyle.widget'))[1]")
-    stored = widget.get(f"/widget/conversations/{conversation}").json()["messages"]
+    saved = json.loads(page.evaluate(
+        "() => Object.entries(sessionStorage).find(([k]) => k.startsWith('housestyle.widget'))[1]"))
+    stored = WidgetConversation(widget, saved["id"], saved["token"]).history()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert reply.inner_text() == stored[-1]["content"]

@@ -18,9 +18,11 @@ from plugin.api.deps import KeyCache, new_rate_limits
 from plugin.api.errors import install_error_handlers
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
+from plugin.api.schemas import CONVERSATION_TOKEN_HEADER
 from plugin.api.routes import admin, chatwoot, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.loop.scheduler import LoopScheduler
 from plugin.redaction_worker import RedactionWorker
+from plugin.redrafter import Redrafter
 
 
 def create_app(
@@ -52,6 +54,9 @@ def create_app(
                 # timed / review-count refreshes and the automatic rollback guard
                 app.state.scheduler = LoopScheduler(settings, gateway)
                 app.state.scheduler_task = asyncio.create_task(app.state.scheduler.run())
+                # customer messages a model outage left unanswered get their draft once a model is back
+                app.state.redrafter = Redrafter(app)
+                app.state.redrafter_task = asyncio.create_task(app.state.redrafter.run())
         except BaseException as exc:
             app.state.startup_error = exc
             if gateway is not None and manage_gateway:
@@ -61,8 +66,9 @@ def create_app(
             yield
         finally:
             try:
-                if app.state.scheduler_task is not None:
-                    app.state.scheduler_task.cancel()
+                for task in (app.state.scheduler_task, app.state.redrafter_task):
+                    if task is not None:
+                        task.cancel()
                 if app.state.redaction_worker is not None:
                     await asyncio.to_thread(app.state.redaction_worker.stop)
                 await close_chatwoot_client(app)
@@ -85,6 +91,8 @@ def create_app(
     app.state.control_token = control_token
     app.state.scheduler = None  # plugin.loop.scheduler.LoopScheduler once the gateway runs
     app.state.scheduler_task = None
+    app.state.redrafter = None  # plugin.redrafter.Redrafter once the gateway runs
+    app.state.redrafter_task = None
     app.state.redaction_worker = None  # plugin.redaction_worker.RedactionWorker while HOUSESTYLE_REDACT_AT_INGEST
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
@@ -103,7 +111,7 @@ def create_app(
         CORSMiddleware,
         allow_origins=settings.widget_origins,
         allow_methods=["GET", "POST"],
-        allow_headers=["Authorization", "Content-Type"],
+        allow_headers=["Authorization", "Content-Type", CONVERSATION_TOKEN_HEADER],
         max_age=600,
     )
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)

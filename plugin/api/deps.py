@@ -16,11 +16,12 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from collector.db import session_scope
+from collector.errors import InputError
 from collector.models import ApiKeyRole
 from collector.settings import Settings
 from plugin.api.keys import find_active_key, hash_key
 from plugin.api.metrics import ServiceMetrics
-from plugin.api.ratelimit import TokenBuckets
+from plugin.api.ratelimit import RateLimits, TokenBuckets
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `housestyle keys create`, as `Bearer KEY`.")
 
@@ -31,6 +32,21 @@ class Caller(BaseModel):
     name: str
     role: ApiKeyRole
     key_id: int | None = None
+
+    @property
+    def is_local_cli(self) -> bool:
+        """The `housestyle` CLI on this machine, through the running service's control token."""
+        return self.key_id is None
+
+    def acting_as(self, claimed: str | None) -> str:
+        """Who acted: the key's name. A body may repeat it; naming someone else is refused (the local CLI alone
+        names the user who ran it, as its --actor)."""
+        if self.is_local_cli:
+            return claimed.strip() if claimed and claimed.strip() else self.name
+        if claimed is None or claimed == self.name:
+            return self.name
+        raise InputError(f"this key acts as '{self.name}', not '{claimed}': who acted comes from the API key; "
+                         "leave the name out (or use that person's own key)")
 
 
 def get_settings(request: Request) -> Settings:
@@ -106,16 +122,40 @@ async def authenticate(
             request.app.state.key_cache.put(token, caller)
     if caller is None:
         raise _unauthorized("this API key is unknown or revoked; `housestyle keys list` shows the active keys")
-    wait = request.app.state.rate_limits.take(str(caller.key_id))
+    limits: RateLimits = request.app.state.rate_limits
+    if caller.role == ApiKeyRole.WIDGET:  # one public key for every customer: limit each client address instead
+        address = client_address(request)
+        wait = limits.clients.take(address)
+        refused = (f"rate limit of {settings.widget_rate_per_client:g} requests/s from {address} exceeded; retry "
+                   "later (an operator can raise HOUSESTYLE_WIDGET_RATE_PER_CLIENT)")
+    else:
+        wait = limits.keys.take(str(caller.key_id))
+        refused = (f"rate limit of {settings.rate_limit_per_second:g} requests/s for key '{caller.name}' exceeded; "
+                   "retry later or raise HOUSESTYLE_RATE_LIMIT_PER_SECOND")
     if wait > 0:
-        raise HTTPException(
-            429,
-            detail=f"rate limit of {settings.rate_limit_per_second:g} requests/s for key '{caller.name}' exceeded; "
-            "retry later or raise HOUSESTYLE_RATE_LIMIT_PER_SECOND",
-            headers={"Retry-After": str(max(1, math.ceil(wait)))},
-        )
+        raise too_many(refused, wait)
     request.state.caller = caller
     return caller
+
+
+def too_many(detail: str, wait: float) -> HTTPException:
+    return HTTPException(429, detail=detail, headers={"Retry-After": str(max(1, math.ceil(wait)))})
+
+
+def client_address(request: Request) -> str:
+    """The caller's address (uvicorn puts a trusted proxy's X-Forwarded-For here: HOUSESTYLE_TRUSTED_PROXIES)."""
+    return request.client.host if request.client else "unknown"
+
+
+def limit_conversation(request: Request, caller: Caller, conversation_id: str) -> None:
+    """A widget's calls on one conversation share one bucket, so one customer's loop cannot crowd out the rest."""
+    if caller.role != ApiKeyRole.WIDGET:
+        return
+    settings = request.app.state.settings
+    wait = request.app.state.rate_limits.conversations.take(conversation_id)
+    if wait > 0:
+        raise too_many(f"rate limit of {settings.widget_rate_per_conversation:g} requests/s on this conversation "
+                       "exceeded; wait for the reply before sending more", wait)
 
 
 def require(*roles: ApiKeyRole) -> Callable[..., Caller]:
@@ -162,5 +202,9 @@ class KeyCache:
             self._entries[hash_key(token)] = (caller, time.monotonic() + self.ttl_s)
 
 
-def new_rate_limits(settings: Settings) -> TokenBuckets:
-    return TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+def new_rate_limits(settings: Settings) -> RateLimits:
+    return RateLimits(
+        keys=TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst),
+        clients=TokenBuckets(settings.widget_rate_per_client, settings.widget_burst_per_client),
+        conversations=TokenBuckets(settings.widget_rate_per_conversation, settings.widget_burst_per_conversation),
+    )

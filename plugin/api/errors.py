@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from collector.errors import ConflictError, HouseStyleError, InputError, NotFoundError, StoreError
 
 log = logging.getLogger("housestyle.errors")
+
+STORED_HEADER = "X-Message-Stored"
 
 STATUS_BY_ERROR: dict[type[HouseStyleError], int] = {
     InputError: 422,
@@ -24,6 +29,25 @@ class ModelServersUnavailable(HouseStyleError):
     """The service runs without a serving gateway (e.g. `--no-vllm` and no vLLM URLs): nothing can generate."""
 
     retry_after_s = 30.0
+
+
+class MessageNotStored(HouseStyleError):
+    """The store refused to keep a customer's message (full disk, database down): unlike a model outage, nothing
+    was kept, so the client must send it again (503, `X-Message-Stored: false`)."""
+
+    retry_after_s = 10.0
+    stored = False
+
+
+class ReplyDelayed(HouseStyleError):
+    """The customer's message is stored but no model server can answer now (503, `X-Message-Stored: true`): the
+    service drafts the reply once one is back; the client polls the conversation instead of sending it again."""
+
+    stored = True
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def _retry_after(exc: Exception, default: float) -> dict[str, str]:
@@ -47,7 +71,22 @@ async def house_style_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HouseStyleError)
     status = status_for(exc)
     headers = _retry_after(exc, request.app.state.settings.retry_after_seconds) if status == 503 else None
+    if hasattr(exc, "stored"):  # a customer's message: say whether it was kept, so a client knows to resend or wait
+        headers = {**(headers or {}), STORED_HEADER: "true" if exc.stored else "false"}
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a lone surrogate echoed from a bad body stays valid JSON."""
+
+    def render(self, content: object) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 body (`detail`: the list of problems), safe for any input it echoes."""
+    assert isinstance(exc, RequestValidationError)
+    return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -58,4 +97,5 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HouseStyleError, house_style_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(Exception, unexpected_error)

@@ -6,7 +6,9 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from plugin.api.schemas import storable
 
 
 class ChatMessage(BaseModel):
@@ -17,6 +19,11 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
     name: str | None = None
+
+    @model_validator(mode="after")
+    def _storable(self) -> ChatMessage:
+        storable(self.text())  # every call is recorded: refuse what the store cannot keep (NUL, lone surrogates)
+        return self
 
     def text(self) -> str:
         """The message's text, joining text parts when the client sent a list."""

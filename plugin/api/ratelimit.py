@@ -1,10 +1,14 @@
-"""Per-key rate limiting: a token bucket per API key, refilled continuously."""
+"""Rate limits: token buckets refilled continuously, per agent/admin key, per widget client address and per widget
+conversation (every customer shares one public widget key, so a per-key limit would let one of them starve all)."""
 
 from __future__ import annotations
 
 import math
 import threading
 import time
+from dataclasses import dataclass
+
+MAX_BUCKETS = 50_000  # beyond this, full buckets (idle callers) are forgotten: memory stays bounded
 
 
 class TokenBuckets:
@@ -26,4 +30,21 @@ class TokenBuckets:
                 self._buckets[key] = (tokens - 1, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
+            if len(self._buckets) > MAX_BUCKETS:
+                self._forget_idle(now)
             return (1 - tokens) / self.rate if self.rate > 0 else math.inf
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the buckets that have refilled: forgetting one changes nothing for its caller."""
+        full = [key for key, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
+        for key in full:
+            del self._buckets[key]
+
+
+@dataclass
+class RateLimits:
+    """The service's three kinds of bucket."""
+
+    keys: TokenBuckets  # agent and admin keys
+    clients: TokenBuckets  # widget callers, by client address
+    conversations: TokenBuckets  # widget calls on one conversation

@@ -6,28 +6,54 @@ The OpenAI wire format lives apart, in `plugin.api.protocol`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from collector.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
 from collector.stats import BASE_LABEL
 
 LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
+CONVERSATION_TOKEN_HEADER = "X-Conversation-Token"
+
+
+def storable(text: str) -> str:
+    """Text every store can keep: no NUL (Postgres refuses it) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        raise ValueError("contains a NUL character; remove it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired surrogate (not valid Unicode text); send UTF-8 text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(storable)]
+
+
+class Identified(BaseModel):
+    """Bodies that once named who acted: the API key names them now; an old client's own name must agree."""
+
+    agent: str | None = Field(None, max_length=200, deprecated=True,
+                              description="Ignored when it equals the API key's name; anything else is refused: "
+                              "who acted always comes from the key.")
 
 
 # --- widget -----------------------------------------------------------------------------------
 class ConversationStart(BaseModel):
-    channel: str = Field("web", min_length=1, max_length=100)
-    customer_ref: str | None = Field(None, max_length=200)
+    channel: Text = Field("web", min_length=1, max_length=100)
+    customer_ref: Text | None = Field(None, max_length=200)
     mode: ReplyMode | None = Field(None, description="auto or assist; default: the channel's configured mode.")
-    customer_name: str | None = Field(None, max_length=200, description="A signed-in customer's name, if your site "
-                                      "knows it: redacted exactly wherever it appears, and used in replies.")
-    customer_email: str | None = Field(None, max_length=320, description="A signed-in customer's email, likewise.")
+    customer_name: Text | None = Field(None, max_length=200, description="A signed-in customer's name, if your site "
+                                       "knows it: redacted exactly wherever it appears, and used in replies.")
+    customer_email: Text | None = Field(None, max_length=320, description="A signed-in customer's email, likewise.")
 
 
 class ConversationOut(BaseModel):
     conversation_id: str = Field(description="The conversation's unguessable public id; widget calls use it.")
+    conversation_token: str | None = Field(
+        None, description=f"Only in the answer that starts it: the conversation's secret. A widget key's later calls "
+        f"on it send it as the {CONVERSATION_TOKEN_HEADER} header; no other widget client can reach it.")
     channel: str
     mode: ReplyMode
     status: str
@@ -35,7 +61,7 @@ class ConversationOut(BaseModel):
 
 
 class CustomerMessage(BaseModel):
-    content: str = Field(min_length=1, max_length=8000)
+    content: Text = Field(min_length=1, max_length=8000)
     stream: bool = Field(True, description="true: answer as server-sent events; false: one JSON answer.")
 
 
@@ -52,6 +78,8 @@ class History(BaseModel):
     status: str
     messages: list[MessageOut]
     awaiting_agent: bool = Field(description="True while an assistant draft waits for an agent (assist mode).")
+    awaiting_reply: bool = Field(False, description="True while the customer's last message has no reply yet (an "
+                                 "agent is reviewing it, or the model was unavailable and the service will answer).")
     agent_activity: Literal["waiting", "reviewing", "typing"] | None = Field(
         default=None,
         description="While awaiting an agent: waiting (nobody has the draft yet), reviewing (an agent claimed it), "
@@ -79,11 +107,13 @@ class PendingDraft(BaseModel):
     created_at: datetime
     claimed_by: str | None
     claimed_until: datetime | None
+    handoff_reason: str | None = Field(None, description="Why an auto-mode draft waits for an agent before the "
+                                       "customer sees it (no usable reply, a topic the model has not learned).")
     context: list[MessageOut] = Field(description="The conversation so far, as the customer saw it.")
 
 
-class ClaimIn(BaseModel):
-    agent: str | None = Field(None, max_length=200, description="Agent id; default the API key's name.")
+class ClaimIn(Identified):
+    pass
 
 
 class ClaimOut(BaseModel):
@@ -98,13 +128,13 @@ class ApproveIn(ClaimIn):
 
 
 class EditIn(ClaimIn):
-    final_text: str = Field(min_length=1, max_length=8000)
-    reason: str | None = Field(None, max_length=2000)
+    final_text: Text = Field(min_length=1, max_length=8000)
+    reason: Text | None = Field(None, max_length=2000)
 
 
 class RejectIn(ClaimIn):
-    reply: str | None = Field(None, max_length=8000, description="The reply the agent wrote instead, if any.")
-    reason: str | None = Field(None, max_length=2000)
+    reply: Text | None = Field(None, max_length=8000, description="The reply the agent wrote instead, if any.")
+    reason: Text | None = Field(None, max_length=2000)
 
 
 class DiffOp(BaseModel):
@@ -140,8 +170,9 @@ class AdaptersOut(BaseModel):
 
 
 class AdapterChange(BaseModel):
-    actor: str | None = Field(None, max_length=200, description="Who made the change; default the key's name.")
-    reason: str | None = Field(None, max_length=2000)
+    actor: str | None = Field(None, max_length=200, description="Who made the change: always the API key's name; "
+                              "a different name is refused (only the local `housestyle adapters` CLI names its user).")
+    reason: Text | None = Field(None, max_length=2000)
 
 
 class RollbackIn(AdapterChange):

@@ -96,6 +96,12 @@ def external_id(event: ChatwootEvent) -> str:
     return f"{event.account.id}:{event.conversation.id}"  # type: ignore[union-attr]
 
 
+def storable_text(text: str) -> str:
+    """A platform's message as the store can keep it: a NUL or lone surrogate cannot be refused back to Chatwoot
+    (the customer's message would be lost), so it is replaced by U+FFFD."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def contact_values(event: ChatwootEvent) -> dict[str, str]:
     """The contact's name, email and phone as Chatwoot sends them with the customer's message."""
     sender = event.sender.model_dump() if event.sender else {}
@@ -125,13 +131,13 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
             conversation.known_values = {**(conversation.known_values or {}), **known}
             session.add(conversation)
         conversation_id = conversation.id
-    return assistant.receive_customer_message(settings, conversation_id, event.content or "")
+    return assistant.receive_customer_message(settings, conversation_id, storable_text(event.content or ""))
 
 
 def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutcome:
     """An agent's public reply: the review of the latest pending draft, or a plain turn when there is none."""
     agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"
-    content = event.content or ""
+    content = storable_text(event.content or "")
     with session_scope(settings.resolved_database_url) as session:
         conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
         if conversation is None:

@@ -58,7 +58,7 @@ def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> Adapt
     summary="Go back to the previous (or a named) version",
 )
 async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
-    return await require_gateway(gateway).rollback(body.version, actor=body.actor or caller.name, reason=body.reason)
+    return await require_gateway(gateway).rollback(body.version, actor=caller.acting_as(body.actor), reason=body.reason)
 
 
 @router.post(
@@ -68,7 +68,7 @@ async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: Gatew
     summary="Make a version live everywhere",
 )
 async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
-    return await require_gateway(gateway).promote(version, actor=body.actor or caller.name, reason=body.reason)
+    return await require_gateway(gateway).promote(version, actor=caller.acting_as(body.actor), reason=body.reason)
 
 
 @router.post(
@@ -79,7 +79,7 @@ async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller
 )
 async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
     return await require_gateway(gateway).canary(
-        version, body.share, actor=body.actor or caller.name, reason=body.reason
+        version, body.share, actor=caller.acting_as(body.actor), reason=body.reason
     )
 
 

@@ -5,10 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
-from collector.db import get_engine
-from collector.errors import HouseStyleError
+from collector.db import can_write
 from plugin.api.deps import AdminCaller, GatewayDep, MetricsDep, SettingsDep
 from plugin.api.schemas import HealthOut, ReadyOut
 
@@ -25,15 +23,11 @@ async def health() -> HealthOut:
 
 @router.get("/ready", response_model=ReadyOut, responses={503: {"model": ReadyOut}}, summary="Ready to serve")
 def ready(settings: SettingsDep, gateway: GatewayDep) -> JSONResponse:
-    """Ready when the store answers and at least one model server (vLLM replica) is ready."""
+    """Ready when the store takes a write (a full disk still reads) and at least one model server is ready."""
     problems = []
-    try:
-        with get_engine(settings.resolved_database_url).connect() as connection:
-            connection.execute(text("SELECT 1"))
-        database = True
-    except (HouseStyleError, Exception) as exc:  # any failure means "not ready", never a 500
-        database = False
-        problems.append(f"store: {type(exc).__name__}")
+    database = can_write(settings.resolved_database_url)
+    if not database:
+        problems.append("the store cannot write (unreachable, or its disk is full): customers' messages would be lost")
     model_servers = bool(gateway is not None and gateway.ready())
     if not model_servers:
         problems.append("no model server ready" if gateway is not None else "running without model servers")

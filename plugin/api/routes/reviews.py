@@ -35,6 +35,7 @@ def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
         draft=draft.content,
         adapter_version=draft.adapter_version,
         latency_ms=draft.latency_ms,
+        handoff_reason=draft.handoff_reason,
         created_at=draft.created_at,
         claimed_by=draft.claimed_by,
         claimed_until=draft.claimed_until,
@@ -64,7 +65,7 @@ def claim_draft(
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
     # sqlite has no row locks: this process's claims and reviews go one at a time (Postgres also locks the row)
     with request.app.state.review_lock, store.session() as session:
-        draft = recorder.claim_draft(session, draft_id, body.agent or caller.name, ttl=ttl)
+        draft = recorder.claim_draft(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until)
 
 
@@ -73,7 +74,7 @@ def release_draft(draft_id: int, body: ClaimIn, caller: AgentCaller, store: Stor
     """For an agent who opened a draft and moved on without deciding: others may take it at once (409 if another
     agent holds it)."""
     with request.app.state.review_lock, store.session() as session:
-        draft = recorder.release_claim(session, draft_id, body.agent or caller.name)
+        draft = recorder.release_claim(session, draft_id, caller.acting_as(body.agent))
         return _pending_draft(session, draft)
 
 
@@ -85,7 +86,7 @@ def agent_typing(
     after each call, and the claim is renewed. Claims the draft if nobody holds it; 409 if another agent does."""
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
     with request.app.state.review_lock, store.session() as session:
-        draft = recorder.mark_typing(session, draft_id, body.agent or caller.name, ttl=ttl)
+        draft = recorder.mark_typing(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until,
                     typing_until=draft.typing_until)
 
@@ -103,7 +104,7 @@ def _review(
 ) -> ReviewOut:
     with request.app.state.review_lock, store.session() as session:
         review = recorder.record_review(
-            session, draft_id, decision, agent_id=agent or caller.name, final_text=final_text, reason=reason
+            session, draft_id, decision, agent_id=caller.acting_as(agent), final_text=final_text, reason=reason
         )
         draft = recorder.get_draft(session, draft_id)
     metrics.reviews.labels(review.decision.value, draft.adapter_version or "base").inc()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from sqlalchemy import select
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -16,30 +20,63 @@ from starlette.concurrency import run_in_threadpool
 from collector import recorder
 from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
-from collector.models import Conversation, Draft, DraftStatus, ReplyMode
+from collector.models import ApiKeyRole, Conversation, Draft, DraftStatus, ReplyMode, Role
 from plugin import assistant
-from plugin.api.deps import ReaderCaller, SettingsDep, StoreDep, WidgetCaller
-from plugin.api.schemas import ConversationOut, ConversationStart, CustomerMessage, History, MessageOut, ReplyOut
+from plugin.api.deps import Caller, ReaderCaller, SettingsDep, StoreDep, WidgetCaller, limit_conversation
+from plugin.api.errors import ModelServersUnavailable, ReplyDelayed
+from plugin.api.schemas import (
+    CONVERSATION_TOKEN_HEADER,
+    ConversationOut,
+    ConversationStart,
+    CustomerMessage,
+    History,
+    MessageOut,
+    ReplyOut,
+)
+from serving.errors import NoHealthyReplicaError
 
 router = APIRouter(prefix="/widget", tags=["widget"])
 log = logging.getLogger("housestyle.widget")
 
 GENERATION_ERRORS = {
-    503: {"description": "No model server can answer now; the customer's message is stored. Retry after Retry-After."}
+    503: {"description": "X-Message-Stored: true: no model server can answer now; the message is kept and the reply "
+                         "follows (poll the conversation). X-Message-Stored: false: the store could not keep the "
+                         "message; send it again after Retry-After."}
 }
 
 
-def conversation_by_public_id(session: Session, public_id: str) -> Conversation:
-    """Widget calls name conversations by their random external id, so one customer cannot read another's."""
-    conversation = session.execute(select(Conversation).where(Conversation.external_id == public_id)).scalars().first()
-    if conversation is None:
-        raise NotFoundError(f"conversation {public_id} does not exist; start one with POST /widget/conversations")
-    return conversation
+ConversationToken = Annotated[str | None, Header(
+    alias=CONVERSATION_TOKEN_HEADER, description="The secret from the answer that started the conversation "
+    "(widget keys must send it; agent and admin keys need not).")]
 
 
-def _conversation_out(conversation: Conversation) -> ConversationOut:
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def conversation_for(session: Session, public_id: str, caller: Caller, token: str | None) -> Conversation:
+    """The conversation a widget call names: a widget key reaches only one it started, by its secret.
+
+    Any other (an imported one, a Chatwoot one, one started elsewhere, a wrong or missing secret) answers the same
+    404 as a conversation that does not exist, so ids cannot be probed."""
+    missing = NotFoundError(f"conversation {public_id} does not exist for this widget; start one with "
+                            f"POST /widget/conversations and send its conversation_token as {CONVERSATION_TOKEN_HEADER}")
+    rows = session.execute(select(Conversation).where(Conversation.external_id == public_id)).scalars().all()
+    if caller.role != ApiKeyRole.WIDGET:
+        if not rows:
+            raise missing
+        return rows[0]
+    expected = token_hash(token or "")
+    for conversation in rows:
+        if conversation.access_token_hash and hmac.compare_digest(conversation.access_token_hash, expected):
+            return conversation
+    raise missing
+
+
+def _conversation_out(conversation: Conversation, token: str | None = None) -> ConversationOut:
     return ConversationOut(
         conversation_id=conversation.external_id,
+        conversation_token=token,
         channel=conversation.channel,
         mode=conversation.mode,
         status=conversation.status,
@@ -51,35 +88,43 @@ def _conversation_out(conversation: Conversation) -> ConversationOut:
 def start_conversation(
     body: ConversationStart, _: WidgetCaller, store: StoreDep, settings: SettingsDep
 ) -> ConversationOut:
+    """The answer carries the conversation's secret once: keep it (the widget keeps it in the tab's sessionStorage)."""
     mode = body.mode or assistant.mode_for_channel(settings, body.channel)
+    token = secrets.token_urlsafe(24)
     with store.session() as session:
         conversation = recorder.start_conversation(
             session, channel=body.channel, customer_ref=body.customer_ref, mode=mode,
             known_values={"name": body.customer_name, "email": body.customer_email},
+            access_token_hash=token_hash(token),
         )
-    return _conversation_out(conversation)
+    return _conversation_out(conversation, token)
 
 
 @router.get(
     "/conversations/{conversation_id}", response_model=History, summary="The conversation as the customer sees it"
 )
-def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep) -> History:
+def conversation_history(
+    conversation_id: str, caller: ReaderCaller, store: StoreDep, request: Request, token: ConversationToken = None
+) -> History:
     """Poll this in assist mode: `agent_activity` says whether an agent has the draft or is typing, and the agent's
     approved or edited reply appears in `messages` once reviewed."""
+    limit_conversation(request, caller, conversation_id)
     with store.session() as session:
-        conversation = conversation_by_public_id(session, conversation_id)
+        conversation = conversation_for(session, conversation_id, caller, token)
         pending = session.execute(
             select(Draft).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
         ).scalars().all()
         messages = recorder.transcript(session, conversation.id)
-    awaiting = bool(pending) and conversation.mode == ReplyMode.ASSIST
+    waiting = [draft for draft in pending if recorder.awaits_agent(draft, conversation.mode)]
+    awaiting = bool(waiting)
     return History(
         conversation_id=conversation.external_id,
         mode=conversation.mode,
         status=conversation.status,
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         awaiting_agent=awaiting,
-        agent_activity=recorder.conversation_activity(pending) if awaiting else None,
+        awaiting_reply=bool(messages) and messages[-1].role == Role.USER,
+        agent_activity=recorder.conversation_activity(waiting) if awaiting else None,
     )
 
 
@@ -93,36 +138,44 @@ def conversation_history(conversation_id: str, _: ReaderCaller, store: StoreDep)
     summary="Send the customer's message and get the assistant's reply",
 )
 async def send_customer_message(
-    conversation_id: str, body: CustomerMessage, _: WidgetCaller, request: Request
+    conversation_id: str, body: CustomerMessage, caller: WidgetCaller, request: Request,
+    token: ConversationToken = None,
 ) -> ReplyOut | EventSourceResponse:
     """The message is stored first. auto mode: the reply streams as `delta` events, then one `reply` event.
     assist mode: the draft goes to the agents' queue and a `awaiting_agent` event ends the stream; poll the history
     for the agent's final text."""
+    limit_conversation(request, caller, conversation_id)
     state = request.app.state
     settings = state.settings
 
     def find_and_store() -> assistant.Turn:
         with session_scope(settings.resolved_database_url) as session:
-            internal_id = conversation_by_public_id(session, conversation_id).id
+            internal_id = conversation_for(session, conversation_id, caller, token).id
         return assistant.receive_customer_message(settings, internal_id, body.content)
 
     turn = await run_in_threadpool(find_and_store)
-    if not body.stream:
-        reply = await assistant.generate_reply(settings, state.gateway, state.metrics, turn)
-        return _reply_out(turn, reply)
-    started = time.perf_counter()
-    route, chunks = await assistant.open_reply_stream(settings, state.gateway, turn)
+    try:
+        if not body.stream:
+            reply = await assistant.generate_reply(settings, state.gateway, state.metrics, turn)
+            return _reply_out(turn, reply)
+        started = time.perf_counter()
+        route, chunks = await assistant.open_reply_stream(settings, state.gateway, turn)
+    except (NoHealthyReplicaError, ModelServersUnavailable) as outage:
+        raise ReplyDelayed(f"{outage}; the message is kept and the reply follows once a model server answers: poll "
+                           f"GET /widget/conversations/{conversation_id} rather than sending it again",
+                           getattr(outage, "retry_after_s", settings.retry_after_seconds)) from None
     return EventSourceResponse(_reply_events(request, turn, route, chunks, started), sep="\n")
 
 
 def _reply_out(turn: assistant.Turn, reply: assistant.Reply) -> ReplyOut:
     draft = reply.draft
+    waits = recorder.awaits_agent(draft, turn.mode)
     message = None
-    if turn.mode == ReplyMode.AUTO:
+    if not waits:  # auto mode: the reply went out
         message = MessageOut(
             position=draft.position, role="assistant", content=draft.content, created_at=draft.created_at
         )
-    return ReplyOut(reply=message, awaiting_agent=turn.mode == ReplyMode.ASSIST, adapter_version=reply.version)
+    return ReplyOut(reply=message, awaiting_agent=waits, adapter_version=reply.version)
 
 
 async def _reply_events(
@@ -134,7 +187,7 @@ async def _reply_events(
             if isinstance(item, assistant.Reply):
                 out = _reply_out(turn, item)
                 yield ServerSentEvent(out.model_dump_json(), event="awaiting_agent" if out.awaiting_agent else "reply")
-            elif turn.mode == ReplyMode.AUTO:  # in assist mode the customer never sees the draft
+            elif turn.mode == ReplyMode.AUTO and turn.handoff is None:  # assist, or handed over: no draft shown
                 yield ServerSentEvent(json.dumps({"text": item}), event="delta")
     except Exception as exc:  # the status line is sent already: report the failure as an event, never a traceback
         log.exception("reply stream failed")

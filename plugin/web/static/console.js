@@ -90,6 +90,9 @@ function renderReview(item) {
     ),
   );
   $("draft-text").textContent = item.draft;
+  // auto mode handed this one to an agent first (no usable reply, a topic the model has not learned): say why
+  $("handoff").hidden = !item.handoff_reason;
+  $("handoff").textContent = item.handoff_reason ? `Sent to you before the customer sees it: ${item.handoff_reason}` : "";
   $("draft-version").textContent = item.adapter_version ? `· ${item.adapter_version}` : "· base model";
   closeForms();
 }

@@ -24,7 +24,8 @@
 
   var PHONE = window.matchMedia("(max-width: 480px)"); // the window takes the whole screen: it becomes modal
   // seen: transcript positions already on screen; echoes: the customer's own messages shown before the server has them
-  var state = { conversation: null, seen: new Set(), echoes: [], busy: false, polling: null, open: false };
+  // `token`: the conversation's secret from the answer that started it; only this tab has it
+  var state = { conversation: null, token: null, seen: new Set(), echoes: [], busy: false, polling: null, open: false };
 
   // --- DOM ---------------------------------------------------------------------------------------
   var host = document.createElement("div");
@@ -92,6 +93,7 @@
   function call(path, options) {
     options = options || {};
     var headers = { Authorization: "Bearer " + KEY };
+    if (state.token) headers["X-Conversation-Token"] = state.token;
     if (options.body) headers["Content-Type"] = "application/json";
     return fetch(BASE + path, { method: options.method || "GET", headers: headers, body: options.body ? JSON.stringify(options.body) : undefined });
   }
@@ -119,7 +121,8 @@
       if (!response.ok) return failure(response).then(function (error) { throw error; });
       return response.json().then(function (data) {
         state.conversation = data.conversation_id;
-        window.sessionStorage.setItem(STORAGE, state.conversation);
+        state.token = data.conversation_token;
+        window.sessionStorage.setItem(STORAGE, JSON.stringify({ id: state.conversation, token: state.token }));
         return state.conversation;
       });
     });
@@ -181,6 +184,7 @@
     waiting: ["Waiting for an agent to review the reply…", "waiting"],
     reviewing: ["An agent is reviewing the reply…", "waiting"],
     typing: ["An agent is typing…", "typing"],
+    delayed: ["We have your message; the reply follows in a moment…", "waiting"],
   };
 
   function showActivity(activity) {
@@ -194,8 +198,8 @@
     state.polling = window.setTimeout(function poll() {
       history().then(function (conversation) {
         showNew(conversation);
-        if (conversation.awaiting_agent) {
-          showActivity(conversation.agent_activity);
+        if (conversation.awaiting_agent || conversation.awaiting_reply) {
+          showActivity(conversation.awaiting_agent ? conversation.agent_activity : activity);
           state.polling = window.setTimeout(poll, POLL_MS);
         } else {
           setStatus("");
@@ -220,6 +224,11 @@
         return call("/widget/conversations/" + encodeURIComponent(id) + "/messages", { method: "POST", body: { content: text, stream: true } });
       })
       .then(function (response) {
+        if (response.status === 503 && response.headers.get("X-Message-Stored") === "true") {
+          ended = true;  // the message is kept and the service answers once a model is back: wait, never resend
+          waitForAgent("delayed");
+          return;
+        }
         if (!response.ok) return failure(response).then(function (error) { throw error; });
         return readEvents(response, function (name, data) {
           if (name === "delta") {
@@ -304,14 +313,16 @@
   });
 
   // a reload keeps the conversation of this tab (and picks up an agent reply that arrived meanwhile)
-  var saved = window.sessionStorage.getItem(STORAGE);
-  if (saved) {
-    state.conversation = saved;
+  var saved = null;
+  try { saved = JSON.parse(window.sessionStorage.getItem(STORAGE) || "null"); } catch (ignored) { saved = null; }
+  if (saved && saved.id && saved.token) {
+    state.conversation = saved.id;
+    state.token = saved.token;
     history().then(function (conversation) {
       showNew(conversation);
       if (conversation.awaiting_agent) waitForAgent(conversation.agent_activity);
     }, function () {
-      state.conversation = null;
+      state.conversation = state.token = null;
       window.sessionStorage.removeItem(STORAGE);
     });
   }
