@@ -18,11 +18,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from collector.errors import ConflictError
+from collector.prompts import exchange_messages
 from collector.sample import SAMPLE_PATH
-from collector.settings import get_settings
+from collector.settings import Settings
 from trainer.chat_format import CHAT_TEMPLATE, END_TAG, PAD_TOKEN, SPECIAL_TOKENS, Messages
 from trainer.data import encode_examples
-from trainer.loop import LoopConfig, TrainingLoop
+from trainer.distributed import current_world
+from trainer.fitting import FitConfig, Fitter
 
 
 class TinyBaseConfig(BaseModel):
@@ -63,13 +65,7 @@ def generic_conversations(records: list[dict], system_prompt: str) -> list[Messa
             if turn["role"] == "user":
                 previous_user = turn["content"]
             elif turn.get("decision") in ("edited", "rejected") and turn.get("draft") and previous_user:
-                conversations.append(
-                    [
-                        {"role": "system", "content": system_prompt},
-                        {"role": "user", "content": previous_user},
-                        {"role": "assistant", "content": turn["draft"]},
-                    ]
-                )
+                conversations.append(exchange_messages(system_prompt, [(previous_user, turn["draft"])]))
     return conversations
 
 
@@ -89,13 +85,13 @@ def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFa
     return fast
 
 
-def build_tiny_base(out: Path, config: TinyBaseConfig | None = None) -> Path:
+def build_tiny_base(out: Path, config: TinyBaseConfig | None = None, *, settings: Settings) -> Path:
     """Write a loadable (transformers, PEFT, vLLM) tiny chat model to `out`; same seed, same weights."""
     config = config or TinyBaseConfig()
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise ConflictError(f"{out} already exists and is not empty; choose a new --out or delete it")
-    system_prompt = get_settings().system_prompt
+    system_prompt = settings.system_prompt
     records = read_sample()
     torch.manual_seed(config.seed)
     tokenizer = train_tokenizer(tokenizer_corpus(records, system_prompt), config.vocab_size)
@@ -117,12 +113,13 @@ def build_tiny_base(out: Path, config: TinyBaseConfig | None = None) -> Path:
     model = LlamaForCausalLM(model_config)
     examples = encode_examples(tokenizer, generic_conversations(records, system_prompt), config.row_length,
                                assistant_only=False)
-    loop = TrainingLoop(
+    fitter = Fitter(
         model,
-        LoopConfig(lr=config.pretrain_lr, epochs=config.pretrain_epochs, batch_size=config.pretrain_batch_size,
+        FitConfig(lr=config.pretrain_lr, epochs=config.pretrain_epochs, batch_size=config.pretrain_batch_size,
                    row_length=config.row_length, seed=config.seed, warmup_steps=10, description="pre-training base"),
+        current_world(settings),
     )
-    loop.fit(examples)
+    fitter.fit(examples)
     model.generation_config = GenerationConfig(
         bos_token_id=end_id, eos_token_id=end_id, pad_token_id=pad_id, do_sample=False
     )

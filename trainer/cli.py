@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from collector.settings import get_settings
+
 base_app = typer.Typer(help="Base models to fine-tune: build HouseStyle's tiny offline demo base.", no_args_is_help=True)
 
 
@@ -22,7 +24,7 @@ def base_build(
     """
     from trainer.base_model import TinyBaseConfig, build_tiny_base
 
-    path = build_tiny_base(out, TinyBaseConfig(seed=seed))
+    path = build_tiny_base(out, TinyBaseConfig(seed=seed), settings=get_settings())
     typer.echo(str(path))
 
 
@@ -51,9 +53,9 @@ def train_command(
     from trainer.train import train_adapter
 
     try:
-        trained = train_adapter(base, data, out, preset=preset, rank=rank, alpha=alpha, dropout=dropout, lr=lr,
-                                epochs=epochs, batch_size=batch_size, max_length=max_length, patience=patience,
-                                seed=seed)
+        trained = train_adapter(base, data, out, settings=get_settings(), preset=preset, rank=rank, alpha=alpha,
+                                dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
+                                patience=patience, seed=seed)
         if trained.manifest is not None:
             metrics = trained.manifest.metrics
             val = metrics["val_loss"]
@@ -74,7 +76,7 @@ def generate_command(
     """Print the greedy reply to MESSAGE under the company system prompt (HOUSESTYLE_SYSTEM_PROMPT)."""
     from trainer.generate import generate_reply
 
-    typer.echo(generate_reply(base, message, adapter=adapter, max_new_tokens=max_new_tokens))
+    typer.echo(generate_reply(base, message, settings=get_settings(), adapter=adapter, max_new_tokens=max_new_tokens))
 
 
 def eval_command(
@@ -91,7 +93,7 @@ def eval_command(
     """
     from trainer.evaluate import evaluate, write_report
 
-    report = evaluate(base, data, adapter=adapter, limit=limit)
+    report = evaluate(base, data, settings=get_settings(), adapter=adapter, limit=limit)
     write_report(report, out)
     typer.echo(report.markdown(), nl=False)
     typer.echo(f"report: {out}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from collector.settings import get_settings
+from collector.prompts import USER, build_messages
+from collector.settings import Settings
 from trainer.chat_format import Messages
 from trainer.distributed import use_cpu_threads
 from trainer.model_loading import load_tokenizer, load_with_adapter, resolve_base
@@ -25,21 +26,15 @@ class ReplyModel:
     device: torch.device
 
 
-def load_reply_model(base: str | Path, adapter: str | Path | None = None) -> ReplyModel:
+def load_reply_model(base: str | Path, adapter: str | Path | None = None, *, settings: Settings) -> ReplyModel:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        use_cpu_threads()
+        use_cpu_threads(settings.cpu_threads)
     base_path = resolve_base(base)
     tokenizer = load_tokenizer(base_path)
     tokenizer.padding_side = "left"  # batched generation continues every prompt from its last real token
     model = load_with_adapter(base_path, Path(adapter) if adapter else None, device).eval()
     return ReplyModel(tokenizer, model, device)
-
-
-def with_system_prompt(messages: Messages, system_prompt: str | None = None) -> Messages:
-    if messages and messages[0]["role"] == "system":
-        return messages
-    return [{"role": "system", "content": system_prompt or get_settings().system_prompt}, *messages]
 
 
 @torch.no_grad()
@@ -71,9 +66,10 @@ def _as_list(value: Any) -> list[int]:
 
 
 def generate_reply(
-    base: str | Path, message: str, *, adapter: str | Path | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    base: str | Path, message: str, *, settings: Settings, adapter: str | Path | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
 ) -> str:
     """The reply to one customer message, with the company system prompt (HOUSESTYLE_SYSTEM_PROMPT) applied."""
-    reply_model = load_reply_model(base, adapter)
-    return greedy_replies(reply_model, [with_system_prompt([{"role": "user", "content": message}])],
+    reply_model = load_reply_model(base, adapter, settings=settings)
+    return greedy_replies(reply_model, [build_messages(settings.system_prompt, [(USER, message)])],
                           max_new_tokens=max_new_tokens)[0]

@@ -20,12 +20,13 @@ from pydantic import BaseModel, Field
 from collector.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
-from collector.models import RunStatus, TrainingRun, utcnow
+from collector.models import RunStatus, utcnow
 from collector.registry import new_version_id, register_adapter
-from collector.settings import get_settings
+from collector.runs import RunLog
+from collector.settings import Settings
 from trainer.data import dataset_hash, encode_examples, load_export
 from trainer.distributed import World, current_world
-from trainer.loop import FitResult, LoopConfig, TrainingLoop
+from trainer.fitting import FitResult, FitConfig, Fitter
 from trainer.model_loading import load_model, load_tokenizer, resolve_base, weights_hash
 
 Preset = Literal["default", "tiny"]
@@ -74,9 +75,8 @@ class TrainedAdapter:
     manifest: AdapterManifest | None  # None on the non-main processes of a multi-process run
 
 
-def check_rank(model: torch.nn.Module, rank: int) -> None:
+def check_rank(model: torch.nn.Module, rank: int, settings: Settings) -> None:
     """Refuse ranks vLLM would not serve, or larger than the model's narrowest adapted layer."""
-    settings = get_settings()
     if rank > settings.max_lora_rank:
         raise InputError(f"--rank {rank} is above the largest rank vLLM serves here ({settings.max_lora_rank}); "
                          "lower --rank or raise HOUSESTYLE_MAX_LORA_RANK")
@@ -104,63 +104,52 @@ def add_lora(model: torch.nn.Module, config: TrainConfig, world: World) -> torch
     return get_peft_model(model, lora)
 
 
-def _start_run(config: TrainConfig, base: str, data: Path, database_url: str | None) -> int:
-    with session_scope(database_url) as session:
-        run = TrainingRun(kind="train", status=RunStatus.RUNNING, step="train",
-                          params={**config.model_dump(), "base": base, "data": str(data)})
-        session.add(run)
-        session.flush()
-        return int(run.id)
-
-
-def _finish_run(run_id: int, database_url: str | None, *, error: str) -> None:
-    with session_scope(database_url) as session:
-        run = session.get(TrainingRun, run_id)
-        if run is not None:
-            run.status, run.error, run.finished_at = RunStatus.FAILED, error, utcnow()
-            session.add(run)
-
-
 def train_adapter(
     base: str | Path,
     data: str | Path,
     out: str | Path | None = None,
     config: TrainConfig | None = None,
     *,
+    settings: Settings,
     database_url: str | None = None,
     **overrides: Any,
 ) -> TrainedAdapter:
     """Fine-tune a LoRA adapter on an export and register it as a candidate; `overrides` replace config values.
 
-    `out` defaults to HOME/adapters/<version>. Under torchrun every process trains; only rank 0 saves and registers.
+    `out` defaults to HOME/adapters/<version>; the store is `database_url`, else the settings' one. Under torchrun
+    every process trains; only rank 0 saves and registers. The run is a kind="train" row, closed in the same
+    transaction that registers the adapter.
     """
     if config is not None:
         config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     else:
         config = train_config(**overrides)
-    world = current_world()
+    world = current_world(settings)
+    url = database_url or settings.resolved_database_url
     base_path, data = resolve_base(base), Path(data)
     splits = load_export(data)
     target = Path(out).expanduser() if out else None
     if target is not None and target.exists():
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
-    run_id = _start_run(config, str(base), data, database_url) if world.is_main else None
+    run = (RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base), "data": str(data)})
+           if world.is_main else None)
     try:
-        result, model = _fit(base_path, splits, config, world)
+        result, model = _fit(base_path, splits, config, world, settings)
         version, path, manifest = "", target or Path(), None
         if world.is_main:
             path, version, manifest = _publish(model, result, config, base=str(base), base_path=base_path,
-                                               data=data, target=target, run_id=run_id, database_url=database_url,
+                                               data=data, target=target, run=run, url=url, settings=settings,
                                                world=world)
         version = world.broadcast_text(version)
         return TrainedAdapter(path=path, version=version, manifest=manifest)
     except BaseException as exc:
-        if run_id is not None:
-            _finish_run(run_id, database_url, error=str(exc) or type(exc).__name__)
+        if run is not None:
+            run.finish(RunStatus.FAILED, error=str(exc) or type(exc).__name__)
         raise
 
 
-def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World) -> tuple[FitResult, torch.nn.Module]:
+def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World, settings: Settings
+         ) -> tuple[FitResult, torch.nn.Module]:
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_path)
     train = encode_examples(tokenizer, splits["train"], config.max_length)
@@ -169,14 +158,14 @@ def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World) -> tu
         raise InputError("no training example has an assistant reply within --max-length tokens; "
                          "raise --max-length or export more data")
     model = load_model(base_path, world.device)
-    check_rank(model, config.rank)
+    check_rank(model, config.rank, settings)
     model = add_lora(model, config, world)
-    loop = TrainingLoop(model, LoopConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
+    fitter = Fitter(model, FitConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
                                           row_length=config.max_length, seed=config.seed,
                                           warmup_steps=config.warmup_steps, patience=config.patience,
                                           description="training LoRA"), world)
     try:
-        return loop.fit(train, validation), model
+        return fitter.fit(train, validation), model
     except torch.OutOfMemoryError:
         raise InputError(f"out of GPU memory at --batch-size {config.batch_size} and --max-length "
                          f"{config.max_length}; lower --batch-size or --max-length") from None
@@ -184,10 +173,11 @@ def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World) -> tu
 
 def _publish(
     model: Any, result: FitResult, config: TrainConfig, *, base: str, base_path: Path, data: Path,
-    target: Path | None, run_id: int | None, database_url: str | None, world: World,
+    target: Path | None, run: RunLog | None, url: str, settings: Settings, world: World,
 ) -> tuple[Path, str, AdapterManifest]:
     """Save, hash, register and rename into place as one step that either fully happens or leaves nothing."""
-    parent = target.parent if target else get_settings().adapters_dir
+    run_id = run.run_id if run is not None else None
+    parent = target.parent if target else settings.adapters_dir
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".training-", dir=parent))
     published: Path | None = None
@@ -202,7 +192,7 @@ def _publish(
             "epochs_run": result.epochs_run, "train_tokens": result.tokens,
             "tokens_per_second": round(result.tokens_per_second, 1), "history": result.history,
         }
-        with session_scope(database_url) as session:
+        with session_scope(url) as session:
             version = new_version_id(session, adapter_hash)
             final = target or parent / version
             if final.exists():
@@ -221,11 +211,8 @@ def _publish(
                 base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
                 manifest=manifest.model_dump(mode="json"), training_run_id=run_id,
             )
-            run = session.get(TrainingRun, run_id) if run_id is not None else None
             if run is not None:
-                run.status, run.step, run.progress = RunStatus.SUCCEEDED, "done", 1.0
-                run.metrics, run.adapter_version, run.finished_at = metrics, version, utcnow()
-                session.add(run)
+                run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=version, session=session)
         return published, version, manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

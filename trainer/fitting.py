@@ -1,4 +1,4 @@
-"""The training loop, nanoGPT style: packed batches in, AdamW steps, a validation pass per epoch, early stop.
+"""Fitting a model, nanoGPT style: packed batches in, AdamW steps, a validation pass per epoch, early stop.
 
 Used for both the tiny base's pre-training (all parameters) and LoRA fine-tuning (only the adapter's parameters
 require grad). Runs on one device, or under torchrun as DDP (gloo on CPU, NCCL on GPUs).
@@ -17,13 +17,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from trainer.data import IGNORE, Batch, Example, packed_batches
-from trainer.distributed import World, current_world
+from trainer.distributed import World
 
 progress_console = Console(stderr=True)  # stdout is for results (the version id is its last line)
 
 
 @dataclass
-class LoopConfig:
+class FitConfig:
     lr: float
     epochs: int
     batch_size: int
@@ -61,7 +61,7 @@ def packed_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, int
 
 
 @torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, examples: list[Example], config: LoopConfig, world: World) -> float:
+def evaluate_loss(model: torch.nn.Module, examples: list[Example], config: FitConfig, world: World) -> float:
     """Token-weighted mean loss over `examples`, summed across all processes."""
     model.eval()
     total = torch.zeros(2, dtype=torch.float64)
@@ -77,7 +77,7 @@ def evaluate_loss(model: torch.nn.Module, examples: list[Example], config: LoopC
     return float(total[0] / max(total[1], 1))
 
 
-def lr_at(step: int, total_steps: int, config: LoopConfig) -> float:
+def lr_at(step: int, total_steps: int, config: FitConfig) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps
@@ -85,11 +85,11 @@ def lr_at(step: int, total_steps: int, config: LoopConfig) -> float:
     return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-class TrainingLoop:
+class Fitter:
     """Owns the optimiser; `fit` runs the epochs and leaves the model at its best validation loss."""
 
-    def __init__(self, model: torch.nn.Module, config: LoopConfig, world: World | None = None) -> None:
-        self.world = world or current_world()
+    def __init__(self, model: torch.nn.Module, config: FitConfig, world: World) -> None:
+        self.world = world
         self.config = config
         self.model = model.to(self.world.device)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
