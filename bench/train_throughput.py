@@ -6,6 +6,8 @@ same run; the figure is real (non-pad) tokens per second, the ratio ours / naive
     .venv/bin/python bench/train_throughput.py                  # CPU: tiny base on the GadgetCorp sample
     .venv/bin/python bench/train_throughput.py --device cuda --shape llama-8b   # GPU: 8B-shaped random Llama, bf16
 
+SmolLM2 per preset, with peak memory and threads: bench/train_memory.py.
+
 The naive recipe is the classic recipe: every conversation padded to --max-length, HF's built-in loss on labels.
 A second baseline pads only to the longest conversation of each batch ("dynamic padding"), for reference.
 """
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from collector.settings import Settings  # noqa: E402
 from trainer.data import IGNORE, Example, packed_batches  # noqa: E402
 from trainer.distributed import World, use_cpu_threads  # noqa: E402
-from trainer.fitting import packed_loss  # noqa: E402
+from trainer.loss import CausalLMLoss, batch_loss  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
@@ -136,9 +138,11 @@ def main() -> None:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     world = World(rank=0, size=1, device=device)
 
+    loss_model = CausalLMLoss(model)
+
     def ours(batch) -> int:
         with world.autocast():
-            loss, n = packed_loss(model, batch.to(device))
+            loss, n = batch_loss(loss_model, batch.to(device))
         (loss / max(n, 1)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. 1 is the "
         "safe default: on a shared or busy machine extra threads spin-wait on each other and run 5-20x slower.",
     )
+    train_memory_gib: float = Field(
+        8.0,
+        description="Most memory (GiB) a training run may use, weights included: RAM on a CPU, GPU memory with CUDA. "
+        "Micro-batches shrink (gradients accumulate) and activation checkpointing turns on to stay under it.",
+    )
 
     # --- the feedback loop (plugin/refresh.py, plugin/scheduler.py) ------------------------------
     train_preset: str = Field(

