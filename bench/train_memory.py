@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -96,6 +97,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["small", "default"])
     parser.add_argument("--naive-batch", type=int, default=2)
     parser.add_argument("--cap-gib", type=float, default=8.0, help="HOUSESTYLE_TRAIN_MEMORY_GIB for ours")
+    parser.add_argument("--modes", nargs="+", default=["ours", "naive"])
+    parser.add_argument("--wait-policies", nargs="+", default=["default"],
+                        help="OpenMP wait policies to compare for 2+ threads: default (spin, then sleep), passive")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mode", default="ours", help=argparse.SUPPRESS)
     parser.add_argument("--preset", default="small", help=argparse.SUPPRESS)
@@ -117,24 +121,26 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct LoRA on the GadgetCorp sample, {args.steps} timed steps per line")
     print("| preset | recipe | threads | tokens/s | peak RSS GiB | plan |\n|---|---|---:|---:|---:|---|")
     for preset in args.presets:
-        for threads in args.threads:
+        for threads, policy in [(t, p) for t in args.threads for p in (args.wait_policies if t > 1 else ["default"])]:
+            env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if policy == "passive" else {})}
+            shown = f"{threads}" + (" passive" if policy == "passive" else "")
             results = {}
-            for mode in ("ours", "naive"):
+            for mode in args.modes:
                 command = [sys.executable, __file__, "--worker", "--mode", mode, "--preset", preset, "--threads",
                            str(threads), "--base", str(args.base), "--export", str(args.export), "--steps",
                            str(args.steps), "--naive-batch", str(args.naive_batch), "--cap-gib", str(args.cap_gib)]
-                done = subprocess.run(command, capture_output=True, text=True)
+                done = subprocess.run(command, capture_output=True, text=True, env=env)
                 if done.returncode != 0:
-                    print(f"| {preset} | {mode} | {threads} | failed: {done.stderr.strip().splitlines()[-1:]} |")
+                    print(f"| {preset} | {mode} | {shown} | failed: {done.stderr.strip().splitlines()[-1:]} |")
                     continue
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 results[mode] = result
                 label = mode if mode == "ours" else f"naive ({args.naive_batch} padded rows)"
-                print(f"| {preset} | {label} | {threads} | {result['tokens_per_second']:.0f} | "
+                print(f"| {preset} | {label} | {shown} | {result['tokens_per_second']:.0f} | "
                       f"{result['peak_rss_gib']:.1f} | {result['plan']} |", flush=True)
             if len(results) == 2:
                 ratio = results["ours"]["tokens_per_second"] / results["naive"]["tokens_per_second"]
-                print(f"| {preset} | ours / naive | {threads} | {ratio:.2f}x | | |", flush=True)
+                print(f"| {preset} | ours / naive | {shown} | {ratio:.2f}x | | |", flush=True)
 
 
 if __name__ == "__main__":
