@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def worker(args: argparse.Namespace) -> None:
-    import torch
+    import torch  # first: the wait policy is the one the parent put in the environment, not trainer's default
 
     from collector.settings import Settings
     from trainer.data import encode_examples, load_export, packed_batches
@@ -122,7 +122,9 @@ def main() -> None:
     print("| preset | recipe | threads | tokens/s | peak RSS GiB | plan |\n|---|---|---:|---:|---:|---|")
     for preset in args.presets:
         for threads, policy in [(t, p) for t in args.threads for p in (args.wait_policies if t > 1 else ["default"])]:
-            env = {**os.environ, **({"OMP_WAIT_POLICY": "PASSIVE"} if policy == "passive" else {})}
+            # the worker imports torch before trainer, so without this variable libgomp keeps its spinning default
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            env.update({"OMP_WAIT_POLICY": "PASSIVE"} if policy == "passive" else {})
             shown = f"{threads}" + (" passive" if policy == "passive" else "")
             results = {}
             for mode in args.modes:

@@ -111,9 +111,10 @@ class Settings(BaseSettings):
 
     # --- training and evaluation (trainer/) ----------------------------------------------------
     cpu_threads: int = Field(
-        1,
-        description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. 1 is the "
-        "safe default: on a shared or busy machine extra threads spin-wait on each other and run 5-20x slower.",
+        0,
+        description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. Idle "
+        "threads sleep (HouseStyle sets OMP_WAIT_POLICY=PASSIVE before torch loads) instead of spin-waiting, which "
+        "made 2 threads 2-3x slower than 1 on a busy machine; where torch was loaded first, 0 means 1 thread.",
     )
     train_memory_gib: float = Field(
         8.0,

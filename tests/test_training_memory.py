@@ -17,9 +17,11 @@ from trainer.loss import CausalLMLoss
 from trainer.memory import GIB, MemoryModel, plan_memory
 from trainer.train import canonical_order
 
-# a model whose step needs 1 GiB runtime + 1 GiB weights, 1 MiB per token plain, 1/8 MiB checkpointed
+# a model whose step needs 0.6 GiB runtime + 1.4 GiB weights, 1 MiB per token plain (8 layers of 128 KiB),
+# 1/8 MiB + 16 KiB checkpointed (8 layer inputs of 2 KiB and one layer)
 MIB = 2**20
-MODEL = MemoryModel(weights=GIB, optimiser=0, per_token_plain=MIB, per_token_checkpointed=MIB // 8, loss_chunk=0)
+MODEL = MemoryModel(weights=int(1.4 * GIB), optimiser=0, layers=8, per_token_layer=MIB // 8,
+                    per_token_position=0, per_token_input=2048, loss_chunk=0)
 
 
 @pytest.mark.parametrize(
@@ -104,3 +106,12 @@ def test_the_same_conversations_in_any_line_order_train_in_one_order(gadgetcorp_
     assert shuffled != conversations
     assert canonical_order(shuffled) == canonical_order(conversations)
     assert json.dumps(canonical_order(shuffled)) == json.dumps(canonical_order(list(reversed(conversations))))
+
+
+def test_memory_grows_with_row_length_through_attention_weights() -> None:
+    model = MemoryModel(weights=0, optimiser=0, layers=30, per_token_layer=53_000, per_token_position=108,
+                        per_token_input=2304, loss_chunk=0)
+    # the same tokens per micro-batch in longer rows need more (measured on SmolLM2: 6.1 vs 11.0 GiB)
+    assert model.peak(2, 1024, False) > 1.5 * model.peak(8, 256, False)
+    fixed = model.peak(0, 1024, False)  # the runtime alone
+    assert model.peak(1, 1024, True) - fixed < (model.peak(1, 1024, False) - fixed) / 10  # checkpointing pays

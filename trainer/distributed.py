@@ -11,6 +11,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from collector.settings import Settings
+from trainer import IDLE_THREADS_SLEEP
 
 
 @dataclass
@@ -69,9 +70,17 @@ def current_world(settings: Settings) -> World:
     return World(rank=rank, size=size, device=device)
 
 
-def use_cpu_threads(threads: int) -> None:
-    """Apply HOUSESTYLE_CPU_THREADS (0: leave torch's default of one thread per core)."""
-    if threads > 0 and torch.get_num_threads() != threads:
+def cpu_thread_count(setting: int) -> int:
+    """HOUSESTYLE_CPU_THREADS, where 0 means one per core, but one alone if idle threads would spin (see trainer)."""
+    if setting > 0:
+        return setting
+    return len(os.sched_getaffinity(0)) if IDLE_THREADS_SLEEP else 1
+
+
+def use_cpu_threads(setting: int) -> None:
+    """Apply HOUSESTYLE_CPU_THREADS to torch's intra-op threads."""
+    threads = cpu_thread_count(setting)
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
 
