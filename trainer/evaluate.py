@@ -162,7 +162,9 @@ def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots:
         examples.append(Example(full.input_ids, [IGNORE] * cut + full.targets[cut:]))
     examples = [e for e in examples if e.target_count]
     world = World(rank=0, size=1, device=reply_model.device)
-    return evaluate_loss(reply_model.model, examples, FitConfig(lr=0, epochs=1, batch_size=8, row_length=max_length),
+    # rows as long as the longest conversation, not max_length: attention over a packed row costs its length squared
+    row_length = max((len(e.input_ids) for e in examples), default=1)
+    return evaluate_loss(reply_model.model, examples, FitConfig(lr=0, epochs=1, batch_size=8, row_length=row_length),
                          world)
 
 
