@@ -2,7 +2,8 @@
 
 trainer.evaluate owns what is scored and how (held-out replies, few-shot, loss, golden set); serving.batch owns
 generating through vLLM. This module only joins them: one vLLM for the whole job (the running one when
-HOUSESTYLE_VLLM_URLS names it, else a short-lived one on the base), with the adapters loaded at runtime.
+HOUSESTYLE_VLLM_URLS names it, else a short-lived one on the base), with the adapters loaded at runtime; the
+losses stay with transformers (see serving.batch for why).
 """
 
 from __future__ import annotations
@@ -13,10 +14,24 @@ from pathlib import Path
 from typing import Literal
 
 from collector.settings import Settings
+from trainer.data import Example
 from trainer.evaluate import EvalReport, VersionScores, evaluate, score_version
-from trainer.generate import ReplyGenerator
+from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies
 
 Engine = Literal["vllm", "transformers"]
+
+
+class VllmRepliesLocalLoss:
+    """ReplyGenerator: replies from vLLM, losses from the transformers model in this process."""
+
+    def __init__(self, replies: ReplyGenerator, losses: TransformersReplies) -> None:
+        self._replies, self._losses = replies, losses
+
+    def replies(self, prompts: list, *, adapter: Path | None, max_new_tokens: int) -> list[str]:
+        return self._replies.replies(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
+
+    def summed_loss(self, examples: list[Example], *, adapter: Path | None) -> tuple[float, int]:
+        return self._losses.summed_loss(examples, adapter=adapter)
 
 
 @contextmanager
@@ -31,7 +46,7 @@ def reply_engine(settings: Settings, base: str | Path, engine: Engine = "vllm", 
     if url is None and settings.vllm_urls:
         url, api_key = settings.vllm_urls.split(",")[0].strip(), settings.vllm_api_key
     with vllm_replies(settings, base=base, url=url, api_key=api_key) as replies:
-        yield replies
+        yield VllmRepliesLocalLoss(replies, TransformersReplies(LoadedModels(base, settings)))
 
 
 def run_eval(base: str | Path, data: str | Path, *, settings: Settings, adapter: str | Path | None = None,

@@ -1,8 +1,10 @@
 """Batch generation through vLLM for evaluation: many prompts at once, greedy, from the base or an adapter.
 
-`VllmReplies` answers trainer.generate.ReplyGenerator's call (prompts in, replies out) with vLLM's continuous
-batching: every prompt is sent at once through the OpenAI chat API at temperature 0 (vLLM applies the base's own
-chat template, as training did), and an adapter is loaded at runtime under a name of its own, unloaded at the end.
+`VllmReplies` answers trainer.generate.ReplyGenerator's `replies` with vLLM's continuous batching: every prompt is
+sent at once through the OpenAI chat API at temperature 0 (vLLM applies the base's own chat template, as training
+did), and an adapter is loaded at runtime under a name of its own, unloaded at the end. Losses are not asked of
+vLLM: `prompt_logprobs` on a server started with --enable-lora kills the CPU engine in vLLM 0.32 (punica's CPU
+logits path mis-sizes its batch), so plugin.evaluation takes them from transformers.
 `vllm_replies` gives one on an already-running server (URL + key) or on a short-lived one started for the job.
 """
 

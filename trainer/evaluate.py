@@ -12,6 +12,7 @@ import random
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -21,9 +22,8 @@ from collector.sample import GOLDEN_PATH
 from collector.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
-from trainer.distributed import World
-from trainer.fitting import FitConfig, evaluate_loss
-from trainer.generate import LoadedModels, ReplyGenerator, ReplyModel, TransformersReplies
+from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies
+from trainer.model_loading import load_tokenizer, resolve_base
 
 FEW_SHOT_EXAMPLES = 3
 GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks? (you )?for|i'?m sorry)", re.I)
@@ -147,39 +147,35 @@ def score(replies: list[str], references: list[str]) -> tuple[float, float]:
     return chrf, 100 * rouge
 
 
-def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots: Messages, *, system_prompt: str,
-                  max_length: int) -> float:
+def held_out_loss(generator: ReplyGenerator, tokenizer: Any, adapter: Path | None, conversations: list[Messages],
+                  shots: Messages, *, system_prompt: str, max_length: int) -> float:
     """Token-weighted loss of the agents' replies; with shots, the shots are context only (no loss on them)."""
     examples: list[Example] = []
     for messages in conversations:
         messages = with_system_prompt(messages, system_prompt)
         if not shots:
-            examples.append(encode_example(reply_model.tokenizer, messages, max_length))
+            examples.append(encode_example(tokenizer, messages, max_length))
             continue
-        full = encode_example(reply_model.tokenizer, with_shots(messages, shots), max_length)
-        context = encode_example(reply_model.tokenizer, with_shots(messages[:1], shots), max_length)
+        full = encode_example(tokenizer, with_shots(messages, shots), max_length)
+        context = encode_example(tokenizer, with_shots(messages[:1], shots), max_length)
         cut = len(context.input_ids) - 1  # the last context token predicts the first conversation token
         examples.append(Example(full.input_ids, [IGNORE] * cut + full.targets[cut:]))
-    examples = [e for e in examples if e.target_count]
-    world = World(rank=0, size=1, device=reply_model.device)
-    # rows as long as the longest conversation, not max_length: attention over a packed row costs its length squared
-    row_length = max((len(e.input_ids) for e in examples), default=1)
-    return evaluate_loss(reply_model.model, examples, FitConfig(lr=0, epochs=1, batch_size=8, row_length=row_length),
-                         world)
+    total, count = generator.summed_loss([e for e in examples if e.target_count], adapter=adapter)
+    return total / max(count, 1)
 
 
 def evaluate_system(
-    models: LoadedModels, generator: ReplyGenerator, adapter: Path | None, tasks: list[tuple[Messages, str]],
+    generator: ReplyGenerator, tokenizer: Any, adapter: Path | None, tasks: list[tuple[Messages, str]],
     conversations: list[Messages], shots: Messages, *, settings: Settings, max_new_tokens: int, max_length: int,
 ) -> SystemScores:
-    """One system's replies (from `generator`) scored against the agents', and its loss on their replies."""
+    """One system's replies scored against the agents', and its loss on their replies; both from `generator`."""
     prompts = [with_shots(prompt, shots) if shots else prompt for prompt, _ in tasks]
     references = [reference for _, reference in tasks]
     replies = generator.replies(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
     chrf, rouge = score(replies, references)
     samples = [{"customer": p[-1]["content"], "reply": r, "reference": ref}
                for (p, ref), r in list(zip(tasks, replies, strict=True))[:5]]
-    loss = held_out_loss(models.get(adapter), conversations, shots, system_prompt=settings.system_prompt,
+    loss = held_out_loss(generator, tokenizer, adapter, conversations, shots, system_prompt=settings.system_prompt,
                          max_length=max_length)
     return SystemScores(chrf=chrf, rougeL=rouge, loss=loss, style=style_stats(replies, settings.company_name),
                         samples=samples)
@@ -209,15 +205,15 @@ def evaluate(
     """
     splits, test, tasks = held_out_split(data, settings=settings, limit=limit)
     shots = few_shot_prefix(splits["train"])
-    models = LoadedModels(base, settings)
-    generator = generator or TransformersReplies(models)
+    tokenizer = load_tokenizer(resolve_base(base))
+    generator = generator or TransformersReplies(LoadedModels(base, settings))
     adapter = Path(adapter) if adapter else None
     common = dict(settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
-    base_scores = evaluate_system(models, generator, None, tasks, test, [], **common)
-    few_shot_scores = evaluate_system(models, generator, None, tasks, test, shots, **common)
+    base_scores = evaluate_system(generator, tokenizer, None, tasks, test, [], **common)
+    few_shot_scores = evaluate_system(generator, tokenizer, None, tasks, test, shots, **common)
     adapter_scores = None
     if adapter is not None:
-        adapter_scores = evaluate_system(models, generator, adapter, tasks, test, [], **common)
+        adapter_scores = evaluate_system(generator, tokenizer, adapter, tasks, test, [], **common)
     return EvalReport(
         base_model=str(base), adapter=str(adapter) if adapter else None, data=str(data), test_replies=len(tasks),
         reference_style=style_stats([reference for _, reference in tasks], settings.company_name),
@@ -235,11 +231,10 @@ def score_version(
     The refresh's gate compares two of these; it is `evaluate`'s code path and defaults, one system at a time.
     """
     _, test, tasks = held_out_split(data, settings=settings, limit=limit)
-    models = LoadedModels(base, settings)
-    generator = generator or TransformersReplies(models)
+    generator = generator or TransformersReplies(LoadedModels(base, settings))
     adapter = Path(adapter) if adapter else None
-    held_out = evaluate_system(models, generator, adapter, tasks, test, [], settings=settings,
-                               max_new_tokens=max_new_tokens, max_length=max_length)
+    held_out = evaluate_system(generator, load_tokenizer(resolve_base(base)), adapter, tasks, test, [],
+                               settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
     golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
     replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter, max_new_tokens=max_new_tokens)
     golden_chrf, _ = score(replies, [reference for _, reference in golden_set])

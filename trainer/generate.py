@@ -1,8 +1,9 @@
 """Greedy replies from a base model, with or without an adapter, under the company's system prompt.
 
-`ReplyGenerator` is what evaluation needs from an engine: chat prompts in, greedy replies out, from the base or the
-base with an adapter. `TransformersReplies` is the in-process one (transformers `generate`, left-padded batches);
-serving.batch.VllmReplies answers the same through vLLM with continuous batching.
+`ReplyGenerator` is what evaluation needs from an engine, for the base or the base with an adapter: chat prompts in,
+greedy replies out, and the summed loss of tokenised conversations' targets. `TransformersReplies` is the
+in-process one (transformers `generate` in left-padded batches, packed forward passes for the loss);
+serving.batch.VllmReplies answers the same through vLLM (continuous batching; prompt log-probabilities).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from collector.prompts import USER, build_messages
 from collector.settings import Settings
 from trainer.chat_format import Messages
+from trainer.data import Example
 from trainer.distributed import use_cpu_threads
 from trainer.model_loading import load_tokenizer, load_with_adapter, resolve_base
 
@@ -47,6 +49,10 @@ class ReplyGenerator(Protocol):
         """The greedy reply to each prompt (a conversation ending with a customer turn), in order."""
         ...
 
+    def summed_loss(self, examples: list[Example], *, adapter: Path | None) -> tuple[float, int]:
+        """Summed cross-entropy over the examples' targets (natural log), and how many targets there were."""
+        ...
+
 
 class LoadedModels:
     """The base model, or the base with one adapter, loaded on first use; one at a time to bound memory."""
@@ -72,6 +78,20 @@ class TransformersReplies:
     def replies(self, prompts: list[Messages], *, adapter: Path | None, max_new_tokens: int) -> list[str]:
         return greedy_replies(self.models.get(adapter), prompts, max_new_tokens=max_new_tokens,
                               batch_size=self.batch_size)
+
+    def summed_loss(self, examples: list[Example], *, adapter: Path | None) -> tuple[float, int]:
+        from trainer.distributed import World
+        from trainer.fitting import FitConfig, evaluate_loss
+
+        if not examples:
+            return 0.0, 0
+        reply_model = self.models.get(adapter)
+        # rows as long as the longest conversation: attention over a packed row costs its length squared
+        row_length = max(len(e.input_ids) for e in examples)
+        mean = evaluate_loss(reply_model.model, examples, FitConfig(lr=0, epochs=1, batch_size=8, row_length=row_length),
+                             World(rank=0, size=1, device=reply_model.device))
+        count = sum(e.target_count for e in examples)
+        return mean * count, count
 
 
 @torch.no_grad()
