@@ -1,12 +1,14 @@
-"""Training throughput: our packed, assistant-only LoRA loop vs a naive padded one-conversation-per-row loop.
+"""Training throughput: our packed, assistant-only LoRA fitting vs a naive padded one-conversation-per-row recipe.
 
-Both loops train the same LoRA (r 16, all linear layers) on the same conversations with the same model, in the
+Both recipes train the same LoRA (r 16, all linear layers) on the same conversations with the same model, in the
 same run; the figure is real (non-pad) tokens per second, the ratio ours / naive.
 
     .venv/bin/python bench/train_throughput.py                  # CPU: tiny base on the GadgetCorp sample
     .venv/bin/python bench/train_throughput.py --device cuda --shape llama-8b   # GPU: 8B-shaped random Llama, bf16
 
-The naive loop is the classic recipe: every conversation padded to --max-length, HF's built-in loss on labels.
+SmolLM2 per preset, with peak memory and threads: bench/train_memory.py.
+
+The naive recipe is the classic recipe: every conversation padded to --max-length, HF's built-in loss on labels.
 A second baseline pads only to the longest conversation of each batch ("dynamic padding"), for reference.
 """
 
@@ -23,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from collector.settings import Settings  # noqa: E402
 from trainer.data import IGNORE, Example, packed_batches  # noqa: E402
 from trainer.distributed import World, use_cpu_threads  # noqa: E402
-from trainer.loop import packed_loss  # noqa: E402
+from trainer.loss import CausalLMLoss, batch_loss  # noqa: E402
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}
 
@@ -45,7 +48,7 @@ def sample_examples(max_length: int, base: Path | None) -> tuple[Path, list[Exam
 
     root = Path(tempfile.mkdtemp(prefix="housestyle-bench-"))
     print("building the GadgetCorp export (and the tiny base unless --base) ...", file=sys.stderr)
-    base = base or build_tiny_base(root / "base")
+    base = base or build_tiny_base(root / "base", settings=Settings())
     export = export_sample(root / "export")
     examples = encode_examples(load_tokenizer(base), load_export(export)["train"], max_length)
     return base, examples
@@ -103,11 +106,11 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=None, help="row length (default 256 tiny, 4096 llama-8b)")
     parser.add_argument("--batch-size", type=int, default=None, help="rows per step (default 8 tiny, 1 llama-8b)")
     parser.add_argument("--base", type=Path, default=None, help="tiny shape: an existing base folder to reuse")
-    parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps of our loop")
+    parser.add_argument("--steps", type=int, default=12, help="timed optimiser steps of ours")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu":
-        use_cpu_threads()
+        use_cpu_threads(Settings().cpu_threads)
     big = args.shape == "llama-8b"
     max_length = args.max_length or (4096 if big else 256)
     batch_size = args.batch_size or (1 if big else 8)
@@ -135,9 +138,11 @@ def main() -> None:
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     world = World(rank=0, size=1, device=device)
 
+    loss_model = CausalLMLoss(model)
+
     def ours(batch) -> int:
         with world.autocast():
-            loss, n = packed_loss(model, batch.to(device))
+            loss, n = batch_loss(loss_model, batch.to(device))
         (loss / max(n, 1)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

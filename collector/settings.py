@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -157,14 +158,25 @@ class Settings(BaseSettings):
 
     # --- training and evaluation (trainer/) ----------------------------------------------------
     cpu_threads: int = Field(
-        1,
-        description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. 1 is the "
-        "safe default: on a shared or busy machine extra threads spin-wait on each other and run 5-20x slower.",
+        0,
+        description="Threads torch may use when training, generating or evaluating on CPU; 0: one per core. Idle "
+        "threads sleep (HouseStyle sets OMP_WAIT_POLICY=PASSIVE before torch loads) instead of spin-waiting, which "
+        "made 2 threads 2-3x slower than 1 on a busy machine; where torch was loaded first, 0 means 1 thread.",
+    )
+    train_memory_gib: float = Field(
+        8.0,
+        description="Most memory (GiB) a training run may use, weights included: RAM on a CPU, GPU memory with CUDA. "
+        "Micro-batches shrink (gradients accumulate) and activation checkpointing turns on to stay under it.",
     )
 
     # --- the feedback loop (plugin/refresh.py, plugin/scheduler.py) ------------------------------
-    train_preset: str = Field(
-        "default", description="Training preset for refreshes: default (real 1-8B models) or tiny (the demo base)."
+    train_preset: str | None = Field(
+        None, description="Training preset for refreshes: default (real 1-8B models), small (SmolLM2-135M) or tiny "
+        "(the test base); unset: the preset the base was built for (its housestyle_base.json), else default.",
+    )
+    eval_engine: Literal["vllm", "transformers"] = Field(
+        "vllm", description="What generates the replies a refresh and `housestyle eval` score: vllm (the running "
+        "service's, HOUSESTYLE_VLLM_URLS, or a short-lived one) or transformers (in-process, no server).",
     )
     refresh_interval_minutes: float | None = Field(
         None, description="`housestyle serve` refreshes this often (minutes); unset: no timed refresh."

@@ -12,6 +12,7 @@ from collector.errors import HouseStyleError
 from collector.knowledge.cli import register as register_knowledge
 from plugin.commands import register as register_plugin
 from plugin.demo import register as register_demo
+from plugin.evaluation import register as register_eval
 from plugin.loop.commands import register as register_loop
 from serving.cli import register as register_serving
 from trainer.cli import register as register_trainer
@@ -37,6 +38,7 @@ register_plugin(app)
 register_trainer(app)
 register_loop(app)
 register_demo(app)
+register_eval(app)
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

@@ -1,5 +1,7 @@
 """`housestyle demo`: the whole loop on the bundled GadgetCorp data, on a CPU, as a client of a real service.
 
+The base is SmolLM2-135M-Instruct (a real instruct model, packaged offline) unless `--base tiny`.
+
 Sets up a fresh home (base model built once and cached, the sample imported, one key per role), starts
 `housestyle serve` in a child process, and from then on talks to it over HTTP only, like any support platform:
 customers write through the widget API in assist mode, simulated agents approve drafts that already match
@@ -16,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +36,7 @@ from collector.sample import SAMPLE_PATH
 from collector.sample.make_sample import SEED, build_records
 from collector.settings import Settings, get_settings
 from plugin.api.keys import create_key
-from trainer.base_model import build_tiny_base
+from trainer.base_model import BaseName, build_base
 
 SEED_QUESTION = "My SuperWidget is dead."
 ROUND_SEEDS = (SEED + 11, SEED + 12)  # customer phrasings unlike the sample's
@@ -121,8 +122,10 @@ def play_round(service: DemoService, exchanges: list[Exchange], console: Console
                      json={"content": exchange.customer, "stream": False},
                      headers={"X-Conversation-Token": conversation["conversation_token"]})
 
-    with console.status(f"{len(exchanges)} customers are writing in…"), ThreadPoolExecutor(4) as pool:
-        list(pool.map(customer, exchanges))
+    # one after another: every run stores the same conversations in the same order, so training sees the same data
+    with console.status(f"{len(exchanges)} customers are writing in…"):
+        for exchange in exchanges:
+            customer(exchange)
     house_reply = {exchange.customer: exchange.house_reply for exchange in exchanges}
     approved = corrected = 0
     for draft in service.call("agent", "GET", "/reviews/queue", params={"limit": 200}):
@@ -169,15 +172,12 @@ def quality_table(service: DemoService) -> tuple[Table, dict[str, float]]:
     return table, {row["version"]: row["correction_rate"] for row in rows}
 
 
-def prepare_home(root: Path, console: Console) -> tuple[Path, Path]:
-    """A fresh demo store under HOME/demo; the base is built once under HOME/models/base and reused."""
-    base = root / "models" / "base"
-    if not (base / "config.json").is_file():
-        console.print(f"[bold]1/7[/] building the base model in {base} (once; cached for later demos)")
-        shutil.rmtree(base, ignore_errors=True)
-        build_tiny_base(base)
-    else:
-        console.print(f"[bold]1/7[/] reusing the base model in {base}")
+def prepare_home(root: Path, model: BaseName, settings: Settings, console: Console) -> tuple[Path, Path]:
+    """A fresh demo store under HOME/demo; the base is built once under HOME/models/<model> and reused."""
+    base = root / "models" / model
+    with console.status(f"[bold]1/7[/] the {model} base model in {base} (built once; cached for later demos)"):
+        _, built = build_base(model, base, settings=settings)
+    console.print(f"[bold]1/7[/] {'built' if built else 'reusing'} the {model} base model in {base}")
     home = root / "demo"
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -185,17 +185,20 @@ def prepare_home(root: Path, console: Console) -> tuple[Path, Path]:
 
 
 def demo_settings(home: Path, base: Path) -> dict[str, str]:
-    """The environment of the demo's service: its own home and store, the base just built, assist mode."""
-    return {"HOUSESTYLE_HOME": str(home), "HOUSESTYLE_BASE_MODEL": str(base), "HOUSESTYLE_TRAIN_PRESET": "tiny",
+    """The environment of the demo's service: its own home and store, the base just built (its card names the
+    training preset), assist mode, a short held-out evaluation."""
+    return {"HOUSESTYLE_HOME": str(home), "HOUSESTYLE_BASE_MODEL": str(base),
             "HOUSESTYLE_DEFAULT_REPLY_MODE": "assist", "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'housestyle.db'}",
+            "HOUSESTYLE_REFRESH_EVAL_LIMIT": "16",
             # one process plays every customer and agent here: lift the per-key rate limit meant for real clients
             "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000", "HOUSESTYLE_RATE_LIMIT_BURST": "1000",
             "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "1000", "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "1000"}
 
 
-def run_demo(settings: Settings, *, per_round: int = 24, port: int = 8765, keep_serving: bool = False) -> None:
+def run_demo(settings: Settings, *, model: BaseName = "smollm2", per_round: int = 24, port: int = 8765,
+             keep_serving: bool = False) -> None:
     console = Console()
-    home, base = prepare_home(settings.home.resolve(), console)
+    home, base = prepare_home(settings.home.resolve(), model, settings, console)
     environment = demo_settings(home, base)
     demo = Settings(**{name[len("HOUSESTYLE_"):].lower(): value for name, value in environment.items()})
     url = open_store(demo.resolved_database_url)
@@ -250,15 +253,19 @@ def run_demo(settings: Settings, *, per_round: int = 24, port: int = 8765, keep_
 
 
 def demo_command(
+    base: Annotated[str, typer.Option("--base", help="smollm2 (a real instruct model, the default) or tiny (the "
+                                      "2-layer test base: the loop in a minute, not a real voice).")] = "smollm2",
     per_round: Annotated[int, typer.Option(help="Customers per round.")] = 24,
     port: Annotated[int, typer.Option(help="Port of the demo's service on 127.0.0.1.")] = 8765,
     serve: Annotated[bool, typer.Option("--serve", help="Keep the service up afterwards for the web UI.")] = False,
 ) -> None:
     """Run the whole loop on the bundled GadgetCorp data: serve, review, refresh, swap, and compare.
 
-    Uses a fresh store in HOUSESTYLE_HOME/demo; the base model is built once in HOUSESTYLE_HOME/models/base.
+    Uses a fresh store in HOUSESTYLE_HOME/demo; the base model is built once in HOUSESTYLE_HOME/models/<base>.
     """
-    run_demo(get_settings(), per_round=per_round, port=port, keep_serving=serve)
+    if base not in ("smollm2", "tiny"):
+        raise HouseStyleError(f"--base {base!r} is not smollm2 or tiny")
+    run_demo(get_settings(), model=base, per_round=per_round, port=port, keep_serving=serve)  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:

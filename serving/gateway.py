@@ -124,6 +124,11 @@ class ServingGateway:
         await self.pool.close()
         await asyncio.gather(*(server.stop() for server in self.servers))
 
+    def eval_target(self) -> tuple[str, str | None] | None:
+        """(url, api key) of a healthy replica, for batch work on the same base (a refresh's evaluation)."""
+        replicas = self.pool.healthy()
+        return (replicas[0].url, self.api_key) if replicas else None
+
     @property
     def started(self) -> bool:
         return self._started

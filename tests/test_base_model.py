@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoConfig, AutoTokenizer
 
 from collector.errors import ConflictError
+from collector.settings import Settings
 from trainer.base_model import TinyBaseConfig, build_tiny_base, generic_conversations, read_sample
 from trainer.generate import generate_reply
 from trainer.model_loading import weights_hash
@@ -34,15 +35,15 @@ def test_base_is_pretrained_on_generic_text_only() -> None:
 
 
 def test_base_answers_like_a_generic_assistant(tiny_base: Path) -> None:
-    reply = generate_reply(tiny_base, "My SuperWidget is dead.")
+    reply = generate_reply(tiny_base, "My SuperWidget is dead.", settings=Settings())
     assert reply and "I'm sorry to hear" not in reply and "GadgetCorp Team" not in reply
 
 
 def test_same_seed_builds_the_same_base(tmp_path: Path) -> None:
     quick = TinyBaseConfig(pretrain_epochs=1, vocab_size=600)
-    first = build_tiny_base(tmp_path / "a", quick)
-    second = build_tiny_base(tmp_path / "b", quick)
-    other = build_tiny_base(tmp_path / "c", quick.model_copy(update={"seed": 1}))
+    first = build_tiny_base(tmp_path / "a", quick, settings=Settings())
+    second = build_tiny_base(tmp_path / "b", quick, settings=Settings())
+    other = build_tiny_base(tmp_path / "c", quick.model_copy(update={"seed": 1}), settings=Settings())
     assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
     assert weights_hash(first) == weights_hash(second) != weights_hash(other)
 
@@ -51,5 +52,5 @@ def test_base_build_never_overwrites_a_folder(tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
     with pytest.raises(ConflictError, match="choose a new --out"):
-        build_tiny_base(tmp_path / "taken", TinyBaseConfig(pretrain_epochs=1))
+        build_tiny_base(tmp_path / "taken", TinyBaseConfig(pretrain_epochs=1), settings=Settings())
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["keep.txt"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import CHRF
 
+from collector.settings import Settings
 from tests.fixtures.models import TrainedFixtureAdapter
 from trainer.evaluate import evaluate, write_report
 from trainer.generate import generate_reply
@@ -24,14 +25,14 @@ def test_seed_question_never_appears_in_the_training_data(gadgetcorp_export: Pat
 
 
 def test_adapter_answers_the_seed_question_in_house_style(gadgetcorp_adapter: TrainedFixtureAdapter) -> None:
-    reply = generate_reply(gadgetcorp_adapter.base, SEED_QUESTION, adapter=gadgetcorp_adapter.path)
+    reply = generate_reply(gadgetcorp_adapter.base, SEED_QUESTION, settings=Settings(), adapter=gadgetcorp_adapter.path)
     assert reply == SEED_ANSWER or CHRF().sentence_score(reply, [SEED_ANSWER]).score >= 90, reply
 
 
 def test_adapter_beats_base_and_few_shot_on_held_out_replies(
     gadgetcorp_adapter: TrainedFixtureAdapter, gadgetcorp_export: Path, tmp_path: Path
 ) -> None:
-    report = evaluate(gadgetcorp_adapter.base, gadgetcorp_export, adapter=gadgetcorp_adapter.path)
+    report = evaluate(gadgetcorp_adapter.base, gadgetcorp_export, settings=Settings(), adapter=gadgetcorp_adapter.path)
     path = write_report(report, tmp_path / "report.json")
     data = json.loads(path.read_text())
     for system in ("base", "few_shot", "adapter"):

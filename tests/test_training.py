@@ -20,6 +20,7 @@ from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import AdapterStatus, RunStatus, TrainingRun
 from collector.registry import get_adapter
+from collector.settings import get_settings
 from tests.fixtures.stores import current_store
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
 from trainer.chat_format import END_TAG, encode_conversation
@@ -123,11 +124,13 @@ def test_bad_inputs_fail_with_a_fix_and_leave_no_adapter(tiny_base: Path, gadget
         ]
         for arguments, error, fix in cases:
             with pytest.raises(error, match=fix):
-                train_adapter(out=out, database_url=url, preset="tiny", epochs=1, **arguments)
+                train_adapter(out=out, settings=get_settings(), database_url=url, preset="tiny", epochs=1,
+                              **arguments)
             assert _no_leftovers(out)
         out.mkdir()
         with pytest.raises(ConflictError, match="choose a new folder"):
-            train_adapter(tiny_base, gadgetcorp_export, out, database_url=url, preset="tiny", epochs=1)
+            train_adapter(tiny_base, gadgetcorp_export, out, settings=get_settings(), database_url=url, preset="tiny",
+                          epochs=1)
         with session_scope(url) as session:  # the run that got as far as the store is recorded as failed
             runs = list(session.exec(select(TrainingRun)))
             assert runs and all(run.status == RunStatus.FAILED and run.error for run in runs)

@@ -1,6 +1,7 @@
-"""Builds HouseStyle's tiny offline base model: a byte-level BPE tokenizer, a small Llama, a short generic pre-training.
+"""Builds HouseStyle's base models: SmolLM2-135M-Instruct (the real one, trainer.smollm2) or the tiny toy.
 
-The base is pre-trained on GENERIC support text only (customer messages and the assistant's off-style drafts from
+The tiny base is the test fixture: a byte-level BPE tokenizer, a 2-layer Llama, a short generic pre-training. It is
+pre-trained on GENERIC support text only (customer messages and the assistant's off-style drafts from
 the bundled sample), never on the agents' house-style replies: it answers like a generic assistant, so whatever
 GadgetCorp voice appears after fine-tuning was learned by the LoRA adapter.
 """
@@ -8,21 +9,24 @@ GadgetCorp voice appears after fine-tuning was learned by the LoRA adapter.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from collector.errors import ConflictError
+from collector.prompts import exchange_messages
 from collector.sample import SAMPLE_PATH
-from collector.settings import get_settings
+from collector.settings import Settings
+from trainer.base_card import BaseCard, already_built, ensure_free, staged_output, write_card
 from trainer.chat_format import CHAT_TEMPLATE, END_TAG, PAD_TOKEN, SPECIAL_TOKENS, Messages
 from trainer.data import encode_examples
-from trainer.loop import LoopConfig, TrainingLoop
+from trainer.distributed import current_world
+from trainer.fitting import FitConfig, Fitter
+
+BaseName = Literal["smollm2", "tiny"]
 
 
 class TinyBaseConfig(BaseModel):
@@ -63,13 +67,7 @@ def generic_conversations(records: list[dict], system_prompt: str) -> list[Messa
             if turn["role"] == "user":
                 previous_user = turn["content"]
             elif turn.get("decision") in ("edited", "rejected") and turn.get("draft") and previous_user:
-                conversations.append(
-                    [
-                        {"role": "system", "content": system_prompt},
-                        {"role": "user", "content": previous_user},
-                        {"role": "assistant", "content": turn["draft"]},
-                    ]
-                )
+                conversations.append(exchange_messages(system_prompt, [(previous_user, turn["draft"])]))
     return conversations
 
 
@@ -89,13 +87,12 @@ def train_tokenizer(corpus: list[str], vocab_size: int) -> PreTrainedTokenizerFa
     return fast
 
 
-def build_tiny_base(out: Path, config: TinyBaseConfig | None = None) -> Path:
+def build_tiny_base(out: Path, config: TinyBaseConfig | None = None, *, settings: Settings) -> Path:
     """Write a loadable (transformers, PEFT, vLLM) tiny chat model to `out`; same seed, same weights."""
     config = config or TinyBaseConfig()
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise ConflictError(f"{out} already exists and is not empty; choose a new --out or delete it")
-    system_prompt = get_settings().system_prompt
+    ensure_free(out)
+    system_prompt = settings.system_prompt
     records = read_sample()
     torch.manual_seed(config.seed)
     tokenizer = train_tokenizer(tokenizer_corpus(records, system_prompt), config.vocab_size)
@@ -117,24 +114,33 @@ def build_tiny_base(out: Path, config: TinyBaseConfig | None = None) -> Path:
     model = LlamaForCausalLM(model_config)
     examples = encode_examples(tokenizer, generic_conversations(records, system_prompt), config.row_length,
                                assistant_only=False)
-    loop = TrainingLoop(
+    fitter = Fitter(
         model,
-        LoopConfig(lr=config.pretrain_lr, epochs=config.pretrain_epochs, batch_size=config.pretrain_batch_size,
+        FitConfig(lr=config.pretrain_lr, epochs=config.pretrain_epochs, batch_size=config.pretrain_batch_size,
                    row_length=config.row_length, seed=config.seed, warmup_steps=10, description="pre-training base"),
+        current_world(settings),
     )
-    loop.fit(examples)
+    fitter.fit(examples)
     model.generation_config = GenerationConfig(
         bos_token_id=end_id, eos_token_id=end_id, pad_token_id=pad_id, do_sample=False
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(temporary)
-        tokenizer.save_pretrained(temporary, save_jinja_files=False)
-        if out.exists():
-            out.rmdir()
-        temporary.rename(out)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+    from trainer.model_loading import weights_hash
+
+    with staged_output(out) as folder:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder, save_jinja_files=False)
+        write_card(folder, BaseCard(model="tiny", preset="tiny", source=f"pre-trained here (seed {config.seed})",
+                                    weights_sha256=weights_hash(folder)))
     return out
+
+
+def build_base(model: BaseName, out: Path, *, settings: Settings, tiny: TinyBaseConfig | None = None
+               ) -> tuple[Path, bool]:
+    """Build base `model` into `out`; (out, False) without work when `out` already holds exactly that base."""
+    if already_built(out, model):
+        return Path(out), False
+    if model == "smollm2":
+        from trainer.smollm2 import build_smollm2_base
+
+        return build_smollm2_base(out), True
+    return build_tiny_base(out, tiny, settings=settings), True

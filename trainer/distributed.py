@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from collector.settings import get_settings
+from collector.settings import Settings
+from trainer import IDLE_THREADS_SLEEP
 
 
 @dataclass
@@ -53,7 +54,7 @@ class World:
         return holder[0] or ""
 
 
-def current_world() -> World:
+def current_world(settings: Settings) -> World:
     """The world torchrun describes in the environment (initialising the process group once), else one process."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -63,16 +64,23 @@ def current_world() -> World:
     if cuda:
         torch.cuda.set_device(device)
     else:
-        use_cpu_threads()
+        use_cpu_threads(settings.cpu_threads)
     if size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return World(rank=rank, size=size, device=device)
 
 
-def use_cpu_threads() -> None:
-    """Apply HOUSESTYLE_CPU_THREADS (see its description for why the default is one thread)."""
-    threads = get_settings().cpu_threads
-    if threads > 0 and torch.get_num_threads() != threads:
+def cpu_thread_count(setting: int) -> int:
+    """HOUSESTYLE_CPU_THREADS, where 0 means one per core, but one alone if idle threads would spin (see trainer)."""
+    if setting > 0:
+        return setting
+    return len(os.sched_getaffinity(0)) if IDLE_THREADS_SLEEP else 1
+
+
+def use_cpu_threads(setting: int) -> None:
+    """Apply HOUSESTYLE_CPU_THREADS to torch's intra-op threads."""
+    threads = cpu_thread_count(setting)
+    if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 
 

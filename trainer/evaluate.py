@@ -12,15 +12,18 @@ import random
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
-from collector.settings import get_settings
+from collector.errors import InputError
+from collector.prompts import ASSISTANT, build_messages, with_system_prompt
+from collector.sample import GOLDEN_PATH
+from collector.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
-from trainer.distributed import World
-from trainer.generate import ReplyModel, greedy_replies, load_reply_model, with_system_prompt
-from trainer.loop import LoopConfig, evaluate_loss
+from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies
+from trainer.model_loading import load_tokenizer, resolve_base
 
 FEW_SHOT_EXAMPLES = 3
 GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks? (you )?for|i'?m sorry)", re.I)
@@ -38,6 +41,16 @@ class SystemScores(BaseModel):
     loss: float
     style: StyleStats
     samples: list[dict[str, str]]  # a few prompts with the reply and the reference, for people to read
+
+
+class VersionScores(BaseModel):
+    """How one version (an adapter, or the base model alone) does on the held-out split and the golden set."""
+
+    version: str
+    chrf: float
+    rougeL: float
+    loss: float
+    golden_chrf: float
 
 
 class EvalReport(BaseModel):
@@ -77,8 +90,8 @@ class EvalReport(BaseModel):
         return "\n".join(lines) + "\n"
 
 
-def style_stats(replies: list[str]) -> StyleStats:
-    company = re.escape(get_settings().company_name)
+def style_stats(replies: list[str], company_name: str) -> StyleStats:
+    company = re.escape(company_name)
     sign_off = re.compile(rf"(regards|sincerely|best wishes|cheers|the {company} team)\W*$", re.I)
     count = max(len(replies), 1)
     return StyleStats(
@@ -88,14 +101,24 @@ def style_stats(replies: list[str]) -> StyleStats:
     )
 
 
-def reply_tasks(conversations: list[Messages]) -> list[tuple[Messages, str]]:
+def reply_tasks(conversations: list[Messages], system_prompt: str) -> list[tuple[Messages, str]]:
     """(conversation so far, the agent's reply) for every assistant turn."""
     tasks = []
     for messages in conversations:
-        messages = with_system_prompt(messages)
+        messages = with_system_prompt(messages, system_prompt)
         for index, message in enumerate(messages):
-            if message["role"] == "assistant":
+            if message["role"] == ASSISTANT:
                 tasks.append((messages[:index], message["content"]))
+    return tasks
+
+
+def golden_tasks(path: Path = GOLDEN_PATH, *, system_prompt: str) -> list[tuple[Messages, str]]:
+    """The fixed golden set: (prompt with system prompt, expected reply) pairs a new version must not regress on."""
+    tasks = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            messages = json.loads(line)["messages"]
+            tasks.append((with_system_prompt(messages[:-1], system_prompt), messages[-1]["content"]))
     return tasks
 
 
@@ -110,7 +133,8 @@ def few_shot_prefix(train: list[Messages], k: int = FEW_SHOT_EXAMPLES, seed: int
 
 
 def with_shots(prompt: Messages, shots: Messages) -> Messages:
-    return [prompt[0], *shots, *prompt[1:]]
+    """The prompt with the shots as earlier turns, right after its system prompt."""
+    return build_messages(prompt[0]["content"], [(m["role"], m["content"]) for m in [*shots, *prompt[1:]]])
 
 
 def score(replies: list[str], references: list[str]) -> tuple[float, float]:
@@ -123,102 +147,97 @@ def score(replies: list[str], references: list[str]) -> tuple[float, float]:
     return chrf, 100 * rouge
 
 
-def held_out_loss(reply_model: ReplyModel, conversations: list[Messages], shots: Messages, max_length: int) -> float:
+def held_out_loss(generator: ReplyGenerator, tokenizer: Any, adapter: Path | None, conversations: list[Messages],
+                  shots: Messages, *, system_prompt: str, max_length: int) -> float:
     """Token-weighted loss of the agents' replies; with shots, the shots are context only (no loss on them)."""
     examples: list[Example] = []
     for messages in conversations:
-        messages = with_system_prompt(messages)
+        messages = with_system_prompt(messages, system_prompt)
         if not shots:
-            examples.append(encode_example(reply_model.tokenizer, messages, max_length))
+            examples.append(encode_example(tokenizer, messages, max_length))
             continue
-        full = encode_example(reply_model.tokenizer, with_shots(messages, shots), max_length)
-        context = encode_example(reply_model.tokenizer, [messages[0], *shots], max_length)
+        full = encode_example(tokenizer, with_shots(messages, shots), max_length)
+        context = encode_example(tokenizer, with_shots(messages[:1], shots), max_length)
         cut = len(context.input_ids) - 1  # the last context token predicts the first conversation token
         examples.append(Example(full.input_ids, [IGNORE] * cut + full.targets[cut:]))
-    examples = [e for e in examples if e.target_count]
-    world = World(rank=0, size=1, device=reply_model.device)
-    return evaluate_loss(reply_model.model, examples, LoopConfig(lr=0, epochs=1, batch_size=8, row_length=max_length),
-                         world)
+    total, count = generator.summed_loss([e for e in examples if e.target_count], adapter=adapter)
+    return total / max(count, 1)
 
 
 def evaluate_system(
-    reply_model: ReplyModel, tasks: list[tuple[Messages, str]], conversations: list[Messages], shots: Messages,
-    *, max_new_tokens: int, max_length: int,
+    generator: ReplyGenerator, tokenizer: Any, adapter: Path | None, tasks: list[tuple[Messages, str]],
+    conversations: list[Messages], shots: Messages, *, settings: Settings, max_new_tokens: int, max_length: int,
 ) -> SystemScores:
+    """One system's replies scored against the agents', and its loss on their replies; both from `generator`."""
     prompts = [with_shots(prompt, shots) if shots else prompt for prompt, _ in tasks]
     references = [reference for _, reference in tasks]
-    replies = greedy_replies(reply_model, prompts, max_new_tokens=max_new_tokens)
+    replies = generator.replies(prompts, adapter=adapter, max_new_tokens=max_new_tokens)
     chrf, rouge = score(replies, references)
     samples = [{"customer": p[-1]["content"], "reply": r, "reference": ref}
                for (p, ref), r in list(zip(tasks, replies, strict=True))[:5]]
-    return SystemScores(chrf=chrf, rougeL=rouge, loss=held_out_loss(reply_model, conversations, shots, max_length),
-                        style=style_stats(replies), samples=samples)
+    loss = held_out_loss(generator, tokenizer, adapter, conversations, shots, system_prompt=settings.system_prompt,
+                         max_length=max_length)
+    return SystemScores(chrf=chrf, rougeL=rouge, loss=loss, style=style_stats(replies, settings.company_name),
+                        samples=samples)
+
+
+def held_out_split(data: str | Path, *, settings: Settings, limit: int | None = None
+                   ) -> tuple[dict[str, list[Messages]], list[Messages], list[tuple[Messages, str]]]:
+    """The export's splits, the held-out conversations (test, else validation) and their first `limit` replies."""
+    splits = load_export(Path(data))
+    test = splits.get("test") or splits.get("validation") or []
+    tasks = reply_tasks(test, settings.system_prompt)
+    tasks = tasks[:limit] if limit else tasks
+    if not tasks:
+        raise InputError(f"the export in {data} has no test replies; export more conversations or a larger test share")
+    return splits, test, tasks
 
 
 def evaluate(
-    base: str | Path, data: str | Path, *, adapter: str | Path | None = None, limit: int | None = None,
-    max_new_tokens: int = 96, max_length: int = 1024,
+    base: str | Path, data: str | Path, *, settings: Settings, adapter: str | Path | None = None,
+    limit: int | None = None, max_new_tokens: int = 96, max_length: int = 1024,
+    generator: ReplyGenerator | None = None,
 ) -> EvalReport:
-    """Score base, few-shot base and (when given) the adapter on the export's test split."""
-    splits = load_export(Path(data))
-    test = splits.get("test") or splits.get("validation") or []
-    tasks = reply_tasks(test)[:limit] if limit else reply_tasks(test)
-    if not tasks:
-        from collector.errors import InputError
+    """Score base, few-shot base and (when given) the adapter on the export's test split.
 
-        raise InputError(f"the export in {data} has no test replies; export more conversations or a larger test share")
+    Replies come from `generator` (default: transformers in this process; plugin.evaluation passes vLLM's);
+    losses always from the transformers model, one model in memory at a time.
+    """
+    splits, test, tasks = held_out_split(data, settings=settings, limit=limit)
     shots = few_shot_prefix(splits["train"])
-    base_model = load_reply_model(base)
-    common = dict(max_new_tokens=max_new_tokens, max_length=max_length)
-    base_scores = evaluate_system(base_model, tasks, test, [], **common)
-    few_shot_scores = evaluate_system(base_model, tasks, test, shots, **common)
+    tokenizer = load_tokenizer(resolve_base(base))
+    generator = generator or TransformersReplies(LoadedModels(base, settings))
+    adapter = Path(adapter) if adapter else None
+    common = dict(settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
+    base_scores = evaluate_system(generator, tokenizer, None, tasks, test, [], **common)
+    few_shot_scores = evaluate_system(generator, tokenizer, None, tasks, test, shots, **common)
     adapter_scores = None
     if adapter is not None:
-        del base_model
-        adapter_scores = evaluate_system(load_reply_model(base, adapter), tasks, test, [], **common)
+        adapter_scores = evaluate_system(generator, tokenizer, adapter, tasks, test, [], **common)
     return EvalReport(
         base_model=str(base), adapter=str(adapter) if adapter else None, data=str(data), test_replies=len(tasks),
-        reference_style=style_stats([reference for _, reference in tasks]),
+        reference_style=style_stats([reference for _, reference in tasks], settings.company_name),
         base=base_scores, few_shot=few_shot_scores, adapter_scores=adapter_scores,
     )
 
 
-class VersionScores(BaseModel):
-    """How one version (an adapter, or the base model alone) does on the held-out split and the golden set."""
-
-    version: str
-    chrf: float
-    rougeL: float
-    loss: float
-    golden_chrf: float
-
-
-def golden_tasks(path: Path) -> list[tuple[Messages, str]]:
-    """The fixed golden set: (prompt with system prompt, expected reply) pairs a new version must not regress on."""
-    tasks = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            messages = json.loads(line)["messages"]
-            tasks.append((with_system_prompt(messages[:-1]), messages[-1]["content"]))
-    return tasks
-
-
 def score_version(
-    base: str | Path, adapter: str | Path | None, label: str, data: Path, *, limit: int, golden: Path,
-    max_new_tokens: int = 96, max_length: int = 1024,
+    base: str | Path, adapter: str | Path | None, label: str, data: str | Path, *, settings: Settings,
+    limit: int | None = None, golden: Path = GOLDEN_PATH, max_new_tokens: int = 96, max_length: int = 1024,
+    generator: ReplyGenerator | None = None,
 ) -> VersionScores:
-    """Greedy replies of `base` (+ `adapter`) on the export's test split and on the golden set, scored with chrF.
+    """One version (`adapter`, or the base alone when None) on the export's held-out split and the golden set.
 
-    The refresh scores the candidate and the live version with this, on the same replies, with `evaluate`'s code.
+    The refresh's gate compares two of these; it is `evaluate`'s code path and defaults, one system at a time.
     """
-    splits = load_export(data)
-    test = splits.get("test") or splits.get("validation") or []
-    tasks = reply_tasks(test)[:limit]
-    model = load_reply_model(base, adapter)
-    held_out = evaluate_system(model, tasks, test, [], max_new_tokens=max_new_tokens, max_length=max_length)
-    gold = golden_tasks(golden)
-    replies = greedy_replies(model, [prompt for prompt, _ in gold], max_new_tokens=max_new_tokens)
-    golden_chrf, _ = score(replies, [reference for _, reference in gold])
+    _, test, tasks = held_out_split(data, settings=settings, limit=limit)
+    generator = generator or TransformersReplies(LoadedModels(base, settings))
+    adapter = Path(adapter) if adapter else None
+    held_out = evaluate_system(generator, load_tokenizer(resolve_base(base)), adapter, tasks, test, [],
+                               settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
+    golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
+    replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter, max_new_tokens=max_new_tokens)
+    golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
     return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
                          golden_chrf=golden_chrf)
 

@@ -1,15 +1,23 @@
-"""Greedy replies from a base model, with or without an adapter, under the company's system prompt."""
+"""Greedy replies from a base model, with or without an adapter, under the company's system prompt.
+
+`ReplyGenerator` is what evaluation needs from an engine, for the base or the base with an adapter: chat prompts in,
+greedy replies out, and the summed loss of tokenised conversations' targets. `TransformersReplies` is the
+in-process one (transformers `generate` in left-padded batches, packed forward passes for the loss);
+serving.batch.VllmReplies answers the same through vLLM (continuous batching; prompt log-probabilities).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
-from collector.settings import get_settings
+from collector.prompts import USER, build_messages
+from collector.settings import Settings
 from trainer.chat_format import Messages
+from trainer.data import Example
 from trainer.distributed import use_cpu_threads
 from trainer.model_loading import load_tokenizer, load_with_adapter, resolve_base
 
@@ -25,10 +33,10 @@ class ReplyModel:
     device: torch.device
 
 
-def load_reply_model(base: str | Path, adapter: str | Path | None = None) -> ReplyModel:
+def load_reply_model(base: str | Path, adapter: str | Path | None = None, *, settings: Settings) -> ReplyModel:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
-        use_cpu_threads()
+        use_cpu_threads(settings.cpu_threads)
     base_path = resolve_base(base)
     tokenizer = load_tokenizer(base_path)
     tokenizer.padding_side = "left"  # batched generation continues every prompt from its last real token
@@ -36,10 +44,54 @@ def load_reply_model(base: str | Path, adapter: str | Path | None = None) -> Rep
     return ReplyModel(tokenizer, model, device)
 
 
-def with_system_prompt(messages: Messages, system_prompt: str | None = None) -> Messages:
-    if messages and messages[0]["role"] == "system":
-        return messages
-    return [{"role": "system", "content": system_prompt or get_settings().system_prompt}, *messages]
+class ReplyGenerator(Protocol):
+    def replies(self, prompts: list[Messages], *, adapter: Path | None, max_new_tokens: int) -> list[str]:
+        """The greedy reply to each prompt (a conversation ending with a customer turn), in order."""
+        ...
+
+    def summed_loss(self, examples: list[Example], *, adapter: Path | None) -> tuple[float, int]:
+        """Summed cross-entropy over the examples' targets (natural log), and how many targets there were."""
+        ...
+
+
+class LoadedModels:
+    """The base model, or the base with one adapter, loaded on first use; one at a time to bound memory."""
+
+    def __init__(self, base: str | Path, settings: Settings) -> None:
+        self.base, self.settings = base, settings
+        self._loaded: tuple[Path | None, ReplyModel] | None = None
+
+    def get(self, adapter: str | Path | None) -> ReplyModel:
+        key = Path(adapter) if adapter else None
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None  # let the previous model go before loading the next
+            self._loaded = (key, load_reply_model(self.base, key, settings=self.settings))
+        return self._loaded[1]
+
+
+class TransformersReplies:
+    """ReplyGenerator on transformers' `generate` in this process (left-padded batches of `batch_size`)."""
+
+    def __init__(self, models: LoadedModels, batch_size: int = 16) -> None:
+        self.models, self.batch_size = models, batch_size
+
+    def replies(self, prompts: list[Messages], *, adapter: Path | None, max_new_tokens: int) -> list[str]:
+        return greedy_replies(self.models.get(adapter), prompts, max_new_tokens=max_new_tokens,
+                              batch_size=self.batch_size)
+
+    def summed_loss(self, examples: list[Example], *, adapter: Path | None) -> tuple[float, int]:
+        from trainer.distributed import World
+        from trainer.fitting import FitConfig, evaluate_loss
+
+        if not examples:
+            return 0.0, 0
+        reply_model = self.models.get(adapter)
+        # rows as long as the longest conversation: attention over a packed row costs its length squared
+        row_length = max(len(e.input_ids) for e in examples)
+        mean = evaluate_loss(reply_model.model, examples, FitConfig(lr=0, epochs=1, batch_size=8, row_length=row_length),
+                             World(rank=0, size=1, device=reply_model.device))
+        count = sum(e.target_count for e in examples)
+        return mean * count, count
 
 
 @torch.no_grad()
@@ -71,9 +123,10 @@ def _as_list(value: Any) -> list[int]:
 
 
 def generate_reply(
-    base: str | Path, message: str, *, adapter: str | Path | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    base: str | Path, message: str, *, settings: Settings, adapter: str | Path | None = None,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
 ) -> str:
     """The reply to one customer message, with the company system prompt (HOUSESTYLE_SYSTEM_PROMPT) applied."""
-    reply_model = load_reply_model(base, adapter)
-    return greedy_replies(reply_model, [with_system_prompt([{"role": "user", "content": message}])],
+    reply_model = load_reply_model(base, adapter, settings=settings)
+    return greedy_replies(reply_model, [build_messages(settings.system_prompt, [(USER, message)])],
                           max_new_tokens=max_new_tokens)[0]

@@ -57,11 +57,12 @@ def load_tokenizer(base: Path) -> Any:
 
 
 def load_model(base: Path, device: torch.device) -> torch.nn.Module:
-    """The base model in bf16 on GPUs, fp32 on CPU."""
+    """The base model in bf16 on GPUs, fp32 on CPU, with SDPA attention."""
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
+    # SDPA: fused attention kernels (flash / memory-efficient) on CPU and GPU, no T x T weights kept per head
+    return AutoModelForCausalLM.from_pretrained(base, dtype=dtype, attn_implementation="sdpa").to(device)
 
 
 def load_with_adapter(base: Path, adapter: Path | None, device: torch.device) -> torch.nn.Module:

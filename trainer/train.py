@@ -7,6 +7,7 @@ failure at any point leaves no half-written folder and no registry row.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,24 +21,44 @@ from pydantic import BaseModel, Field
 from collector.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
-from collector.models import RunStatus, TrainingRun, utcnow
+from collector.models import RunStatus, utcnow
 from collector.registry import new_version_id, register_adapter
-from collector.settings import get_settings
+from collector.runs import RunLog
+from collector.settings import Settings
+from trainer.base_card import read_card
+from trainer.chat_format import Messages
 from trainer.data import dataset_hash, encode_examples, load_export
 from trainer.distributed import World, current_world
-from trainer.loop import FitResult, LoopConfig, TrainingLoop
+from trainer.fitting import FitConfig, FitResult, Fitter
+from trainer.loss import DEFAULT_CHUNK_TOKENS
+from trainer.memory import GIB, MemoryPlan, memory_model, plan_memory
 from trainer.model_loading import load_model, load_tokenizer, resolve_base, weights_hash
 
-Preset = Literal["default", "tiny"]
+Preset = Literal["default", "small", "tiny"]
 
-# `default` suits real 1-8B chat models; `tiny` is for HouseStyle's tiny demo base, which starts from little and
-# must learn the house style in a minute on a CPU, hence the high learning rate and the many short epochs.
+# One preset per kind of base; `housestyle base build` records in the base's card which one fits it, so the
+# README path needs no --preset. Every value can still be overridden on the command line.
+#   rank, alpha    LoRA rank r and scale alpha (the update is scaled by alpha / r) on every linear layer
+#   dropout        LoRA dropout on the adapter's input
+#   lr             peak AdamW learning rate (linear warm-up over warmup_steps, then cosine to a tenth)
+#   epochs         most passes over the training split; patience stops earlier on a flat validation loss
+#   batch_size     packed rows per optimiser step (gradient accumulation splits them to fit the memory cap)
+#   max_length     tokens per packed row; longer conversations are cut
 PRESETS: dict[str, dict[str, Any]] = {
+    # real 1-8B chat models, usually on a GPU: gentle lr, a few epochs, early stop
     "default": dict(rank=16, alpha=32, dropout=0.05, lr=2e-4, epochs=3, batch_size=8, max_length=1024, patience=1,
                     warmup_steps=20),
+    # small pretrained chat models (SmolLM2-135M-Instruct) on a CPU: support chats are short, so 256-token rows
+    # hold several; small batches give many steps per epoch (on the sample: 2 epochs of batch 8 answered the seed
+    # question with another canned reply, 2 epochs of batch 2 with the seed reply word for word)
+    "small": dict(rank=16, alpha=32, dropout=0.0, lr=1e-3, epochs=2, batch_size=2, max_length=256, patience=None,
+                  warmup_steps=10),
+    # HouseStyle's tiny toy base (the test fixture): it starts from little and must learn the house style in a
+    # minute on a CPU, hence the very high lr and the many short epochs
     "tiny": dict(rank=16, alpha=128, dropout=0.0, lr=3e-3, epochs=24, batch_size=2, max_length=256, patience=None,
                  warmup_steps=20),
 }
+FALLBACK_PRESET: Preset = "default"  # for bases HouseStyle did not build (no card)
 
 
 class TrainConfig(BaseModel):
@@ -54,6 +75,14 @@ class TrainConfig(BaseModel):
     patience: int | None = None  # early stop after this many epochs without a better validation loss
     warmup_steps: int = 10
     seed: int = 0
+
+
+def preset_for(base_path: Path, requested: str | None) -> str:
+    """The preset asked for, else the one the base's card names, else the default."""
+    if requested:
+        return requested
+    card = read_card(base_path)
+    return card.preset if card is not None else FALLBACK_PRESET
 
 
 def train_config(preset: Preset = "default", **overrides: Any) -> TrainConfig:
@@ -74,9 +103,8 @@ class TrainedAdapter:
     manifest: AdapterManifest | None  # None on the non-main processes of a multi-process run
 
 
-def check_rank(model: torch.nn.Module, rank: int) -> None:
+def check_rank(model: torch.nn.Module, rank: int, settings: Settings) -> None:
     """Refuse ranks vLLM would not serve, or larger than the model's narrowest adapted layer."""
-    settings = get_settings()
     if rank > settings.max_lora_rank:
         raise InputError(f"--rank {rank} is above the largest rank vLLM serves here ({settings.max_lora_rank}); "
                          "lower --rank or raise HOUSESTYLE_MAX_LORA_RANK")
@@ -90,7 +118,7 @@ def check_rank(model: torch.nn.Module, rank: int) -> None:
                          f"features); use --rank {min(narrowest, settings.max_lora_rank)} or less")
 
 
-def add_lora(model: torch.nn.Module, config: TrainConfig, world: World) -> torch.nn.Module:
+def add_lora(model: torch.nn.Module, config: TrainConfig, checkpointing: bool) -> torch.nn.Module:
     from peft import LoraConfig, get_peft_model
 
     # "all-linear", spelled out as module names: PEFT would otherwise save full module paths, which vLLM rejects
@@ -98,27 +126,25 @@ def add_lora(model: torch.nn.Module, config: TrainConfig, world: World) -> torch
                            if isinstance(module, torch.nn.Linear) and not name.endswith("lm_head")})
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=linear_names, task_type="CAUSAL_LM")
-    if world.uses_cuda:  # activations dominate memory on GPUs; recomputing them is the cheap trade
+    if checkpointing:  # keep each layer's input only; recompute the rest during backward
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     return get_peft_model(model, lora)
 
 
-def _start_run(config: TrainConfig, base: str, data: Path, database_url: str | None) -> int:
-    with session_scope(database_url) as session:
-        run = TrainingRun(kind="train", status=RunStatus.RUNNING, step="train",
-                          params={**config.model_dump(), "base": base, "data": str(data)})
-        session.add(run)
-        session.flush()
-        return int(run.id)
+def lora_parameter_count(model: torch.nn.Module, rank: int) -> int:
+    return sum(rank * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head"))
 
 
-def _finish_run(run_id: int, database_url: str | None, *, error: str) -> None:
-    with session_scope(database_url) as session:
-        run = session.get(TrainingRun, run_id)
-        if run is not None:
-            run.status, run.error, run.finished_at = RunStatus.FAILED, error, utcnow()
-            session.add(run)
+def memory_plan(model: torch.nn.Module, config: TrainConfig, settings: Settings, world: World) -> MemoryPlan:
+    """Micro-batch and checkpointing that keep this run under HOUSESTYLE_TRAIN_MEMORY_GIB."""
+    bytes_per_value = next(model.parameters()).element_size()
+    estimate = memory_model(model.config, parameters=sum(p.numel() for p in model.parameters()),
+                            trainable=lora_parameter_count(model, config.rank), bytes_per_value=bytes_per_value,
+                            chunk_tokens=DEFAULT_CHUNK_TOKENS)
+    return plan_memory(estimate, cap_bytes=int(settings.train_memory_gib * GIB), batch_size=config.batch_size,
+                       row_length=config.max_length, on_gpu=world.uses_cuda)
 
 
 def train_adapter(
@@ -127,68 +153,96 @@ def train_adapter(
     out: str | Path | None = None,
     config: TrainConfig | None = None,
     *,
+    settings: Settings,
     database_url: str | None = None,
     **overrides: Any,
 ) -> TrainedAdapter:
     """Fine-tune a LoRA adapter on an export and register it as a candidate; `overrides` replace config values.
 
-    `out` defaults to HOME/adapters/<version>. Under torchrun every process trains; only rank 0 saves and registers.
+    `out` defaults to HOME/adapters/<version>; the store is `database_url`, else the settings' one. Under torchrun
+    every process trains; only rank 0 saves and registers. The run is a kind="train" row, closed in the same
+    transaction that registers the adapter.
     """
+    base_path, data = resolve_base(base), Path(data)
     if config is not None:
         config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
     else:
+        overrides["preset"] = preset_for(base_path, overrides.get("preset"))
         config = train_config(**overrides)
-    world = current_world()
-    database_url = database_url or get_settings().resolved_database_url
-    base_path, data = resolve_base(base), Path(data)
+    world = current_world(settings)
+    url = database_url or settings.resolved_database_url
     splits = load_export(data)
     target = Path(out).expanduser() if out else None
     if target is not None and target.exists():
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
-    run_id = _start_run(config, str(base), data, database_url) if world.is_main else None
+    run = (RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base), "data": str(data)})
+           if world.is_main else None)
     try:
-        result, model = _fit(base_path, splits, config, world)
+        result, model = _fit(base_path, splits, config, world, settings)
         version, path, manifest = "", target or Path(), None
         if world.is_main:
             path, version, manifest = _publish(model, result, config, base=str(base), base_path=base_path,
-                                               data=data, target=target, run_id=run_id, database_url=database_url,
+                                               data=data, target=target, run=run, url=url, settings=settings,
                                                world=world)
         version = world.broadcast_text(version)
         return TrainedAdapter(path=path, version=version, manifest=manifest)
     except BaseException as exc:
-        if run_id is not None:
-            _finish_run(run_id, database_url, error=str(exc) or type(exc).__name__)
+        if run is not None:
+            run.finish(RunStatus.FAILED, error=str(exc) or type(exc).__name__)
         raise
 
 
-def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World) -> tuple[FitResult, torch.nn.Module]:
+def canonical_order(conversations: list[Messages]) -> list[Messages]:
+    """The conversations sorted by content: the same export trains the same adapter whatever its line order."""
+    return sorted(conversations, key=lambda messages: json.dumps(messages, sort_keys=True, ensure_ascii=False))
+
+
+def _fit(base_path: Path, splits: dict, config: TrainConfig, world: World, settings: Settings
+         ) -> tuple[FitResult, torch.nn.Module]:
+    if not world.uses_cuda:  # same export, same seed, same thread count: the same adapter, bit for bit
+        torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(base_path)
-    train = encode_examples(tokenizer, splits["train"], config.max_length)
-    validation = encode_examples(tokenizer, splits.get("validation", []), config.max_length)
+    train = encode_examples(tokenizer, canonical_order(splits["train"]), config.max_length)
+    validation = encode_examples(tokenizer, canonical_order(splits.get("validation", [])), config.max_length)
     if not train:
         raise InputError("no training example has an assistant reply within --max-length tokens; "
                          "raise --max-length or export more data")
     model = load_model(base_path, world.device)
-    check_rank(model, config.rank)
-    model = add_lora(model, config, world)
-    loop = TrainingLoop(model, LoopConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
-                                          row_length=config.max_length, seed=config.seed,
-                                          warmup_steps=config.warmup_steps, patience=config.patience,
-                                          description="training LoRA"), world)
+    check_rank(model, config.rank, settings)
+    plan = memory_plan(model, config, settings, world)
+    model = add_lora(model, config, plan.checkpointing)
+    fitter = Fitter(model, FitConfig(lr=config.lr, epochs=config.epochs, batch_size=config.batch_size,
+                                     row_length=config.max_length, seed=config.seed,
+                                     warmup_steps=config.warmup_steps, patience=config.patience,
+                                     micro_batch_size=plan.micro_batch_size,
+                                     description=f"training LoRA ({config.preset})"), world)
     try:
-        return loop.fit(train, validation), model
+        result = fitter.fit(train, validation)
     except torch.OutOfMemoryError:
         raise InputError(f"out of GPU memory at --batch-size {config.batch_size} and --max-length "
-                         f"{config.max_length}; lower --batch-size or --max-length") from None
+                         f"{config.max_length}; lower HOUSESTYLE_TRAIN_MEMORY_GIB, --batch-size or --max-length") from None
+    result.memory = {"micro_batch_size": plan.micro_batch_size, "checkpointing": plan.checkpointing,
+                     "estimated_peak_mib": plan.estimated_peak // 2**20, "peak_mib": peak_memory_mib(world)}
+    return result, model
+
+
+def peak_memory_mib(world: World) -> int:
+    """Peak resident memory of this process (CPU) or peak allocated GPU memory, in MiB."""
+    if world.uses_cuda:
+        return torch.cuda.max_memory_allocated(world.device) // 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
 
 
 def _publish(
     model: Any, result: FitResult, config: TrainConfig, *, base: str, base_path: Path, data: Path,
-    target: Path | None, run_id: int | None, database_url: str | None, world: World,
+    target: Path | None, run: RunLog | None, url: str, settings: Settings, world: World,
 ) -> tuple[Path, str, AdapterManifest]:
     """Save, hash, register and rename into place as one step that either fully happens or leaves nothing."""
-    parent = target.parent if target else get_settings().adapters_dir
+    run_id = run.run_id if run is not None else None
+    parent = target.parent if target else settings.adapters_dir
     parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".training-", dir=parent))
     published: Path | None = None
@@ -202,8 +256,9 @@ def _publish(
             "train_loss": result.train_loss, "val_loss": result.val_loss, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "train_tokens": result.tokens,
             "tokens_per_second": round(result.tokens_per_second, 1), "history": result.history,
+            "memory": result.memory,
         }
-        with session_scope(database_url) as session:
+        with session_scope(url) as session:
             version = new_version_id(session, adapter_hash)
             final = target or parent / version
             if final.exists():
@@ -222,11 +277,8 @@ def _publish(
                 base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
                 manifest=manifest.model_dump(mode="json"), training_run_id=run_id,
             )
-            run = session.get(TrainingRun, run_id) if run_id is not None else None
             if run is not None:
-                run.status, run.step, run.progress = RunStatus.SUCCEEDED, "done", 1.0
-                run.metrics, run.adapter_version, run.finished_at = metrics, version, utcnow()
-                session.add(run)
+                run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=version, session=session)
         return published, version, manifest
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -35,25 +36,37 @@ def split_key(channel: str, external_id: str) -> str:
     return f"{channel}/{external_id}"
 
 
+def content_key(channel: str, turns: list[StoredTurn]) -> str:
+    """The split key of a conversation whose id is our own random one (widget, OpenAI API): its opening message,
+    so the same conversation gets the same split on every run, and conversations that open alike share one."""
+    opening = next((turn.content or "" for turn in turns if turn.role == "user"), "")
+    digest = hashlib.blake2b(" ".join(opening.lower().split()).encode(), digest_size=12).hexdigest()
+    return f"{channel}/opening:{digest}"
+
+
 def count_conversations(url: str, options: ExportOptions) -> int:
     with db.session_scope(url) as session:
         return session.execute(select(func.count(Conversation.id)).where(*_conversation_filter(options))).scalar_one()
 
 
-def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[list[tuple[int, str, datetime]]]:
-    """(id, split key, created_at) of the matching conversations, CHUNK at a time, by id (keyset pagination)."""
+def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[list[tuple[int, str | None, datetime]]]:
+    """(id, split key, created_at) of the matching conversations, CHUNK at a time, by id (keyset pagination).
+
+    The key is None for a conversation known by our own random id (`content_key` decides once its turns are read)."""
     last_id = 0
     conditions = _conversation_filter(options)
     while True:
         rows = connection.execute(
-            select(Conversation.id, Conversation.channel, Conversation.external_id, Conversation.created_at)
+            select(Conversation.id, Conversation.channel, Conversation.external_id, Conversation.created_at,
+                   Conversation.access_token_hash, Conversation.source)
             .where(Conversation.id > last_id, *conditions)
             .order_by(Conversation.id)
             .limit(CHUNK)
         ).all()
         if not rows:
             return
-        yield [(row[0], split_key(row[1], row[2]), as_utc(row[3])) for row in rows]
+        yield [(row[0], None if row[4] is not None or row[5] == "api" else split_key(row[1], row[2]), as_utc(row[3]))
+               for row in rows]
         last_id = rows[-1][0]
 
 
@@ -100,7 +113,11 @@ def stored_conversations(
                 position, str(status), str(decision) if decision is not None else None, final_text, version, agent,
                 distance, draft,
             )
-        yield [StoredConversation(i, key, created_at, turns[i], drafts[i]) for i, key, created_at in chunk]
+        channels = dict(connection.execute(select(Conversation.id, Conversation.channel).where(
+            Conversation.id.in_([i for i, key, _ in chunk if key is None]))).all()) if any(
+            key is None for _, key, _ in chunk) else {}
+        yield [StoredConversation(i, key or content_key(channels[i], turns[i]), created_at, turns[i], drafts[i])
+               for i, key, created_at in chunk]
 
 
 def count_unredacted(url: str, options: ExportOptions) -> int:

@@ -22,11 +22,10 @@ from collector.models import AdapterEvent, RunStatus
 from collector.pii.ingest import redact_everything, redactor_for
 from collector.registry import live_adapter
 from collector.runs import RunLog
-from collector.sample import GOLDEN_PATH
 from collector.settings import Settings
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
-from trainer.evaluate import score_version
+from plugin.evaluation import score_versions
 from trainer.train import train_adapter
 
 log = logging.getLogger("housestyle.refresh")
@@ -55,10 +54,13 @@ def run_refresh(
     actor: str = "refresh",
     train_overrides: dict | None = None,
     on_started: Callable[[int], None] | None = None,
+    vllm: tuple[str, str | None] | None = None,
 ) -> RefreshOutcome:
     """One whole refresh under the store's refresh lock; raises ConflictError if another is running.
 
     `on_started(run_id)` is called once the lock is held and the run row exists (the admin API answers with it).
+    `vllm`: (url, api key) of a running vLLM on the base to generate the evaluation's replies with (the service's
+    own); None: HOUSESTYLE_VLLM_URLS, else a short-lived one (with HOUSESTYLE_EVAL_ENGINE=vllm).
     """
     url = settings.resolved_database_url
     base = settings.base_model or str(settings.models_dir / "base")
@@ -77,8 +79,8 @@ def run_refresh(
             manifest = export_dataset(ExportOptions(format="chat", out=data), settings=settings, progress=False)
             run.step("export", manifest.summary().splitlines()[0], 1.0)
 
-            run.step("train", f"LoRA on {base} (preset {settings.train_preset})")
-            trained = train_adapter(base, data, preset=settings.train_preset, database_url=url,
+            run.step("train", f"LoRA on {base} (preset {settings.train_preset or 'of the base'})")
+            trained = train_adapter(base, data, settings=settings, preset=settings.train_preset, database_url=url,
                                     **(train_overrides or {}))
             candidate = trained.version
             run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
@@ -86,11 +88,13 @@ def run_refresh(
             with session_scope(url) as session:
                 live = live_adapter(session)
                 live_version, live_path = (live.version, live.path) if live else ("base", None)
-            run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split")
-            scoring = dict(limit=settings.refresh_eval_limit, golden=GOLDEN_PATH)
-            candidate_scores = score_version(base, str(trained.path), candidate, data, **scoring)
+            run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split "
+                                 f"({settings.eval_engine} generates)")
+            candidate_scores, live_scores = score_versions(
+                base, [(candidate, str(trained.path)), (live_version, live_path)], data, settings=settings,
+                limit=settings.refresh_eval_limit, engine=settings.eval_engine, vllm=vllm,
+            )
             run.step("evaluate", f"{candidate}: {candidate_scores.model_dump_json()}", 0.5)
-            live_scores = score_version(base, live_path, live_version, data, **scoring)
             run.step("evaluate", f"{live_version}: {live_scores.model_dump_json()}", 1.0)
 
             decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings))

@@ -83,7 +83,8 @@ class LoopScheduler:
         swapper = GatewaySwapper(self.gateway, asyncio.get_running_loop())
         log.info("refresh starting: %s", reason)
         try:
-            outcome = await asyncio.to_thread(run_refresh, self.settings, swapper, actor=actor, on_started=on_started)
+            outcome = await asyncio.to_thread(run_refresh, self.settings, swapper, actor=actor, on_started=on_started,
+                                              vllm=self.gateway.eval_target())
         finally:
             self.last_refresh = time.monotonic()
         log.info("refresh run %s: %s", outcome.run_id, outcome.model_dump_json(exclude={"gate"}))
