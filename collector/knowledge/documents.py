@@ -47,4 +47,3 @@ def unique(names: list[str]) -> list[str]:
             seen.add(name.casefold())
             kept.append(name)
     return kept
-
