@@ -13,96 +13,29 @@ The correction rate is `collector.stats.VersionStats.correction_rate` over the t
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, computed_field
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from collector.errors import InputError
-from collector.export import ExportManifest, ExportOptions
+from collector.export import ExportOptions
 from collector.export.exchanges import build_exchanges
 from collector.export.reading import stored_conversations
+from collector.knowledge.coverage_export import count_export
 from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument
 from collector.knowledge.store import product_names
+from collector.knowledge.topic_coverage import CoverageThresholds, TopicCoverage, TopicTally, topic_gaps
 from collector.knowledge.topics import DEFAULT_INTENTS, NO_INTENT, NO_PRODUCT, ProductMatcher, intent_classifier
 from collector.models import Role
 from collector.settings import Settings
 from collector.split import SPLITS, assign_split
-from collector.stats import BASE_LABEL, IMPORT_AGENT, VersionStats
+from collector.stats import BASE_LABEL, IMPORT_AGENT
 
 ALL_VERSIONS = "all versions"
-
-
-class CoverageThresholds(BaseModel):
-    """When a product or intent counts as not learned (HOUSESTYLE_COVERAGE_*)."""
-
-    min_training_conversations: int = 5
-    max_correction_rate: float = 0.5
-    min_reviews: int = 10
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> CoverageThresholds:
-        return cls(
-            min_training_conversations=settings.coverage_min_training_conversations,
-            max_correction_rate=settings.coverage_max_correction_rate,
-            min_reviews=settings.coverage_min_reviews,
-        )
-
-    def describe(self) -> str:
-        return (
-            f"a topic needs {self.min_training_conversations} training conversations, and once it has "
-            f"{self.min_reviews} reviews a correction rate of at most {self.max_correction_rate:.0%}"
-        )
-
-
-class TopicCoverage(BaseModel):
-    """One product or intent: in the knowledge base, in the conversations, per split, and how agents treated drafts."""
-
-    name: str
-    passages: int  # knowledge-base passages on it
-    conversations: int  # every conversation on it, exportable or not
-    splits: dict[str, int]  # exportable conversations per split (train / validation / test)
-    reviews: VersionStats  # its drafts' reviews (label: the version asked for, or "all versions")
-    gaps: list[str] = Field(default_factory=list)  # why it counts as not learned; empty: learned
-
-    @computed_field
-    @property
-    def training_conversations(self) -> int:
-        return self.splits.get("train", 0)
-
-    @computed_field
-    @property
-    def correction_rate(self) -> float:
-        return self.reviews.correction_rate
-
-    @property
-    def learned(self) -> bool:
-        return not self.gaps
-
-    def gap_line(self) -> str | None:
-        return f"{self.name}: " + "; ".join(self.gaps) if self.gaps else None
-
-
-def topic_gaps(topic: TopicCoverage, thresholds: CoverageThresholds) -> list[str]:
-    """Why a topic counts as not learned: too few training conversations, or agents correct its drafts too often."""
-    gaps = []
-    if topic.training_conversations < thresholds.min_training_conversations:
-        gaps.append(
-            f"{topic.conversations} conversation{'s' * (topic.conversations != 1)}, {topic.training_conversations} in "
-            f"training (need {thresholds.min_training_conversations})"
-        )
-    if topic.reviews.reviews >= thresholds.min_reviews and topic.correction_rate > thresholds.max_correction_rate:
-        gaps.append(
-            f"correction rate {topic.correction_rate:.0%} over {topic.reviews.reviews} reviews "
-            f"(limit {thresholds.max_correction_rate:.0%})"
-        )
-    return gaps
 
 
 class CoverageReport(BaseModel):
@@ -181,49 +114,6 @@ def _row(name: Any, *cells: Any) -> str:
     return f"{str(name):<16}" + "".join(f"{str(cell):>14}" for cell in cells)
 
 
-class _Tally:
-    """Running counts for one topic."""
-
-    def __init__(self) -> None:
-        self.conversations = 0
-        self.splits: Counter[str] = Counter()
-        self.decisions: Counter[str] = Counter()
-        self.distance = 0.0
-
-    def add(self, split: str | None, decisions: list[tuple[str, float]]) -> None:
-        self.conversations += 1
-        if split is not None:
-            self.splits[split] += 1
-        self.review(decisions)
-
-    def review(self, decisions: list[tuple[str, float]]) -> None:
-        for decision, distance in decisions:
-            self.decisions[decision] += 1
-            self.distance += distance
-
-    def topic(
-        self, name: str, passages: int, label: str, thresholds: CoverageThresholds, judged: bool
-    ) -> TopicCoverage:
-        reviews = sum(self.decisions.values())
-        topic = TopicCoverage(
-            name=name,
-            passages=passages,
-            conversations=self.conversations,
-            splits={split: self.splits.get(split, 0) for split in SPLITS},
-            reviews=VersionStats(
-                version=label,
-                reviews=reviews,
-                approved=self.decisions["approved"],
-                edited=self.decisions["edited"],
-                rejected=self.decisions["rejected"],
-                mean_edit_distance=self.distance / reviews if reviews else 0.0,
-            ),
-        )
-        if judged:  # "(no product)" and "other" are not topics a message can be routed on
-            topic.gaps = topic_gaps(topic, thresholds)
-        return topic
-
-
 def coverage_report(
     session: Session,
     *,
@@ -248,8 +138,8 @@ def coverage_report(
     matcher = ProductMatcher(products)
     kept = {decision.value for decision in options.decisions}
 
-    product_tallies: dict[str, _Tally] = defaultdict(_Tally)
-    intent_tallies: dict[str, _Tally] = defaultdict(_Tally)
+    product_tallies: dict[str, TopicTally] = defaultdict(TopicTally)
+    intent_tallies: dict[str, TopicTally] = defaultdict(TopicTally)
     totals: Counter[str] = Counter()
     conversations = 0
     for chunk in stored_conversations(session.connection(), options):
@@ -277,7 +167,7 @@ def coverage_report(
             for name in intents:
                 intent_tallies[name].add(counted, reviewed)
     if export_dir is not None:
-        totals = _count_export(Path(export_dir), matcher, classifier, product_tallies, intent_tallies)
+        totals = count_export(Path(export_dir), matcher, classifier, product_tallies, intent_tallies)
 
     chunk_rows = session.execute(select(KnowledgeChunk.title, KnowledgeChunk.text)).all()
     product_passages: Counter[str] = Counter()
@@ -316,45 +206,12 @@ def assign_split_like_export(key: str, created_at: datetime | None, options: Exp
     return assign_split(key, options.seed, options.ratios, created_at=created_at, holdout_after=options.holdout_after)
 
 
-def _export_conversations(export_dir: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """(split, messages) of every record of a chat or hf export; InputError for anything else."""
-    try:
-        manifest = ExportManifest.model_validate_json((export_dir / "manifest.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{export_dir} has no manifest.json; give a folder written by `housestyle export`") from None
-    except ValueError:
-        raise InputError(f"{export_dir}/manifest.json is not an export manifest; export again") from None
-    if manifest.format == "prompt-completion":
-        raise InputError(f"{export_dir} is a prompt-completion export; coverage reads chat or hf exports")
-    if manifest.format == "hf":
-        from datasets import load_from_disk
-
-        for split, dataset in load_from_disk(str(export_dir / "hf")).items():
-            for row in dataset:
-                yield split, row["messages"]
-        return
-    for split, name in manifest.files.items():
-        with (export_dir / name).open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.strip():
-                    yield split, json.loads(line)["messages"]
-
-
-def _count_export(
-    export_dir: Path,
-    matcher: ProductMatcher,
-    classifier: Any,
-    product_tallies: dict[str, _Tally],
-    intent_tallies: dict[str, _Tally],
-) -> Counter[str]:
-    """Per-split counts of each topic in an export's records, the same way topics are found in the store."""
-    totals: Counter[str] = Counter()
-    for split, messages in _export_conversations(export_dir):
-        totals[split] += 1
-        texts = [m["content"] for m in messages if m["role"] != "system"]
-        customer = [m["content"] for m in messages if m["role"] == Role.USER.value]
-        for name in matcher.find("\n".join(texts)) or [NO_PRODUCT]:
-            product_tallies[name].splits[split] += 1
-        for name in list(dict.fromkeys(i for text in customer if (i := classifier.classify(text)))) or [NO_INTENT]:
-            intent_tallies[name].splits[split] += 1
-    return totals
+__all__ = [
+    "ALL_VERSIONS",
+    "CoverageReport",
+    "CoverageThresholds",
+    "TopicCoverage",
+    "assign_split_like_export",
+    "coverage_report",
+    "topic_gaps",
+]

@@ -12,7 +12,9 @@ from sqlalchemy import delete, func, select, update
 from sqlmodel import Session
 
 from collector.errors import InputError, NotFoundError
-from collector.knowledge.loaders import chunk_document, clean, load_document, unique
+from collector.knowledge.chunking import chunk_document
+from collector.knowledge.documents import clean, unique
+from collector.knowledge.loaders import load_document
 from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
 from collector.models import utcnow
 from collector.settings import Settings
