@@ -52,11 +52,11 @@ def import_command(
 
     if sample == (path is not None):
         raise InputError("give either a PATH to import or --sample, not both and not neither")
-    url = db.entry_settings().resolved_database_url
+    settings = db.entry_settings()
     try:
         report = import_file(
-            SAMPLE_PATH if sample else path, url=url, strict=strict, channel=channel,
-            source="sample" if sample else "import",
+            SAMPLE_PATH if sample else path, url=settings.resolved_database_url, strict=strict, channel=channel,
+            source="sample" if sample else "import", max_message_chars=settings.max_message_chars,
         )
     except ImportRefused as refused:
         _echo_bad_lines(refused.report)
