@@ -32,6 +32,38 @@ def db_current() -> None:
     typer.echo(f"{db.describe_url(url)} {db.current_revision(url) or '(empty: run housestyle db upgrade)'}")
 
 
+@db_app.command("backup")
+def db_backup(
+    out: Annotated[Path, typer.Option("--out", help="File to write (mode 0600); replaced only once complete.")],
+) -> None:
+    """Write the whole store to one file: a SQLite database, or a pg_dump custom-format archive for Postgres.
+
+    Safe while `housestyle serve` runs. `housestyle db restore FILE` puts it back.
+    """
+    from collector.backup import backup_store
+
+    summary = backup_store(db.entry_settings().resolved_database_url, out)
+    typer.echo(f"backed up {summary.store} ({summary.conversations} conversations, schema {summary.revision}) "
+               f"to {summary.path}")
+
+
+@db_app.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `housestyle db backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a store that already holds data.")] = False,
+) -> None:
+    """Replace the store with a backup, whole or not at all (stop `housestyle serve` first).
+
+    Refuses a file that is not a HouseStyle backup, and a store that already holds data unless --force. An older
+    backup is upgraded to the current schema.
+    """
+    from collector.backup import restore_store
+
+    summary = restore_store(path, get_settings().resolved_database_url, force=force)
+    typer.echo(f"restored {summary.store} from {summary.path} ({summary.conversations} conversations, "
+               f"schema {summary.revision} upgraded to {db.current_revision(get_settings().resolved_database_url)})")
+
+
 def import_command(
     path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
