@@ -42,7 +42,8 @@ def peak_rss_mib(path: Path, home: Path) -> tuple[float, float, str]:
     """Run `housestyle import PATH` in a fresh process; (its peak RSS in MiB, seconds, its summary line)."""
     code = (
         "import resource, subprocess, sys\n"
-        "r = subprocess.run([sys.executable, '-m', 'plugin.cli', 'import', sys.argv[1]], capture_output=True, text=True)\n"
+        "r = subprocess.run([sys.executable, '-m', 'plugin.cli', 'import', sys.argv[1]],\n"
+        "                   capture_output=True, text=True)\n"
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode, r.stdout.strip()[-120:])\n"
     )
     env = {**os.environ, "HOUSESTYLE_HOME": str(home), "PYTHONPATH": str(ROOT)}

@@ -76,7 +76,8 @@ class Customer:
         self.index = index
         self.tag = tag or f"c{index}"
         host = index + 2  # 127.0.0.2, 127.0.0.3, ...: the whole of 127/8 is this machine
-        transport = httpx.AsyncHTTPTransport(local_address=f"127.{host // 65536 % 256}.{host // 256 % 256}.{host % 256}")
+        address = f"127.{host // 65536 % 256}.{host // 256 % 256}.{host % 256}"
+        transport = httpx.AsyncHTTPTransport(local_address=address)
         self.client = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=300,
                                         transport=transport)
         self.statuses: Counter = Counter()
@@ -234,7 +235,8 @@ def main() -> None:
     print(f"conversations started: {result['conversations']} of {args.customers}; messages sent: {len(result['sent'])} "
           f"in {result['wall']:.1f} s ({ok / result['wall']:.1f} answered 200/s)")
     print("answers by status: " + ", ".join(f"{status}: {count}" for status, count in result["statuses"].most_common()))
-    print(f"reply latency (200 answers): p50 {percentile(latencies, 0.5):.2f} s, p99 {percentile(latencies, 0.99):.2f} s "
+    print(f"reply latency (200 answers): p50 {percentile(latencies, 0.5):.2f} s, "
+          f"p99 {percentile(latencies, 0.99):.2f} s "
           f"(one customer alone: {alone_s:.2f} s; p50 is {percentile(latencies, 0.5) / alone_s:.1f}x that)")
     print(f"adapter swap half way: {result['swap']}")
     print(f"lost: {len(lost)} of {len(answered)} messages the service answered 2xx/5xx for are not in the store"

@@ -246,7 +246,9 @@ def parse_record(line: str, *, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHAR
     except json.JSONDecodeError as exc:
         raise RecordError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
     except RecursionError:  # json's C decoder recurses per level: a 100,000-deep line must not be a traceback
-        raise RecordError("invalid JSON: nested too deeply (a record is an object holding a list of messages)") from None
+        raise RecordError(
+            "invalid JSON: nested too deeply (a record is an object holding a list of messages)"
+        ) from None
     if not isinstance(data, dict):
         raise RecordError(f"expected a JSON object, got {type(data).__name__}")
     kind = record_kind(data)

@@ -127,7 +127,9 @@ def check_file(path: Path) -> int:
                 offset += len(chunk)
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text (it ends in the middle of a character); save it as UTF-8 JSONL") from None
+        raise InputError(
+            f"{path} is not UTF-8 text (it ends in the middle of a character); save it as UTF-8 JSONL"
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     if blank:
@@ -151,7 +153,9 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str, int]]:
             yield number, line, consumed
 
 
-def parse_line(number: int, line: str, seen: set[str], report: ImportReport, *, max_message_chars: int) -> _Parsed | None:
+def parse_line(
+    number: int, line: str, seen: set[str], report: ImportReport, *, max_message_chars: int
+) -> _Parsed | None:
     """A good line as a HouseStyle record with its hash; a bad line or an in-file repeat goes to the report."""
     try:
         record = parse_record(line, max_message_chars=max_message_chars)

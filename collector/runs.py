@@ -23,7 +23,9 @@ log = logging.getLogger("housestyle.runs")
 class RunLog:
     """One run row: `step()` as the run moves on, `finish()` once at the end (in the caller's session if given)."""
 
-    def __init__(self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None) -> None:
+    def __init__(
+        self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None
+    ) -> None:
         """`holder`: the job lock's holder id the run works under; if that process dies, the next taker of the
         lock closes the row as failed (`close_runs_of`)."""
         self.url = url

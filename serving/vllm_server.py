@@ -86,7 +86,9 @@ def vllm_environment(settings: Settings, *, api_key: str, cpu_bind: str | None =
 class VllmServer:
     """A vLLM OpenAI server in its own process group, logging to HOME/logs/vllm-PORT.log, restarted if it dies."""
 
-    def __init__(self, settings: Settings, *, port: int | None = None, api_key: str, cpu_bind: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, port: int | None = None, api_key: str, cpu_bind: str | None = None
+    ) -> None:
         self.settings = settings
         self.port = port or free_port()
         self.api_key = api_key

@@ -217,7 +217,8 @@ def test_two_replicas_under_load_one_killed_the_other_serves_and_the_killed_one_
             # the loop kept answering while the dead server was reaped (up to 10 s) and a new one started
             # the loop kept answering while the dead server was reaped (that waits up to 10 s) and a new one started
             assert watch.loop_blocked_s() < 1.0, (
-                f"the event loop was blocked: (s after the kill, loop s late, thread s late) {watch.stalls(killed_at)}; "
+                "the event loop was blocked: (s after the kill, loop s late, thread s late) "
+                f"{watch.stalls(killed_at)}; "
                 f"relaunched {relaunched_at or -1:.1f} s and back {rejoined_at - killed_at:.1f} s after the kill")
 
             # it is back with the live version loaded, and serves it the same as the other replica does

@@ -71,7 +71,9 @@ async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: Gatew
     responses=CHANGE_ERRORS,
     summary="Make a version live everywhere",
 )
-async def promote_adapter(version: VersionPath, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+async def promote_adapter(
+    version: VersionPath, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep
+) -> SwapResult:
     return await require_gateway(gateway).promote(version, actor=body.actor or caller.name, reason=body.reason)
 
 
