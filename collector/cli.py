@@ -33,6 +33,38 @@ def db_current() -> None:
     typer.echo(f"{db.describe_url(url)} {db.current_revision(url) or '(empty: run housestyle db upgrade)'}")
 
 
+@db_app.command("backup")
+def db_backup(
+    out: Annotated[Path, typer.Option("--out", help="File to write (mode 0600); replaced only once complete.")],
+) -> None:
+    """Write the whole store to one file: a SQLite database, or a pg_dump custom-format archive for Postgres.
+
+    Safe while `housestyle serve` runs. `housestyle db restore FILE` puts it back.
+    """
+    from collector.backup import backup_store
+
+    summary = backup_store(db.entry_settings().resolved_database_url, out)
+    typer.echo(f"backed up {summary.store} ({summary.conversations} conversations, schema {summary.revision}) "
+               f"to {summary.path}")
+
+
+@db_app.command("restore")
+def db_restore(
+    path: Annotated[Path, typer.Argument(help="A file written by `housestyle db backup`.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a store that already holds data.")] = False,
+) -> None:
+    """Replace the store with a backup, whole or not at all (stop `housestyle serve` first).
+
+    Refuses a file that is not a HouseStyle backup, and a store that already holds data unless --force. An older
+    backup is upgraded to the current schema.
+    """
+    from collector.backup import restore_store
+
+    summary = restore_store(path, get_settings().resolved_database_url, force=force)
+    typer.echo(f"restored {summary.store} from {summary.path} ({summary.conversations} conversations, "
+               f"schema {summary.revision} upgraded to {db.current_revision(get_settings().resolved_database_url)})")
+
+
 def import_command(
     path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
@@ -59,11 +91,10 @@ def import_command(
     if sample == (path is not None):
         raise InputError("give either a PATH to import or --sample, not both and not neither")
     settings = db.entry_settings()
-    url = settings.resolved_database_url
     try:
         report = import_file(
-            SAMPLE_PATH if sample else path, url=url, strict=strict, channel=channel,
-            source="sample" if sample else "import",
+            SAMPLE_PATH if sample else path, url=settings.resolved_database_url, strict=strict, channel=channel,
+            source="sample" if sample else "import", max_message_chars=settings.max_message_chars,
         )
     except ImportRefused as refused:
         _echo_bad_lines(refused.report)
@@ -74,10 +105,10 @@ def import_command(
         f"{report.duplicates} already present, {len(report.errors)} bad lines"
     )
     if report.added and (settings.redact_at_ingest if redact is None else redact):
-        _redact_store(settings)
+        _redact_store(settings, err=True)  # stdout keeps the import's one summary line
 
 
-def _redact_store(settings: Settings) -> None:
+def _redact_store(settings: Settings, *, err: bool = False) -> None:
     """Redact every conversation with new text, with a progress line; then apply the raw-text retention period."""
     from rich.console import Console
 
@@ -91,10 +122,10 @@ def _redact_store(settings: Settings) -> None:
     with console.status("redacting personal data…") as status:
         done = redact_everything(url, redactor, on_pass=lambda step: status.update(
             f"redacting personal data… {step.conversations} more conversations"))
-    typer.echo(f"redacted {done.conversations} conversations ({done.texts} texts)")
+    typer.echo(f"redacted {done.conversations} conversations ({done.texts} texts)", err=err)
     if purged := purge_expired_raw(url, settings, actor=default_actor()):
         typer.echo(f"raw text of {purged} conversations older than {settings.raw_retention_days:g} days replaced by "
-                   "its redacted form")
+                   "its redacted form", err=err)
 
 
 def redact_command() -> None:

@@ -7,6 +7,7 @@ Every entry point (a CLI command, the service, a benchmark) calls `open_store(ur
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,6 +46,21 @@ def _set_sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def create_private_file(path: Path) -> None:
+    """Create `path` (and its folder) readable by its owner only, if it does not exist yet.
+
+    The store holds customers' conversations: a SQLite file must not be world-readable whatever the umask, and
+    SQLite gives its -wal and -shm files the database file's permissions.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the store file {path}: {exc.strerror}; check HOUSESTYLE_HOME") from None
+
+
 @lru_cache(maxsize=16)
 def get_engine(url: str) -> Engine:
     """The engine for a store URL, created once per process."""
@@ -57,7 +73,7 @@ def get_engine(url: str) -> Engine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            create_private_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _set_sqlite_pragmas)
         return engine
@@ -150,6 +166,13 @@ def session_scope(url: str) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def known_revisions() -> set[str]:
+    """Every schema revision this code's migrations know."""
+    from alembic.script import ScriptDirectory
+
+    return {script.revision for script in ScriptDirectory.from_config(_alembic_config("")).walk_revisions()}
 
 
 def head_revision() -> str:

@@ -39,6 +39,9 @@ from pydantic import (
 )
 
 from collector.changes import same_text
+from collector.settings import Settings
+
+DEFAULT_MAX_MESSAGE_CHARS: int = Settings.model_fields["max_message_chars"].default
 
 Decision = Literal["approved", "edited", "rejected"]
 
@@ -232,19 +235,46 @@ def record_kind(data: dict[str, Any]) -> type[FileRecord]:
     )
 
 
-def parse_record(line: str) -> FileRecord:
-    """One JSONL line as a chat, prompt/completion or HouseStyle record; RecordError says why not."""
+def parse_record(line: str, *, max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS) -> FileRecord:
+    """One JSONL line as a chat, prompt/completion or HouseStyle record; RecordError says why not.
+
+    A message longer than `max_message_chars` (HOUSESTYLE_MAX_MESSAGE_CHARS) makes the line bad: no support
+    message is that long, and one such text would cost export and training gigabytes.
+    """
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # json's C decoder recurses per level: a 100,000-deep line must not be a traceback
+        raise RecordError(
+            "invalid JSON: nested too deeply (a record is an object holding a list of messages)"
+        ) from None
     if not isinstance(data, dict):
         raise RecordError(f"expected a JSON object, got {type(data).__name__}")
     kind = record_kind(data)
+    _check_lengths(data, max_message_chars)  # before validation, which would copy a huge text again
     try:
-        return kind.model_validate(data)
+        record = kind.model_validate(data)
     except ValidationError as exc:
         raise RecordError(f"not a valid {KIND_NAMES[kind]} record: {_describe(exc)}") from None
+    except RecursionError:
+        raise RecordError(f"not a valid {KIND_NAMES[kind]} record: nested too deeply") from None
+    return record
+
+
+def _check_lengths(data: dict[str, Any], limit: int) -> None:
+    """RecordError naming the first text of a decoded line longer than `limit` characters."""
+    texts = [("the prompt", data.get("prompt")), ("the completion", data.get("completion"))]
+    messages = data.get("messages")
+    for number, message in enumerate(messages if isinstance(messages, list) else [], start=1):
+        if isinstance(message, dict):
+            texts += [(f"message {number}", message.get("content")), (f"the draft of message {number}", message.get("draft"))]
+    for label, text in texts:
+        if isinstance(text, str) and len(text) > limit:
+            raise RecordError(
+                f"{label} is {len(text):,} characters long; the longest accepted is {limit:,} "
+                "(split it, or raise HOUSESTYLE_MAX_MESSAGE_CHARS)"
+            )
 
 
 KIND_NAMES: dict[type[BaseModel], str] = {

@@ -10,6 +10,7 @@ each conversation's canonical record is hashed into `Conversation.content_hash`.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 from collections import defaultdict
@@ -27,7 +28,15 @@ from sqlmodel import Session
 from collector.changes import edit_distance
 from collector.db import session_scope
 from collector.errors import InputError, StoreError
-from collector.formats import ChatRecord, HouseStyleRecord, HouseStyleTurn, RecordError, as_housestyle, parse_record
+from collector.formats import (
+    DEFAULT_MAX_MESSAGE_CHARS,
+    ChatRecord,
+    HouseStyleRecord,
+    HouseStyleTurn,
+    RecordError,
+    as_housestyle,
+    parse_record,
+)
 from collector.models import (
     Conversation,
     ConversationStatus,
@@ -44,7 +53,7 @@ from collector.stats import IMPORT_AGENT
 
 BATCH_SIZE = 500  # conversations per round of multi-row inserts: few round trips, bounded memory
 LOOKUP_CHUNK = 500  # keys per IN (...) query, well under every driver's parameter limit
-PROGRESS_MIN_RECORDS = 2_000  # smaller files import in about a second: no bar
+PROGRESS_MIN_BYTES = 2_000_000  # smaller files import in about a second: no bar
 CONVERSATIONS, MESSAGES, DRAFTS, REVIEWS = (model.__table__ for model in (Conversation, Message, Draft, Review))
 
 
@@ -90,52 +99,101 @@ def canonical_hash(record: HouseStyleRecord) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-def read_lines(path: Path) -> list[str]:
-    """The file's lines; a one-line InputError when it is missing, a folder, empty or not UTF-8."""
-    path = Path(path)
+UTF8_BOM = b"\xef\xbb\xbf"
+CHECK_CHUNK_BYTES = 1 << 20
+
+
+def check_file(path: Path) -> int:
+    """Refuse, in one line and before the store is touched, a file that is missing, a folder, not UTF-8 or empty.
+
+    Reads it in 1 MiB chunks (nothing is kept); returns its size in bytes.
+    """
     if not path.exists():
         raise InputError(f"{path} does not exist; give the path of a .jsonl file")
     if path.is_dir():
         raise InputError(f"{path} is a folder; give the path of a .jsonl file inside it")
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset, blank = 0, True
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path} is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8 JSONL") from None
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHECK_CHUNK_BYTES):
+                try:
+                    text = decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    raise InputError(
+                        f"{path} is not UTF-8 text (bad byte at offset {offset + exc.start}); save it as UTF-8 JSONL"
+                    ) from None
+                blank = blank and not text.strip()
+                offset += len(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{path} is not UTF-8 text (it ends in the middle of a character); save it as UTF-8 JSONL"
+        ) from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
-    lines = text.splitlines()
-    if not any(line.strip() for line in lines):
+    if blank:
         raise InputError(f"{path} is empty; nothing to import")
-    return lines
+    return offset
 
 
-def parse_lines(lines: Sequence[str], report: ImportReport) -> list[_Parsed]:
-    """Every good line as a HouseStyle record with its hash; bad lines and in-file repeats go to the report."""
-    parsed: list[_Parsed] = []
+def iter_lines(path: Path) -> Iterator[tuple[int, str, int]]:
+    """(line number, text, bytes read so far), one line in memory at a time (`check_file` vouched for the bytes).
+
+    Lines end at '\n' only (a '\r' before it is dropped): JSON strings may hold U+2028 or U+0085 unescaped, and
+    those must not split a record the way `str.splitlines` would.
+    """
+    with path.open("rb") as handle:
+        consumed = 0
+        for number, raw in enumerate(handle, start=1):
+            consumed += len(raw)
+            if number == 1:
+                raw = raw.removeprefix(UTF8_BOM)
+            line, raw = raw.rstrip(b"\r\n").decode("utf-8"), b""  # drop the bytes before the caller parses
+            yield number, line, consumed
+
+
+def parse_line(
+    number: int, line: str, seen: set[str], report: ImportReport, *, max_message_chars: int
+) -> _Parsed | None:
+    """A good line as a HouseStyle record with its hash; a bad line or an in-file repeat goes to the report."""
+    try:
+        record = parse_record(line, max_message_chars=max_message_chars)
+    except RecordError as exc:
+        report.errors.append(LineError(line=number, reason=str(exc)))
+        return None
+    if isinstance(record, ChatRecord):
+        report.system_messages_dropped += sum(1 for message in record.messages if message.role == "system")
+    if isinstance(record, HouseStyleRecord):
+        conversation, content_hash = record, canonical_hash(record)
+    else:
+        # chat and prompt/completion lines have no id of their own: their content names them
+        conversation = as_housestyle(record, external_id="-", channel=None)
+        content_hash = canonical_hash(conversation)
+        conversation.external_id = f"import-{content_hash[:24]}"
+    if content_hash in seen:
+        report.duplicates += 1
+        return None
+    seen.add(content_hash)
+    return _Parsed(line=number, record=conversation, content_hash=content_hash)
+
+
+def parsed_batches(path: Path, report: ImportReport, *, max_message_chars: int,
+                   size: int = BATCH_SIZE) -> Iterator[tuple[list[_Parsed], int]]:
+    """The file's good lines in batches of `size`, each with the bytes read so far (only hashes are kept across)."""
     seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
+    batch: list[_Parsed] = []
+    consumed = 0
+    for number, line, consumed in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            record = parse_record(line)
-        except RecordError as exc:
-            report.errors.append(LineError(line=number, reason=str(exc)))
-            continue
-        if isinstance(record, ChatRecord):
-            report.system_messages_dropped += sum(1 for message in record.messages if message.role == "system")
-        if isinstance(record, HouseStyleRecord):
-            conversation, content_hash = record, canonical_hash(record)
-        else:
-            # chat and prompt/completion lines have no id of their own: their content names them
-            conversation = as_housestyle(record, external_id="-", channel=None)
-            content_hash = canonical_hash(conversation)
-            conversation.external_id = f"import-{content_hash[:24]}"
-        if content_hash in seen:
-            report.duplicates += 1
-            continue
-        seen.add(content_hash)
-        parsed.append(_Parsed(line=number, record=conversation, content_hash=content_hash))
-    return parsed
+        parsed = parse_line(number, line, seen, report, max_message_chars=max_message_chars)
+        if parsed is not None:
+            batch.append(parsed)
+        if len(batch) >= size:
+            yield batch, consumed
+            batch = []
+    yield batch, consumed
 
 
 def _chunks(items: Sequence, size: int = LOOKUP_CHUNK) -> Iterator[Sequence]:
@@ -285,32 +343,36 @@ def import_file(
     strict: bool = False,
     channel: str = "import",
     source: str = "import",
+    max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
 ) -> ImportReport:
     """Import a JSONL file of OpenAI chat, prompt/completion or HouseStyle lines (detected per line).
 
-    `channel` is recorded on conversations whose line names none. Bad lines are reported and skipped; with
-    `strict`, any bad line raises ImportRefused and the store is left as it was.
+    `channel` is recorded on conversations whose line names none. Bad lines (a message longer than
+    `max_message_chars` among them) are reported and skipped; with `strict`, any bad line raises ImportRefused and
+    the store is left as it was. The file is read one line at a time and stored in batches inside one
+    transaction, so memory stays flat however large the file is.
     """
     path = Path(path)
     if not channel.strip() or len(channel) > 100:
         raise InputError("--channel needs a name of 1 to 100 characters, such as 'import' or 'zendesk'")
+    size = check_file(path)
     report = ImportReport()
-    parsed = parse_lines(read_lines(path), report)
-    if strict and report.errors:
-        raise ImportRefused(path, report)
     try:
         with session_scope(url) as session:
-            fresh = drop_known(session, parsed, channel, report)
+            console = Console(stderr=True)  # stdout keeps the summary clean for scripts
+            quiet = size < PROGRESS_MIN_BYTES or not console.is_terminal
+            with Progress(console=console, transient=True, disable=quiet) as progress:
+                task = progress.add_task(f"importing {path.name}", total=size)
+                for batch, consumed in parsed_batches(path, report, max_message_chars=max_message_chars):
+                    progress.update(task, completed=consumed)
+                    if strict and report.errors:
+                        continue  # refused below (every bad line still listed); the transaction rolls back
+                    fresh = drop_known(session, batch, channel, report)
+                    if fresh and not (strict and report.errors):
+                        report.messages += store_batch(session, fresh, channel, source)
+                        report.added += len(fresh)
             if strict and report.errors:
                 raise ImportRefused(path, report)
-            console = Console(stderr=True)  # stdout keeps the summary clean for scripts
-            quiet = len(fresh) < PROGRESS_MIN_RECORDS or not console.is_terminal
-            with Progress(console=console, transient=True, disable=quiet) as progress:
-                task = progress.add_task(f"importing {path.name}", total=len(fresh))
-                for batch in _chunks(fresh, BATCH_SIZE):
-                    report.messages += store_batch(session, batch, channel, source)
-                    report.added += len(batch)
-                    progress.advance(task, len(batch))
     except IntegrityError:
         raise StoreError(
             f"some conversations in {path} were stored by another writer during the import; "

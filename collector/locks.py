@@ -1,43 +1,125 @@
-"""Named locks in the store: one refresh at a time, even with several plugin instances on one Postgres."""
+"""Named locks in the store: one refresh at a time, even with several plugin instances on one Postgres.
+
+A lock is a lease: its holder renews it from a background thread every third of the lease (`LEASE`, 60 s), so a
+holder that dies stops renewing and the lock frees itself within a minute. A process that wants the lock takes it
+over at once when the holder ran on this machine and its process is gone (SIGKILL, SIGTERM, a crash), and after
+the lease ran out when it ran elsewhere. Run rows the dead holder left `running` are closed as failed then.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
 from collector.db import session_scope
-from collector.errors import ConflictError
+from collector.errors import ConflictError, StoreError
 from collector.models import JobLock, utcnow
+from collector.runs import close_runs_of
+
+log = logging.getLogger("housestyle.locks")
+
+LEASE = timedelta(seconds=60)  # a dead holder blocks others at most this long (less on its own machine)
+
+
+def this_machine() -> str:
+    """Who shares our process ids: the host name plus the pid namespace (containers on one host differ in it)."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}~{namespace}"
 
 
 def new_holder_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """`machine:pid:random`, unique per acquisition; the machine and pid tell a waiter whether the holder lives."""
+    return f"{this_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True  # no /proc here: trust kill(0)
+
+
+def why_holder_is_gone(
+    holder: str, expires_at: datetime, *, now: datetime, machine: str, alive: Callable[[int], bool]
+) -> str | None:
+    """Why the lock's holder can no longer be holding it, or None while it may still be working.
+
+    A holder on this machine whose process is gone is dead at once; anywhere else we only know once its lease ran
+    out (it renews every third of the lease while alive).
+    """
+    if expires_at <= now:
+        return f"its lease ran out at {expires_at:%H:%M:%S} UTC without being renewed"
+    holder_machine, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if holder_machine == machine and pid_text.isdigit() and not alive(int(pid_text)):
+        return f"its process {pid_text} died"
+    return None
+
+
+def _take_over(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
+    now = utcnow()
+    with session_scope(url) as session:
+        current = session.get(JobLock, name)
+        if current is None:
+            return False  # released meanwhile: the caller inserts again
+        old, expires_at = current.holder, current.expires_at
+    if old == holder:
+        return renew(name, holder, ttl=ttl, url=url)
+    why = why_holder_is_gone(old, expires_at, now=now, machine=this_machine(), alive=pid_alive)
+    if why is None:
+        return False
+    # conditional on the holder we judged (and, for a lapsed lease, on it still being lapsed: a slow holder may
+    # have renewed meanwhile): of several waiters, exactly one wins
+    still_gone = JobLock.holder == old
+    if expires_at <= now:
+        still_gone = still_gone & (JobLock.expires_at <= now)
+    with session_scope(url) as session:
+        taken = session.execute(
+            update(JobLock).where(JobLock.name == name, still_gone)
+            .values(holder=holder, acquired_at=now, expires_at=now + ttl)
+        ).rowcount == 1
+    if taken:
+        closed = close_runs_of(old, reason=f"its process died: the {name} lock holder {old} was gone ({why})", url=url)
+        log.warning("took over the %s lock from %s (%s); closed run(s) %s as failed", name, old, why, closed or "none")
+    return taken
 
 
 def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
-    """Take the lock if it is free or its holder let it expire; True when we hold it now."""
-    now = utcnow()
-    try:
+    """Take the lock if it is free, ours, or its holder is gone (see `why_holder_is_gone`); True when we hold it."""
+    for _ in range(3):  # the lock can be released between our insert and our look at it: try again
+        now = utcnow()
+        try:
+            with session_scope(url) as session:
+                session.add(JobLock(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
+            return True
+        except IntegrityError:
+            pass
         with session_scope(url) as session:
-            session.add(JobLock(name=name, holder=holder, acquired_at=now, expires_at=now + ttl))
-        return True
-    except IntegrityError:
-        pass
-    # Someone holds or held it: take it over only if expired (or it is ours), in one conditional UPDATE.
-    with session_scope(url) as session:
-        result = session.execute(
-            update(JobLock)
-            .where(JobLock.name == name, (JobLock.expires_at < now) | (JobLock.holder == holder))
-            .values(holder=holder, acquired_at=now, expires_at=now + ttl)
-        )
-        return result.rowcount == 1
+            exists = session.get(JobLock, name) is not None
+        if exists:
+            return _take_over(name, holder, ttl=ttl, url=url)
+    return False
 
 
 def renew(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
@@ -60,15 +142,41 @@ def current_holder(name: str, *, url: str) -> JobLock | None:
         return lock if lock is not None and lock.expires_at > utcnow() else None
 
 
+@dataclass
+class HeldLock:
+    """A lock we hold; `lost` is set if the heartbeat found it taken from us (we were judged dead)."""
+
+    name: str
+    holder: str
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+def _heartbeat(held: HeldLock, *, ttl: timedelta, url: str, stop: threading.Event) -> None:
+    while not stop.wait(ttl.total_seconds() / 3):
+        try:
+            if not renew(held.name, held.holder, ttl=ttl, url=url):
+                held.lost.set()
+                log.error("lost the %s lock (%s): another process took it over", held.name, held.holder)
+                return
+        except StoreError as exc:  # the store is briefly unreachable: the lease still has two thirds to go
+            log.warning("could not renew the %s lock: %s", held.name, exc)
+
+
 @contextmanager
-def job_lock(name: str, *, ttl: timedelta = timedelta(minutes=30), url: str) -> Iterator[str]:
-    """Hold `name` for the duration of the block, or raise ConflictError naming who holds it."""
+def job_lock(name: str, *, ttl: timedelta = LEASE, url: str) -> Iterator[HeldLock]:
+    """Hold `name` for the duration of the block, renewing it every ttl/3; raise ConflictError naming who holds it."""
     holder = new_holder_id()
     if not try_acquire(name, holder, ttl=ttl, url=url):
         other = current_holder(name, url=url)
         who = f"{other.holder} since {other.acquired_at:%H:%M:%S} UTC" if other else "another process"
         raise ConflictError(f"a {name} is already running ({who}); wait for it to finish")
+    held, stop = HeldLock(name, holder), threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(held,), kwargs={"ttl": ttl, "url": url, "stop": stop},
+                            name=f"housestyle-lock-{name}", daemon=True)
+    beat.start()
     try:
-        yield holder
+        yield held
     finally:
+        stop.set()
+        beat.join()
         release(name, holder, url=url)

@@ -147,6 +147,7 @@ class TrainingRun(SQLModel, table=True):
     log: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     error: str | None = Field(default=None, sa_column=Column(Text))
     adapter_version: str | None = Field(default=None, max_length=100)
+    holder: str | None = Field(default=None, index=True, max_length=200)  # job lock holder (machine:pid:random)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
 

@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from collector.errors import ConflictError, NotFoundError
+from collector.errors import ConflictError, InputError, NotFoundError
 from collector.models import AdapterEvent, AdapterStatus, AdapterVersion
+
+# What a version id may look like wherever one comes in (CLI, admin API path, files): it ends up in URL paths and
+# vLLM adapter names, so no '/', '?', '%', spaces, or a leading '.' ('..' would walk up a path).
+VERSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+_VERSION_ID = re.compile(VERSION_ID_PATTERN)
+
+
+def check_version_id(version: str) -> str:
+    """`version` if it is a well-formed version id, else an InputError naming the rule."""
+    if not _VERSION_ID.fullmatch(version):
+        shown = version if len(version) <= 60 else version[:60] + "..."
+        raise InputError(
+            f"{shown!r} is not an adapter version id: use 1 to 100 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (e.g. v0003-1a2b3c4d; `housestyle adapters list` shows them)"
+        )
+    return version
 
 
 def new_version_id(session: Session, content_hash: str) -> str:

@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session
 
 from collector.db import session_scope
@@ -22,11 +23,15 @@ log = logging.getLogger("housestyle.runs")
 class RunLog:
     """One run row: `step()` as the run moves on, `finish()` once at the end (in the caller's session if given)."""
 
-    def __init__(self, url: str | None, *, kind: str, params: dict[str, Any], step: str) -> None:
+    def __init__(
+        self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None
+    ) -> None:
+        """`holder`: the job lock's holder id the run works under; if that process dies, the next taker of the
+        lock closes the row as failed (`close_runs_of`)."""
         self.url = url
         self.started = time.monotonic()
         with session_scope(url) as session:
-            run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params)
+            run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params, holder=holder)
             session.add(run)
             session.flush()
             self.run_id: int = int(run.id)
@@ -71,3 +76,17 @@ class RunLog:
         run.adapter_version = version or run.adapter_version
         run.error = error
         session.add(run)
+
+
+def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
+    """Close every row still `running` under a lock holder that died, as failed with `reason`; returns their ids."""
+    with session_scope(url) as session:
+        ids = list(session.execute(
+            update(TrainingRun)
+            .where(TrainingRun.holder == holder, TrainingRun.status == RunStatus.RUNNING)
+            .values(status=RunStatus.FAILED, finished_at=utcnow(), error=reason)
+            .returning(TrainingRun.id)
+        ).scalars())
+    for run_id in ids:
+        log.warning("run %s closed as failed: %s", run_id, reason)
+    return sorted(ids)

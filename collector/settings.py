@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     export_workers: int = Field(
         0, description="Processes that redact PII during a large export; 0: one per CPU core, 1: no extra processes."
     )
+    max_message_chars: int = Field(
+        20_000, description="Longest message (characters) `housestyle import` accepts; a longer one makes its line a bad "
+        "line. The service's own limit on a customer message is 8,000."
+    )
     near_duplicate_threshold: float = Field(
         0.8, description="Word-bigram Jaccard similarity (0..1) from which two conversations count as near duplicates."
     )

@@ -6,11 +6,13 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from collector.errors import ConflictError, HouseStyleError, InputError, NotFoundError
+from collector.registry import check_version_id
 from collector.settings import Settings
 from serving.errors import AdapterRejectedError, NoHealthyReplicaError, UpstreamError
 
@@ -113,18 +115,26 @@ class AdminClient:
         return self._request("GET", "/admin/adapters")
 
     def promote(self, version: str, actor: str, reason: str | None) -> dict[str, Any]:
-        return self._request("POST", f"/admin/adapters/{version}/promote", {"actor": actor, "reason": reason})
+        return self._request("POST", f"/admin/adapters/{version_segment(version)}/promote",
+                             {"actor": actor, "reason": reason})
 
     def rollback(self, version: str | None, actor: str, reason: str | None) -> dict[str, Any]:
+        if version is not None:
+            check_version_id(version)
         return self._request("POST", "/admin/adapters/rollback", {"version": version, "actor": actor, "reason": reason})
 
     def canary(self, version: str, share: float, actor: str, reason: str | None) -> dict[str, Any]:
         return self._request(
-            "POST", f"/admin/adapters/{version}/canary", {"share": share, "actor": actor, "reason": reason}
+            "POST", f"/admin/adapters/{version_segment(version)}/canary", {"share": share, "actor": actor, "reason": reason}
         )
 
     def close(self) -> None:
         self.client.close()
+
+
+def version_segment(version: str) -> str:
+    """A version id as one URL path segment: checked, then percent-encoded all the same (belt and braces)."""
+    return quote(check_version_id(version), safe="")
 
 
 def control_file_path_hint() -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 from typing import Any
 
@@ -35,7 +36,7 @@ from serving.replicas import Replica, ReplicaPool, ReplicaStatus
 from serving.routing import LoadedVersion, Route, RoutingTable
 from serving.swaps import AdapterSwaps, SwapResult
 from serving.validation import validate_adapter
-from serving.vllm_server import BASE_SERVED_NAME, VllmServer, resolved_base_model
+from serving.vllm_server import BASE_SERVED_NAME, VllmServer, replica_cpu_lists, resolved_base_model
 
 log = logging.getLogger("housestyle.serving")
 
@@ -66,9 +67,11 @@ class ServingGateway:
         self.api_key = settings.vllm_api_key or (secrets.token_hex(24) if self.managed else None)
         self.servers: list[VllmServer] = []
         if self.managed:
+            cpu_lists = replica_cpu_lists(sorted(os.sched_getaffinity(0)), settings.vllm_replicas)
             for index in range(settings.vllm_replicas):
                 port = settings.vllm_port + index if settings.vllm_port else None
-                self.servers.append(VllmServer(settings, port=port, api_key=self.api_key))
+                self.servers.append(VllmServer(settings, port=port, api_key=self.api_key,
+                                               cpu_bind=cpu_lists[index] if cpu_lists else None))
             urls = [server.url for server in self.servers]
         else:
             urls = urls or [url.strip() for url in settings.vllm_urls.split(",") if url.strip()]

@@ -39,6 +39,11 @@ class ChatStream:
         self._lines = response.aiter_lines()
         self._closed = False
 
+    @property
+    def replica_url(self) -> str:
+        """The replica this stream comes from (least in flight when it started)."""
+        return self._replica.url
+
     def __aiter__(self) -> ChatStream:
         return self
 

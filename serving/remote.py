@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collector.errors import ConflictError, InputError
+from collector.registry import check_version_id
 from collector.settings import Settings
 from serving import lifecycle
 from serving.control import AdminClient, read_control_file
@@ -31,6 +32,7 @@ def validate_offline(version: str, *, actor: str, settings: Settings) -> None:
 
 def promote_version(version: str, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Make `version` live; returns once every replica serves it (or the registry says so). One-line summary."""
+    check_version_id(version)
     admin = running_service(settings)
     if admin:
         result = admin.promote(version, actor, reason)
@@ -45,6 +47,8 @@ def promote_version(version: str, *, actor: str, reason: str | None, settings: S
 
 def rollback_version(version: str | None, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Go back to the previous live version, or to any kept `version`."""
+    if version is not None:
+        check_version_id(version)
     admin = running_service(settings)
     if admin:
         result = admin.rollback(version, actor, reason)
@@ -61,6 +65,7 @@ def rollback_version(version: str | None, *, actor: str, reason: str | None, set
 
 def canary_version(version: str, share: float, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Route `share` of new conversations to `version` (0 ends its canary)."""
+    check_version_id(version)
     if not 0.0 <= share <= 1.0:
         raise InputError(f"--share {share} is not between 0 and 1; use e.g. --share 0.1")
     url = settings.resolved_database_url

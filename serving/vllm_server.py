@@ -37,7 +37,9 @@ def resolved_base_model(settings: Settings) -> str:
     return settings.base_model or str((settings.models_dir / "base").resolve())
 
 
-def vllm_command(settings: Settings, *, port: int, api_key: str) -> list[str]:
+def vllm_command(settings: Settings, *, port: int) -> list[str]:
+    """The command line: nothing secret on it (anyone on the machine can read it with `ps`); the key is in the
+    environment (`vllm_environment`)."""
     # the `vllm` console script fails on the CPU build; the module entry point works everywhere
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -45,7 +47,6 @@ def vllm_command(settings: Settings, *, port: int, api_key: str) -> list[str]:
         "--served-model-name", BASE_SERVED_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
-        f"--api-key={api_key}",  # one token: a key starting with "-" must not read as a flag
         "--enable-lora",
         "--max-lora-rank", str(settings.max_lora_rank),
         "--max-loras", str(settings.max_loras),
@@ -56,9 +57,29 @@ def vllm_command(settings: Settings, *, port: int, api_key: str) -> list[str]:
     ]
 
 
-def vllm_environment(settings: Settings) -> dict[str, str]:
+def replica_cpu_lists(cpus: list[int], replicas: int) -> list[str] | None:
+    """The CPUs each of `replicas` managed servers binds its compute threads to: the machine's CPUs cut into equal
+    contiguous runs, e.g. [0, 1] for 2 -> ["0", "1"]. None (vLLM's own choice) for one replica, or fewer CPUs than
+    replicas. Left to itself every CPU build of vLLM binds to the same cores, so replicas would fight over them
+    (and a restarting one would starve while the others serve)."""
+    if replicas < 2 or len(cpus) < replicas:
+        return None
+    share = len(cpus) // replicas
+    runs = [sorted(cpus)[index * share:(index + 1) * share] for index in range(replicas)]
+    return [",".join(str(cpu) for cpu in run) for run in runs]
+
+
+def vllm_environment(settings: Settings, *, api_key: str, cpu_bind: str | None = None) -> dict[str, str]:
+    """vLLM's environment. VLLM_API_KEY guards its /v1 routes when no --api-key is given (vLLM 0.32,
+    `entrypoints/serve/middleware/register.py`); /proc/PID/environ, unlike the command line, only its owner reads.
+    `cpu_bind` (see `replica_cpu_lists`) sets VLLM_CPU_OMP_THREADS_BIND unless the environment already does."""
+    binding = {}
+    if cpu_bind and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        binding["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
     return {
         **os.environ,
+        **binding,
+        "VLLM_API_KEY": api_key,
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
         "VLLM_CPU_KVCACHE_SPACE": str(settings.vllm_cpu_kvcache_gib),
         "PYTHONUNBUFFERED": "1",
@@ -68,10 +89,13 @@ def vllm_environment(settings: Settings) -> dict[str, str]:
 class VllmServer:
     """A vLLM OpenAI server in its own process group, logging to HOME/logs/vllm-PORT.log, restarted if it dies."""
 
-    def __init__(self, settings: Settings, *, port: int | None = None, api_key: str) -> None:
+    def __init__(
+        self, settings: Settings, *, port: int | None = None, api_key: str, cpu_bind: str | None = None
+    ) -> None:
         self.settings = settings
         self.port = port or free_port()
         self.api_key = api_key
+        self.cpu_bind = cpu_bind
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = settings.home / "logs" / f"vllm-{self.port}.log"
         self.process: subprocess.Popen | None = None
@@ -88,8 +112,8 @@ class VllmServer:
         with self.log_path.open("ab") as log_file:
             # own session = own process group, so stop() reaches vLLM's engine-core children too (no orphans)
             self.process = subprocess.Popen(
-                vllm_command(self.settings, port=self.port, api_key=self.api_key),
-                env=vllm_environment(self.settings),
+                vllm_command(self.settings, port=self.port),
+                env=vllm_environment(self.settings, api_key=self.api_key, cpu_bind=self.cpu_bind),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -100,11 +124,15 @@ class VllmServer:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def log_tail(self, lines: int = 25) -> str:
+    def log_tail(self, lines: int = 25, *, max_bytes: int = 65_536) -> str:
+        """The log's last `lines` lines (from its last `max_bytes` only: a log of a long-lived server is large)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as handle:
+                handle.seek(max(0, handle.seek(0, os.SEEK_END) - max_bytes))
+                text = handle.read().decode(errors="replace")
         except OSError:
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def last_log_line(self) -> str:
         """The log's last error line (else its last line), for one-line errors; the whole log stays in the file."""
@@ -119,9 +147,9 @@ class VllmServer:
             while time.monotonic() < deadline:
                 if not self.alive():
                     code = self.process.returncode if self.process else None
+                    last = await asyncio.to_thread(self.last_log_line)
                     raise VllmStartError(
-                        f"vLLM exited with code {code} while starting; its log is {self.log_path} "
-                        f"(last error: {self.last_log_line()})"
+                        f"vLLM exited with code {code} while starting; its log is {self.log_path} (last error: {last})"
                     )
                 try:
                     if (await client.get(f"{self.url}/health")).status_code == 200:
@@ -129,18 +157,19 @@ class VllmServer:
                 except httpx.HTTPError:
                     pass
                 await asyncio.sleep(0.5)
+        last = await asyncio.to_thread(self.last_log_line)
         raise VllmStartError(
             f"vLLM was not healthy after {timeout_s or self.settings.vllm_start_timeout_s:.0f}s; its log is "
-            f"{self.log_path} (last error: {self.last_log_line()}); raise HOUSESTYLE_VLLM_START_TIMEOUT_S if it was "
+            f"{self.log_path} (last error: {last}); raise HOUSESTYLE_VLLM_START_TIMEOUT_S if it was "
             "still loading"
         )
 
     async def start(self) -> None:
-        self.launch()
+        await asyncio.to_thread(self.launch)
         try:
             await self.wait_healthy()
         except VllmStartError:
-            self.kill()
+            await asyncio.to_thread(self.kill)
             raise
 
     def supervise(self) -> None:
@@ -148,17 +177,20 @@ class VllmServer:
         self._supervisor = asyncio.create_task(self._supervise(), name=f"housestyle-vllm-{self.port}")
 
     async def _supervise(self) -> None:
+        # Everything that blocks (waiting for the old process group to go, reading its log, starting the new one)
+        # runs in a thread: this loop also serves every customer request, and must keep answering meanwhile.
         while not self._stopping:
             await asyncio.sleep(0.5)
             if self._stopping or self.alive():
                 continue
             code = self.process.returncode if self.process else None
-            log.error("vLLM on %s exited with code %s; restarting. Last lines:\n%s", self.url, code, self.log_tail(10))
-            self.kill()  # reap leftovers of the old process group before reusing the port
+            tail = await asyncio.to_thread(self.log_tail, 10)
+            log.error("vLLM on %s exited with code %s; restarting. Last lines:\n%s", self.url, code, tail)
+            await asyncio.to_thread(self.kill)  # reap leftovers of the old process group before reusing the port
             self.restarts += 1
             await asyncio.sleep(min(30.0, 2.0 * self.restarts))
             try:
-                self.launch()
+                await asyncio.to_thread(self.launch)
                 await self.wait_healthy()
             except VllmStartError as exc:
                 log.error("restarting vLLM on %s failed: %s", self.url, exc)

@@ -247,11 +247,60 @@ def test_file_records_explain_what_is_wrong_with_a_turn() -> None:
     assert isinstance(parse_record(json.dumps(chat(("system", "Be kind."), ("user", "Hi"), ("assistant", "Hello!")))), ChatRecord)
 
 
+def test_a_hostile_line_is_one_bad_line_with_a_reason_and_the_rest_of_the_file_lands(
+    housestyle_home: Path, tmp_path: Path
+) -> None:
+    nested = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    too_long = chat(("user", "x" * 20_001), ("assistant", "Hello!"))
+    long_draft = {"external_id": "d", "messages": [{"role": "user", "content": "Hi"},
+                                                   {"role": "assistant", "content": "ok", "draft": "y" * 20_001,
+                                                    "decision": "edited"}]}
+    at_the_limit = chat(("user", "z" * 20_000), ("assistant", "Hello!"))
+    # U+2028 inside a JSON string is legal and must not split the record into two lines
+    separator = json.dumps(chat(("user", "line one\u2028line two\x85"), ("assistant", "Hello!")), ensure_ascii=False)
+    assert "\u2028" in separator
+    path = write_jsonl(tmp_path / "hostile.jsonl", [GOOD, nested, too_long, long_draft, at_the_limit, separator])
+
+    report = import_file(path, url=open_store(get_settings().resolved_database_url))
+
+    assert [(error.line, error.reason) for error in report.errors] == [
+        (2, "invalid JSON: nested too deeply (a record is an object holding a list of messages)"),
+        (3, "message 1 is 20,001 characters long; the longest accepted is 20,000 (split it, or raise "
+            "HOUSESTYLE_MAX_MESSAGE_CHARS)"),
+        (4, "the draft of message 2 is 20,001 characters long; the longest accepted is 20,000 (split it, or raise "
+            "HOUSESTYLE_MAX_MESSAGE_CHARS)"),
+    ]
+    assert report.added == 3
+    with db.session_scope(get_settings().resolved_database_url) as session:
+        assert session.execute(select(Message.content).where(Message.content.like("line one%"))).scalar_one() == (
+            "line one\u2028line two\x85")
+
+
+def test_the_cli_reports_a_deeply_nested_or_huge_line_without_a_traceback(tmp_path: Path) -> None:
+    nested = '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    huge = chat(("user", "x" * 50_000_000), ("assistant", "Hello!"))  # the 50 MB message that cost 2.6 GB later
+    path = write_jsonl(tmp_path / "hostile.jsonl", [GOOD, nested, huge])
+    result = housestyle("import", str(path), home=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[:2] == [
+        "line 2: invalid JSON: nested too deeply (a record is an object holding a list of messages)",
+        "line 3: message 1 is 50,000,000 characters long; the longest accepted is 20,000 (split it, or raise "
+        "HOUSESTYLE_MAX_MESSAGE_CHARS)",
+    ]
+    assert result.stdout.strip() == "imported 1 conversations (2 messages), 0 already present, 2 bad lines"
+    # the limit is a setting
+    env_limit = housestyle("import", "--strict", str(write_jsonl(tmp_path / "long.jsonl", [chat(("user", "x" * 30), ("assistant", "ok"))])),
+                           home=tmp_path / "limited", extra_env={"HOUSESTYLE_MAX_MESSAGE_CHARS": "20"})
+    assert env_limit.returncode == 1 and "the longest accepted is 20 " in env_limit.stderr
+
+
 # --- the CLI ------------------------------------------------------------------------------------------------------
 
 
-def housestyle(*args: str, home: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOUSESTYLE_HOME": str(home)}
+def housestyle(*args: str, home: Path, database_url: str | None = None,
+               extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HOUSESTYLE_HOME": str(home), **(extra_env or {})}
     env.pop("HOUSESTYLE_DATABASE_URL", None)
     if database_url:
         env["HOUSESTYLE_DATABASE_URL"] = database_url

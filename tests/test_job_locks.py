@@ -1,14 +1,30 @@
-"""One refresh at a time: the store-held job lock works across processes on SQLite and Postgres."""
+"""One refresh at a time: the store-held job lock works across processes on SQLite and Postgres, is renewed while
+held, and is taken over from a holder that died (at once on this machine, after its lease elsewhere)."""
 
 from __future__ import annotations
 
 import multiprocessing
-from datetime import timedelta
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from collector import locks
+from collector.db import session_scope
 from collector.errors import ConflictError
+from collector.models import RunStatus, TrainingRun
+from collector.settings import get_settings
+from plugin.loop.decision import RemoteSwapper
+from plugin.loop.refresh import REFRESH_LOCK, run_refresh
+
+ROOT = Path(__file__).parent.parent
 
 
 def _try_in_child(url: str, queue: multiprocessing.Queue) -> None:
@@ -36,3 +52,130 @@ def test_an_expired_lock_from_a_dead_holder_is_taken_over(store_url: str) -> Non
     assert not locks.try_acquire("refresh", "third:3:z", ttl=timedelta(minutes=5), url=store_url)
     assert locks.renew("refresh", "alive-host:2:y", ttl=timedelta(minutes=5), url=store_url)
     assert not locks.renew("refresh", "dead-host:1:x", ttl=timedelta(minutes=5), url=store_url)
+
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+HERE = "gadget-host~4026531836"
+
+
+@pytest.mark.parametrize(
+    ("holder", "expires_in_s", "alive_pids", "gone_because"),
+    [
+        (f"{HERE}:4242:ab", 50, {4242}, None),  # ours, alive, lease running: keep out
+        (f"{HERE}:4242:ab", 50, set(), "its process 4242 died"),  # ours and dead: at once
+        (f"{HERE}:4242:ab", -1, {4242}, "lease ran out"),  # alive but stopped renewing (hung): the lease decides
+        ("other-host~4026531836:4242:ab", 50, set(), None),  # another machine: its pid says nothing here
+        ("gadget-host~999:4242:ab", 50, set(), None),  # same host name, another container: its pids are not ours
+        ("other-host~1:4242:ab", 0, set(), "lease ran out"),  # another machine, lease over
+        ("not-a-holder-id", 50, set(), None),  # unparsable: only the lease can free it
+    ],
+)
+def test_a_holder_is_gone_when_its_process_died_here_or_its_lease_ran_out(
+    holder: str, expires_in_s: float, alive_pids: set[int], gone_because: str | None
+) -> None:
+    why = locks.why_holder_is_gone(holder, NOW + timedelta(seconds=expires_in_s), now=NOW, machine=HERE,
+                                   alive=lambda pid: pid in alive_pids)
+    assert (why is None) if gone_because is None else (gone_because in why)
+
+
+HOLDER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from datetime import timedelta
+    from collector import locks
+    from collector.db import open_store
+    from collector.runs import RunLog
+
+    url, ttl = open_store(sys.argv[1]), timedelta(seconds=float(sys.argv[2]))
+    with locks.job_lock("refresh", ttl=ttl, url=url) as held:
+        run = RunLog(url, kind="refresh", params={}, step="train", holder=held.holder)
+        print(run.run_id, held.holder, flush=True)
+        time.sleep(float(sys.argv[3]))
+    print("released", flush=True)
+    """
+)
+
+
+def start_holder(url: str, *, ttl_s: float = 60, hold_s: float = 600) -> tuple[subprocess.Popen, int, str]:
+    """A real `housestyle`-like process holding the refresh lock with a running run row; (process, run id, holder)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER_SCRIPT, url, str(ttl_s), str(hold_s)],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+    )
+    run_id, holder = child.stdout.readline().split()
+    return child, int(run_id), holder
+
+
+def run_row(url: str, run_id: int) -> TrainingRun:
+    with session_scope(url) as session:
+        return session.get(TrainingRun, run_id)
+
+
+@pytest.mark.parametrize("kill_with", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_refresh_killed_while_holding_the_lock_is_taken_over_at_once_and_its_run_closed_as_failed(
+    store_url: str, kill_with: signal.Signals
+) -> None:
+    child, run_id, holder = start_holder(store_url)
+    with pytest.raises(ConflictError, match="already running"):  # alive: nobody else may refresh
+        with locks.job_lock(REFRESH_LOCK, url=store_url):
+            pass
+    child.send_signal(kill_with)  # Python's default SIGTERM runs no finally: the lock and the row stay behind
+    child.wait(30)
+    assert locks.current_holder(REFRESH_LOCK, url=store_url).holder == holder
+    assert run_row(store_url, run_id).status == RunStatus.RUNNING
+
+    started = time.monotonic()
+    with locks.job_lock(REFRESH_LOCK, url=store_url) as held:  # the next refresh runs now, not in 6 hours
+        assert locks.current_holder(REFRESH_LOCK, url=store_url).holder == held.holder
+    assert time.monotonic() - started < 10
+    orphan = run_row(store_url, run_id)
+    assert orphan.status == RunStatus.FAILED and orphan.finished_at is not None
+    assert "its process died" in orphan.error and holder in orphan.error
+
+
+def test_a_live_holder_renews_its_lease_so_nobody_takes_it_while_it_works(store_url: str) -> None:
+    child, run_id, holder = start_holder(store_url, ttl_s=1.5, hold_s=6)
+    try:
+        deadline = time.monotonic() + 4.5  # three leases long: without renewal it would lapse twice
+        while time.monotonic() < deadline:
+            assert not locks.try_acquire(REFRESH_LOCK, locks.new_holder_id(), ttl=timedelta(minutes=1), url=store_url)
+            assert locks.current_holder(REFRESH_LOCK, url=store_url).holder == holder
+            time.sleep(0.25)
+        assert child.stdout.readline().strip() == "released"
+        assert child.wait(30) == 0
+        assert run_row(store_url, run_id).status == RunStatus.RUNNING  # alive the whole time: not closed by others
+        assert locks.current_holder(REFRESH_LOCK, url=store_url) is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_holder_on_another_machine_is_taken_over_only_once_its_lease_ran_out(store_url: str) -> None:
+    elsewhere = "gpu-box~4026531836:4242:abcd1234"
+    assert locks.try_acquire(REFRESH_LOCK, elsewhere, ttl=timedelta(seconds=2), url=store_url)
+    with session_scope(store_url) as session:
+        session.add(TrainingRun(kind="refresh", status=RunStatus.RUNNING, holder=elsewhere))
+    with pytest.raises(ConflictError, match="gpu-box"):
+        with locks.job_lock(REFRESH_LOCK, url=store_url):
+            pass
+    time.sleep(2.1)
+    with locks.job_lock(REFRESH_LOCK, url=store_url):
+        pass
+    with session_scope(store_url) as session:
+        (orphan,) = session.exec(select(TrainingRun).where(TrainingRun.holder == elsewhere)).all()
+    assert orphan.status == RunStatus.FAILED and "lease ran out" in orphan.error
+
+
+def test_ctrl_c_during_a_refresh_closes_its_run_as_failed_and_releases_the_lock(store_url: str) -> None:
+    settings = get_settings()
+
+    def press_ctrl_c(run_id: int) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT: Python raises KeyboardInterrupt in this thread
+        time.sleep(5)  # never reached in full: the interrupt lands here
+
+    with pytest.raises(KeyboardInterrupt):
+        run_refresh(settings, RemoteSwapper(settings), on_started=press_ctrl_c)
+    with session_scope(store_url) as session:
+        (run,) = session.exec(select(TrainingRun).where(TrainingRun.kind == "refresh")).all()
+    assert run.status == RunStatus.FAILED and "interrupted" in run.error
+    assert locks.current_holder(REFRESH_LOCK, url=store_url) is None

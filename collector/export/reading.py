@@ -36,10 +36,10 @@ def split_key(channel: str, external_id: str) -> str:
     return f"{channel}/{external_id}"
 
 
-def content_key(channel: str, turns: list[StoredTurn]) -> str:
-    """The split key of a conversation whose id is our own random one (widget, OpenAI API): its opening message,
-    so the same conversation gets the same split on every run, and conversations that open alike share one."""
-    opening = next((turn.content or "" for turn in turns if turn.role == "user"), "")
+def content_key(channel: str, opening: str) -> str:
+    """The split key of a conversation whose id is our own random one (widget, OpenAI API): its opening message
+    (redacted: the key survives the retention purge), so the same conversation gets the same split on every run,
+    and conversations that open alike share one."""
     digest = hashlib.blake2b(" ".join(opening.lower().split()).encode(), digest_size=12).hexdigest()
     return f"{channel}/opening:{digest}"
 
@@ -95,12 +95,16 @@ def stored_conversations(
     for chunk in _conversation_chunks(connection, options):
         ids = [conversation_id for conversation_id, _, _ in chunk]
         turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
-        for conversation_id, position, role, text, draft_id in connection.execute(
-            select(Message.conversation_id, Message.position, Message.role, content, Message.draft_id)
+        openings: dict[int, str] = {}
+        for conversation_id, position, role, text, draft_id, redacted_text, raw in connection.execute(
+            select(Message.conversation_id, Message.position, Message.role, content, Message.draft_id,
+                   Message.redacted_content, Message.content)
             .where(Message.conversation_id.in_(ids))
             .order_by(Message.conversation_id, Message.position)
         ).all():
             turns[conversation_id].append(StoredTurn(position, str(role), text, draft_id))
+            if str(role) == "user" and conversation_id not in openings:
+                openings[conversation_id] = redacted_text if redacted_text is not None else raw
         drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
         for row in connection.execute(
             select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, final,
@@ -116,8 +120,8 @@ def stored_conversations(
         channels = dict(connection.execute(select(Conversation.id, Conversation.channel).where(
             Conversation.id.in_([i for i, key, _ in chunk if key is None]))).all()) if any(
             key is None for _, key, _ in chunk) else {}
-        yield [StoredConversation(i, key or content_key(channels[i], turns[i]), created_at, turns[i], drafts[i])
-               for i, key, created_at in chunk]
+        yield [StoredConversation(i, key or content_key(channels[i], openings.get(i, "")), created_at, turns[i],
+                                  drafts[i]) for i, key, created_at in chunk]
 
 
 def count_unredacted(url: str, options: ExportOptions) -> int:

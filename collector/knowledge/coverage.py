@@ -142,7 +142,7 @@ def coverage_report(
     intent_tallies: dict[str, TopicTally] = defaultdict(TopicTally)
     totals: Counter[str] = Counter()
     conversations = 0
-    for chunk in stored_conversations(session.connection(), options):
+    for chunk in stored_conversations(session.connection(), options, redacted=False):
         for stored in chunk:
             conversations += 1
             reviewed = [

@@ -18,7 +18,7 @@ from plugin.api.deps import KeyCache, new_rate_limits
 from plugin.api.errors import install_error_handlers
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
-from plugin.api.schemas import CONVERSATION_TOKEN_HEADER
+from plugin.api.schemas import CONVERSATION_TOKEN_HEADER, ERROR_RESPONSES
 from plugin.api.routes import admin, chatwoot, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.loop.scheduler import LoopScheduler
 from plugin.redaction_worker import RedactionWorker
@@ -84,7 +84,7 @@ def create_app(
         summary="Chat widget, agent review, OpenAI-compatible and Chatwoot API of a support assistant that learns "
         "your company's voice.",
         lifespan=lifespan,
-        responses={401: {"description": "Missing, unknown or revoked API key"}},
+        responses=ERROR_RESPONSES,
     )
     app.state.settings = settings
     app.state.gateway = gateway

@@ -119,9 +119,3 @@ class Model(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[Model]
-
-
-class ErrorBody(BaseModel):
-    """Every 4xx/5xx answer: `detail` says what to fix."""
-
-    detail: str | list[dict[str, Any]]

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from collector.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
+from collector.registry import VERSION_ID_PATTERN
 from collector.stats import BASE_LABEL
 
 LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
@@ -31,10 +32,32 @@ def storable(text: str) -> str:
 Text = Annotated[str, AfterValidator(storable)]
 
 
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer: `detail` says what to fix (a 422 of a malformed body lists each problem)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "The request cannot be carried out as asked; `detail` says why",
+        401: "Missing, unknown or revoked API key",
+        403: "This key's role may not do this",
+        404: "No such thing (for a widget key: none it started)",
+        409: "Not possible in the current state (already reviewed, claimed by another agent, already live, ...)",
+        413: "Request body over HOUSESTYLE_MAX_REQUEST_BYTES",
+        422: "A value is not usable: a list of problems for a malformed body, else one sentence",
+        429: "Over a rate limit; retry after Retry-After",
+        503: "Not available right now (no model server, the store cannot write); retry after Retry-After",
+    }.items()
+}
+
+
 class Identified(BaseModel):
     """Bodies that once named who acted: the API key names them now; an old client's own name must agree."""
 
-    agent: str | None = Field(None, max_length=200, deprecated=True,
+    agent: str | None = Field(None, max_length=200,
                               description="Ignored when it equals the API key's name; anything else is refused: "
                               "who acted always comes from the key.")
 
@@ -176,7 +199,8 @@ class AdapterChange(BaseModel):
 
 
 class RollbackIn(AdapterChange):
-    version: str | None = Field(None, description="Version to go back to; default the one live before.")
+    version: str | None = Field(None, pattern=VERSION_ID_PATTERN, max_length=100,
+                                description="Version to go back to; default the one live before.")
 
 
 class CanaryIn(AdapterChange):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
-
 from pydantic import BaseModel
 
 from collector.db import session_scope
@@ -64,13 +62,13 @@ def run_refresh(
     """
     url = settings.resolved_database_url
     base = settings.base_model or str(settings.models_dir / "base")
-    with job_lock(REFRESH_LOCK, ttl=timedelta(hours=6), url=url):
+    with job_lock(REFRESH_LOCK, url=url) as held:  # renewed while we work; a dead holder's is taken over
         run = RunLog(url, kind="refresh", params={"base": base, "preset": settings.train_preset,
-                                                  **(train_overrides or {})}, step="export")
-        if on_started is not None:
-            on_started(run.run_id)
+                                                  **(train_overrides or {})}, step="export", holder=held.holder)
         candidate: str | None = None
         try:
+            if on_started is not None:
+                on_started(run.run_id)
             data = settings.exports_dir / f"refresh-{run.run_id:04d}"
             run.step("export", "redacting conversations the redaction worker has not reached yet")
             redacted = redact_everything(url, lambda: redactor_for(settings))
@@ -120,3 +118,6 @@ def run_refresh(
             log.exception("refresh run %s failed", run.run_id)
             run.finish(RunStatus.FAILED, version=candidate, error=message)
             return RefreshOutcome(run_id=run.run_id, status=RunStatus.FAILED, candidate=candidate, error=message)
+        except BaseException as exc:  # Ctrl-C, SystemExit from a signal handler: close the row, then let it stop us
+            run.finish(RunStatus.FAILED, version=candidate, error=f"interrupted ({type(exc).__name__})")
+            raise

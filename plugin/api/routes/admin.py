@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import partial
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from sqlalchemy import func, select
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from collector import registry
 from collector.models import Conversation
+from collector.registry import VERSION_ID_PATTERN
 from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
 from collector.export import export_dataset, export_options
 from plugin.assistant import require_gateway
@@ -34,6 +36,8 @@ from plugin.api.schemas import (
 from serving.gateway import SwapResult
 
 router = APIRouter(prefix="/admin", tags=["admin"])
+
+VersionPath = Annotated[str, Path(pattern=VERSION_ID_PATTERN, max_length=100, description="Adapter version id")]
 
 CHANGE_ERRORS = {
     404: {"description": "Unknown version"},
@@ -67,7 +71,9 @@ async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: Gatew
     responses=CHANGE_ERRORS,
     summary="Make a version live everywhere",
 )
-async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+async def promote_adapter(
+    version: VersionPath, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep
+) -> SwapResult:
     return await require_gateway(gateway).promote(version, actor=caller.acting_as(body.actor), reason=body.reason)
 
 
@@ -77,7 +83,7 @@ async def promote_adapter(version: str, body: AdapterChange, caller: AdminCaller
     responses=CHANGE_ERRORS,
     summary="Serve a share of conversations with it",
 )
-async def canary_adapter(version: str, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+async def canary_adapter(version: VersionPath, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
     return await require_gateway(gateway).canary(
         version, body.share, actor=caller.acting_as(body.actor), reason=body.reason
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import func, select
 
 from collector import registry
@@ -43,7 +43,7 @@ def recent_runs(_: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=
 
 @router.get("/admin/runs/{run_id}", response_model=RunOut, responses={404: {"description": "Unknown run"}},
             summary="One training or refresh run: step, progress, log tail, outcome")
-def one_run(run_id: int, _: AdminCaller, store: StoreDep) -> RunOut:
+def one_run(run_id: Annotated[int, Path(ge=1, le=2_147_483_647)], _: AdminCaller, store: StoreDep) -> RunOut:
     with store.session() as session:
         run = session.get(TrainingRun, run_id)
         if run is None:

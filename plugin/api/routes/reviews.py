@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session
 
 from collector import recorder
@@ -15,6 +15,7 @@ from plugin.api.schemas import ApproveIn, ClaimIn, ClaimOut, EditIn, MessageOut,
 from plugin.api.worddiff import word_diff
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
+DraftId = Annotated[int, Path(ge=1, le=2_147_483_647, description="The draft's id (from the queue).")]
 
 CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"}}
 
@@ -52,14 +53,14 @@ def review_queue(
 
 
 @router.get("/{draft_id}", response_model=PendingDraft, summary="One draft with its conversation")
-def get_draft(draft_id: int, _: AgentCaller, store: StoreDep) -> PendingDraft:
+def get_draft(draft_id: DraftId, _: AgentCaller, store: StoreDep) -> PendingDraft:
     with store.session() as session:
         return _pending_draft(session, recorder.get_draft(session, draft_id))
 
 
 @router.post("/{draft_id}/claim", response_model=ClaimOut, responses=CONFLICT, summary="Reserve a draft for review")
 def claim_draft(
-    draft_id: int, body: ClaimIn, caller: AgentCaller, store: StoreDep, settings: SettingsDep, request: Request
+    draft_id: DraftId, body: ClaimIn, caller: AgentCaller, store: StoreDep, settings: SettingsDep, request: Request
 ) -> ClaimOut:
     """Two agents never review the same draft: a live claim by someone else answers 409; a stale one is taken over."""
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
@@ -70,7 +71,7 @@ def claim_draft(
 
 
 @router.post("/{draft_id}/release", response_model=PendingDraft, responses=CONFLICT, summary="Give a claimed draft back")
-def release_draft(draft_id: int, body: ClaimIn, caller: AgentCaller, store: StoreDep, request: Request) -> PendingDraft:
+def release_draft(draft_id: DraftId, body: ClaimIn, caller: AgentCaller, store: StoreDep, request: Request) -> PendingDraft:
     """For an agent who opened a draft and moved on without deciding: others may take it at once (409 if another
     agent holds it)."""
     with request.app.state.review_lock, store.session() as session:
@@ -80,7 +81,7 @@ def release_draft(draft_id: int, body: ClaimIn, caller: AgentCaller, store: Stor
 
 @router.post("/{draft_id}/typing", response_model=ClaimOut, responses=CONFLICT, summary="Say the agent is typing")
 def agent_typing(
-    draft_id: int, body: ClaimIn, caller: AgentCaller, store: StoreDep, settings: SettingsDep, request: Request
+    draft_id: DraftId, body: ClaimIn, caller: AgentCaller, store: StoreDep, settings: SettingsDep, request: Request
 ) -> ClaimOut:
     """Send every few seconds while writing: the customer's widget shows "An agent is typing…" for a few seconds
     after each call, and the claim is renewed. Claims the draft if nobody holds it; 409 if another agent does."""
@@ -96,7 +97,7 @@ def _review(
     store: Store,
     metrics: MetricsDep,
     caller: Caller,
-    draft_id: int,
+    draft_id: DraftId,
     decision: ReviewDecision,
     agent: str | None,
     final_text: str | None = None,
@@ -121,14 +122,14 @@ def _review(
 
 @router.post("/{draft_id}/approve", response_model=ReviewOut, responses=CONFLICT, summary="Send the draft unchanged")
 def approve_draft(
-    draft_id: int, body: ApproveIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
+    draft_id: DraftId, body: ApproveIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
 ) -> ReviewOut:
     return _review(request, store, metrics, caller, draft_id, ReviewDecision.APPROVED, body.agent)
 
 
 @router.post("/{draft_id}/edit", response_model=ReviewOut, responses=CONFLICT, summary="Send the agent's version")
 def edit_draft(
-    draft_id: int, body: EditIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
+    draft_id: DraftId, body: EditIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
 ) -> ReviewOut:
     """The final text is stored beside the draft; the answer includes a word-level diff between them."""
     return _review(
@@ -138,7 +139,7 @@ def edit_draft(
 
 @router.post("/{draft_id}/reject", response_model=ReviewOut, responses=CONFLICT, summary="Do not send the draft")
 def reject_draft(
-    draft_id: int, body: RejectIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
+    draft_id: DraftId, body: RejectIn, caller: AgentCaller, store: StoreDep, metrics: MetricsDep, request: Request
 ) -> ReviewOut:
     """Optionally with the reply the agent wrote instead (the customer sees it) and a reason."""
     return _review(
