@@ -65,9 +65,18 @@ def db_restore(
                f"schema {summary.revision} upgraded to {db.current_revision(get_settings().resolved_database_url)})")
 
 
+BrandOption = Annotated[
+    str | None, typer.Option("--brand", help="The brand whose data this is (default HOUSESTYLE_BRAND: 'default'); "
+                             "`housestyle brands list` shows them.")
+]
+
+
 def import_command(
     path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
     sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
+    business_sample: Annotated[bool, typer.Option(
+        "--business-sample", help="Load the bundled second brand's conversations (GadgetCorp's business desk, a "
+        "formal voice), e.g. into a brand made with `housestyle brands create`.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file if any line is bad.")] = False,
     channel: Annotated[
         str, typer.Option(help="Channel recorded on conversations whose lines name none (HouseStyle lines may).")
@@ -77,6 +86,7 @@ def import_command(
         typer.Option("--redact/--no-redact", help="Redact what was imported now (default: HOUSESTYLE_REDACT_AT_INGEST); "
                      "--no-redact leaves it to `housestyle redact` or the service's worker."),
     ] = None,
+    brand: BrandOption = None,
 ) -> None:
     """Load conversations from a file; each assistant reply counts as reviewed by an agent.
 
@@ -86,15 +96,20 @@ def import_command(
     Importing the same conversations twice adds nothing twice.
     """
     from collector.importer import ImportRefused, import_file
-    from collector.sample import SAMPLE_PATH
+    from collector.sample import BUSINESS_SAMPLE_PATH, SAMPLE_PATH
 
-    if sample == (path is not None):
-        raise InputError("give either a PATH to import or --sample, not both and not neither")
-    settings = db.entry_settings()
+    if sum((sample, business_sample, path is not None)) != 1:
+        raise InputError("give one of: a PATH to import, --sample or --business-sample")
+    bundled = SAMPLE_PATH if sample else BUSINESS_SAMPLE_PATH if business_sample else None
+    from collector.brands import brand_id
+
+    settings = db.entry_settings(brand)
+    with db.session_scope(settings.resolved_database_url) as session:
+        into = brand_id(session, settings.brand)
     try:
         report = import_file(
-            SAMPLE_PATH if sample else path, url=settings.resolved_database_url, strict=strict, channel=channel,
-            source="sample" if sample else "import", max_message_chars=settings.max_message_chars,
+            bundled or path, url=settings.resolved_database_url, strict=strict, channel=channel,
+            source="sample" if bundled else "import", max_message_chars=settings.max_message_chars, brand_id=into,
         )
     except ImportRefused as refused:
         _echo_bad_lines(refused.report)
@@ -184,11 +199,13 @@ def export_command(
         datetime | None, typer.Option(help="Conversations started at or after this time all go to the test split.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the deterministic train/validation/test split.")] = 0,
+    brand: BrandOption = None,
 ) -> None:
     """Write reviewed conversations as training data: the agent's final text replaces the draft.
 
     Rejected turns are dropped with the customer message they answered; the company system prompt is applied.
-    A manifest (counts, what was dropped and why, content hash) is written beside the export.
+    A manifest (counts, what was dropped and why, content hash) is written beside the export. One brand's
+    conversations only, with its system prompt.
     """
     from collector.export import export_dataset, export_options
 
@@ -204,13 +221,16 @@ def export_command(
         holdout_after=holdout_after,
         seed=seed,
     )
-    manifest = export_dataset(options, settings=db.entry_settings())
+    manifest = export_dataset(options, settings=db.entry_settings(brand))
     typer.echo(manifest.summary())
 
 
 def register(app: typer.Typer) -> None:
     """Attach the collector's commands to the root CLI."""
+    from collector.brand_commands import brands_app
+
     app.add_typer(db_app, name="db")
+    app.add_typer(brands_app, name="brands")
     app.command("import")(import_command)
     app.command("export")(export_command)
     app.command("redact")(redact_command)
