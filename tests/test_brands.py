@@ -255,3 +255,30 @@ def test_an_agency_sets_up_a_second_brand_and_its_data_never_mixes_with_the_firs
         assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr, (command, refused.stderr)
     with session_scope(f"sqlite:///{tmp_path / 'housestyle.db'}") as session:
         assert brand_id(session, "business") == 2
+
+
+# --- the migration ------------------------------------------------------------------------------------------------
+def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_before(store_url: str) -> None:
+    from sqlalchemy import text
+
+    from collector import db
+
+    db.upgrade(store_url, "0008")
+    now = "2026-01-01 00:00:00"
+    with db.get_engine(store_url).begin() as connection:
+        connection.execute(text(
+            "INSERT INTO conversation (external_id, channel, mode, status, source, created_at, updated_at) "
+            f"VALUES ('1:42', 'chatwoot', 'assist', 'open', 'live', '{now}', '{now}')"))
+        connection.execute(text("INSERT INTO apikey (name, role, key_hash, prefix, created_at) "
+                                f"VALUES ('ana', 'agent', '{'a' * 64}', 'hs_abc', '{now}')"))
+    db.upgrade(store_url)
+    with session_scope(store_url) as session:
+        old = recorder.find_conversation(session, "chatwoot", "1:42")
+        assert old is not None and old.brand_id == DEFAULT_BRAND_ID
+        from collector.models import ApiKey
+
+        assert session.execute(select(ApiKey.brands)).scalar_one() is None  # an old key: every brand, as before
+    business = make_business(store_url)  # ids after the default brand's
+    with session_scope(store_url) as session:
+        assert business == 2
+        recorder.start_conversation(session, channel="chatwoot", external_id="1:42", brand_id=business)
