@@ -6,6 +6,7 @@ edits the draft in the console, the customer sees the edited text, and the admin
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -138,7 +139,7 @@ def test_agent_sees_who_holds_a_claimed_draft_and_reviews_another_from_the_keybo
     url = ui_service.app.state.settings.resolved_database_url
     held = seed_draft(url, "Where is my SuperWidget order?", "It ships tomorrow.")
     free = seed_draft(url, "Can I return a SuperWidget after 30 days?", "No returns after 30 days sorry.")
-    claim = ui_service.client("admin").post(f"/reviews/{held}/claim", json={"agent": "bob"})
+    claim = ui_service.person("bob").post(f"/reviews/{held}/claim", json={})
     assert claim.status_code == 200
 
     page = open_page(allow_errors=("409",))  # the refused claim's 409 is logged by Chromium itself
