@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from collector import db
 from collector.brands import BrandFields, brand_fields, create_brand, get_brand, list_brands, settings_for, update_brand
+from collector.import_command import import_command
 from collector.models import AdapterStatus, AdapterVersion, Brand, Conversation
 from collector.settings import Settings
 
@@ -62,8 +63,6 @@ def create_command(
         public = settings_for(settings, brand).public_model_name
     typer.echo(f"created brand {slug} ({brand.company_name}), served as model '{public}'")
     if import_path is not None:
-        from collector.cli import import_command
-
         import_command(path=import_path, brand=slug)
 
 
