@@ -210,8 +210,9 @@ def _chunks(items: Sequence, size: int = LOOKUP_CHUNK) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: ImportReport) -> list[_Parsed]:
-    """Skip conversations already stored; an id already taken by different content is a bad line."""
+def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: ImportReport,
+               brand_id: int = DEFAULT_BRAND_ID) -> list[_Parsed]:
+    """Skip conversations already stored; an id already taken in the brand by different content is a bad line."""
     hashes = [item.content_hash for item in parsed]
     known: set[str] = set()
     for chunk in _chunks(hashes):
@@ -227,7 +228,8 @@ def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: Im
         for chunk in _chunks(ids):
             rows = session.execute(
                 select(Conversation.external_id).where(
-                    Conversation.channel == conversation_channel, Conversation.external_id.in_(chunk)
+                    Conversation.channel == conversation_channel, Conversation.external_id.in_(chunk),
+                    Conversation.brand_id == brand_id,
                 )
             ).scalars()
             taken.update((conversation_channel, external_id) for external_id in rows)
@@ -380,7 +382,7 @@ def import_file(
                     progress.update(task, completed=consumed)
                     if strict and report.errors:
                         continue  # refused below (every bad line still listed); the transaction rolls back
-                    fresh = drop_known(session, batch, channel, report)
+                    fresh = drop_known(session, batch, channel, report, brand_id)
                     if fresh and not (strict and report.errors):
                         report.messages += store_batch(session, fresh, channel, source, brand_id)
                         report.added += len(fresh)

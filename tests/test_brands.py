@@ -282,3 +282,15 @@ def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_befor
     with session_scope(store_url) as session:
         assert business == 2
         recorder.start_conversation(session, channel="chatwoot", external_id="1:42", brand_id=business)
+
+
+def test_the_same_history_imported_into_two_brands_is_two_brands_history(store_url: str) -> None:
+    from collector.importer import import_file
+    from collector.sample import SAMPLE_PATH
+
+    business = make_business(store_url)
+    first = import_file(SAMPLE_PATH, url=store_url, source="sample")
+    second = import_file(SAMPLE_PATH, url=store_url, source="sample", brand_id=business)
+    again = import_file(SAMPLE_PATH, url=store_url, source="sample", brand_id=business)
+    assert first.added == second.added > 0 and second.errors == []
+    assert again.added == 0 and again.duplicates == second.added  # within a brand, importing twice adds nothing
