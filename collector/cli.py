@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,7 @@ from typing import Annotated
 import typer
 
 from collector import db
-from collector.import_command import BrandOption, import_command, redact_store
+from collector.import_command import BrandOption, default_actor, import_command, redact_store
 from collector.settings import get_settings
 
 db_app = typer.Typer(help="Look after the conversation store (SQLite by default, Postgres by URL).", no_args_is_help=True)
@@ -87,14 +86,6 @@ def forget_command(
     result = forget(db.entry_settings().resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
                     phone=phone, conversation=conversation)
     typer.echo(describe(result))
-
-
-def default_actor() -> str:
-    """Who runs this command, for the audit log."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 def export_command(

@@ -1,7 +1,8 @@
-"""`housestyle import`: load conversations from a file (or a bundled sample) into a brand, then redact them."""
+"""`housestyle import` (a file or a bundled sample into a brand, then redacted), and what the collector's commands share: --brand and who ran them."""
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +14,14 @@ from collector.settings import Settings
 
 if TYPE_CHECKING:
     from collector.importer import ImportReport
+
+def default_actor() -> str:
+    """Who runs this command, for the audit log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
 
 BrandOption = Annotated[
     str | None, typer.Option("--brand", help="The brand whose data this is (default HOUSESTYLE_BRAND: 'default'); "
