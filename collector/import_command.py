@@ -1,4 +1,4 @@
-"""`housestyle import` (a file or a bundled sample into a brand, then redacted), and what the collector's commands share: --brand and who ran them."""
+"""`housestyle import` (a file or a bundled sample into a brand), and what collector commands share (--brand, who ran it)."""
 
 from __future__ import annotations
 
