@@ -1,4 +1,4 @@
-"""`housestyle import` (a file or a bundled sample into a brand), and what collector commands share (--brand, who ran it)."""
+"""`housestyle import` into a brand, and what the collector's commands share: --brand, who ran them."""
 
 from __future__ import annotations
 
