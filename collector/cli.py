@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import getpass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from collector import db
-from collector.errors import InputError
-from collector.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from collector.importer import ImportReport
+from collector.import_command import BrandOption, default_actor, import_command, redact_store
+from collector.settings import get_settings
 
 db_app = typer.Typer(help="Look after the conversation store (SQLite by default, Postgres by URL).", no_args_is_help=True)
 
@@ -65,76 +61,13 @@ def db_restore(
                f"schema {summary.revision} upgraded to {db.current_revision(get_settings().resolved_database_url)})")
 
 
-def import_command(
-    path: Annotated[Path | None, typer.Argument(help="OpenAI chat JSONL, prompt/completion JSONL or HouseStyle JSONL.")] = None,
-    sample: Annotated[bool, typer.Option("--sample", help="Load the bundled GadgetCorp sample data set.")] = False,
-    strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole file if any line is bad.")] = False,
-    channel: Annotated[
-        str, typer.Option(help="Channel recorded on conversations whose lines name none (HouseStyle lines may).")
-    ] = "import",
-    redact: Annotated[
-        bool | None,
-        typer.Option("--redact/--no-redact", help="Redact what was imported now (default: HOUSESTYLE_REDACT_AT_INGEST); "
-                     "--no-redact leaves it to `housestyle redact` or the service's worker."),
-    ] = None,
-) -> None:
-    """Load conversations from a file; each assistant reply counts as reviewed by an agent.
-
-    Replies are approved unless a HouseStyle line says edited or rejected; system messages are dropped.
-
-    Bad lines are listed with their line number and reason; good lines still land unless --strict.
-    Importing the same conversations twice adds nothing twice.
-    """
-    from collector.importer import ImportRefused, import_file
-    from collector.sample import SAMPLE_PATH
-
-    if sample == (path is not None):
-        raise InputError("give either a PATH to import or --sample, not both and not neither")
-    settings = db.entry_settings()
-    try:
-        report = import_file(
-            SAMPLE_PATH if sample else path, url=settings.resolved_database_url, strict=strict, channel=channel,
-            source="sample" if sample else "import", max_message_chars=settings.max_message_chars,
-        )
-    except ImportRefused as refused:
-        _echo_bad_lines(refused.report)
-        raise
-    _echo_bad_lines(report)
-    typer.echo(
-        f"imported {report.added} conversations ({report.messages} messages), "
-        f"{report.duplicates} already present, {len(report.errors)} bad lines"
-    )
-    if report.added and (settings.redact_at_ingest if redact is None else redact):
-        _redact_store(settings, err=True)  # stdout keeps the import's one summary line
-
-
-def _redact_store(settings: Settings, *, err: bool = False) -> None:
-    """Redact every conversation with new text, with a progress line; then apply the raw-text retention period."""
-    from rich.console import Console
-
-    from collector.pii.erasure import purge_expired_raw
-    from collector.pii.ingest import redact_everything, redactor_for
-
-    url = settings.resolved_database_url
-    console = Console(stderr=True)
-    with console.status("loading the PII models…"):
-        redactor = redactor_for(settings)
-    with console.status("redacting personal data…") as status:
-        done = redact_everything(url, redactor, on_pass=lambda step: status.update(
-            f"redacting personal data… {step.conversations} more conversations"))
-    typer.echo(f"redacted {done.conversations} conversations ({done.texts} texts)", err=err)
-    if purged := purge_expired_raw(url, settings, actor=default_actor()):
-        typer.echo(f"raw text of {purged} conversations older than {settings.raw_retention_days:g} days replaced by "
-                   "its redacted form", err=err)
-
-
 def redact_command() -> None:
     """Redact personal data in every conversation not redacted yet (back-fills; `serve` does it as messages arrive).
 
     Each conversation is redacted whole: one value, one placeholder across its turns (<PERSON_1>, <ORDER_ID_1>...).
     With HOUSESTYLE_RAW_RETENTION_DAYS set, raw text older than that is then replaced by its redacted form.
     """
-    _redact_store(db.entry_settings())
+    redact_store(db.entry_settings())
 
 
 def forget_command(
@@ -155,22 +88,6 @@ def forget_command(
     typer.echo(describe(result))
 
 
-def default_actor() -> str:
-    """Who runs this command, for the audit log."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
-
-
-def _echo_bad_lines(report: ImportReport, shown: int = 20) -> None:
-    """Bad lines on stderr, the first few only: a broken file should not flood the terminal."""
-    for error in report.errors[:shown]:
-        typer.echo(f"line {error.line}: {error.reason}", err=True)
-    if len(report.errors) > shown:
-        typer.echo(f"... and {len(report.errors) - shown} more bad lines", err=True)
-
-
 def export_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write: train, validation and test splits plus manifest.json.")],
     format: Annotated[str, typer.Option("--format", help="chat | prompt-completion | hf")] = "chat",
@@ -184,11 +101,13 @@ def export_command(
         datetime | None, typer.Option(help="Conversations started at or after this time all go to the test split.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the deterministic train/validation/test split.")] = 0,
+    brand: BrandOption = None,
 ) -> None:
     """Write reviewed conversations as training data: the agent's final text replaces the draft.
 
     Rejected turns are dropped with the customer message they answered; the company system prompt is applied.
-    A manifest (counts, what was dropped and why, content hash) is written beside the export.
+    A manifest (counts, what was dropped and why, content hash) is written beside the export. One brand's
+    conversations only, with its system prompt.
     """
     from collector.export import export_dataset, export_options
 
@@ -204,13 +123,16 @@ def export_command(
         holdout_after=holdout_after,
         seed=seed,
     )
-    manifest = export_dataset(options, settings=db.entry_settings())
+    manifest = export_dataset(options, settings=db.entry_settings(brand))
     typer.echo(manifest.summary())
 
 
 def register(app: typer.Typer) -> None:
     """Attach the collector's commands to the root CLI."""
+    from collector.brand_commands import brands_app
+
     app.add_typer(db_app, name="db")
+    app.add_typer(brands_app, name="brands")
     app.command("import")(import_command)
     app.command("export")(export_command)
     app.command("redact")(redact_command)

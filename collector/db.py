@@ -144,11 +144,15 @@ def open_store(url: str) -> str:
     return url
 
 
-def entry_settings() -> Settings:
-    """For entry points (CLI commands): this process's settings, with their store opened."""
+def entry_settings(brand: str | None = None) -> Settings:
+    """For entry points (CLI commands): this process's settings, with their store opened, for `brand` (a --brand;
+    default HOUSESTYLE_BRAND): the brand's own company, prompt, public name, gate and schedule over the rest."""
+    from collector.brands import brand_settings  # brands reads the store this module opens
+
     settings = get_settings()
     open_store(settings.resolved_database_url)
-    return settings
+    with session_scope(settings.resolved_database_url) as session:
+        return brand_settings(settings, session, brand)
 
 
 @contextmanager

@@ -38,6 +38,7 @@ from collector.formats import (
     parse_record,
 )
 from collector.models import (
+    DEFAULT_BRAND_ID,
     Conversation,
     ConversationStatus,
     Draft,
@@ -153,8 +154,16 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str, int]]:
             yield number, line, consumed
 
 
+def brand_hash(content_hash: str, brand_id: int) -> str:
+    """A conversation's identity within its brand: the same text imported into two brands is two conversations."""
+    if brand_id == DEFAULT_BRAND_ID:
+        return content_hash  # as before brands, so re-importing old files still finds them
+    return hashlib.sha256(f"brand-{brand_id}:{content_hash}".encode()).hexdigest()
+
+
 def parse_line(
-    number: int, line: str, seen: set[str], report: ImportReport, *, max_message_chars: int
+    number: int, line: str, seen: set[str], report: ImportReport, *, max_message_chars: int,
+    brand_id: int = DEFAULT_BRAND_ID,
 ) -> _Parsed | None:
     """A good line as a HouseStyle record with its hash; a bad line or an in-file repeat goes to the report."""
     try:
@@ -165,11 +174,11 @@ def parse_line(
     if isinstance(record, ChatRecord):
         report.system_messages_dropped += sum(1 for message in record.messages if message.role == "system")
     if isinstance(record, HouseStyleRecord):
-        conversation, content_hash = record, canonical_hash(record)
+        conversation, content_hash = record, brand_hash(canonical_hash(record), brand_id)
     else:
         # chat and prompt/completion lines have no id of their own: their content names them
         conversation = as_housestyle(record, external_id="-", channel=None)
-        content_hash = canonical_hash(conversation)
+        content_hash = brand_hash(canonical_hash(conversation), brand_id)
         conversation.external_id = f"import-{content_hash[:24]}"
     if content_hash in seen:
         report.duplicates += 1
@@ -178,8 +187,8 @@ def parse_line(
     return _Parsed(line=number, record=conversation, content_hash=content_hash)
 
 
-def parsed_batches(path: Path, report: ImportReport, *, max_message_chars: int,
-                   size: int = BATCH_SIZE) -> Iterator[tuple[list[_Parsed], int]]:
+def parsed_batches(path: Path, report: ImportReport, *, max_message_chars: int, size: int = BATCH_SIZE,
+                   brand_id: int = DEFAULT_BRAND_ID) -> Iterator[tuple[list[_Parsed], int]]:
     """The file's good lines in batches of `size`, each with the bytes read so far (only hashes are kept across)."""
     seen: set[str] = set()
     batch: list[_Parsed] = []
@@ -187,7 +196,7 @@ def parsed_batches(path: Path, report: ImportReport, *, max_message_chars: int,
     for number, line, consumed in iter_lines(path):
         if not line.strip():
             continue
-        parsed = parse_line(number, line, seen, report, max_message_chars=max_message_chars)
+        parsed = parse_line(number, line, seen, report, max_message_chars=max_message_chars, brand_id=brand_id)
         if parsed is not None:
             batch.append(parsed)
         if len(batch) >= size:
@@ -201,8 +210,9 @@ def _chunks(items: Sequence, size: int = LOOKUP_CHUNK) -> Iterator[Sequence]:
         yield items[start : start + size]
 
 
-def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: ImportReport) -> list[_Parsed]:
-    """Skip conversations already stored; an id already taken by different content is a bad line."""
+def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: ImportReport,
+               brand_id: int = DEFAULT_BRAND_ID) -> list[_Parsed]:
+    """Skip conversations already stored; an id already taken in the brand by different content is a bad line."""
     hashes = [item.content_hash for item in parsed]
     known: set[str] = set()
     for chunk in _chunks(hashes):
@@ -218,7 +228,8 @@ def drop_known(session: Session, parsed: list[_Parsed], channel: str, report: Im
         for chunk in _chunks(ids):
             rows = session.execute(
                 select(Conversation.external_id).where(
-                    Conversation.channel == conversation_channel, Conversation.external_id.in_(chunk)
+                    Conversation.channel == conversation_channel, Conversation.external_id.in_(chunk),
+                    Conversation.brand_id == brand_id,
                 )
             ).scalars()
             taken.update((conversation_channel, external_id) for external_id in rows)
@@ -245,7 +256,8 @@ def _insert_returning_ids(session: Session, table: Table, rows: list[dict]) -> l
     return list(session.execute(statement, rows).scalars())
 
 
-def store_batch(session: Session, batch: Sequence[_Parsed], channel: str, source: str) -> int:
+def store_batch(session: Session, batch: Sequence[_Parsed], channel: str, source: str,
+                brand_id: int = DEFAULT_BRAND_ID) -> int:
     """Write a batch as the recorder would have, in multi-row inserts.
 
     Core inserts, not ORM objects: building and flushing one SQLModel object per row cost five times the SQL.
@@ -264,6 +276,7 @@ def store_batch(session: Session, batch: Sequence[_Parsed], channel: str, source
                 "status": ConversationStatus.CLOSED.value,  # history: nothing more will be said in it
                 "source": source,
                 "content_hash": item.content_hash,
+                "brand_id": brand_id,
                 "created_at": stamp,
                 "updated_at": stamp,
             }
@@ -344,13 +357,14 @@ def import_file(
     channel: str = "import",
     source: str = "import",
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
+    brand_id: int = DEFAULT_BRAND_ID,
 ) -> ImportReport:
     """Import a JSONL file of OpenAI chat, prompt/completion or HouseStyle lines (detected per line).
 
     `channel` is recorded on conversations whose line names none. Bad lines (a message longer than
     `max_message_chars` among them) are reported and skipped; with `strict`, any bad line raises ImportRefused and
     the store is left as it was. The file is read one line at a time and stored in batches inside one
-    transaction, so memory stays flat however large the file is.
+    transaction, so memory stays flat however large the file is. The conversations belong to `brand_id`.
     """
     path = Path(path)
     if not channel.strip() or len(channel) > 100:
@@ -363,13 +377,14 @@ def import_file(
             quiet = size < PROGRESS_MIN_BYTES or not console.is_terminal
             with Progress(console=console, transient=True, disable=quiet) as progress:
                 task = progress.add_task(f"importing {path.name}", total=size)
-                for batch, consumed in parsed_batches(path, report, max_message_chars=max_message_chars):
+                for batch, consumed in parsed_batches(path, report, max_message_chars=max_message_chars,
+                                                      brand_id=brand_id):
                     progress.update(task, completed=consumed)
                     if strict and report.errors:
                         continue  # refused below (every bad line still listed); the transaction rolls back
-                    fresh = drop_known(session, batch, channel, report)
+                    fresh = drop_known(session, batch, channel, report, brand_id)
                     if fresh and not (strict and report.errors):
-                        report.messages += store_batch(session, fresh, channel, source)
+                        report.messages += store_batch(session, fresh, channel, source, brand_id)
                         report.added += len(fresh)
             if strict and report.errors:
                 raise ImportRefused(path, report)

@@ -61,12 +61,45 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
+DEFAULT_BRAND_ID = 1  # the brand every install starts with (and that existing data belongs to)
+DEFAULT_BRAND = "default"
+
+
+def brand_column(**extra: Any) -> Any:
+    """The brand a row belongs to: the default brand unless told otherwise (also for rows from before brands)."""
+    return Field(default=DEFAULT_BRAND_ID, foreign_key="brand.id", index=True,
+                 sa_column_kwargs={"server_default": str(DEFAULT_BRAND_ID)}, **extra)
+
+
+class Brand(SQLModel, table=True):
+    """A house style of its own: company, voice, public model name, adapter lineage, keys, data, gate and loop.
+
+    Every setting left None takes the installation's (HOUSESTYLE_*), so one brand looks exactly like no brands."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    slug: str = Field(unique=True, max_length=50)  # what --brand, keys and the API name it by
+    company_name: str | None = Field(default=None, max_length=200)
+    system_prompt: str | None = Field(default=None, sa_column=Column(Text))
+    public_model_name: str | None = Field(default=None, unique=True, max_length=200)
+    golden_path: str | None = Field(default=None, sa_column=Column(Text))  # JSONL of its golden set
+    gate_min_chrf_gain: float | None = None
+    gate_min_loss_gain: float | None = None
+    gate_golden_tolerance: float | None = None
+    refresh_interval_minutes: float | None = None
+    refresh_min_new_reviews: int | None = None
+    refresh_canary_share: float | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class Conversation(SQLModel, table=True):
     """One support conversation, from the chat widget, a platform such as Chatwoot, the API, or an import."""
 
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    # a platform's ids are its own within a brand: two brands' platforms may both have a conversation #42
+    __table_args__ = (UniqueConstraint("brand_id", "channel", "external_id",
+                                       name="uq_conversation_brand_id_channel_external_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
+    brand_id: int = brand_column()
     external_id: str = Field(index=True, max_length=200)
     channel: str = Field(default="web", index=True, max_length=100)
     customer_ref: str | None = Field(default=None, max_length=200)
@@ -138,6 +171,7 @@ class TrainingRun(SQLModel, table=True):
     """One training or refresh run: its steps, progress, logs and outcome."""
 
     id: int | None = Field(default=None, primary_key=True)
+    brand_id: int = brand_column()
     kind: str = Field(default="train", max_length=50)  # train, refresh
     status: RunStatus = Field(default=RunStatus.QUEUED, index=True, sa_type=ENUM_TEXT)
     step: str | None = Field(default=None, max_length=100)  # export, train, evaluate, gate, swap, done
@@ -156,6 +190,7 @@ class AdapterVersion(SQLModel, table=True):
     """A registered LoRA adapter: an immutable folder, its lineage and its place in the promotion lifecycle."""
 
     id: int | None = Field(default=None, primary_key=True)
+    brand_id: int = brand_column()
     version: str = Field(unique=True, max_length=100)  # e.g. v0003-1a2b3c4d; also the unique vLLM lora name
     path: str = Field(sa_column=Column(Text, nullable=False))
     base_model: str = Field(sa_column=Column(Text, nullable=False))
@@ -192,6 +227,8 @@ class ApiKey(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200)  # who holds it, e.g. "alice" or "website-widget"; the agent id in reviews
+    # brand slugs the key may act on; None: every brand. A widget key names exactly one (its conversations land there)
+    brands: list[int] | None = Field(default=None, sa_column=Column(JSON))  # brand ids; None: every brand
     role: ApiKeyRole = Field(sa_type=ENUM_TEXT)
     key_hash: str = Field(unique=True, max_length=64)  # sha256 hex of the full key
     prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart in listings

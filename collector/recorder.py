@@ -12,6 +12,7 @@ from sqlmodel import Session
 from collector.changes import edit_distance, same_text
 from collector.errors import ConflictError, InputError, NotFoundError
 from collector.models import (
+    DEFAULT_BRAND_ID,
     Conversation,
     ConversationStatus,
     Draft,
@@ -38,8 +39,9 @@ def start_conversation(
     source: str = "live",
     known_values: dict[str, str] | None = None,
     access_token_hash: str | None = None,
+    brand_id: int = DEFAULT_BRAND_ID,
 ) -> Conversation:
-    """Open a conversation; an unknown external id gets a fresh random one.
+    """Open a conversation of a brand (default: the default brand); an unknown external id gets a fresh random one.
 
     `known_values`: what the platform knows of the customer (name, email, phone), redacted exactly wherever it
     appears and used to fill a reply's placeholders.
@@ -52,6 +54,7 @@ def start_conversation(
         source=source,
         known_values={k: v for k, v in (known_values or {}).items() if v} or None,
         access_token_hash=access_token_hash,
+        brand_id=brand_id,
     )
     session.add(conversation)
     session.flush()
@@ -65,10 +68,13 @@ def get_conversation(session: Session, conversation_id: int) -> Conversation:
     return conversation
 
 
-def find_conversation(session: Session, channel: str, external_id: str) -> Conversation | None:
-    """The conversation a platform knows by its own id, if we have seen it."""
+def find_conversation(
+    session: Session, channel: str, external_id: str, *, brand_id: int = DEFAULT_BRAND_ID
+) -> Conversation | None:
+    """The conversation a platform knows by its own id in a brand, if we have seen it."""
     return session.exec(  # type: ignore[call-overload]
-        select(Conversation).where(Conversation.channel == channel, Conversation.external_id == external_id)
+        select(Conversation).where(Conversation.channel == channel, Conversation.external_id == external_id,
+                                   Conversation.brand_id == brand_id)
     ).scalar_one_or_none()
 
 
@@ -301,12 +307,14 @@ def record_review(
     return review
 
 
-def pending_drafts(session: Session, *, limit: int = 50) -> list[Draft]:
-    """The review queue, oldest first."""
+def pending_drafts(session: Session, *, limit: int = 50, brand_ids: Iterable[int] | None = None) -> list[Draft]:
+    """The review queue, oldest first (of the given brands only, when named)."""
+    query = select(Draft).where(Draft.status == DraftStatus.PENDING)
+    if brand_ids is not None:
+        query = query.join(Conversation, Conversation.id == Draft.conversation_id).where(
+            Conversation.brand_id.in_(list(brand_ids)))
     return list(
-        session.exec(  # type: ignore[call-overload]
-            select(Draft).where(Draft.status == DraftStatus.PENDING).order_by(Draft.created_at, Draft.id).limit(limit)
-        ).scalars()
+        session.exec(query.order_by(Draft.created_at, Draft.id).limit(limit)).scalars()  # type: ignore[call-overload]
     )
 
 

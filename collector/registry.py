@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from collector.errors import ConflictError, InputError, NotFoundError
-from collector.models import AdapterEvent, AdapterStatus, AdapterVersion
+from collector.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, AdapterVersion
 
 # What a version id may look like wherever one comes in (CLI, admin API path, files): it ends up in URL paths and
 # vLLM adapter names, so no '/', '?', '%', spaces, or a leading '.' ('..' would walk up a path).
@@ -47,8 +47,9 @@ def register_adapter(
     manifest: dict[str, Any] | None = None,
     training_run_id: int | None = None,
     actor: str = "trainer",
+    brand_id: int = DEFAULT_BRAND_ID,
 ) -> AdapterVersion:
-    """Add a trained adapter as a candidate."""
+    """Add a trained adapter as a candidate of its brand."""
     if session.execute(select(AdapterVersion.id).where(AdapterVersion.version == version)).first():
         raise ConflictError(f"adapter version {version} is already registered; versions are never reused")
     adapter = AdapterVersion(
@@ -61,6 +62,7 @@ def register_adapter(
         metrics=metrics,
         manifest=manifest,
         training_run_id=training_run_id,
+        brand_id=brand_id,
     )
     session.add(adapter)
     session.add(AdapterEvent(version=version, action="register", actor=actor))
@@ -75,22 +77,27 @@ def get_adapter(session: Session, version: str) -> AdapterVersion:
     return adapter
 
 
-def list_adapters(session: Session) -> list[AdapterVersion]:
-    """Every registered version, newest first."""
-    return list(session.execute(select(AdapterVersion).order_by(AdapterVersion.id.desc())).scalars())
+def list_adapters(session: Session, brand_id: int | None = None) -> list[AdapterVersion]:
+    """Every registered version (of one brand, or of all), newest first."""
+    query = select(AdapterVersion).order_by(AdapterVersion.id.desc())
+    if brand_id is not None:
+        query = query.where(AdapterVersion.brand_id == brand_id)
+    return list(session.execute(query).scalars())
 
 
-def adapters_with_status(session: Session, status: AdapterStatus) -> list[AdapterVersion]:
-    return list(
-        session.execute(
-            select(AdapterVersion).where(AdapterVersion.status == status).order_by(AdapterVersion.id.desc())
-        ).scalars()
-    )
+def adapters_with_status(
+    session: Session, status: AdapterStatus, brand_id: int | None = DEFAULT_BRAND_ID
+) -> list[AdapterVersion]:
+    """One brand's versions in `status` (brand_id None: every brand's), newest first."""
+    query = select(AdapterVersion).where(AdapterVersion.status == status).order_by(AdapterVersion.id.desc())
+    if brand_id is not None:
+        query = query.where(AdapterVersion.brand_id == brand_id)
+    return list(session.execute(query).scalars())
 
 
-def live_adapter(session: Session) -> AdapterVersion | None:
-    """The version behind the public model name, or None while the base model serves alone."""
-    live = adapters_with_status(session, AdapterStatus.LIVE)
+def live_adapter(session: Session, brand_id: int = DEFAULT_BRAND_ID) -> AdapterVersion | None:
+    """The version behind the brand's public model name, or None while the base model serves it alone."""
+    live = adapters_with_status(session, AdapterStatus.LIVE, brand_id)
     return live[0] if live else None
 
 
@@ -117,9 +124,13 @@ def set_status(
     return adapter
 
 
-def history(session: Session, version: str | None = None, *, limit: int = 100) -> list[AdapterEvent]:
-    """Registry events, newest first (optionally for one version)."""
+def history(session: Session, version: str | None = None, *, limit: int = 100,
+            brand_id: int | None = None) -> list[AdapterEvent]:
+    """Registry events, newest first (optionally for one version, or one brand's versions)."""
     query = select(AdapterEvent).order_by(AdapterEvent.id.desc()).limit(limit)
     if version is not None:
         query = query.where(AdapterEvent.version == version)
+    if brand_id is not None:
+        query = query.where(AdapterEvent.version.in_(
+            select(AdapterVersion.version).where(AdapterVersion.brand_id == brand_id)))
     return list(session.execute(query).scalars())

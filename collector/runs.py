@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlmodel import Session
 
 from collector.db import session_scope
-from collector.models import RunStatus, TrainingRun, utcnow
+from collector.models import DEFAULT_BRAND_ID, RunStatus, TrainingRun, utcnow
 
 log = logging.getLogger("housestyle.runs")
 
@@ -24,14 +24,16 @@ class RunLog:
     """One run row: `step()` as the run moves on, `finish()` once at the end (in the caller's session if given)."""
 
     def __init__(
-        self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None
+        self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None,
+        brand_id: int = DEFAULT_BRAND_ID,
     ) -> None:
         """`holder`: the job lock's holder id the run works under; if that process dies, the next taker of the
-        lock closes the row as failed (`close_runs_of`)."""
+        lock closes the row as failed (`close_runs_of`). `brand_id`: whose run it is."""
         self.url = url
         self.started = time.monotonic()
         with session_scope(url) as session:
-            run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params, holder=holder)
+            run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params, holder=holder,
+                              brand_id=brand_id)
             session.add(run)
             session.flush()
             self.run_id: int = int(run.id)

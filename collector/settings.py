@@ -21,6 +21,12 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the store; default a SQLite file under HOME. Postgres: postgresql://..."
     )
 
+    # --- brands (several house styles in one store: `housestyle brands`) ------------------------
+    brand: str = Field(
+        "default", description="The brand commands act on when they are given no --brand (a brand's own company, "
+        "prompt, public model name, gate and schedule replace the values below for it).",
+    )
+
     # --- the company's voice --------------------------------------------------------------
     company_name: str = Field("GadgetCorp", description="Company the assistant speaks for.")
     system_prompt: str = Field(
@@ -29,6 +35,10 @@ class Settings(BaseSettings):
     )
     public_model_name: str = Field(
         "gadgetcorp-assistant", description="Stable model name clients use; adapter versions change behind it."
+    )
+    golden_set: str | None = Field(
+        None, description="JSONL golden set a refresh's candidate must not regress on; unset: the bundled GadgetCorp "
+        "set for the default brand, none for other brands (unless a brand names its own).",
     )
 
     # --- data hygiene (collector export) --------------------------------------------------
@@ -151,8 +161,9 @@ class Settings(BaseSettings):
     vllm_cpu_kvcache_gib: int = Field(1, description="KV cache size in GiB for the CPU build of vLLM.")
     vllm_start_timeout_s: float = Field(600.0, description="Give up on a managed vLLM that is not healthy by then.")
     max_lora_rank: int = Field(16, description="Largest LoRA rank vLLM accepts (--max-lora-rank); higher ranks are refused.")
-    max_loras: int = Field(
-        4, description="Adapters vLLM keeps at once (--max-loras); live + canary + one being swapped in need 3."
+    max_loras: int | None = Field(
+        None, description="Adapters vLLM keeps at once (--max-loras); unset: sized from the brands (each brand's live "
+        "and canary plus one being swapped in: 2 x brands + 1, at least 4). Too small for the brands is an error.",
     )
     health_interval_s: float = Field(2.0, description="Seconds between health checks of each vLLM replica.")
     canary_share: float = Field(0.1, description="Default share (0..1) of new conversations routed to a canary version.")
@@ -187,6 +198,14 @@ class Settings(BaseSettings):
     )
     refresh_min_new_reviews: int | None = Field(
         None, description="`housestyle serve` refreshes once this many new reviews arrived since the last refresh."
+    )
+    refresh_parallel_brands: int = Field(
+        1, ge=1, description="How many brands `housestyle serve` refreshes at the same time (training is the heaviest "
+        "job: one at a time unless the machine has room).",
+    )
+    chatwoot_inbox_brands: dict[str, str] = Field(
+        default_factory=dict, description="Chatwoot inbox id -> brand name, as JSON (e.g. {\"12\": \"acme\"}); "
+        "conversations of inboxes not named belong to the default brand.",
     )
     refresh_eval_limit: int = Field(64, description="Held-out replies scored per version in a refresh's evaluation.")
     gate_min_chrf_gain: float = Field(

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, or_, select
 from sqlmodel import Session
 
-from collector.models import Draft, Review, ReviewDecision
+from collector.models import Conversation, Draft, Review, ReviewDecision
 
 BASE_LABEL = "base"  # drafts written by the base model alone (no adapter version)
 IMPORT_AGENT = "import"  # reviews created by `housestyle import`: history, not live feedback
@@ -65,11 +65,13 @@ def version_stats(
     until: datetime | None = None,
     include_imported: bool = False,
     include_pending: bool = False,
+    brand_id: int | None = None,
 ) -> list[VersionStats]:
     """Review statistics per adapter version, busiest version first.
 
     By default live feedback only: imported history is left out and `since`/`until` bound when the agent reviewed.
     `include_imported` and `include_pending` count every draft in the store (the admin's totals and the metrics).
+    `brand_id`: one brand's drafts only (None: every brand's).
     """
     label = func.coalesce(Draft.adapter_version, BASE_LABEL)
 
@@ -90,6 +92,9 @@ def version_stats(
         .join(Review, Review.draft_id == Draft.id, isouter=include_pending)
         .group_by(label)
     )
+    if brand_id is not None:
+        query = query.join(Conversation, Conversation.id == Draft.conversation_id).where(
+            Conversation.brand_id == brand_id)
     if not include_imported:
         query = query.where(or_(Review.id.is_(None), Review.agent_id != IMPORT_AGENT))
     if since is not None:

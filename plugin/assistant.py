@@ -11,9 +11,10 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
+from collector.brands import settings_for
 from collector.db import session_scope
 from collector.errors import InputError, StoreError
-from collector.models import Draft, ReplyMode, Role
+from collector.models import DEFAULT_BRAND_ID, Brand, Draft, ReplyMode, Role
 from collector.pii.entities import KnownValues
 from collector.prompts import build_messages, fit_messages
 from collector.settings import Settings
@@ -34,6 +35,8 @@ class Turn:
     prompt: list[dict[str, str]]
     guard: ReplyGuard  # fills the reply's placeholders from what this conversation knows
     handoff: str | None = None  # why this auto-mode turn goes to an agent before the customer sees it
+    brand_id: int = DEFAULT_BRAND_ID  # whose adapters answer it
+    model: str | None = None  # the brand's public model name (None: the installation's)
 
 
 
@@ -57,15 +60,19 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
 
 
 def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
-    """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it."""
+    """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it, under
+    its brand's system prompt."""
+    brand = settings_for(settings, session.get(Brand, conversation.brand_id))
     transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
     return Turn(
         conversation.id,
         conversation.external_id,
         conversation.channel,
         ReplyMode(conversation.mode),
-        build_messages(settings.system_prompt, transcript),
+        build_messages(brand.system_prompt, transcript),
         ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
+        brand_id=conversation.brand_id,
+        model=brand.public_model_name,
     )
 
 
@@ -122,7 +129,7 @@ def fitted(settings: Settings, gateway: Any, turn: Turn, *, shrink: int = 1) -> 
 
 def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, Any]:
     request: dict[str, Any] = {
-        "model": settings.public_model_name,
+        "model": turn.model or settings.public_model_name,
         "messages": turn.prompt,
         "max_tokens": settings.reply_max_tokens,
         "temperature": settings.reply_temperature,
@@ -157,14 +164,15 @@ async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetri
     started = time.perf_counter()
     try:
         route, body = await gateway.chat(
-            reply_request(settings, fitted(settings, gateway, turn), stream=False), conversation_key=turn.conversation_key
+            reply_request(settings, fitted(settings, gateway, turn), stream=False),
+            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
         )
     except UpstreamError as error:
         if not too_long(error):
             raise
         route, body = await gateway.chat(  # the estimate was off for this text: once more with half the room
             reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=False),
-            conversation_key=turn.conversation_key,
+            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
         )
     latency_ms = (time.perf_counter() - started) * 1000
     text = turn.guard.whole((body.get("choices") or [{}])[0].get("message", {}).get("content") or "")
@@ -180,14 +188,15 @@ async def open_reply_stream(settings: Settings, gateway: Any, turn: Turn) -> tup
     gateway = require_gateway(gateway)
     try:
         route, chunks = await gateway.stream_chat(
-            reply_request(settings, fitted(settings, gateway, turn), stream=True), conversation_key=turn.conversation_key
+            reply_request(settings, fitted(settings, gateway, turn), stream=True),
+            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
         )
     except UpstreamError as error:
         if not too_long(error):
             raise
         route, chunks = await gateway.stream_chat(
             reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=True),
-            conversation_key=turn.conversation_key,
+            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
         )
     return route, chunk_dicts(chunks)
 

@@ -39,29 +39,39 @@ def serve(
 def create_key(
     role: Annotated[ApiKeyRole, typer.Option(help="widget: the chat widget; agent: reviews + OpenAI API; admin: all.")],
     name: Annotated[str | None, typer.Option(help="Who holds the key; agent keys: the agent id in reviews.")] = None,
+    brand: Annotated[list[str] | None, typer.Option(
+        help="A brand the key may act on (repeat for several); widget keys: exactly one (default: the default "
+             "brand); agent/admin keys: every brand when left out.")] = None,
 ) -> None:
     """Make a key. It is shown once, alone on the last line; only its hash is stored."""
+    from collector.brands import brand_slugs
     from plugin.api.keys import create_key as make_key
 
     with session_scope(entry_settings().resolved_database_url) as session:
-        row, key = make_key(session, role, name)
-    typer.echo(f"created {row.role.value} key {row.id} '{row.name}'; store it now, it is not shown again:", err=True)
+        row, key = make_key(session, role, name, brands=brand)
+        slugs = brand_slugs(session)
+        scope = "every brand" if row.brands is None else "brand " + ", ".join(slugs[b] for b in row.brands)
+    typer.echo(f"created {row.role.value} key {row.id} '{row.name}' for {scope}; store it now, it is not shown "
+               "again:", err=True)
     typer.echo(key)
 
 
 @keys_app.command("list")
 def list_keys(all_keys: Annotated[bool, typer.Option("--all", help="Include revoked keys.")] = False) -> None:
     """Show the keys (never the keys themselves: their first characters)."""
+    from collector.brands import brand_slugs
     from plugin.api.keys import list_keys as active_keys
 
     with session_scope(entry_settings().resolved_database_url) as session:
         rows = active_keys(session, include_revoked=all_keys)
-    table = Table("id", "name", "role", "starts with", "created", "revoked")
+        slugs = brand_slugs(session)
+    table = Table("id", "name", "role", "brands", "starts with", "created", "revoked")
     for row in rows:
         table.add_row(
             str(row.id),
             row.name,
             str(row.role),
+            "all" if row.brands is None else ",".join(slugs.get(b, str(b)) for b in row.brands),
             row.prefix + "…",
             f"{row.created_at:%Y-%m-%d %H:%M}",
             f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "",

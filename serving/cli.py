@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.cli import default_actor
+from collector.brands import brand_id
+from collector.cli import BrandOption, default_actor
 from collector.db import entry_settings, session_scope
 from collector.registry import get_adapter, list_adapters
 from serving import remote
@@ -27,18 +28,18 @@ Reason = Annotated[str | None, typer.Option("--reason", help="Why (recorded in t
 
 
 @adapters_app.command("list")
-def list_command() -> None:
-    """Show every registered version (newest first), its status, and what the running service serves."""
+def list_command(brand: BrandOption = None) -> None:
+    """Show the brand's registered versions (newest first), their status, and what the running service serves."""
     console = Console()
-    settings = entry_settings()
+    settings = entry_settings(brand)
     admin = remote.running_service(settings)
-    serving = admin.status().get("serving") if admin else None
+    serving = admin.status(settings.brand).get("serving") if admin else None
     table = Table()
     for column in ("version", "status", "canary share", "rank", "created"):
         table.add_column(column, no_wrap=True)
     table.add_column("path", overflow="fold")
     with session_scope(settings.resolved_database_url) as session:
-        for adapter in list_adapters(session):
+        for adapter in list_adapters(session, brand_id(session, settings.brand)):
             share = f"{adapter.canary_share:.0%}" if adapter.status == "canary" else ""
             table.add_row(adapter.version, str(adapter.status), share, str(adapter.rank),
                           adapter.created_at.strftime("%Y-%m-%d %H:%M"), adapter.path)
@@ -61,9 +62,11 @@ def promote_command(
     version: Annotated[str, typer.Argument(help="Version to make live, e.g. v0003-1a2b3c4d.")],
     actor: Actor = "",
     reason: Reason = None,
+    brand: BrandOption = None,
 ) -> None:
-    """Make VERSION live behind the public model name (zero-downtime swap on every replica)."""
-    typer.echo(remote.promote_version(version, actor=actor or default_actor(), reason=reason, settings=entry_settings()))
+    """Make VERSION live behind its brand's public model name (zero-downtime swap on every replica)."""
+    typer.echo(remote.promote_version(version, actor=actor or default_actor(), reason=reason,
+                                      settings=entry_settings(brand), brand=brand))
 
 
 @adapters_app.command("rollback")
@@ -71,9 +74,11 @@ def rollback_command(
     version: Annotated[str | None, typer.Argument(help="Version to go back to; default the previous live one.")] = None,
     actor: Actor = "",
     reason: Reason = None,
+    brand: BrandOption = None,
 ) -> None:
-    """Go back to the previous live version, or to any kept VERSION."""
-    typer.echo(remote.rollback_version(version, actor=actor or default_actor(), reason=reason, settings=entry_settings()))
+    """Go back to the brand's previous live version, or to any kept VERSION of it."""
+    typer.echo(remote.rollback_version(version, actor=actor or default_actor(), reason=reason,
+                                       settings=entry_settings(brand)))
 
 
 @adapters_app.command("canary")
@@ -82,16 +87,19 @@ def canary_command(
     share: Annotated[float | None, typer.Option("--share", help="Share 0..1 of new conversations; 0 ends the canary.")] = None,
     actor: Actor = "",
     reason: Reason = None,
+    brand: BrandOption = None,
 ) -> None:
     """Route a share of NEW conversations (sticky per conversation) to VERSION; the rest stay on the live one."""
-    settings = entry_settings()
+    settings = entry_settings(brand)
     share = settings.canary_share if share is None else share
-    typer.echo(remote.canary_version(version, share, actor=actor or default_actor(), reason=reason, settings=settings))
+    typer.echo(remote.canary_version(version, share, actor=actor or default_actor(), reason=reason, settings=settings,
+                                     brand=brand))
 
 
 @adapters_app.command("history")
 def history_command(
     version: Annotated[str | None, typer.Argument(help="Only this version's events.")] = None,
+    brand: BrandOption = None,
 ) -> None:
     """Who promoted, rolled back or canaried which version, and why (newest first)."""
     from collector.registry import history
@@ -100,10 +108,11 @@ def history_command(
     for column in ("when", "version", "action", "actor"):
         table.add_column(column, no_wrap=True)
     table.add_column("reason", overflow="fold")
-    with session_scope(entry_settings().resolved_database_url) as session:
+    settings = entry_settings(brand)
+    with session_scope(settings.resolved_database_url) as session:
         if version:
             get_adapter(session, version)
-        for event in history(session, version):
+        for event in history(session, version, brand_id=brand_id(session, settings.brand)):
             table.add_row(event.created_at.strftime("%Y-%m-%d %H:%M:%S"), event.version, event.action, event.actor,
                           event.reason or "")
     Console().print(table)

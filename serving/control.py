@@ -91,9 +91,10 @@ class AdminClient:
             base_url=control.url, headers={"Authorization": f"Bearer {control.control_token}"}, timeout=timeout_s
         )
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                 brand: str | None = None) -> dict[str, Any]:
         try:
-            response = self.client.request(method, path, json=body)
+            response = self.client.request(method, path, json=body, params={"brand": brand} if brand else None)
         except httpx.HTTPError as exc:
             raise UpstreamError(f"the running service at {self.control.url} did not answer ({exc!r}); is it still up?") from None
         if response.status_code in (401, 403):
@@ -110,18 +111,20 @@ class AdminClient:
             raise error(str(detail)) if error is not UpstreamError else UpstreamError(str(detail), response.status_code)
         return response.json()
 
-    def status(self) -> dict[str, Any]:
-        """`{"adapters": [...registry rows...], "serving": ServingStatus as JSON, or None without model servers}`."""
-        return self._request("GET", "/admin/adapters")
+    def status(self, brand: str | None = None) -> dict[str, Any]:
+        """`{"adapters": [...the brand's registry rows...], "serving": ServingStatus as JSON, or None without model
+        servers}`."""
+        return self._request("GET", "/admin/adapters", brand=brand)
 
     def promote(self, version: str, actor: str, reason: str | None) -> dict[str, Any]:
         return self._request("POST", f"/admin/adapters/{version_segment(version)}/promote",
                              {"actor": actor, "reason": reason})
 
-    def rollback(self, version: str | None, actor: str, reason: str | None) -> dict[str, Any]:
+    def rollback(self, version: str | None, actor: str, reason: str | None, brand: str | None = None) -> dict[str, Any]:
         if version is not None:
             check_version_id(version)
-        return self._request("POST", "/admin/adapters/rollback", {"version": version, "actor": actor, "reason": reason})
+        return self._request("POST", "/admin/adapters/rollback", {"version": version, "actor": actor, "reason": reason},
+                             brand=brand)
 
     def canary(self, version: str, share: float, actor: str, reason: str | None) -> dict[str, Any]:
         return self._request(

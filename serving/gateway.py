@@ -2,7 +2,7 @@
 
     gateway = ServingGateway(settings)
     await gateway.start()                       # starts managed vLLM or attaches to HOUSESTYLE_VLLM_URLS
-    route, body = await gateway.chat(request, conversation_key="conv-42")
+    route, body = await gateway.chat(request, conversation_key="conv-42", brand_id=2)   # brand: default 1
     route, chunks = await gateway.stream_chat(request, conversation_key="conv-42")
     async for chunk in chunks: ...              # OpenAI chat.completion.chunk dicts; always iterate or aclose()
     await gateway.promote("v0003-1a2b3c4d", actor="ana", reason="eval passed")
@@ -12,6 +12,9 @@ Every response names the adapter version that produced it: `route.version` (None
 the body's `system_fingerprint` as `housestyle:<version|base>`. The gateway composes: the replica pool
 (`serving.replicas`), the routing table (`serving.routing`), the relay (`serving.relay`) and the swap protocol
 (`serving.swaps`); here live only start/stop, restoring what the registry says serves, and replicas rejoining.
+
+Brands (`collector.brands`) share the base and the replicas; each has its own routing table, so its live and canary
+adapters are loaded under names of their own and its swaps never touch another brand's requests.
 """
 
 from __future__ import annotations
@@ -25,18 +28,19 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from collector.brands import list_brands, settings_for
 from collector.db import session_scope
 from collector.errors import InputError
-from collector.models import AdapterStatus
-from collector.registry import adapters_with_status, live_adapter
+from collector.models import DEFAULT_BRAND_ID, AdapterStatus
+from collector.registry import adapters_with_status
 from collector.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError
 from serving.relay import ChatStream, Relay
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus
-from serving.routing import LoadedVersion, Route, RoutingTable
+from serving.routing import BrandRoutes, LoadedVersion, Route
 from serving.swaps import AdapterSwaps, SwapResult
 from serving.validation import validate_adapter
-from serving.vllm_server import BASE_SERVED_NAME, VllmServer, replica_cpu_lists, resolved_base_model
+from serving.vllm_server import BASE_SERVED_NAME, VllmServer, lora_slots, replica_cpu_lists, resolved_base_model
 
 log = logging.getLogger("housestyle.serving")
 
@@ -47,6 +51,7 @@ class ServingStatus(BaseModel):
     """What `GET /admin/adapters` and `housestyle adapters list` show about serving right now."""
 
     ready: bool
+    brand: int = DEFAULT_BRAND_ID
     public_model: str
     base_model: str
     live: str | None
@@ -65,13 +70,17 @@ class ServingGateway:
         self.database_url = database_url or settings.resolved_database_url
         self.managed = not (urls or settings.vllm_urls)
         self.api_key = settings.vllm_api_key or (secrets.token_hex(24) if self.managed else None)
+        with session_scope(self.database_url) as session:
+            public_names = {int(b.id): settings_for(settings, b).public_model_name for b in list_brands(session)}
+        self.max_loras = lora_slots(settings.max_loras, len(public_names))
         self.servers: list[VllmServer] = []
         if self.managed:
             cpu_lists = replica_cpu_lists(sorted(os.sched_getaffinity(0)), settings.vllm_replicas)
             for index in range(settings.vllm_replicas):
                 port = settings.vllm_port + index if settings.vllm_port else None
                 self.servers.append(VllmServer(settings, port=port, api_key=self.api_key,
-                                               cpu_bind=cpu_lists[index] if cpu_lists else None))
+                                               cpu_bind=cpu_lists[index] if cpu_lists else None,
+                                               max_loras=self.max_loras))
             urls = [server.url for server in self.servers]
         else:
             urls = urls or [url.strip() for url in settings.vllm_urls.split(",") if url.strip()]
@@ -80,13 +89,14 @@ class ServingGateway:
             health_interval_s=settings.health_interval_s,
             on_recovered=self._reload_replica,
         )
-        self.routes = RoutingTable(settings.public_model_name, BASE_SERVED_NAME)
+        self.routes = BrandRoutes(BASE_SERVED_NAME, public_names)
         self.base_model = resolved_base_model(settings) if (self.managed or settings.base_model) else ""
         # vLLM names this service owns: only these are ever unloaded as leftovers when a replica rejoins
         self.name_prefix = f"{VLLM_NAME_PREFIX}{hashlib.sha256(self.database_url.encode()).hexdigest()[:6]}-"
         self.relay = Relay(self.pool, self.routes, self._repair)
         self.swaps = AdapterSwaps(settings, self.pool, self.routes, database_url=self.database_url,
-                                  new_name=self._new_vllm_name, served_base=self._served_base)
+                                  new_name=self._new_vllm_name, served_base=self._served_base,
+                                  max_loras=self.max_loras)
         self._repair_lock = asyncio.Lock()
         self._started = False
         self.max_model_len: int | None = None  # tokens of prompt + reply the served base takes (from /v1/models)
@@ -141,14 +151,15 @@ class ServingGateway:
         return self._started and bool(self.pool.healthy())
 
     async def _restore_from_registry(self) -> None:
-        """Fill the routing table from the registry (live + canary); a version that fails validation is skipped."""
+        """Fill each brand's routing table from the registry (live + canary); a version that fails validation is
+        skipped."""
+        wanted = []
         with session_scope(self.database_url) as session:
-            live = live_adapter(session)
-            canaries = adapters_with_status(session, AdapterStatus.CANARY)
-            wanted = [(live, "live")] + [(canary, "canary") for canary in canaries[:1]]
+            for brand in self.routes.public_names:
+                self.routes.table(brand)
+                for role, status in (("live", AdapterStatus.LIVE), ("canary", AdapterStatus.CANARY)):
+                    wanted += [(adapter, role) for adapter in adapters_with_status(session, status, brand)[:1]]
         for adapter, role in wanted:
-            if adapter is None:
-                continue
             try:
                 validated = validate_adapter(
                     adapter.path, served_base_model=await self._served_base(), max_lora_rank=self.settings.max_lora_rank
@@ -158,10 +169,11 @@ class ServingGateway:
                 continue
             loaded = LoadedVersion(version=adapter.version, vllm_name=self._new_vllm_name(adapter.version),
                                    path=validated.path)
+            table = self.routes.table(adapter.brand_id)
             if role == "live":
-                self.routes.live = loaded
+                table.live = loaded
             else:
-                self.routes.canary, self.routes.canary_share = loaded, adapter.canary_share
+                table.canary, table.canary_share = loaded, adapter.canary_share
 
     async def _reload_replica(self, replica: Replica) -> None:
         """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded)."""
@@ -221,25 +233,28 @@ class ServingGateway:
 
     # ---- requests and swaps: the relay and the swap protocol do the work ----------------------------------------
 
-    def resolve(self, conversation_key: str | None = None) -> Route:
+    def resolve(self, conversation_key: str | None = None, *, brand_id: int = DEFAULT_BRAND_ID) -> Route:
         """The route a new request for this conversation would take now (canary split is sticky per key)."""
-        return self.routes.resolve(conversation_key)
+        return self.routes.table(brand_id).resolve(conversation_key)
 
-    async def chat(self, request: dict[str, Any], *, conversation_key: str | None = None) -> tuple[Route, dict]:
+    async def chat(self, request: dict[str, Any], *, conversation_key: str | None = None,
+                   brand_id: int = DEFAULT_BRAND_ID) -> tuple[Route, dict]:
         """See `serving.relay.Relay.chat`."""
-        return await self.relay.chat(request, conversation_key=conversation_key)
+        return await self.relay.chat(request, conversation_key=conversation_key, brand_id=brand_id)
 
-    async def stream_chat(self, request: dict[str, Any], *, conversation_key: str | None = None) -> tuple[Route, ChatStream]:
+    async def stream_chat(self, request: dict[str, Any], *, conversation_key: str | None = None,
+                          brand_id: int = DEFAULT_BRAND_ID) -> tuple[Route, ChatStream]:
         """See `serving.relay.Relay.stream_chat`."""
-        return await self.relay.stream_chat(request, conversation_key=conversation_key)
+        return await self.relay.stream_chat(request, conversation_key=conversation_key, brand_id=brand_id)
 
     async def promote(self, version: str, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """See `serving.swaps.AdapterSwaps.promote`."""
         return await self.swaps.promote(version, actor=actor, reason=reason)
 
-    async def rollback(self, version: str | None = None, *, actor: str = "system", reason: str | None = None) -> SwapResult:
+    async def rollback(self, version: str | None = None, *, actor: str = "system", reason: str | None = None,
+                       brand_id: int = DEFAULT_BRAND_ID) -> SwapResult:
         """See `serving.swaps.AdapterSwaps.rollback`."""
-        return await self.swaps.rollback(version, actor=actor, reason=reason)
+        return await self.swaps.rollback(version, actor=actor, reason=reason, brand_id=brand_id)
 
     async def canary(self, version: str, share: float, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """See `serving.swaps.AdapterSwaps.canary`."""
@@ -247,10 +262,12 @@ class ServingGateway:
 
     # ---- status -----------------------------------------------------------------------------------------------
 
-    def status(self) -> ServingStatus:
-        routes = self.routes
+    def status(self, brand_id: int = DEFAULT_BRAND_ID) -> ServingStatus:
+        """What serves the brand now (vllm_names and in_flight: that brand's)."""
+        routes = self.routes.table(brand_id)
         return ServingStatus(
             ready=self.ready(),
+            brand=brand_id,
             public_model=routes.public_model,
             base_model=self.base_model,
             live=routes.live.version if routes.live else None,

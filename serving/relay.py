@@ -15,7 +15,8 @@ import httpx
 
 from serving.errors import UpstreamError
 from serving.replicas import Replica, ReplicaPool, upstream_message
-from serving.routing import Route, RoutingTable
+from collector.models import DEFAULT_BRAND_ID
+from serving.routing import BrandRoutes, Route
 
 # errors that mean the replica is gone (not that the request was bad): take it out and try another one
 REPLICA_DOWN_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
@@ -96,17 +97,19 @@ class ChatStream:
 
 
 class Relay:
-    """Sends chat requests for the routing table's current version to the pool's least busy healthy replica."""
+    """Sends chat requests for a brand's current version to the pool's least busy healthy replica."""
 
-    def __init__(self, pool: ReplicaPool, routes: RoutingTable, repair: Repair) -> None:
+    def __init__(self, pool: ReplicaPool, routes: BrandRoutes, repair: Repair) -> None:
         self.pool, self.routes, self.repair = pool, routes, repair
 
-    async def chat(self, request: dict[str, Any], *, conversation_key: str | None = None) -> tuple[Route, dict]:
-        """Send a non-streaming OpenAI chat request; return its route and the response with the public model name.
+    async def chat(self, request: dict[str, Any], *, conversation_key: str | None = None,
+                   brand_id: int = DEFAULT_BRAND_ID) -> tuple[Route, dict]:
+        """Send a non-streaming OpenAI chat request for the brand; return its route and the response with the
+        brand's public model name.
 
         Raises NoHealthyReplicaError (no replica can take it) or UpstreamError (vLLM refused it: `status_code`).
         """
-        route = self.routes.acquire(conversation_key)
+        route = self.routes.acquire(brand_id, conversation_key)
         try:
             response = await self._send({**request, "model": route.vllm_model, "stream": False}, stream=False)
             try:
@@ -120,7 +123,7 @@ class Relay:
             await self.routes.release(route)
 
     async def stream_chat(
-        self, request: dict[str, Any], *, conversation_key: str | None = None
+        self, request: dict[str, Any], *, conversation_key: str | None = None, brand_id: int = DEFAULT_BRAND_ID
     ) -> tuple[Route, ChatStream]:
         """Start a streaming chat request; return its route and a ChatStream of chunk dicts (`[DONE]` is not yielded).
 
@@ -128,7 +131,7 @@ class Relay:
         makes the iteration raise UpstreamError (never hang). The version stays counted in flight until the stream
         ends or `aclose()` is called (call it in a `finally` if you may stop early), so a swap waits for it.
         """
-        route = self.routes.acquire(conversation_key)
+        route = self.routes.acquire(brand_id, conversation_key)
         try:
             response = await self._send({**request, "model": route.vllm_model, "stream": True}, stream=True)
         except BaseException:

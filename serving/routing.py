@@ -1,4 +1,5 @@
-"""The in-process routing table: which vLLM adapter name serves the public model, the canary share, in-flight counts."""
+"""The in-process routing tables, one per brand: which vLLM adapter name serves each brand's public model, its canary
+share, and in-flight counts."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections import Counter
 
 from pydantic import BaseModel
 
+from collector.models import DEFAULT_BRAND_ID
+
 
 class Route(BaseModel):
     """Where one request goes: the adapter version (None = base model) and the name vLLM knows it by."""
@@ -17,6 +20,7 @@ class Route(BaseModel):
     vllm_model: str
     public_model: str
     canary: bool = False
+    brand_id: int = DEFAULT_BRAND_ID
 
 
 class LoadedVersion(BaseModel):
@@ -40,8 +44,9 @@ class RoutingTable:
     request choosing it and the request being counted.
     """
 
-    def __init__(self, public_model: str, base_vllm_name: str) -> None:
+    def __init__(self, public_model: str, base_vllm_name: str, brand_id: int = DEFAULT_BRAND_ID) -> None:
         self.public_model = public_model
+        self.brand_id = brand_id
         self.base_vllm_name = base_vllm_name
         self.live: LoadedVersion | None = None
         self.canary: LoadedVersion | None = None
@@ -55,10 +60,12 @@ class RoutingTable:
             bucket = canary_bucket(conversation_key) if conversation_key else random.random()
             if bucket < self.canary_share:
                 return Route(version=self.canary.version, vllm_model=self.canary.vllm_name,
-                             public_model=self.public_model, canary=True)
+                             public_model=self.public_model, canary=True, brand_id=self.brand_id)
         if self.live is not None:
-            return Route(version=self.live.version, vllm_model=self.live.vllm_name, public_model=self.public_model)
-        return Route(version=None, vllm_model=self.base_vllm_name, public_model=self.public_model)
+            return Route(version=self.live.version, vllm_model=self.live.vllm_name, public_model=self.public_model,
+                         brand_id=self.brand_id)
+        return Route(version=None, vllm_model=self.base_vllm_name, public_model=self.public_model,
+                     brand_id=self.brand_id)
 
     def acquire(self, conversation_key: str | None = None) -> Route:
         """Resolve a route and count the request against its vLLM name until `release`."""
@@ -80,3 +87,55 @@ class RoutingTable:
 
     def names_in_use(self) -> list[LoadedVersion]:
         return [loaded for loaded in (self.live, self.canary) if loaded is not None]
+
+
+class BrandRoutes:
+    """Every brand's routing table on the one base: each brand's live and canary adapters loaded under names of
+    their own, so a swap in one brand never touches another brand's requests."""
+
+    def __init__(self, base_vllm_name: str, public_names: dict[int, str]) -> None:
+        self._base_vllm_name = base_vllm_name
+        self.public_names = dict(public_names)  # brand id -> its public model name (as the store said at start)
+        self.tables: dict[int, RoutingTable] = {}
+
+    @property
+    def base_vllm_name(self) -> str:
+        return self._base_vllm_name
+
+    @base_vllm_name.setter
+    def base_vllm_name(self, name: str) -> None:
+        self._base_vllm_name = name
+        for table in self.tables.values():
+            table.base_vllm_name = name
+
+    def name_brand(self, brand_id: int, public_name: str) -> None:
+        """A brand's public model name (a brand made after start, or renamed)."""
+        self.public_names[brand_id] = public_name
+        if brand_id in self.tables:
+            self.tables[brand_id].public_model = public_name
+
+    def brand_of_model(self, public_name: str) -> int | None:
+        return next((brand for brand, name in self.public_names.items() if name == public_name), None)
+
+    def table(self, brand_id: int = DEFAULT_BRAND_ID) -> RoutingTable:
+        """The brand's table; a brand with nothing loaded yet is served by the base model."""
+        if brand_id not in self.tables:
+            public = self.public_names.get(brand_id, f"brand-{brand_id}")
+            self.tables[brand_id] = RoutingTable(public, self._base_vllm_name, brand_id)
+        return self.tables[brand_id]
+
+    def acquire(self, brand_id: int, conversation_key: str | None = None) -> Route:
+        return self.table(brand_id).acquire(conversation_key)
+
+    async def release(self, route: Route) -> None:
+        await self.table(route.brand_id).release(route)
+
+    def names_in_use(self) -> list[LoadedVersion]:
+        """Every adapter loaded for some brand (what a replica rejoining must serve)."""
+        return [loaded for table in self.tables.values() for loaded in table.names_in_use()]
+
+    def in_flight(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for table in self.tables.values():
+            total.update(table.in_flight)
+        return total

@@ -4,6 +4,9 @@ A new version is validated, then loaded under a fresh, never-reused vLLM name on
 check, smoke request); if any replica fails, it is unloaded everywhere and nothing changed. Then the routing table
 flips atomically, the registry records who did what, and the old name is drained (requests already on it finish)
 before it is unloaded.
+
+Each brand has its own table (`serving.routing.BrandRoutes`): a version changes only its own brand's table, so
+another brand's requests never wait for, or see, the swap.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collector.settings import Settings
 from serving import lifecycle
 from serving.errors import SwapFailedError, UpstreamError
 from serving.replicas import Replica, ReplicaPool
-from serving.routing import LoadedVersion, RoutingTable
+from collector.models import DEFAULT_BRAND_ID
+from serving.routing import BrandRoutes, LoadedVersion, RoutingTable
 from serving.validation import validate_adapter
 
 log = logging.getLogger("housestyle.serving")
@@ -44,13 +48,15 @@ class AdapterSwaps:
         self,
         settings: Settings,
         pool: ReplicaPool,
-        routes: RoutingTable,
+        routes: BrandRoutes,
         *,
         database_url: str,
         new_name: Callable[[str], str],
         served_base: Callable[[], Awaitable[str | None]],
+        max_loras: int,
     ) -> None:
         self.settings, self.pool, self.routes = settings, pool, routes
+        self.max_loras = max_loras  # adapters each vLLM holds at once (--max-loras)
         self.database_url = database_url
         self.new_name, self.served_base = new_name, served_base
         self.lock = asyncio.Lock()  # swaps, and replicas rejoining, never interleave
@@ -63,58 +69,66 @@ class AdapterSwaps:
         """
         return await self._make_live(version, action="promote", actor=actor, reason=reason)
 
-    async def rollback(self, version: str | None = None, *, actor: str = "system", reason: str | None = None) -> SwapResult:
-        """Go back to the previous live version (or any kept `version`) by the same protocol as promote."""
+    async def rollback(self, version: str | None = None, *, actor: str = "system", reason: str | None = None,
+                       brand_id: int = DEFAULT_BRAND_ID) -> SwapResult:
+        """Go back to the brand's previous live version (or any kept `version`) by the same protocol as promote."""
         if version is None:
-            current = self.routes.live.version if self.routes.live else None
-            version = lifecycle.previous_live_version(current, database_url=self.database_url)
+            table = self.routes.table(brand_id)
+            current = table.live.version if table.live else None
+            version = lifecycle.previous_live_version(current, database_url=self.database_url, brand_id=brand_id)
         return await self._make_live(version, action="rollback", actor=actor, reason=reason)
+
+    def _table(self, version: str) -> RoutingTable:
+        """The routing table of the version's brand (raises NotFoundError for an unknown version)."""
+        return self.routes.table(lifecycle.brand_of(version, database_url=self.database_url))
 
     async def canary(self, version: str, share: float, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """Route `share` (0..1) of new conversations to `version`; share 0 ends the canary (it becomes a candidate)."""
         if not 0.0 <= share <= 1.0:
             raise InputError(f"canary share {share} is not between 0 and 1; use e.g. --share 0.1")
+        table = self._table(version)
         async with self.lock:
-            previous = self.routes.canary
+            previous = table.canary
             if share == 0.0:
                 if previous is None or previous.version != version:
                     raise ConflictError(f"{version} is not the canary; nothing to end")
-                self.routes.canary, self.routes.canary_share = None, 0.0
+                table.canary, table.canary_share = None, 0.0
                 lifecycle.end_canary(version, actor=actor, reason=reason, database_url=self.database_url)
-                await self._retire_name(previous)
+                await self._retire_name(table, previous)
                 return SwapResult(action="canary-end", version=None, previous=version, replicas=self._urls())
-            if self.routes.live is not None and self.routes.live.version == version:
+            if table.live is not None and table.live.version == version:
                 raise ConflictError(f"{version} is already live; a canary must be another version")
             if previous is not None and previous.version == version:
-                self.routes.canary_share = share
+                table.canary_share = share
                 lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
                 return SwapResult(action="canary", version=version, previous=version, replicas=self._urls())
             loaded = await self._load_everywhere(version, actor=actor)
-            self.routes.canary, self.routes.canary_share = loaded, share
+            table.canary, table.canary_share = loaded, share
             lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
             if previous is not None:
-                await self._retire_name(previous)
+                await self._retire_name(table, previous)
             return SwapResult(action="canary", version=version, previous=previous.version if previous else None,
                               replicas=self._urls())
 
     async def _make_live(self, version: str, *, action: str, actor: str, reason: str | None) -> SwapResult:
         started = time.perf_counter()
+        table = self._table(version)
         async with self.lock:
-            previous = self.routes.live
+            previous = table.live
             if previous is not None and previous.version == version:
                 raise ConflictError(f"{version} is already live")
-            canary = self.routes.canary
+            canary = table.canary
             if canary is not None and canary.version == version:
                 # the canary is loaded, validated and smoke-tested everywhere already: just flip
                 loaded = canary
-                self.routes.canary, self.routes.canary_share = None, 0.0
+                table.canary, table.canary_share = None, 0.0
             else:
                 loaded = await self._load_everywhere(version, actor=actor)
-            self.routes.live = loaded  # the atomic flip: every new request from here on gets the new version
+            table.live = loaded  # the atomic flip: every new request of this brand from here on gets the new version
             flipped = time.perf_counter()
             lifecycle.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
             if previous is not None:
-                await self._retire_name(previous)
+                await self._retire_name(table, previous)
             return SwapResult(action=action, version=version, previous=previous.version if previous else None,
                               replicas=self._urls(), flip_ms=(flipped - started) * 1000,
                               total_ms=(time.perf_counter() - started) * 1000)
@@ -132,6 +146,12 @@ class AdapterSwaps:
         replicas = self.pool.healthy()
         if not replicas:
             self.pool.pick()  # raises NoHealthyReplicaError with the standard message
+        if len(self.routes.names_in_use()) + 1 > self.max_loras:
+            raise SwapFailedError(
+                f"vLLM holds {self.max_loras} adapters at once (--max-loras) and {len(self.routes.names_in_use())} "
+                f"are in use by the brands' live and canary versions, so {version} cannot be loaded; restart "
+                "`housestyle serve` (it sizes --max-loras from the number of brands) or raise HOUSESTYLE_MAX_LORAS"
+            )
         loaded = LoadedVersion(version=version, vllm_name=self.new_name(version), path=validated.path)
         done: list[Replica] = []
         try:
@@ -143,10 +163,10 @@ class AdapterSwaps:
             raise SwapFailedError(f"loading {version} failed, so it was unloaded again and nothing changed: {exc}") from None
         return loaded
 
-    async def _retire_name(self, loaded: LoadedVersion) -> None:
+    async def _retire_name(self, table: RoutingTable, loaded: LoadedVersion) -> None:
         """Let requests already on this name finish, then unload it everywhere (its folder stays for rollback)."""
         try:
-            await asyncio.wait_for(self.routes.wait_drained(loaded.vllm_name), self.settings.swap_drain_timeout_s)
+            await asyncio.wait_for(table.wait_drained(loaded.vllm_name), self.settings.swap_drain_timeout_s)
         except TimeoutError:
             log.warning("requests on %s still running after %.0fs; unloading it anyway (they will fail)",
                         loaded.vllm_name, self.settings.swap_drain_timeout_s)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from collector.errors import InputError
 from collector.settings import Settings
 from serving.errors import VllmStartError
 
@@ -37,9 +38,26 @@ def resolved_base_model(settings: Settings) -> str:
     return settings.base_model or str((settings.models_dir / "base").resolve())
 
 
-def vllm_command(settings: Settings, *, port: int) -> list[str]:
+def lora_slots(configured: int | None, brands: int) -> int:
+    """Adapters each vLLM must hold at once: every brand's live and canary version, plus one being swapped in.
+
+    `configured` (HOUSESTYLE_MAX_LORAS) None sizes it from the brands; a configured value that is too small is an
+    error that says what it needs, rather than adapters silently evicted under load."""
+    needed = 2 * max(brands, 1) + 1
+    if configured is None:
+        return max(needed, 4)
+    if configured < needed:
+        raise InputError(
+            f"HOUSESTYLE_MAX_LORAS={configured} is too small for {brands} brand(s): each brand's live and canary "
+            f"version plus one being swapped in need {needed}; raise it to {needed} or unset it to size it from "
+            "the brands"
+        )
+    return configured
+
+
+def vllm_command(settings: Settings, *, port: int, max_loras: int | None = None) -> list[str]:
     """The command line: nothing secret on it (anyone on the machine can read it with `ps`); the key is in the
-    environment (`vllm_environment`)."""
+    environment (`vllm_environment`). `max_loras`: see `lora_slots` (default: sized for one brand)."""
     # the `vllm` console script fails on the CPU build; the module entry point works everywhere
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
@@ -49,7 +67,7 @@ def vllm_command(settings: Settings, *, port: int) -> list[str]:
         "--port", str(port),
         "--enable-lora",
         "--max-lora-rank", str(settings.max_lora_rank),
-        "--max-loras", str(settings.max_loras),
+        "--max-loras", str(max_loras or lora_slots(settings.max_loras, 1)),
         "--gpu-memory-utilization", str(settings.vllm_gpu_memory_utilization),
         # runtime LoRA updates only work with one API server process
         "--api-server-count", "1",
@@ -90,9 +108,11 @@ class VllmServer:
     """A vLLM OpenAI server in its own process group, logging to HOME/logs/vllm-PORT.log, restarted if it dies."""
 
     def __init__(
-        self, settings: Settings, *, port: int | None = None, api_key: str, cpu_bind: str | None = None
+        self, settings: Settings, *, port: int | None = None, api_key: str, cpu_bind: str | None = None,
+        max_loras: int | None = None,
     ) -> None:
         self.settings = settings
+        self.max_loras = max_loras
         self.port = port or free_port()
         self.api_key = api_key
         self.cpu_bind = cpu_bind
@@ -112,7 +132,7 @@ class VllmServer:
         with self.log_path.open("ab") as log_file:
             # own session = own process group, so stop() reaches vLLM's engine-core children too (no orphans)
             self.process = subprocess.Popen(
-                vllm_command(self.settings, port=self.port),
+                vllm_command(self.settings, port=self.port, max_loras=self.max_loras),
                 env=vllm_environment(self.settings, api_key=self.api_key, cpu_bind=self.cpu_bind),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

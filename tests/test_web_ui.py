@@ -335,3 +335,44 @@ def test_widget_streams_an_auto_mode_reply_as_it_is_generated(
     stored = WidgetConversation(widget, saved["id"], saved["token"]).history()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"]
     assert reply.inner_text() == stored[-1]["content"]
+
+
+def test_an_agent_of_two_brands_switches_between_their_queues(
+    ui_service: RunningService, open_page: Callable[..., Any]
+) -> None:
+    from collector.brands import brand_fields, create_brand
+    from collector.settings import get_settings
+    from plugin.api.keys import create_key
+
+    url = ui_service.app.state.settings.resolved_database_url
+    with session_scope(url) as session:
+        business = int(create_brand(session, "business", brand_fields(company_name="GadgetCorp Business"),
+                                    settings=get_settings()).id)
+        _, key = create_key(session, "agent", "maria", brands=["default", "business"])
+        _, single = create_key(session, "agent", "tomas", brands=["business"])
+    ours = seed_draft(url, "Where is my SuperWidget order?", "It ships tomorrow.")
+    with session_scope(url) as session:
+        conversation = recorder.start_conversation(session, channel="web", brand_id=business)
+        recorder.add_message(session, conversation.id, Role.USER, "We need the invoice for 30 UltraHubs.")
+        theirs = recorder.record_draft(session, conversation.id, "Here it is.").id
+
+    page = open_page()
+    page.goto(f"{ui_service.url}/ui/login")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Log in").click()
+    queue = page.get_by_role("list", name="Drafts waiting for review")
+    expect(queue.locator(f'[data-draft-id="{ours}"]')).to_be_visible()
+    expect(queue.locator(f'[data-draft-id="{theirs}"]')).to_have_count(0)
+    page.get_by_label("Brand").select_option("business")
+    expect(queue.locator(f'[data-draft-id="{theirs}"]')).to_be_visible()
+    expect(queue.locator(f'[data-draft-id="{ours}"]')).to_have_count(0)
+    screenshot(page, "console-brand-switcher")
+
+    other = open_page()  # a key of one brand: no switcher, and only that brand's drafts
+    other.goto(f"{ui_service.url}/ui/login")
+    other.get_by_label("API key").fill(single)
+    other.get_by_role("button", name="Log in").click()
+    other_queue = other.get_by_role("list", name="Drafts waiting for review")
+    expect(other_queue.locator(f'[data-draft-id="{theirs}"]')).to_be_visible()
+    expect(other_queue.locator(f'[data-draft-id="{ours}"]')).to_have_count(0)
+    expect(other.get_by_label("Brand")).to_be_hidden()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from collector.cli import BrandOption
+from collector.errors import InputError
 from collector.settings import get_settings
 
 base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
@@ -38,6 +41,16 @@ def base_build(
     typer.echo(str(path))
 
 
+def export_brand(data: Path, brand: str | None) -> str | None:
+    """The brand an export belongs to (its manifest says); a --brand that differs is refused: brands never mix."""
+    manifest = data / "manifest.json"
+    exported = json.loads(manifest.read_text()).get("brand") if manifest.is_file() else None
+    if brand is not None and exported is not None and brand != exported:
+        raise InputError(f"{data} holds brand {exported!r}'s conversations, not {brand!r}'s; export brand {brand!r} "
+                         f"with `housestyle export --brand {brand}` first")
+    return brand or exported
+
+
 def train_command(
     base: Annotated[str, typer.Option("--base", help="Base model: a local folder or a hub id.")],
     data: Annotated[Path, typer.Option("--data", help="Export folder from `housestyle export` (chat or hf).")],
@@ -54,8 +67,10 @@ def train_command(
     max_length: Annotated[int | None, typer.Option(help="Tokens per packed row; longer conversations are cut.")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for shuffling and initialisation.")] = None,
+    brand: BrandOption = None,
 ) -> None:
-    """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version.
+    """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version of the
+    export's brand (--brand must agree with it).
 
     Loss is on the assistant's tokens only; short conversations are packed into full rows. Runs as is on CPU or
     one GPU, and under `torchrun --nproc-per-node N --no-python housestyle train ...` on several.
@@ -66,9 +81,9 @@ def train_command(
 
     from collector.db import entry_settings
 
-    entry_settings()  # the new version is registered in the store
+    settings = entry_settings(export_brand(data, brand))  # the new version is registered in the store
     try:
-        trained = train_adapter(base, data, out, settings=get_settings(), preset=preset, rank=rank, alpha=alpha,
+        trained = train_adapter(base, data, out, settings=settings, preset=preset, rank=rank, alpha=alpha,
                                 dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
                                 patience=patience, seed=seed)
         if trained.manifest is not None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from collector.errors import InputError
 from collector.prompts import ASSISTANT, build_messages, with_system_prompt
+from collector.models import DEFAULT_BRAND
 from collector.sample import GOLDEN_PATH
 from collector.settings import Settings
 from trainer.chat_format import Messages
@@ -223,10 +224,11 @@ def evaluate(
 
 def score_version(
     base: str | Path, adapter: str | Path | None, label: str, data: str | Path, *, settings: Settings,
-    limit: int | None = None, golden: Path = GOLDEN_PATH, max_new_tokens: int = 96, max_length: int = 1024,
+    limit: int | None = None, golden: Path | None = None, max_new_tokens: int = 96, max_length: int = 1024,
     generator: ReplyGenerator | None = None,
 ) -> VersionScores:
-    """One version (`adapter`, or the base alone when None) on the export's held-out split and the golden set.
+    """One version (`adapter`, or the base alone when None) on the export's held-out split and the golden set
+    (`golden`, else the brand's HOUSESTYLE_GOLDEN_SET; a brand without one scores 0 there, so that rule is moot).
 
     The refresh's gate compares two of these; it is `evaluate`'s code path and defaults, one system at a time.
     """
@@ -235,9 +237,16 @@ def score_version(
     adapter = Path(adapter) if adapter else None
     held_out = evaluate_system(generator, load_tokenizer(resolve_base(base)), adapter, tasks, test, [],
                                settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
-    golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
-    replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter, max_new_tokens=max_new_tokens)
-    golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
+    if golden is None and settings.golden_set:
+        golden = Path(settings.golden_set).expanduser()
+    elif golden is None and settings.brand == DEFAULT_BRAND:
+        golden = GOLDEN_PATH
+    golden_chrf = 0.0
+    if golden is not None:
+        golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
+        replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter,
+                                    max_new_tokens=max_new_tokens)
+        golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
     return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
                          golden_chrf=golden_chrf)
 

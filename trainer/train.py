@@ -22,6 +22,7 @@ from collector.adapter_manifest import AdapterManifest, code_version, combined_h
 from collector.db import session_scope
 from collector.errors import ConflictError, InputError
 from collector.models import RunStatus, utcnow
+from collector.brands import brand_id
 from collector.registry import new_version_id, register_adapter
 from collector.runs import RunLog
 from collector.settings import Settings
@@ -175,8 +176,10 @@ def train_adapter(
     target = Path(out).expanduser() if out else None
     if target is not None and target.exists():
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
-    run = (RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base), "data": str(data)})
-           if world.is_main else None)
+    with session_scope(url) as session:
+        brand = brand_id(session, settings.brand)  # the adapter joins this brand's lineage (HOUSESTYLE_BRAND, --brand)
+    run = (RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base), "data": str(data)},
+                  brand_id=brand) if world.is_main else None)
     try:
         result, model = _fit(base_path, splits, config, world, settings)
         version, path, manifest = "", target or Path(), None
@@ -276,6 +279,7 @@ def _publish(
                 session, version=version, path=str(published), base_model=base_id, rank=config.rank,
                 base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
                 manifest=manifest.model_dump(mode="json"), training_run_id=run_id,
+                brand_id=brand_id(session, settings.brand),
             )
             if run is not None:
                 run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=version, session=session)

@@ -28,6 +28,7 @@ class ExportManifest(BaseModel):
     created_at: datetime
     format: ExportFormat
     system_prompt: str
+    brand: str = "default"  # whose conversations these are (`housestyle brands`)
     files: dict[str, str]  # split -> path relative to the export folder
     conversation_ids: str | None = None  # file of "split<TAB>conversation id" lines: what `housestyle forget` checks
     conversations: dict[str, int]  # split -> conversations

@@ -40,6 +40,7 @@ class ExportOptions(BaseModel):
     ratios: SplitRatios = Field(default_factory=SplitRatios)
     near_duplicate_threshold: float | None = Field(None, gt=0, le=1)  # None: the settings' value
     max_macro_copies: int | None = Field(None, ge=1)  # None: the settings' value
+    brand_id: int | None = None  # whose conversations; export_dataset sets it from settings.brand (never mixed)
 
     @field_validator("format", mode="before")
     @classmethod

@@ -22,6 +22,8 @@ from collector.export.reading import count_conversations, read_conversations
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
 from collector.export.workers import BatchPreparer, PreparedBatch, batched, in_order, read_spool_line, start_worker
+from collector.brands import brand_id
+from collector.db import session_scope
 from collector.errors import InputError
 from collector.export.reading import count_unredacted
 from collector.pii.entities import PiiType
@@ -33,7 +35,11 @@ CONVERSATION_IDS = "conversation_ids.tsv"  # split <TAB> store id of every expor
 
 
 def export_dataset(options: ExportOptions, *, settings: Settings, progress: bool | None = None) -> ExportManifest:
-    """Write the export folder described in `collector.export` and return its manifest."""
+    """Write the export folder described in `collector.export` and return its manifest: one brand's conversations
+    (settings.brand's), never several brands' mixed."""
+    if options.brand_id is None:
+        with session_scope(settings.resolved_database_url) as session:
+            options = options.model_copy(update={"brand_id": brand_id(session, settings.brand)})
     staging = prepare_target(options.out)
     try:
         manifest = _write_export(options, staging, settings, progress)
@@ -102,6 +108,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         created_at=datetime.now(UTC),
         format=options.format,
         system_prompt=settings.system_prompt,
+        brand=settings.brand,
         files=files,
         conversation_ids=CONVERSATION_IDS,
         conversations=counts,

@@ -28,6 +28,8 @@ def _conversation_filter(options: ExportOptions) -> list[Any]:
         conditions.append(Conversation.created_at < options.until)
     if options.channels:
         conditions.append(Conversation.channel.in_(options.channels))
+    if options.brand_id is not None:
+        conditions.append(Conversation.brand_id == options.brand_id)
     return conditions
 
 

@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from collector.db import open_store
 from collector.settings import Settings
 from plugin.connectors.chatwoot import close_client as close_chatwoot_client
+from plugin.api.brand_scope import BrandDirectory
 from plugin.api.deps import KeyCache, new_rate_limits
 from plugin.api.errors import install_error_handlers
 from plugin.api.metrics import ServiceMetrics
@@ -98,6 +99,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.rate_limits = new_rate_limits(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
+    app.state.brands = BrandDirectory(settings, ttl_s=settings.key_cache_seconds, gateway=gateway)
     # sqlite has no row locks: claims and reviews of this process go one at a time
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]

@@ -32,6 +32,15 @@ class Caller(BaseModel):
     name: str
     role: ApiKeyRole
     key_id: int | None = None
+    brands: tuple[int, ...] | None = None  # the brands the key may act on; None: every brand
+
+    def may_act_on(self, brand_id: int) -> bool:
+        return self.brands is None or brand_id in self.brands
+
+    def check_brand(self, brand_id: int, missing: Exception) -> None:
+        """Raise `missing` (the route's own 404) for an object of a brand this key may not act on."""
+        if not self.may_act_on(brand_id):
+            raise missing
 
     @property
     def is_local_cli(self) -> bool:
@@ -99,7 +108,10 @@ def _unauthorized(detail: str) -> HTTPException:
 def _lookup_key(database_url: str, token: str) -> Caller | None:
     with session_scope(database_url) as session:
         row = find_active_key(session, token)
-        return None if row is None else Caller(name=row.name, role=row.role, key_id=row.id)
+        if row is None:
+            return None
+        brands = None if row.brands is None else tuple(int(b) for b in row.brands)
+        return Caller(name=row.name, role=row.role, key_id=row.id, brands=brands)
 
 
 async def authenticate(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlmodel import Session
 
+from collector.brands import brand_id
 from collector.errors import InputError, NotFoundError
-from collector.models import ApiKey, ApiKeyRole, utcnow
+from collector.models import DEFAULT_BRAND_ID, ApiKey, ApiKeyRole, utcnow
 
 KEY_PREFIX = "hs_"
 
@@ -20,14 +22,30 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, role: ApiKeyRole | str, name: str | None = None) -> tuple[ApiKey, str]:
-    """Make a new key; returns the stored row and the key itself, which is never stored and shown only now."""
+def key_brands(session: Session, role: ApiKeyRole, slugs: Sequence[str] | None) -> list[int] | None:
+    """The brand ids a new key may act on: a widget key exactly one (default: the default brand); agent and admin
+    keys the brands named, or every brand (None) when none is named."""
+    ids = sorted({brand_id(session, slug) for slug in slugs or ()})
+    if role == ApiKeyRole.WIDGET:
+        if len(ids) > 1:
+            raise InputError("a widget key belongs to exactly one brand (its conversations land there): give one "
+                             "--brand")
+        return ids or [DEFAULT_BRAND_ID]
+    return ids or None
+
+
+def create_key(
+    session: Session, role: ApiKeyRole | str, name: str | None = None, *, brands: Sequence[str] | None = None
+) -> tuple[ApiKey, str]:
+    """Make a new key (scoped to `brands`, see `key_brands`); returns the stored row and the key itself, which is
+    never stored and shown only now."""
     try:
         role = ApiKeyRole(role)
     except ValueError:
         raise InputError(f"unknown role '{role}'; use one of: {', '.join(r.value for r in ApiKeyRole)}") from None
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name or f"{role.value}-key", role=role, key_hash=hash_key(key), prefix=key[:10])
+    row = ApiKey(name=name or f"{role.value}-key", role=role, key_hash=hash_key(key), prefix=key[:10],
+                 brands=key_brands(session, role, brands))
     session.add(row)
     session.flush()
     return row, key

@@ -122,6 +122,7 @@ class ReplyOut(BaseModel):
 class PendingDraft(BaseModel):
     draft_id: int
     conversation_id: int
+    brand_id: int = 1
     channel: str
     mode: ReplyMode
     draft: str
@@ -262,9 +263,16 @@ class VersionQuality(BaseModel):
 
 
 # --- web UI (read-only JSON for the pages) ---------------------------------------------------
+class BrandOut(BaseModel):
+    name: str = Field(description="The brand's name, as ?brand= takes it.")
+    company_name: str
+    public_model_name: str
+
+
 class MeOut(BaseModel):
     name: str = Field(description="The key's name (the agent id in reviews).")
     role: ApiKeyRole
+    brands: list[BrandOut] = Field(default_factory=list, description="The brands this key may see and act on.")
 
 
 class RunOut(BaseModel):
@@ -335,6 +343,7 @@ class ChatwootEvent(BaseModel):
     private: bool = False
     conversation: ChatwootRef | None = None
     account: ChatwootRef | None = None
+    inbox: ChatwootRef | None = None  # HOUSESTYLE_CHATWOOT_INBOX_BRANDS maps it to a brand
     sender: ChatwootSender | None = None
 
 

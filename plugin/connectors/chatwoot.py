@@ -17,12 +17,14 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import select
+from sqlmodel import Session
 
 from collector import recorder
+from collector.brands import brand_id
 from collector.changes import same_text, similarity
 from collector.db import session_scope
 from collector.errors import HouseStyleError, InputError
-from collector.models import Draft, DraftStatus, ReplyMode, ReviewDecision, Role
+from collector.models import DEFAULT_BRAND_ID, Draft, DraftStatus, ReplyMode, ReviewDecision, Role
 from collector.settings import Settings
 from plugin import assistant
 from plugin.api.metrics import ServiceMetrics
@@ -109,6 +111,12 @@ def contact_values(event: ChatwootEvent) -> dict[str, str]:
     return {key: str(value).strip() for key, value in values.items() if value and str(value).strip()}
 
 
+def brand_of_inbox(session: Session, settings: Settings, event: ChatwootEvent) -> int:
+    """The brand a Chatwoot inbox belongs to (HOUSESTYLE_CHATWOOT_INBOX_BRANDS); an inbox not named: the default."""
+    slug = settings.chatwoot_inbox_brands.get(str(event.inbox.id)) if event.inbox and event.inbox.id else None
+    return DEFAULT_BRAND_ID if slug is None else brand_id(session, slug)
+
+
 def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistant.Turn:
     """Find or open the conversation for this Chatwoot conversation and store the customer's message.
 
@@ -116,7 +124,8 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
     used to fill a reply's placeholders."""
     known = contact_values(event)
     with session_scope(settings.resolved_database_url) as session:
-        conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
+        brand = brand_of_inbox(session, settings, event)
+        conversation = recorder.find_conversation(session, CHANNEL, external_id(event), brand_id=brand)
         if conversation is None:
             sender = event.sender.id if event.sender else None
             conversation = recorder.start_conversation(
@@ -126,6 +135,7 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
                 customer_ref=f"chatwoot-contact:{sender}" if sender is not None else None,
                 mode=assistant.mode_for_channel(settings, CHANNEL),
                 known_values=known,
+                brand_id=brand,
             )
         elif known and {**(conversation.known_values or {}), **known} != conversation.known_values:
             conversation.known_values = {**(conversation.known_values or {}), **known}
@@ -139,7 +149,8 @@ def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutco
     agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"
     content = storable_text(event.content or "")
     with session_scope(settings.resolved_database_url) as session:
-        conversation = recorder.find_conversation(session, CHANNEL, external_id(event))
+        conversation = recorder.find_conversation(session, CHANNEL, external_id(event),
+                                                  brand_id=brand_of_inbox(session, settings, event))
         if conversation is None:
             return EventOutcome(action="ignored", detail="conversation started before HouseStyle was connected")
         draft = None

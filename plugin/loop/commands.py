@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from collector.brands import brand_id
+from collector.cli import BrandOption
 from collector.db import entry_settings, session_scope
 from collector.errors import HouseStyleError
 from collector.models import RunStatus
@@ -19,14 +21,15 @@ from plugin.loop.refresh import run_refresh
 
 def refresh_command(
     actor: Annotated[str, typer.Option(help="Who asked, recorded with the promotion.")] = "cli",
+    brand: BrandOption = None,
 ) -> None:
     """Export reviewed data, train a candidate, evaluate it against the live version, and swap it in if it wins.
 
     With `housestyle serve` running on the same HOUSESTYLE_HOME the swap happens in the running service; without
     it the registry records the new live version for the next start. With HOUSESTYLE_REFRESH_CANARY_SHARE above 0
-    a winning candidate starts as a canary instead. Only one refresh runs at a time.
+    a winning candidate starts as a canary instead. Only one refresh of a brand runs at a time.
     """
-    settings = entry_settings()
+    settings = entry_settings(brand)
     outcome = run_refresh(settings, RemoteSwapper(settings), actor=actor)
     if outcome.gate is not None:
         typer.echo(f"gate {'passed' if outcome.gate.passed else 'refused'}: {outcome.gate.reason}")
@@ -46,15 +49,15 @@ def stats_table(settings: Settings, title: str = "Agents' reviews per version") 
     for column in ("reviews", "corrected", "accepted", "edited", "rejected", "edit distance"):
         table.add_column(column, justify="right")
     with session_scope(settings.resolved_database_url) as session:
-        for row in version_stats(session):
+        for row in version_stats(session, brand_id=brand_id(session, settings.brand)):
             table.add_row(row.version, str(row.reviews), f"{row.correction_rate:.0%}", f"{row.acceptance_rate:.0%}",
                           f"{row.edit_rate:.0%}", f"{row.rejection_rate:.0%}", f"{row.mean_edit_distance:.2f}")
     return table
 
 
-def stats_command() -> None:
+def stats_command(brand: BrandOption = None) -> None:
     """How agents treat each adapter version's drafts: the share they had to correct, the online measure of style."""
-    Console().print(stats_table(entry_settings()))
+    Console().print(stats_table(entry_settings(brand)))
 
 
 def register(app: typer.Typer) -> None:

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Callable
 from pydantic import BaseModel
 
+from collector.brands import brand_id
 from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
 from collector.locks import job_lock
-from collector.models import AdapterEvent, RunStatus
+from collector.models import DEFAULT_BRAND, AdapterEvent, RunStatus
 from collector.pii.ingest import redact_everything, redactor_for
 from collector.registry import live_adapter
 from collector.runs import RunLog
@@ -29,6 +30,11 @@ from trainer.train import train_adapter
 log = logging.getLogger("housestyle.refresh")
 
 REFRESH_LOCK = "refresh"
+
+
+def refresh_lock(brand: str) -> str:
+    """Each brand refreshes under a lock of its own (the default brand's keeps the name from before brands)."""
+    return REFRESH_LOCK if brand == DEFAULT_BRAND else f"{REFRESH_LOCK}:{brand}"
 
 
 class RefreshOutcome(BaseModel):
@@ -54,7 +60,8 @@ def run_refresh(
     on_started: Callable[[int], None] | None = None,
     vllm: tuple[str, str | None] | None = None,
 ) -> RefreshOutcome:
-    """One whole refresh under the store's refresh lock; raises ConflictError if another is running.
+    """One whole refresh of the brand `settings` are for (`collector.brands.settings_for`; HOUSESTYLE_BRAND) under
+    that brand's refresh lock; raises ConflictError if another refresh of it is running.
 
     `on_started(run_id)` is called once the lock is held and the run row exists (the admin API answers with it).
     `vllm`: (url, api key) of a running vLLM on the base to generate the evaluation's replies with (the service's
@@ -62,9 +69,11 @@ def run_refresh(
     """
     url = settings.resolved_database_url
     base = settings.base_model or str(settings.models_dir / "base")
-    with job_lock(REFRESH_LOCK, url=url) as held:  # renewed while we work; a dead holder's is taken over
-        run = RunLog(url, kind="refresh", params={"base": base, "preset": settings.train_preset,
-                                                  **(train_overrides or {})}, step="export", holder=held.holder)
+    with session_scope(url) as session:
+        brand = brand_id(session, settings.brand)
+    params = {"base": base, "preset": settings.train_preset, "brand": settings.brand, **(train_overrides or {})}
+    with job_lock(refresh_lock(settings.brand), url=url) as held:  # renewed as we work; a dead holder's is taken over
+        run = RunLog(url, kind="refresh", params=params, step="export", holder=held.holder, brand_id=brand)
         candidate: str | None = None
         try:
             if on_started is not None:
@@ -84,7 +93,7 @@ def run_refresh(
             run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
 
             with session_scope(url) as session:
-                live = live_adapter(session)
+                live = live_adapter(session, brand)
                 live_version, live_path = (live.version, live.path) if live else ("base", None)
             run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split "
                                  f"({settings.eval_engine} generates)")

@@ -14,8 +14,9 @@ from statistics import NormalDist
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from collector.brands import brand_id
 from collector.db import session_scope
-from collector.models import AdapterEvent
+from collector.models import AdapterEvent, AdapterVersion
 from collector.registry import live_adapter
 from collector.settings import Settings
 from collector.stats import BASE_LABEL, VersionStats, version_stats
@@ -85,7 +86,8 @@ def check_live_regression(settings: Settings) -> RegressionCheck | None:
     The previous version's figures are all live reviews of its drafts.
     """
     with session_scope(settings.resolved_database_url) as session:
-        live = live_adapter(session)
+        brand = brand_id(session, settings.brand)
+        live = live_adapter(session, brand)
         if live is None:
             return None
         went_live = session.execute(
@@ -99,13 +101,15 @@ def check_live_regression(settings: Settings) -> RegressionCheck | None:
         earlier = session.execute(
             select(AdapterEvent.version)
             .where(AdapterEvent.action.in_(("promote", "rollback")), AdapterEvent.id < went_live.id,
-                   AdapterEvent.version != live.version)
+                   AdapterEvent.version != live.version,
+                   AdapterEvent.version.in_(select(AdapterVersion.version).where(AdapterVersion.brand_id == brand)))
             .order_by(AdapterEvent.id.desc())
             .limit(1)
         ).scalar_one_or_none()
         previous = earlier or BASE_LABEL
-        new = {s.version: s for s in version_stats(session, since=went_live.created_at)}.get(live.version)
-        old = {s.version: s for s in version_stats(session)}.get(previous)
+        since_live = version_stats(session, since=went_live.created_at, brand_id=brand)
+        new = {s.version: s for s in since_live}.get(live.version)
+        old = {s.version: s for s in version_stats(session, brand_id=brand)}.get(previous)
     test = correction_rate_regressed(
         old or _empty(previous), new or _empty(live.version), margin=settings.rollback_margin,
         alpha=settings.rollback_alpha, min_reviews=settings.rollback_min_reviews,

@@ -9,9 +9,10 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from collector.brands import brand_id, brand_settings, every_brand
 from collector.db import session_scope
 from collector.errors import ConflictError
-from collector.models import Review, TrainingRun
+from collector.models import DEFAULT_BRAND_ID, Conversation, Draft, Review, TrainingRun
 from collector.settings import Settings
 from collector.stats import IMPORT_AGENT
 from plugin.loop.decision import GatewaySwapper
@@ -23,13 +24,16 @@ log = logging.getLogger("housestyle.scheduler")
 CHECK_EVERY_S = 30.0
 
 
-def reviews_since_last_refresh(url: str) -> int:
-    """Live reviews recorded since the newest refresh started (all live reviews if none ever ran)."""
+def reviews_since_last_refresh(url: str, brand_id: int = DEFAULT_BRAND_ID) -> int:
+    """Live reviews of the brand recorded since its newest refresh started (all of them if none ever ran)."""
     with session_scope(url) as session:
         last = session.execute(
-            select(func.max(TrainingRun.started_at)).where(TrainingRun.kind == "refresh")
+            select(func.max(TrainingRun.started_at)).where(TrainingRun.kind == "refresh",
+                                                           TrainingRun.brand_id == brand_id)
         ).scalar()
-        query = select(func.count(Review.id)).where(Review.agent_id != IMPORT_AGENT)
+        query = (select(func.count(Review.id)).join(Draft, Draft.id == Review.draft_id)
+                 .join(Conversation, Conversation.id == Draft.conversation_id)
+                 .where(Review.agent_id != IMPORT_AGENT, Conversation.brand_id == brand_id))
         if last is not None:
             query = query.where(Review.created_at >= last)
         return int(session.execute(query).scalar() or 0)
@@ -47,61 +51,102 @@ def refresh_due(settings: Settings, *, minutes_since_last: float, new_reviews: C
 
 
 class LoopScheduler:
-    """Runs in the service's event loop; refreshes run in a worker thread so requests keep flowing."""
+    """Runs in the service's event loop; refreshes run in worker threads so requests keep flowing.
+
+    Every brand has its own schedule, lock and rollback guard; at most HOUSESTYLE_REFRESH_PARALLEL_BRANDS brands
+    refresh at once (default one at a time: training is the machine's heaviest job)."""
 
     def __init__(self, settings: Settings, gateway, *, check_every_s: float = CHECK_EVERY_S) -> None:
         self.settings, self.gateway = settings, gateway
         self.check_every_s = check_every_s
-        self.last_refresh = time.monotonic()
-        self.running: asyncio.Task | None = None
+        self.started_at = time.monotonic()
+        self.last_refresh: dict[str, float] = {}
+        self.running: dict[str, asyncio.Task] = {}
 
     @property
     def busy(self) -> bool:
-        return self.running is not None and not self.running.done()
+        return any(not task.done() for task in self.running.values())
 
-    def refresh_due(self) -> str | None:
+    def refreshing(self) -> list[str]:
+        return [brand for brand, task in self.running.items() if not task.done()]
+
+    def brands(self) -> list[Settings]:
+        """Each brand's settings (blocking)."""
+        with session_scope(self.settings.resolved_database_url) as session:
+            return every_brand(self.settings, session)
+
+    def brand(self, slug: str | None) -> Settings:
+        with session_scope(self.settings.resolved_database_url) as session:
+            return brand_settings(self.settings, session, slug)
+
+    def refresh_due(self, brand: Settings) -> str | None:
         url = self.settings.resolved_database_url
-        return refresh_due(self.settings, minutes_since_last=(time.monotonic() - self.last_refresh) / 60,
-                           new_reviews=lambda: reviews_since_last_refresh(url))
+        last = self.last_refresh.get(brand.brand, self.started_at)
+        with session_scope(url) as session:
+            brand_key = brand_id(session, brand.brand)
+        return refresh_due(brand, minutes_since_last=(time.monotonic() - last) / 60,
+                           new_reviews=lambda: reviews_since_last_refresh(url, brand_key))
 
-    async def start_refresh(self, reason: str, *, actor: str = "scheduler") -> int:
-        """Start a refresh in the background; returns its run id once it holds the lock (ConflictError if it can't)."""
-        if self.busy:
-            raise ConflictError("a refresh is already running in this service; watch it in /admin/runs")
+    async def start_refresh(self, reason: str, *, actor: str = "scheduler", brand: str | None = None) -> int:
+        """Start a refresh of the brand (default: HOUSESTYLE_BRAND) in the background; returns its run id once it
+        holds the lock (ConflictError if it can't)."""
+        settings = await asyncio.to_thread(self.brand, brand)
+        if settings.brand in self.refreshing():
+            raise ConflictError(f"a refresh of brand {settings.brand!r} is already running in this service; watch "
+                                "it in /admin/runs")
+        if len(self.refreshing()) >= self.settings.refresh_parallel_brands:
+            raise ConflictError(f"{len(self.refreshing())} refreshes are running ({', '.join(self.refreshing())}); "
+                                "this one starts when they end (HOUSESTYLE_REFRESH_PARALLEL_BRANDS allows more)")
         loop = asyncio.get_running_loop()
         started: asyncio.Future[int] = loop.create_future()
 
         def on_started(run_id: int) -> None:
             loop.call_soon_threadsafe(lambda: started.done() or started.set_result(run_id))
 
-        self.running = asyncio.create_task(self.refresh_now(reason, actor=actor, on_started=on_started))
-        self.running.add_done_callback(lambda task: started.done() or _fail_with(started, task))
+        task = asyncio.create_task(self.refresh_now(reason, actor=actor, on_started=on_started, brand=settings))
+        self.running[settings.brand] = task
+        task.add_done_callback(lambda done: started.done() or _fail_with(started, done))
         return await started
 
     async def refresh_now(self, reason: str, *, actor: str = "scheduler",
-                          on_started: Callable[[int], None] | None = None) -> RefreshOutcome:
+                          on_started: Callable[[int], None] | None = None,
+                          brand: Settings | None = None) -> RefreshOutcome:
+        settings = brand or await asyncio.to_thread(self.brand, None)
         swapper = GatewaySwapper(self.gateway, asyncio.get_running_loop())
-        log.info("refresh starting: %s", reason)
+        log.info("refresh of brand %s starting: %s", settings.brand, reason)
         try:
-            outcome = await asyncio.to_thread(run_refresh, self.settings, swapper, actor=actor, on_started=on_started,
+            outcome = await asyncio.to_thread(run_refresh, settings, swapper, actor=actor, on_started=on_started,
                                               vllm=self.gateway.eval_target())
         finally:
-            self.last_refresh = time.monotonic()
-        log.info("refresh run %s: %s", outcome.run_id, outcome.model_dump_json(exclude={"gate"}))
+            self.last_refresh[settings.brand] = time.monotonic()
+        log.info("refresh run %s (brand %s): %s", outcome.run_id, settings.brand,
+                 outcome.model_dump_json(exclude={"gate"}))
         return outcome
 
-    async def guard_live_version(self) -> None:
-        check = await asyncio.to_thread(check_live_regression, self.settings)
+    async def guard_live_version(self, brand: Settings | None = None) -> None:
+        settings = brand or await asyncio.to_thread(self.brand, None)
+        check = await asyncio.to_thread(check_live_regression, settings)
         if check is None or not check.roll_back:
             return
-        log.warning("rolling back %s to %s: %s", check.live, check.previous, check.test.reason)
-        await self.gateway.rollback(check.previous, actor="auto-rollback", reason=check.test.reason)
+        log.warning("brand %s: rolling back %s to %s: %s", settings.brand, check.live, check.previous,
+                    check.test.reason)
+        with session_scope(self.settings.resolved_database_url) as session:
+            brand_key = brand_id(session, settings.brand)
+        await self.gateway.rollback(check.previous, actor="auto-rollback", reason=check.test.reason,
+                                    brand_id=brand_key)
 
     async def tick(self) -> None:
-        """One round: guard the live version, then start a refresh if one is due and none is running."""
-        await self.guard_live_version()
-        if not self.busy and (reason := await asyncio.to_thread(self.refresh_due)):
-            await self.start_refresh(reason)
+        """One round over the brands: guard each live version, then start the refreshes that are due, as many as
+        HOUSESTYLE_REFRESH_PARALLEL_BRANDS allows."""
+        for brand in await asyncio.to_thread(self.brands):
+            try:
+                await self.guard_live_version(brand)
+                if (brand.brand not in self.refreshing()
+                        and len(self.refreshing()) < self.settings.refresh_parallel_brands
+                        and (reason := await asyncio.to_thread(self.refresh_due, brand))):
+                    await self.start_refresh(reason, brand=brand.brand)
+            except ConflictError as exc:
+                log.info("refresh of brand %s skipped: %s", brand.brand, exc)
 
     async def run(self) -> None:
         while True:

@@ -16,12 +16,14 @@ from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from collector import registry
+from collector.errors import NotFoundError
 from collector.models import Conversation
 from collector.registry import VERSION_ID_PATTERN
 from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
 from collector.export import export_dataset, export_options
 from plugin.assistant import require_gateway
-from plugin.api.deps import AdminCaller, GatewayDep, SettingsDep, StoreDep
+from plugin.api.brand_scope import ChosenBrand
+from plugin.api.deps import AdminCaller, Caller, GatewayDep, Store, StoreDep
 from plugin.api.schemas import (
     AdapterChange,
     AdapterOut,
@@ -48,11 +50,22 @@ CHANGE_ERRORS = {
 
 
 @router.get("/adapters", response_model=AdaptersOut, summary="Registered adapter versions and what is served")
-def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> AdaptersOut:
+def list_adapters(_: AdminCaller, brand: ChosenBrand, store: StoreDep, gateway: GatewayDep) -> AdaptersOut:
+    """The brand's versions (?brand=; default: the key's only brand, or the default brand)."""
     with store.session() as session:
-        adapters = [AdapterOut.model_validate(a, from_attributes=True) for a in registry.list_adapters(session)]
-    serving = gateway.status().model_dump(mode="json") if gateway is not None else None
+        adapters = [AdapterOut.model_validate(a, from_attributes=True)
+                    for a in registry.list_adapters(session, brand.id)]
+    serving = gateway.status(brand.id).model_dump(mode="json") if gateway is not None else None
     return AdaptersOut(adapters=adapters, serving=serving)
+
+
+def version_in_scope(store: Store, caller: Caller, version: str) -> str:
+    """The version, if it belongs to a brand the key may act on; another brand's answers as an unknown version."""
+    with store.session() as session:
+        adapter = registry.get_adapter(session, version)
+        caller.check_brand(adapter.brand_id, NotFoundError(f"adapter version {version} is not registered; "
+                                                           "GET /admin/adapters lists them"))
+    return version
 
 
 @router.post(
@@ -61,8 +74,14 @@ def list_adapters(_: AdminCaller, store: StoreDep, gateway: GatewayDep) -> Adapt
     responses=CHANGE_ERRORS,
     summary="Go back to the previous (or a named) version",
 )
-async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
-    return await require_gateway(gateway).rollback(body.version, actor=caller.acting_as(body.actor), reason=body.reason)
+async def rollback_adapter(
+    body: RollbackIn, caller: AdminCaller, brand: ChosenBrand, store: StoreDep, gateway: GatewayDep
+) -> SwapResult:
+    """Of the brand named (?brand=); a named version must be that brand's."""
+    if body.version is not None:
+        await run_in_threadpool(version_in_scope, store, caller, body.version)
+    return await require_gateway(gateway).rollback(body.version, actor=caller.acting_as(body.actor),
+                                                   reason=body.reason, brand_id=brand.id)
 
 
 @router.post(
@@ -72,8 +91,10 @@ async def rollback_adapter(body: RollbackIn, caller: AdminCaller, gateway: Gatew
     summary="Make a version live everywhere",
 )
 async def promote_adapter(
-    version: VersionPath, body: AdapterChange, caller: AdminCaller, gateway: GatewayDep
+    version: VersionPath, body: AdapterChange, caller: AdminCaller, store: StoreDep, gateway: GatewayDep
 ) -> SwapResult:
+    """Within the version's own brand: another brand's traffic never waits for it."""
+    await run_in_threadpool(version_in_scope, store, caller, version)
     return await require_gateway(gateway).promote(version, actor=caller.acting_as(body.actor), reason=body.reason)
 
 
@@ -83,17 +104,22 @@ async def promote_adapter(
     responses=CHANGE_ERRORS,
     summary="Serve a share of conversations with it",
 )
-async def canary_adapter(version: VersionPath, body: CanaryIn, caller: AdminCaller, gateway: GatewayDep) -> SwapResult:
+async def canary_adapter(
+    version: VersionPath, body: CanaryIn, caller: AdminCaller, store: StoreDep, gateway: GatewayDep
+) -> SwapResult:
+    await run_in_threadpool(version_in_scope, store, caller, version)
     return await require_gateway(gateway).canary(
         version, body.share, actor=caller.acting_as(body.actor), reason=body.reason
     )
 
 
-def store_stats(session: Session) -> StatsOut:
-    """Every draft counts here, imported history and drafts still waiting for an agent included."""
-    by_channel = dict(
-        session.execute(select(Conversation.channel, func.count(Conversation.id)).group_by(Conversation.channel)).all()
-    )
+def store_stats(session: Session, brand_id: int | None = None) -> StatsOut:
+    """Every draft of the brand (None: of every brand) counts here, imported history and drafts still waiting for
+    an agent included."""
+    query = select(Conversation.channel, func.count(Conversation.id)).group_by(Conversation.channel)
+    if brand_id is not None:
+        query = query.where(Conversation.brand_id == brand_id)
+    by_channel = dict(session.execute(query).all())
     per_version = [
         VersionDrafts(
             adapter_version=None if row.version == BASE_LABEL else row.version,
@@ -103,7 +129,7 @@ def store_stats(session: Session) -> StatsOut:
             edited=row.edited,
             rejected=row.rejected,
         )
-        for row in version_stats(session, include_imported=True, include_pending=True)
+        for row in version_stats(session, include_imported=True, include_pending=True, brand_id=brand_id)
     ]
     return StatsOut(
         conversations=sum(by_channel.values()),
@@ -115,14 +141,16 @@ def store_stats(session: Session) -> StatsOut:
 
 
 @router.get("/stats", response_model=StatsOut, summary="Conversations, drafts by decision, per adapter version")
-def data_stats(_: AdminCaller, store: StoreDep) -> StatsOut:
+def data_stats(_: AdminCaller, brand: ChosenBrand, store: StoreDep) -> StatsOut:
     with store.session() as session:
-        return store_stats(session)
+        return store_stats(session, brand.id)
 
 
 @router.post("/export", response_model=ExportOut, summary="Write reviewed conversations as training data")
-async def export_training_data(body: ExportIn, _: AdminCaller, settings: SettingsDep) -> ExportOut:
-    """Runs the collector's export into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final texts replace drafts."""
+async def export_training_data(body: ExportIn, _: AdminCaller, brand: ChosenBrand) -> ExportOut:
+    """Runs the collector's export of one brand (?brand=) into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final
+    texts replace drafts."""
+    settings = brand.settings
     out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
     options = export_options(
         format=body.format,
@@ -134,6 +162,7 @@ async def export_training_data(body: ExportIn, _: AdminCaller, settings: Setting
         redact=body.redact,
         dedup=body.dedup,
         seed=body.seed,
+        brand_id=brand.id,
     )
     manifest = await run_in_threadpool(partial(export_dataset, options, settings=settings, progress=False))
     return ExportOut(path=str(out), summary=manifest.summary(), manifest=manifest.model_dump(mode="json"))

@@ -10,12 +10,14 @@ from sqlalchemy import func, select
 
 from collector import registry
 from collector.errors import InputError, NotFoundError
-from collector.models import Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
+from collector.models import Conversation, Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
 from collector.stats import BASE_LABEL, IMPORT_AGENT, correction_rate
+from plugin.api.brand_scope import BrandFilter, ChosenBrand, DirectoryDep, visible_brands
 from plugin.api.deps import AdminCaller, Caller, StoreDep, authenticate
 from plugin.api.schemas import (
     LOG_TAIL_CHARS,
     AdapterEventOut,
+    BrandOut,
     CorrectionRateOut,
     CorrectionRatePoint,
     CorrectionRateSeries,
@@ -29,25 +31,36 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @router.get("/me", response_model=MeOut, summary="The calling key's name and role (the web UI shows what it may do)")
-async def who_am_i(caller: Annotated[Caller, Depends(authenticate)]) -> MeOut:
-    """Any active key may ask; the role decides which pages the UI offers (the API still checks every call)."""
-    return MeOut(name=caller.name, role=caller.role)
+async def who_am_i(caller: Annotated[Caller, Depends(authenticate)], directory: DirectoryDep) -> MeOut:
+    """Any active key may ask; the role decides which pages the UI offers, the brands which brands it switches
+    between (the API still checks every call)."""
+    brands = [BrandOut(name=entry.slug, company_name=entry.settings.company_name,
+                       public_model_name=entry.public_model_name)
+              for entry in visible_brands(await directory.entries(), caller)]
+    return MeOut(name=caller.name, role=caller.role, brands=brands)
 
 
 @router.get("/admin/runs", response_model=list[RunOut], summary="Recent training and refresh runs, newest first")
-def recent_runs(_: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=100)] = 10) -> list[RunOut]:
+def recent_runs(
+    _: AdminCaller, brands: BrandFilter, store: StoreDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
+) -> list[RunOut]:
+    """Of the brand named (?brand=), else of every brand the key may act on."""
+    query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+    if brands is not None:
+        query = query.where(TrainingRun.brand_id.in_(brands))
     with store.session() as session:
-        runs = session.execute(select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)).scalars().all()
-        return [run_out(run) for run in runs]
+        return [run_out(run) for run in session.execute(query).scalars().all()]
 
 
 @router.get("/admin/runs/{run_id}", response_model=RunOut, responses={404: {"description": "Unknown run"}},
             summary="One training or refresh run: step, progress, log tail, outcome")
-def one_run(run_id: Annotated[int, Path(ge=1, le=2_147_483_647)], _: AdminCaller, store: StoreDep) -> RunOut:
+def one_run(run_id: Annotated[int, Path(ge=1, le=2_147_483_647)], caller: AdminCaller, store: StoreDep) -> RunOut:
+    missing = NotFoundError(f"run {run_id} does not exist; GET /admin/runs lists the recent ones")
     with store.session() as session:
         run = session.get(TrainingRun, run_id)
         if run is None:
-            raise NotFoundError(f"run {run_id} does not exist; GET /admin/runs lists the recent ones")
+            raise missing
+        caller.check_brand(run.brand_id, missing)
         return run_out(run)
 
 
@@ -76,6 +89,7 @@ def as_utc(moment: datetime) -> datetime:
             summary="Correction rate (edited + rejected) of each adapter version over time")
 def correction_rate_over_time(
     _: AdminCaller,
+    brand: ChosenBrand,
     store: StoreDep,
     since: datetime | None = None,
     until: datetime | None = None,
@@ -97,7 +111,9 @@ def correction_rate_over_time(
     query = (
         select(label, Review.decision, Review.created_at)
         .join(Draft, Draft.id == Review.draft_id)
-        .where(Review.agent_id != IMPORT_AGENT, Review.created_at >= since, Review.created_at < until)
+        .join(Conversation, Conversation.id == Draft.conversation_id)
+        .where(Review.agent_id != IMPORT_AGENT, Review.created_at >= since, Review.created_at < until,
+               Conversation.brand_id == brand.id)
     )
     counts: dict[str, dict[int, dict[str, int]]] = {}
     with store.session() as session:
@@ -128,7 +144,8 @@ router.add_api_route("/admin/edit-rate", correction_rate_over_time, methods=["GE
     "/admin/adapter-history", response_model=list[AdapterEventOut], summary="Who promoted, rolled back or canaried what"
 )
 def adapter_history(
-    _: AdminCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    _: AdminCaller, brand: ChosenBrand, store: StoreDep, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> list[AdapterEventOut]:
     with store.session() as session:
-        return [AdapterEventOut.model_validate(e, from_attributes=True) for e in registry.history(session, limit=limit)]
+        return [AdapterEventOut.model_validate(e, from_attributes=True)
+                for e in registry.history(session, limit=limit, brand_id=brand.id)]

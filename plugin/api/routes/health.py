@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -42,5 +42,9 @@ def ready(settings: SettingsDep, gateway: GatewayDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics (admin key)")
-def metrics(_: AdminCaller, service_metrics: MetricsDep) -> Response:
+def metrics(caller: AdminCaller, service_metrics: MetricsDep) -> Response:
+    """Counts of every brand together: a key of every brand only."""
+    if caller.brands is not None:
+        raise HTTPException(403, detail="the metrics count every brand's traffic: use an admin key of every brand "
+                                        "(`housestyle keys create --role admin` without --brand)")
     return Response(generate_latest(service_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,11 +26,12 @@ from starlette.concurrency import run_in_threadpool
 from collector import recorder
 from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
-from collector.models import ReplyMode, Role
+from collector.models import DEFAULT_BRAND_ID, ReplyMode, Role
 from collector.prompts import build_messages
 from collector.settings import Settings
 from plugin import assistant
-from plugin.api.deps import AgentCaller, SettingsDep
+from plugin.api.brand_scope import BrandEntry, DirectoryDep, visible_brands
+from plugin.api.deps import AgentCaller, Caller
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.protocol import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Model, ModelList, Usage
 
@@ -47,16 +48,20 @@ class ApiCall:
     external_id: str
     body: ChatCompletionRequest
     prompt: list[dict[str, Any]]
+    brand_id: int = DEFAULT_BRAND_ID
 
     @classmethod
-    def from_request(cls, body: ChatCompletionRequest, company_prompt: str) -> ApiCall:
+    def from_request(
+        cls, body: ChatCompletionRequest, company_prompt: str, brand_id: int = DEFAULT_BRAND_ID
+    ) -> ApiCall:
         turns = [(TRANSCRIPT_ROLES[m.role], m.text()) for m in body.messages if m.role in TRANSCRIPT_ROLES]
         system = next((text for role, text in turns if role == Role.SYSTEM), company_prompt)
-        return cls(uuid.uuid4().hex, body, build_messages(system, turns))
+        return cls(uuid.uuid4().hex, body, build_messages(system, turns), brand_id)
 
 
 def record_call(
-    settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None
+    settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None,
+    brand_id: int = DEFAULT_BRAND_ID,
 ) -> None:
     """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
     turns = [
@@ -72,6 +77,7 @@ def record_call(
             customer_ref=call.body.user,
             mode=ReplyMode.AUTO,
             source="api",
+            brand_id=brand_id,
         )
         if turns:
             recorder.add_messages(session, conversation.id, turns)
@@ -96,10 +102,23 @@ def _upstream_request(call: ApiCall) -> dict[str, Any]:
     return request
 
 
-@router.get("/models", response_model=ModelList, summary="The public model name")
-def list_models(_: AgentCaller, settings: SettingsDep) -> ModelList:
-    """One model: the public name; adapter versions change behind it without clients noticing."""
-    return ModelList(data=[Model(id=settings.public_model_name, created=STARTED_AT, owned_by=settings.company_name)])
+@router.get("/models", response_model=ModelList, summary="The public model names this key may use")
+async def list_models(caller: AgentCaller, directory: DirectoryDep) -> ModelList:
+    """One model per brand the key may act on (one brand: one model): its public name; adapter versions change
+    behind it without clients noticing."""
+    return ModelList(data=[
+        Model(id=entry.public_model_name, created=STARTED_AT, owned_by=entry.settings.company_name)
+        for entry in visible_brands(await directory.entries(), caller)
+    ])
+
+
+def brand_of_model(entries: dict[int, BrandEntry], caller: Caller, model: str) -> BrandEntry:
+    """The brand answering behind a public model name, if this key may use it."""
+    for entry in visible_brands(entries, caller):
+        if entry.public_model_name == model:
+            return entry
+    names = ", ".join(f"'{entry.public_model_name}'" for entry in visible_brands(entries, caller))
+    raise NotFoundError(f"model '{model}' does not exist; use {names} (GET /v1/models)")
 
 
 @router.post(
@@ -111,21 +130,25 @@ def list_models(_: AgentCaller, settings: SettingsDep) -> ModelList:
     },
     summary="Create a chat completion (OpenAI format)",
 )
-async def create_chat_completion(body: ChatCompletionRequest, _: AgentCaller, request: Request) -> Any:
+async def create_chat_completion(
+    body: ChatCompletionRequest, caller: AgentCaller, directory: DirectoryDep, request: Request
+) -> Any:
+    """The model name picks the brand: its adapters answer and the call is recorded among its conversations."""
     state = request.app.state
     settings: Settings = state.settings
-    if body.model != settings.public_model_name:
-        raise NotFoundError(f"model '{body.model}' does not exist; use '{settings.public_model_name}' (GET /v1/models)")
-    call = ApiCall.from_request(body, settings.system_prompt)
+    brand = brand_of_model(await directory.entries(), caller, body.model)
+    call = ApiCall.from_request(body, brand.settings.system_prompt, brand.id)
     started = time.perf_counter()
     try:
         gateway = assistant.require_gateway(state.gateway)
         if body.stream:
-            route, chunks = await gateway.stream_chat(_upstream_request(call), conversation_key=call.external_id)
+            route, chunks = await gateway.stream_chat(_upstream_request(call), conversation_key=call.external_id,
+                                                      brand_id=brand.id)
         else:
-            route, payload = await gateway.chat(_upstream_request(call), conversation_key=call.external_id)
+            route, payload = await gateway.chat(_upstream_request(call), conversation_key=call.external_id,
+                                                brand_id=brand.id)
     except HouseStyleError:
-        await run_in_threadpool(record_call, settings, call, None, None, None)  # the caller's words are kept
+        await run_in_threadpool(record_call, settings, call, None, None, None, brand.id)  # the caller's words are kept
         raise
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -136,7 +159,7 @@ async def create_chat_completion(body: ChatCompletionRequest, _: AgentCaller, re
     count_call(state.metrics, route.version, completion.usage)
     return JSONResponse(
         completion.model_dump(mode="json"),
-        background=BackgroundTask(record_call, settings, call, text, route.version, latency_ms),
+        background=BackgroundTask(record_call, settings, call, text, route.version, latency_ms, call.brand_id),
     )
 
 
@@ -161,10 +184,11 @@ async def _relay_chunks(
         latency_ms = (time.perf_counter() - started) * 1000
         count_call(state.metrics, route.version, usage)
         # recorded before [DONE]: clients hang up at [DONE], which would cancel anything after it
-        await run_in_threadpool(record_call, state.settings, call, "".join(pieces), route.version, latency_ms)
+        await run_in_threadpool(record_call, state.settings, call, "".join(pieces), route.version, latency_ms,
+                                call.brand_id)
         yield ServerSentEvent("[DONE]")
     except HouseStyleError as exc:  # the status line is sent already: the SDK raises on an `error` event
-        await run_in_threadpool(record_call, state.settings, call, None, None, None)
+        await run_in_threadpool(record_call, state.settings, call, None, None, None, call.brand_id)
         yield ServerSentEvent(json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}))
     finally:
         await chunks.aclose()

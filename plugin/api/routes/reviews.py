@@ -9,7 +9,9 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session
 
 from collector import recorder
+from collector.errors import NotFoundError
 from collector.models import Draft, ReviewDecision
+from plugin.api.brand_scope import BrandFilter
 from plugin.api.deps import AgentCaller, Caller, MetricsDep, SettingsDep, Store, StoreDep
 from plugin.api.schemas import ApproveIn, ClaimIn, ClaimOut, EditIn, MessageOut, PendingDraft, RejectIn, ReviewOut
 from plugin.api.worddiff import word_diff
@@ -18,6 +20,14 @@ router = APIRouter(prefix="/reviews", tags=["reviews"])
 DraftId = Annotated[int, Path(ge=1, le=2_147_483_647, description="The draft's id (from the queue).")]
 
 CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"}}
+
+
+def in_scope(session: Session, caller: Caller, draft_id: int) -> Draft:
+    """The draft, if it belongs to a brand the key may act on; another brand's draft answers as a missing one."""
+    draft = recorder.get_draft(session, draft_id)
+    conversation = recorder.get_conversation(session, draft.conversation_id)
+    caller.check_brand(conversation.brand_id, NotFoundError(f"draft {draft_id} does not exist"))
+    return draft
 
 
 def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
@@ -31,6 +41,7 @@ def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
     return PendingDraft(
         draft_id=draft.id,
         conversation_id=conversation.id,
+        brand_id=conversation.brand_id,
         channel=conversation.channel,
         mode=conversation.mode,
         draft=draft.content,
@@ -46,16 +57,18 @@ def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
 
 @router.get("/queue", response_model=list[PendingDraft], summary="Drafts waiting for an agent, oldest first")
 def review_queue(
-    _: AgentCaller, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    _: AgentCaller, brands: BrandFilter, store: StoreDep, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[PendingDraft]:
+    """Of the brand named (?brand=), else of every brand the key may act on."""
     with store.session() as session:
-        return [_pending_draft(session, draft) for draft in recorder.pending_drafts(session, limit=limit)]
+        return [_pending_draft(session, draft)
+                for draft in recorder.pending_drafts(session, limit=limit, brand_ids=brands)]
 
 
 @router.get("/{draft_id}", response_model=PendingDraft, summary="One draft with its conversation")
-def get_draft(draft_id: DraftId, _: AgentCaller, store: StoreDep) -> PendingDraft:
+def get_draft(draft_id: DraftId, caller: AgentCaller, store: StoreDep) -> PendingDraft:
     with store.session() as session:
-        return _pending_draft(session, recorder.get_draft(session, draft_id))
+        return _pending_draft(session, in_scope(session, caller, draft_id))
 
 
 @router.post("/{draft_id}/claim", response_model=ClaimOut, responses=CONFLICT, summary="Reserve a draft for review")
@@ -66,6 +79,7 @@ def claim_draft(
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
     # sqlite has no row locks: this process's claims and reviews go one at a time (Postgres also locks the row)
     with request.app.state.review_lock, store.session() as session:
+        in_scope(session, caller, draft_id)
         draft = recorder.claim_draft(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until)
 
@@ -75,6 +89,7 @@ def release_draft(draft_id: DraftId, body: ClaimIn, caller: AgentCaller, store: 
     """For an agent who opened a draft and moved on without deciding: others may take it at once (409 if another
     agent holds it)."""
     with request.app.state.review_lock, store.session() as session:
+        in_scope(session, caller, draft_id)
         draft = recorder.release_claim(session, draft_id, caller.acting_as(body.agent))
         return _pending_draft(session, draft)
 
@@ -87,6 +102,7 @@ def agent_typing(
     after each call, and the claim is renewed. Claims the draft if nobody holds it; 409 if another agent does."""
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
     with request.app.state.review_lock, store.session() as session:
+        in_scope(session, caller, draft_id)
         draft = recorder.mark_typing(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until,
                     typing_until=draft.typing_until)
@@ -104,6 +120,7 @@ def _review(
     reason: str | None = None,
 ) -> ReviewOut:
     with request.app.state.review_lock, store.session() as session:
+        in_scope(session, caller, draft_id)
         review = recorder.record_review(
             session, draft_id, decision, agent_id=caller.acting_as(agent), final_text=final_text, reason=reason
         )

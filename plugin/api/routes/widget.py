@@ -22,6 +22,7 @@ from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
 from collector.models import ApiKeyRole, Conversation, Draft, DraftStatus, ReplyMode, Role
 from plugin import assistant
+from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import Caller, ReaderCaller, SettingsDep, StoreDep, WidgetCaller, limit_conversation
 from plugin.api.errors import ModelServersUnavailable, ReplyDelayed
 from plugin.api.schemas import (
@@ -61,7 +62,10 @@ def conversation_for(session: Session, public_id: str, caller: Caller, token: st
     404 as a conversation that does not exist, so ids cannot be probed."""
     missing = NotFoundError(f"conversation {public_id} does not exist for this widget; start one with "
                             f"POST /widget/conversations and send its conversation_token as {CONVERSATION_TOKEN_HEADER}")
-    rows = session.execute(select(Conversation).where(Conversation.external_id == public_id)).scalars().all()
+    rows = [conversation
+            for conversation in session.execute(
+                select(Conversation).where(Conversation.external_id == public_id)).scalars().all()
+            if caller.may_act_on(conversation.brand_id)]  # another brand's conversation: as if it did not exist
     if caller.role != ApiKeyRole.WIDGET:
         if not rows:
             raise missing
@@ -86,16 +90,17 @@ def _conversation_out(conversation: Conversation, token: str | None = None) -> C
 
 @router.post("/conversations", response_model=ConversationOut, status_code=201, summary="Start a conversation")
 def start_conversation(
-    body: ConversationStart, _: WidgetCaller, store: StoreDep, settings: SettingsDep
+    body: ConversationStart, _: WidgetCaller, brand: ChosenBrand, store: StoreDep, settings: SettingsDep
 ) -> ConversationOut:
-    """The answer carries the conversation's secret once: keep it (the widget keeps it in the tab's sessionStorage)."""
+    """The answer carries the conversation's secret once: keep it (the widget keeps it in the tab's sessionStorage).
+    The conversation belongs to the widget key's brand."""
     mode = body.mode or assistant.mode_for_channel(settings, body.channel)
     token = secrets.token_urlsafe(24)
     with store.session() as session:
         conversation = recorder.start_conversation(
             session, channel=body.channel, customer_ref=body.customer_ref, mode=mode,
             known_values={"name": body.customer_name, "email": body.customer_email},
-            access_token_hash=token_hash(token),
+            access_token_hash=token_hash(token), brand_id=brand.id,
         )
     return _conversation_out(conversation, token)
 

@@ -2,6 +2,7 @@
 
 const STORE = window.sessionStorage;
 const KEY = "housestyle.key";
+const BRAND = "housestyle.brand";
 const ROOT = document.body.dataset.root || "";
 
 export class ApiError extends Error {
@@ -25,6 +26,39 @@ export function saveKey(key) {
 
 export function forgetKey() {
   STORE.removeItem(KEY);
+  STORE.removeItem(BRAND);
+}
+
+// The brand this tab works on (a key of several brands picks one in the top bar); every API call names it.
+export function currentBrand() {
+  return STORE.getItem(BRAND);
+}
+
+function withBrand(path) {
+  const brand = currentBrand();
+  if (!brand || path === "/me") return path;
+  return `${path}${path.includes("?") ? "&" : "?"}brand=${encodeURIComponent(brand)}`;
+}
+
+// A key of several brands: a switcher in the top bar; the page reloads on the chosen brand.
+function showBrandSwitcher(brands) {
+  const names = brands.map((brand) => brand.name);
+  if (!names.includes(currentBrand())) {
+    if (names.length > 0) STORE.setItem(BRAND, names[0]);
+    else STORE.removeItem(BRAND);
+  }
+  const switcher = document.getElementById("brand-switcher");
+  if (brands.length < 2) return;
+  const select = switcher.querySelector("select");
+  for (const brand of brands) {
+    select.append(element("option", { value: brand.name, text: `${brand.company_name} (${brand.name})`,
+                                      selected: brand.name === currentBrand() }));
+  }
+  select.addEventListener("change", () => {
+    STORE.setItem(BRAND, select.value);
+    window.location.reload();
+  });
+  switcher.hidden = false;
 }
 
 // One way to call the API: JSON in and out, the key as Bearer, failures as ApiError with the server's own message.
@@ -33,7 +67,7 @@ export async function api(path, { method = "GET", body, key = apiKey() } = {}) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(url(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await fetch(url(withBrand(path)), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (error) {
     throw new ApiError(0, "the HouseStyle service cannot be reached; check that it runs");
   }
@@ -86,6 +120,7 @@ export async function requireRole(roles) {
     if (link.getAttribute("href") === window.location.pathname) link.setAttribute("aria-current", "page");
   }
   document.getElementById("nav").hidden = false;
+  showBrandSwitcher(me.brands || []);
   document.getElementById("who").textContent = `${me.name} (${me.role})`;
   const logout = document.getElementById("logout");
   logout.hidden = false;
