@@ -188,3 +188,36 @@ def test_through_the_widget_an_unlearned_product_is_handed_over_with_its_passage
     item = next(i for i in queue if i["context"][-1]["content"].startswith("My PicoSpeaker crackles"))
     assert item["handoff_reason"].startswith("not learned yet: PicoSpeaker")
     assert any(p["title"].startswith("PicoSpeaker") for p in item["passages"])
+
+
+@pytest.mark.browser
+def test_the_console_shows_why_a_draft_waits_and_what_it_was_given_and_the_dashboard_lists_the_gaps(
+    housestyle_home: Path, start_service, open_page
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.test_web_ui import log_in
+
+    service = start_service(rate_limit_per_second=1000, rate_limit_burst=1000)
+    url = service.app.state.settings.resolved_database_url
+    import_file(SAMPLE_PATH, source="sample", url=url)
+    add_knowledge(url)
+    conversation = customer_writes(service, "auto", "Is my PicoSpeaker still under warranty?")
+    _, draft_id = model_answers(service.app.state.settings, conversation, "Yes, for one year.")
+
+    page = open_page()
+    log_in(page, service, "agent")
+    page.get_by_role("list", name="Drafts waiting for review").locator(f'[data-draft-id="{draft_id}"]').click()
+    # the customer's own conversation counts: the PicoSpeaker has 1, none of them in training
+    expect(page.locator("#handoff")).to_contain_text("not learned yet: PicoSpeaker: 1 conversation, 0 in training")
+    passages = page.locator("#passages")
+    expect(passages).to_be_visible()
+    passages.locator("summary").click()
+    expect(passages.locator("li").first).to_contain_text("PicoSpeaker › PicoSpeaker warranty")
+
+    page.get_by_role("button", name="Log out").click()
+    log_in(page, service, "admin")
+    gaps = page.get_by_role("list", name="Topics not learned")
+    expect(gaps).to_contain_text("PicoSpeaker: 1 conversation, 0 in training (need 5)")
+    expect(gaps).to_contain_text("ZenBand: 0 conversations, 0 in training (need 5)")
+    expect(page.locator("#coverage-source")).to_contain_text("computed from the store")
