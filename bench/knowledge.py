@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from collector import db
-    from collector.knowledge import SAMPLE_DOCUMENTS, add_document, ground, grounded_system_prompt
+    from collector.knowledge import SAMPLE_DOCUMENTS, add_document, ground
     from collector.prompts import build_messages
     from collector.settings import Settings, get_settings
     from trainer.generate import greedy_replies, load_reply_model
@@ -155,7 +155,7 @@ def main() -> None:
                 for text in texts:
                     turns = [("user", text)]
                     passages = ground(session, turns, settings=settings).passages if grounded else []
-                    built.append(build_messages(grounded_system_prompt(settings.system_prompt, passages), turns))
+                    built.append(build_messages(settings.system_prompt, turns, passages))  # as the service does
                     used.append(passages)
             return built, used
 

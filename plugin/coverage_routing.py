@@ -51,19 +51,16 @@ _cache: dict[str, tuple[tuple, float, LiveCoverage]] = {}
 _lock = threading.Lock()
 
 
-def _refresh_record(session: Session, version: str) -> int | None:
-    """The newest succeeded refresh run that trained `version` and recorded its coverage."""
-    rows = session.execute(
+def _refresh_run(session: Session, version: str) -> int | None:
+    """The newest succeeded refresh run that trained `version` (one small query per message; its metrics are read
+    only when it changes)."""
+    return session.execute(
         select(TrainingRun.id)
         .where(TrainingRun.kind == "refresh", TrainingRun.status == RunStatus.SUCCEEDED,
                TrainingRun.adapter_version == version)
         .order_by(TrainingRun.id.desc())
-    ).scalars().all()
-    for run_id in rows:
-        metrics = session.get(TrainingRun, run_id).metrics or {}
-        if COVERAGE_METRIC in metrics:
-            return run_id
-    return None
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def with_thresholds(report: CoverageReport, thresholds: CoverageThresholds) -> CoverageReport:
@@ -78,19 +75,22 @@ def live_coverage(settings: Settings, session: Session) -> LiveCoverage:
     """The live version's coverage report (cached per store; see the module docstring)."""
     live = live_adapter(session)
     version = live.version if live is not None else "base"
-    run_id = _refresh_record(session, version) if live is not None else None
+    run_id = _refresh_run(session, version) if live is not None else None
     stamp = (version, run_id, current_revision(session))
     key = settings.resolved_database_url
     cached = _cache.get(key)
-    if cached is not None and cached[0] == stamp and (run_id is not None or time.monotonic() - cached[1] < RECOMPUTE_S):
+    fresh = cached is not None and cached[0] == stamp and (
+        cached[2].run_id is not None or time.monotonic() - cached[1] < RECOMPUTE_S
+    )
+    if fresh:
         found = cached[2]
     else:
         with _lock:
-            if run_id is not None:
-                report = CoverageReport.model_validate(session.get(TrainingRun, run_id).metrics[COVERAGE_METRIC])
-            else:
-                report = coverage_report(session, settings=settings)
-            found = LiveCoverage(report, version, run_id)
+            metrics = (session.get(TrainingRun, run_id).metrics or {}) if run_id is not None else {}
+            if COVERAGE_METRIC in metrics:
+                found = LiveCoverage(CoverageReport.model_validate(metrics[COVERAGE_METRIC]), version, run_id)
+            else:  # no refresh trained it, or its report failed: the store by the split rule
+                found = LiveCoverage(coverage_report(session, settings=settings), version, None)
             _cache[key] = (stamp, time.monotonic(), found)
     thresholds = CoverageThresholds.from_settings(settings)
     if found.report.thresholds != thresholds:

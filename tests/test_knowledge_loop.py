@@ -221,3 +221,31 @@ def test_the_console_shows_why_a_draft_waits_and_what_it_was_given_and_the_dashb
     expect(gaps).to_contain_text("PicoSpeaker: 1 conversation, 0 in training (need 5)")
     expect(gaps).to_contain_text("ZenBand: 0 conversations, 0 in training (need 5)")
     expect(page.locator("#coverage-source")).to_contain_text("computed from the store")
+
+
+def test_routing_judges_by_the_coverage_the_live_versions_refresh_recorded(
+    plugin_service: RunningService, store_url: str
+) -> None:
+    from collector.knowledge import coverage_report
+    from collector.models import AdapterStatus, RunStatus, TrainingRun
+    from collector.registry import register_adapter, set_status
+
+    settings = plugin_service.app.state.settings
+    add_knowledge(store_url)
+    with session_scope(store_url) as session:  # v0001 was trained before any MegaGadget conversation arrived
+        recorded = coverage_report(session, settings=settings).model_dump(mode="json")
+        recorded["splits"]["train"] = 50  # what its export had (SuperWidget and others, no MegaGadget)
+        register_adapter(session, version="v0001-aaaaaaaa", path="/a/1", base_model="tiny", rank=8)
+        set_status(session, "v0001-aaaaaaaa", AdapterStatus.LIVE, action="promote", actor="ana")
+        run = TrainingRun(kind="refresh", status=RunStatus.SUCCEEDED, adapter_version="v0001-aaaaaaaa",
+                          metrics={"gate": {}, "coverage": recorded})
+        session.add(run)
+        session.flush()
+        run_id = run.id
+    import_file(SAMPLE_PATH, source="sample", url=store_url)  # plenty of MegaGadget conversations since
+
+    coverage = plugin_service.client("admin").get("/admin/coverage").json()
+    assert (coverage["live_version"], coverage["run_id"]) == ("v0001-aaaaaaaa", run_id)
+    conversation = customer_writes(plugin_service, "auto", MEGAGADGET_QUESTION)
+    turn, _ = model_answers(settings, conversation, "A reply.")
+    assert turn.handoff is not None and "MegaGadget: 0 conversations, 0 in training (need 5)" in turn.handoff
