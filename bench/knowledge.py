@@ -146,7 +146,7 @@ def main() -> None:
         results["retrieval_small"] = time_grounding(small, messages, settings)
         results["retrieval_large"] = time_grounding(large, messages, settings)
 
-        model = load_reply_model(args.base, args.adapter)
+        model = load_reply_model(args.base, args.adapter, settings=settings)
         timed = messages[:: max(1, len(messages) // args.reply_messages)][: args.reply_messages]
 
         def prompts(texts: list[str], grounded: bool) -> tuple[list[list[dict]], list[list]]:

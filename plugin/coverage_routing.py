@@ -98,11 +98,6 @@ def live_coverage(settings: Settings, session: Session) -> LiveCoverage:
     return found
 
 
-def forget_coverage(settings: Settings) -> None:
-    """Drop the cached report of this store (the next message reads or computes it again)."""
-    _cache.pop(settings.resolved_database_url, None)
-
-
 def coverage_handoff(
     settings: Settings, session: Session, mode: ReplyMode, transcript: list[tuple[str, Any]]
 ) -> str | None:

@@ -249,3 +249,38 @@ def test_routing_judges_by_the_coverage_the_live_versions_refresh_recorded(
     conversation = customer_writes(plugin_service, "auto", MEGAGADGET_QUESTION)
     turn, _ = model_answers(settings, conversation, "A reply.")
     assert turn.handoff is not None and "MegaGadget: 0 conversations, 0 in training (need 5)" in turn.handoff
+
+
+WARRANTY = ["MegaGadget › MegaGadget warranty", "Its battery is covered for 12 months."]
+RETURNS = ["Returns", "Return it within 30 days."]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "exchanges", "expected"),
+    [
+        ("chat", [["Hi", "Hello!"], ["Thanks", "Bye"]], [("", 4)]),
+        ("chat", [["Battery?", "12 months.", [WARRANTY]], ["And after?", "$39.", [WARRANTY]]], [("12 months", 4)]),
+        ("chat", [["Hi", "Hello!", []], ["Battery?", "12 months.", [WARRANTY]]], [("", 2), ("12 months", 4)]),
+        ("chat", [["Battery?", "12 months.", [WARRANTY]], ["Return?", "30 days.", [RETURNS]]],
+         [("12 months", 2), ("30 days", 4)]),
+        ("prompt-completion", [["Battery?", "12 months.", [WARRANTY]], ["Return?", "30 days.", [RETURNS]]],
+         [("12 months", 0), ("30 days", 0)]),
+    ],
+    ids=["no-knowledge-one-record", "same-passages-one-record", "passages-from-the-second-reply-on",
+         "different-passages-one-record-per-reply", "prompt-completion-each-reply-its-own"],
+)
+def test_each_training_reply_is_rendered_with_the_passages_its_prompt_carried(
+    fmt: str, exchanges: list, expected: list[tuple[str, int]]
+) -> None:
+    from collector.export.render import records
+
+    rendered = records(fmt, "SYSTEM", exchanges)
+    if fmt == "chat":
+        shown = [(m[0]["content"], len(m) - 1) for m in (r["messages"] for r in rendered)]
+    else:
+        shown = [(r["prompt"].split("\nCustomer:")[0], 0) for r in rendered]
+    assert len(shown) == len(expected)
+    for (system, turns), (fact, expected_turns) in zip(shown, expected, strict=True):
+        assert system.startswith("SYSTEM")
+        assert (fact in system) if fact else system == "SYSTEM"
+        assert turns == expected_turns
