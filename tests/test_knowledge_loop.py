@@ -176,18 +176,34 @@ def test_a_fresh_store_in_auto_mode_answers_as_configured(plugin_service: Runnin
 
 
 @pytest.mark.vllm
-def test_through_the_widget_an_unlearned_product_is_handed_over_with_its_passages(e2e_service) -> None:
-    url = e2e_service.settings.resolved_database_url
-    import_file(SAMPLE_PATH, source="sample", url=url)
-    add_knowledge(url)
-    conversation = start_widget_conversation(e2e_service.client("widget"), channel="web", mode="auto")
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_through_the_widget_an_unlearned_product_is_handed_over_with_its_passages(
+    store_url: str, serving_settings: Settings, start_service
+) -> None:
+    from serving.gateway import ServingGateway
+
+    import_file(SAMPLE_PATH, source="sample", url=store_url)
+    add_knowledge(store_url)
+    service = start_service(gateway=ServingGateway(serving_settings, database_url=store_url), reply_max_tokens=16)
+    widget = service.client("widget")
+    learned = start_widget_conversation(widget, channel="web", mode="auto").send("My SuperWidget won't turn on.")
+    assert learned.status_code == 200, learned.text
+    if learned.json()["awaiting_agent"]:  # the tiny base may say nothing usable: then it is handed over for that
+        assert "not learned" not in json.dumps(service.client("agent").get("/reviews/queue").json())
+
+    conversation = start_widget_conversation(widget, channel="web", mode="auto")
     answer = conversation.send("My PicoSpeaker crackles at high volume. Is it still under warranty?")
     assert answer.status_code == 200, answer.text
-    assert answer.json()["awaiting_agent"] is True
-    queue = e2e_service.client("agent").get("/reviews/queue").json()
+    assert answer.json()["awaiting_agent"] is True and answer.json()["reply"] is None
+    assert [m["role"] for m in conversation.history()["messages"]] == ["user"]
+    queue = service.client("agent").get("/reviews/queue").json()
     item = next(i for i in queue if i["context"][-1]["content"].startswith("My PicoSpeaker crackles"))
-    assert item["handoff_reason"].startswith("not learned yet: PicoSpeaker")
-    assert any(p["title"].startswith("PicoSpeaker") for p in item["passages"])
+    assert item["handoff_reason"].startswith("not learned yet: PicoSpeaker: ")
+    assert "0 in training (need 5)" in item["handoff_reason"]
+    assert "PicoSpeaker › PicoSpeaker warranty" in [passage["title"] for passage in item["passages"]]
+    with session_scope(store_url) as session:
+        prompt = session.get(Draft, item["draft_id"]).prompt
+    assert "] PicoSpeaker › PicoSpeaker warranty\n" in prompt[0]["content"]
 
 
 @pytest.mark.browser
