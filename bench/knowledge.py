@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from collector import db
-    from collector.knowledge import SAMPLE_DOCUMENTS, add_document, ground, grounded_system_prompt
+    from collector.knowledge import SAMPLE_DOCUMENTS, add_document, ground
     from collector.prompts import build_messages
     from collector.settings import Settings, get_settings
     from trainer.generate import greedy_replies, load_reply_model
@@ -146,7 +146,7 @@ def main() -> None:
         results["retrieval_small"] = time_grounding(small, messages, settings)
         results["retrieval_large"] = time_grounding(large, messages, settings)
 
-        model = load_reply_model(args.base, args.adapter)
+        model = load_reply_model(args.base, args.adapter, settings=settings)
         timed = messages[:: max(1, len(messages) // args.reply_messages)][: args.reply_messages]
 
         def prompts(texts: list[str], grounded: bool) -> tuple[list[list[dict]], list[list]]:
@@ -155,7 +155,7 @@ def main() -> None:
                 for text in texts:
                     turns = [("user", text)]
                     passages = ground(session, turns, settings=settings).passages if grounded else []
-                    built.append(build_messages(grounded_system_prompt(settings.system_prompt, passages), turns))
+                    built.append(build_messages(settings.system_prompt, turns, passages))  # as the service does
                     used.append(passages)
             return built, used
 

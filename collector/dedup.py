@@ -81,7 +81,7 @@ def fingerprint_batch(conversations: list[list[tuple[str, str]]] | list[list[lis
     hash64 = xxhash.xxh64_intdigest
     for owner, exchanges in enumerate(conversations):
         parts = []
-        for customer, reply in exchanges:
+        for customer, reply, *_ in exchanges:  # a grounded exchange also carries its passages
             reply_n = " ".join(reply.lower().split())
             parts.append(" ".join(customer.lower().split()))
             parts.append(reply_n)

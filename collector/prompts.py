@@ -2,7 +2,8 @@
 
 Export, training, evaluation, generation and the live service all call `build_messages`, so the prompt a model
 was trained on and the prompt it is served are the same messages (and so the same tokens under one chat template):
-- the system prompt first (the company's, unless the caller brings its own);
+- the system prompt first (the company's, unless the caller brings its own), followed by the knowledge block: the
+  passages retrieved for this reply (`collector.knowledge`), numbered under one header, when there are any;
 - then the turns as the customer saw them, stored system turns left out;
 - consecutive turns of one role joined with a blank line (a customer who writes twice before an answer);
 - chat-template control strings in anyone's text (`<|assistant|>`, `<|im_start|>`, `</s>`...) neutralised, so a
@@ -12,8 +13,8 @@ was trained on and the prompt it is served are the same messages (and so the sam
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 TURN_JOINER = "\n\n"
@@ -24,6 +25,14 @@ _JOINER = "\u2060"
 _CONTROL = re.compile(r"<(?=/?\|[^\s<>|]{1,40}\|>|/?[a-z_][a-z0-9_.-]{0,29}>)")
 
 Messages = list[dict[str, Any]]
+KNOWLEDGE_HEADER = "Product information (use it when it answers the customer; never make up facts that are not here):"
+
+
+class KnowledgePassage(Protocol):
+    """What the prompt shows of a retrieved passage (`collector.knowledge.Passage` is one)."""
+
+    title: str
+    text: str
 
 
 def neutralise_control_strings(text: str) -> str:
@@ -33,9 +42,27 @@ def neutralise_control_strings(text: str) -> str:
     return _CONTROL.sub("<" + _JOINER, text)
 
 
-def build_messages(system_prompt: str, turns: Iterable[tuple[str, str]]) -> Messages:
-    """The messages a model sees for a conversation: `turns` are (role, text) in the order the customer saw them."""
-    messages: Messages = [{"role": SYSTEM, "content": neutralise_control_strings(system_prompt)}]
+def render_knowledge(passages: Sequence[KnowledgePassage]) -> str:
+    """The knowledge block of a system prompt: a header and numbered passages; "" for none. Pure and deterministic."""
+    if not passages:
+        return ""
+    items = [f"[{number}] {passage.title}\n{passage.text.strip()}" for number, passage in enumerate(passages, start=1)]
+    return KNOWLEDGE_HEADER + "\n\n" + "\n\n".join(items)
+
+
+def grounded_system_prompt(system_prompt: str, passages: Sequence[KnowledgePassage]) -> str:
+    """The system prompt with the knowledge block after it; exactly `system_prompt` when there are no passages."""
+    block = render_knowledge(passages)
+    return f"{system_prompt}\n\n{block}" if block else system_prompt
+
+
+def build_messages(
+    system_prompt: str, turns: Iterable[tuple[str, str]], passages: Sequence[KnowledgePassage] = ()
+) -> Messages:
+    """The messages a model sees for a conversation: `turns` are (role, text) in the order the customer saw them;
+    `passages`: what retrieval found for the reply that follows them (none: the plain system prompt)."""
+    system = grounded_system_prompt(system_prompt, passages)
+    messages: Messages = [{"role": SYSTEM, "content": neutralise_control_strings(system)}]
     for role, content in turns:
         role = str(role)
         if role == SYSTEM:

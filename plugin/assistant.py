@@ -14,12 +14,14 @@ from collector import recorder
 from collector.brands import settings_for
 from collector.db import session_scope
 from collector.errors import InputError, StoreError
+from collector.knowledge import Grounding, ground, record_grounding
 from collector.models import DEFAULT_BRAND_ID, Brand, Draft, ReplyMode, Role
 from collector.pii.entities import KnownValues
 from collector.prompts import build_messages, fit_messages
 from collector.settings import Settings
 from plugin.api.errors import MessageNotStored, ModelServersUnavailable
 from plugin.api.metrics import ServiceMetrics
+from plugin.coverage_routing import coverage_handoff
 from plugin.reply_guard import ReplyGuard
 from serving.errors import UpstreamError
 
@@ -35,9 +37,9 @@ class Turn:
     prompt: list[dict[str, str]]
     guard: ReplyGuard  # fills the reply's placeholders from what this conversation knows
     handoff: str | None = None  # why this auto-mode turn goes to an agent before the customer sees it
+    grounding: Grounding | None = None  # the knowledge passages its prompt carries (recorded with the draft)
     brand_id: int = DEFAULT_BRAND_ID  # whose adapters answer it
     model: str | None = None  # the brand's public model name (None: the installation's)
-
 
 
 @dataclass
@@ -61,16 +63,21 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
 
 def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
     """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it, under
-    its brand's system prompt."""
+    its brand's system prompt, with the knowledge passages retrieved for it; in auto mode, a topic the live version
+    has not learned hands it over."""
     brand = settings_for(settings, session.get(Brand, conversation.brand_id))
     transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
+    grounding = ground(session, transcript, brand=brand.brand, settings=brand)
+    mode = ReplyMode(conversation.mode)
     return Turn(
         conversation.id,
         conversation.external_id,
         conversation.channel,
-        ReplyMode(conversation.mode),
-        build_messages(brand.system_prompt, transcript),
+        mode,
+        build_messages(brand.system_prompt, transcript, grounding.passages),
         ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
+        handoff=coverage_handoff(brand, session, mode, transcript),
+        grounding=grounding,
         brand_id=conversation.brand_id,
         model=brand.public_model_name,
     )
@@ -84,10 +91,13 @@ def record_reply(settings: Settings, turn: Turn, text: str, version: str | None,
     so no customer message ever goes unanswered and none gets an empty reply."""
     handoff = turn.handoff or (NO_REPLY if not text.strip() else None)
     with session_scope(settings.resolved_database_url) as session:
-        return recorder.record_draft(
+        draft = recorder.record_draft(
             session, turn.conversation_id, text.strip() and text, prompt=turn.prompt, adapter_version=version,
             latency_ms=latency_ms, handoff_reason=handoff,
         )
+        if turn.grounding is not None:
+            record_grounding(session, draft.id, turn.grounding)
+        return draft
 
 
 def require_gateway(gateway: Any) -> Any:

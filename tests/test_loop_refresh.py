@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from collector.db import session_scope
 from collector.errors import ConflictError
 from collector.importer import import_file
+from collector.knowledge import PRODUCT_SHEET_PATH, add_document
 from collector.locks import current_holder
 from collector.models import AdapterEvent, AdapterStatus, Message, Review, Role, RunStatus, TrainingRun
 from collector.registry import get_adapter, live_adapter, register_adapter, set_status
@@ -145,6 +146,7 @@ def test_gate_refuses_a_candidate_trained_on_shuffled_replies_and_one_refresh_ru
     url = loop_settings.resolved_database_url
     # the good adapter is live; then someone's bad data arrives: every agent reply shuffled to another conversation
     with session_scope(url) as session:
+        add_document(session, PRODUCT_SHEET_PATH, settings=loop_settings)  # the coverage report names the products
         register_adapter(session, version="v-good", path=str(gadgetcorp_adapter.path), base_model=str(
             gadgetcorp_adapter.base), rank=16)
         set_status(session, "v-good", AdapterStatus.LIVE, action="promote", actor="test")
@@ -178,3 +180,10 @@ def test_gate_refuses_a_candidate_trained_on_shuffled_replies_and_one_refresh_ru
         assert refused.version == outcome.candidate and refused.reason == outcome.gate.reason
         assert session.execute(select(func.count()).select_from(TrainingRun).where(
             TrainingRun.kind == "refresh")).scalar() == 1
+        run = session.get(TrainingRun, outcome.run_id)
+    # the coverage of the candidate's own training data is recorded beside the gate, with its gaps in the log
+    coverage = run.metrics["coverage"]
+    assert coverage["export_dir"] == str(loop_settings.exports_dir / f"refresh-{outcome.run_id:04d}")
+    assert "PicoSpeaker: 0 conversations, 0 in training (need 5)" in coverage["gaps"]
+    assert coverage["splits"] == run.metrics["export"]["conversations"]
+    assert "] export: coverage: " in run.log and "PicoSpeaker: 0 conversations" in run.log

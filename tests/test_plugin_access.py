@@ -54,6 +54,7 @@ ACCESS: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/admin/export"): {ADM},
     ("POST", "/admin/refresh"): {ADM},
     ("GET", "/admin/quality"): {ADM},
+    ("GET", "/admin/coverage"): {ADM},
     ("GET", "/me"): {W, A, ADM},
     ("GET", "/admin/runs"): {ADM},
     ("GET", "/admin/runs/{run_id}"): {ADM},

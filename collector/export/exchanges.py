@@ -17,7 +17,8 @@ from collector.models import DraftStatus, ReviewDecision, Role
 from collector.prompts import TURN_JOINER
 
 PENDING = "pending review"  # the reason a conversation with an undecided draft is skipped
-Exchange = list[str]  # [customer text, reply]
+# [customer text, reply], and with grounding a third item: the knowledge passages its prompt carries, [[title, text]...]
+Exchange = list
 
 
 class StoredTurn(NamedTuple):
@@ -43,12 +44,17 @@ class DraftOutcome(NamedTuple):
 
 
 def build_exchanges(
-    turns: list[StoredTurn], drafts: dict[int, DraftOutcome], kept: set[str], dropped_turns: Counter[str]
+    turns: list[StoredTurn],
+    drafts: dict[int, DraftOutcome],
+    kept: set[str],
+    dropped_turns: Counter[str],
+    replied_by: list[int | None] | None = None,
 ) -> list[Exchange] | str:
     """A conversation's kept (customer, reply) exchanges, or the reason to skip it whole.
 
     `drafts` maps draft id -> outcome for every draft of the conversation, including those that never became a
     message (pending, or rejected with no reply). Replies dropped are counted by reason in `dropped_turns`.
+    `replied_by`, if given, gets one item per exchange: the draft behind its reply (None: an agent wrote it).
     """
     said = {turn.draft_id for turn in turns if turn.draft_id is not None}
     # a draft that never became a message leaves its position to the next turn, so at equal positions it comes
@@ -77,6 +83,8 @@ def build_exchanges(
             waiting = []  # the customer turns it answered go with it
         elif waiting:
             exchanges.append([TURN_JOINER.join(waiting), text])
+            if replied_by is not None:
+                replied_by.append(draft_id)
             waiting = []
         elif exchanges:
             exchanges[-1][1] += TURN_JOINER + text

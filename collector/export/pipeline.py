@@ -87,7 +87,8 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     bar = _progress_bar(progress)
     with bar, ExitStack() as pool_scope:
         reading = bar.add_task("reading conversations", total=total)
-        batches = batched(read_conversations(url, options, dropped, dropped_turns, lambda n: bar.advance(reading, n)))
+        batches = batched(read_conversations(url, options, dropped, dropped_turns, lambda n: bar.advance(reading, n),
+                                             knowledge=settings))
         workers = settings.export_workers or os.cpu_count() or 1
         with spool.open("w", encoding="utf-8") as spool_file:
             for spool_text, fingerprints, found in _prepared(batches, preparer, total, workers, pool_scope):

@@ -14,6 +14,7 @@ from collector import db
 from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
 from collector.export.options import ExportOptions, as_utc
 from collector.models import Conversation, Draft, Message, Review
+from collector.settings import Settings
 
 CHUNK = 1000  # conversations per store round trip
 
@@ -144,14 +145,24 @@ def read_conversations(
     dropped: Counter[str],
     dropped_turns: Counter[str],
     on_chunk: Callable[[int], None],
+    *,
+    knowledge: Settings | None = None,
 ) -> Iterator[ReadConversation]:
-    """Stream (id, split key, created_at, exchanges) of every exportable conversation; count those skipped and why."""
+    """Stream (id, split key, created_at, exchanges) of every exportable conversation; count those skipped and why.
+
+    `knowledge`: the settings to ground exchanges with (each gets its reply's passages, `export_grounding`)."""
+    from collector.knowledge.export_grounding import export_grounder  # collector.knowledge imports the export
+
     kept = {decision.value for decision in options.decisions}
     with db.session_scope(url) as session:
         connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
+        attach = export_grounder(session, knowledge) if knowledge is not None else None
         for chunk in stored_conversations(connection, options):
             for conversation in chunk:
-                result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns)
+                replied_by: list[int | None] = []
+                result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
+                if attach is not None and isinstance(result, list) and result:
+                    attach(result, replied_by)
                 if isinstance(result, str):
                     dropped[result] += 1
                 elif not result:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
 from collector.export.exchanges import Exchange
 from collector.export.options import ExportFormat
 from collector.formats import ChatRecord, PromptCompletionRecord, first_problem
-from collector.prompts import exchange_messages, neutralise_control_strings
+from collector.prompts import ASSISTANT, USER, build_messages, grounded_system_prompt, neutralise_control_strings
 from collector.split import SplitRatios
 
 
@@ -36,19 +36,44 @@ def render_prompt(system_prompt: str, history: list[Exchange], customer: str) ->
     return "\n".join(lines)
 
 
+class ShownPassage(NamedTuple):
+    """A knowledge passage as a training prompt shows it (what `collector.prompts.render_knowledge` reads)."""
+
+    title: str
+    text: str
+
+
+def passages_of(exchange: Exchange) -> list[ShownPassage]:
+    """The passages a grounded exchange carries (its third item, `collector.knowledge.export_grounding`)."""
+    return [ShownPassage(title, text) for title, text in exchange[2]] if len(exchange) > 2 else []
+
+
 def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange]) -> list[dict[str, Any]]:
-    """The validated output records of one conversation; ValidationError if any breaks the format's rules."""
+    """The validated output records of one conversation; ValidationError if any breaks the format's rules.
+
+    Each reply's prompt carries its own passages, as the service built it. A chat record holds a whole conversation
+    under one system prompt, so a conversation whose replies had different passages becomes one record per reply
+    (its history, its passages); with the same passages throughout (or none) it stays one record.
+    """
     if fmt == "prompt-completion":
         lines = []
-        for index, (customer, reply) in enumerate(exchanges):
-            record = {"prompt": render_prompt(system_prompt, exchanges[:index], customer),
+        for index, exchange in enumerate(exchanges):
+            customer, reply = exchange[0], exchange[1]
+            system = grounded_system_prompt(system_prompt, passages_of(exchange))
+            record = {"prompt": render_prompt(system, [pair[:2] for pair in exchanges[:index]], customer),
                       "completion": " " + neutralise_control_strings(reply)}
             PromptCompletionRecord.model_validate(record)
             lines.append(record)
         return lines
-    record = {"messages": exchange_messages(system_prompt, [(customer, reply) for customer, reply in exchanges])}
-    ChatRecord.model_validate(record)
-    return [record]
+    turns = [turn for exchange in exchanges for turn in ((USER, exchange[0]), (ASSISTANT, exchange[1]))]
+    shown = [passages_of(exchange) for exchange in exchanges]
+    ends = [len(exchanges)] if all(passages == shown[0] for passages in shown) else range(1, len(exchanges) + 1)
+    lines = []
+    for end in ends:
+        record = {"messages": build_messages(system_prompt, turns[: 2 * end], shown[end - 1])}
+        ChatRecord.model_validate(record)
+        lines.append(record)
+    return lines
 
 
 def render_conversation(render: RenderPlan, exchanges: list[Exchange]) -> tuple[str, list[str]]:

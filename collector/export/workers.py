@@ -39,7 +39,7 @@ def read_spool_line(line: str) -> tuple[int, str, str, int, str, list[str]]:
 
 def placeholders_by_type(exchanges: list[Exchange]) -> Counter[str]:
     """How many redacted values (placeholders) each PII type left in these texts."""
-    return Counter(match.group(1) for pair in exchanges for text in pair for match in PLACEHOLDER.finditer(text))
+    return Counter(match.group(1) for pair in exchanges for text in pair[:2] for match in PLACEHOLDER.finditer(text))
 
 
 @dataclass

@@ -39,6 +39,23 @@ def _export_conversations(export_dir: Path) -> Iterator[tuple[str, list[dict[str
                     yield split, json.loads(line)["messages"]
 
 
+def _export_dialogues(export_dir: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(split, turns without the system prompt) of every exported conversation, once each.
+
+    A grounded conversation whose replies had different passages is one record per reply, each holding the previous
+    record's turns and one more exchange (`collector.export.render`): those records are one conversation, and its
+    last (longest) record stands for it.
+    """
+    held: tuple[str, list[dict[str, Any]]] | None = None
+    for split, messages in _export_conversations(export_dir):
+        turns = [m for m in messages if m["role"] != "system"]
+        if held is not None and not (split == held[0] and turns[: len(held[1])] == held[1]):
+            yield held
+        held = (split, turns)
+    if held is not None:
+        yield held
+
+
 def count_export(
     export_dir: Path,
     matcher: ProductMatcher,
@@ -46,12 +63,12 @@ def count_export(
     product_tallies: dict[str, TopicTally],
     intent_tallies: dict[str, TopicTally],
 ) -> Counter[str]:
-    """Per-split counts of each topic in an export's records, the same way topics are found in the store."""
+    """Per-split counts of each topic in an export's conversations, the same way topics are found in the store."""
     totals: Counter[str] = Counter()
-    for split, messages in _export_conversations(export_dir):
+    for split, turns in _export_dialogues(export_dir):
         totals[split] += 1
-        texts = [m["content"] for m in messages if m["role"] != "system"]
-        customer = [m["content"] for m in messages if m["role"] == Role.USER.value]
+        texts = [m["content"] for m in turns]
+        customer = [m["content"] for m in turns if m["role"] == Role.USER.value]
         for name in matcher.find("\n".join(texts)) or [NO_PRODUCT]:
             product_tallies[name].splits[split] += 1
         for name in list(dict.fromkeys(i for text in customer if (i := classifier.classify(text)))) or [NO_INTENT]:

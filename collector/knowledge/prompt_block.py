@@ -1,13 +1,15 @@
-"""The knowledge block of a system prompt: passages numbered under a header, fitted to a size; pure, so training and
-serving render the same prompt."""
+"""The knowledge block of a system prompt: the passages that fit a size (rendered by `collector.prompts`, so training
+and serving render the same prompt)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from collector.knowledge.passages import Passage
+# the block itself is rendered by the one prompt builder, so training and serving prompts cannot drift apart
+from collector.prompts import KNOWLEDGE_HEADER, grounded_system_prompt, render_knowledge
 
-KNOWLEDGE_HEADER = "Product information (use it when it answers the customer; never make up facts that are not here):"
+__all__ = ["KNOWLEDGE_HEADER", "fit_passages", "grounded_system_prompt", "render_knowledge"]
 
 
 def fit_passages(passages: Sequence[Passage], max_chars: int) -> list[Passage]:
@@ -24,17 +26,3 @@ def fit_passages(passages: Sequence[Passage], max_chars: int) -> list[Passage]:
         else:
             break
     return kept
-
-
-def render_knowledge(passages: Sequence[Passage]) -> str:
-    """The knowledge block of a system prompt: a header and numbered passages; "" for none. Pure and deterministic."""
-    if not passages:
-        return ""
-    items = [f"[{number}] {passage.title}\n{passage.text.strip()}" for number, passage in enumerate(passages, start=1)]
-    return KNOWLEDGE_HEADER + "\n\n" + "\n\n".join(items)
-
-
-def grounded_system_prompt(system_prompt: str, passages: Sequence[Passage]) -> str:
-    """The system prompt with the knowledge block after it; exactly `system_prompt` when there are no passages."""
-    block = render_knowledge(passages)
-    return f"{system_prompt}\n\n{block}" if block else system_prompt

@@ -20,7 +20,7 @@ from plugin.api.errors import install_error_handlers
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
 from plugin.api.schemas import CONVERSATION_TOKEN_HEADER, ERROR_RESPONSES
-from plugin.api.routes import admin, chatwoot, dashboard, health, openai, pages, refresh, reviews, widget
+from plugin.api.routes import admin, chatwoot, coverage, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.loop.scheduler import LoopScheduler
 from plugin.redaction_worker import RedactionWorker
 from plugin.redrafter import Redrafter
@@ -104,7 +104,7 @@ def create_app(
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]
 
-    for module in (widget, reviews, openai, chatwoot, admin, refresh, dashboard, health, pages):
+    for module in (widget, reviews, openai, chatwoot, admin, coverage, refresh, dashboard, health, pages):
         app.include_router(module.router)
     pages.mount_static_files(app)  # the web UI's CSS and JS
     install_error_handlers(app)

@@ -119,6 +119,16 @@ class ReplyOut(BaseModel):
 
 
 # --- reviews ----------------------------------------------------------------------------------
+class PassageOut(BaseModel):
+    """A knowledge-base passage a draft's prompt carried."""
+
+    id: int
+    document: str = Field(description="The knowledge document's name, e.g. gadgetcorp_products.md.")
+    title: str = Field(description="Its heading path, e.g. 'MegaGadget › MegaGadget warranty'.")
+    text: str = Field(description="Its text as the knowledge base has it now (\"\" once the document is removed).")
+    score: float = Field(description="Its retrieval score for the conversation (BM25).")
+
+
 class PendingDraft(BaseModel):
     draft_id: int
     conversation_id: int
@@ -134,6 +144,8 @@ class PendingDraft(BaseModel):
     handoff_reason: str | None = Field(None, description="Why an auto-mode draft waits for an agent before the "
                                        "customer sees it (no usable reply, a topic the model has not learned).")
     context: list[MessageOut] = Field(description="The conversation so far, as the customer saw it.")
+    passages: list[PassageOut] = Field(default_factory=list, description="The knowledge-base passages the draft's "
+                                       "prompt carried, best first (none: it was not grounded).")
 
 
 class ClaimIn(Identified):

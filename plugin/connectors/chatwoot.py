@@ -190,7 +190,8 @@ async def draft_and_post(app: FastAPI, turn: assistant.Turn, account_id: int, co
             account_id,
             conversation_id,
             reply.draft.content,
-            private=turn.mode == ReplyMode.ASSIST,  # type: ignore[union-attr]
+            # assist, or auto handed to an agent (a topic not learned): a note for agents, never the customer
+            private=recorder.awaits_agent(reply.draft, turn.mode),  # type: ignore[arg-type]
         )
     except (HouseStyleError, httpx.HTTPError) as exc:
         log.error("no draft for chatwoot conversation %s:%s: %s", account_id, conversation_id, exc)

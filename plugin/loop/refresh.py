@@ -22,6 +22,7 @@ from collector.pii.ingest import redact_everything, redactor_for
 from collector.registry import live_adapter
 from collector.runs import RunLog
 from collector.settings import Settings
+from plugin.coverage_routing import refresh_coverage
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
 from plugin.evaluation import score_versions
@@ -83,8 +84,13 @@ def run_refresh(
             redacted = redact_everything(url, lambda: redactor_for(settings))
             run.step("export", f"redacted {redacted.conversations} conversations; writing reviewed conversations "
                                f"to {data}")
-            manifest = export_dataset(ExportOptions(format="chat", out=data), settings=settings, progress=False)
+            options = ExportOptions(format="chat", out=data)
+            manifest = export_dataset(options, settings=settings, progress=False)
             run.step("export", manifest.summary().splitlines()[0], 1.0)
+            coverage = refresh_coverage(settings, options, data)  # recorded beside the gate; auto mode routes by it
+            gaps = coverage.get("coverage", {}).get("gaps")
+            run.step("export", f"coverage: {'; '.join(gaps) if gaps else 'no gaps'}" if gaps is not None
+                     else f"coverage report failed: {coverage.get('coverage_error')}", 1.0)
 
             run.step("train", f"LoRA on {base} (preset {settings.train_preset or 'of the base'})")
             trained = train_adapter(base, data, settings=settings, preset=settings.train_preset, database_url=url,
@@ -106,7 +112,8 @@ def run_refresh(
 
             decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings))
             run.step("gate", ("passed: " if decision.passed else "refused: ") + decision.reason, 1.0)
-            metrics = {"gate": decision.model_dump(mode="json"), "export": manifest.model_dump(mode="json")}
+            metrics = {"gate": decision.model_dump(mode="json"), "export": manifest.model_dump(mode="json"),
+                       **coverage}
             if not decision.passed:
                 with session_scope(url) as session:
                     session.add(AdapterEvent(version=candidate, action="gate-refused", actor=actor,

@@ -10,10 +10,13 @@ from sqlmodel import Session
 
 from collector import recorder
 from collector.errors import NotFoundError
+from collector.knowledge import groundings_for
 from collector.models import Draft, ReviewDecision
 from plugin.api.brand_scope import BrandFilter
 from plugin.api.deps import AgentCaller, Caller, MetricsDep, SettingsDep, Store, StoreDep
-from plugin.api.schemas import ApproveIn, ClaimIn, ClaimOut, EditIn, MessageOut, PendingDraft, RejectIn, ReviewOut
+from plugin.api.schemas import (
+    ApproveIn, ClaimIn, ClaimOut, EditIn, MessageOut, PassageOut, PendingDraft, RejectIn, ReviewOut,
+)
 from plugin.api.worddiff import word_diff
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
@@ -52,7 +55,13 @@ def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
         claimed_by=draft.claimed_by,
         claimed_until=draft.claimed_until,
         context=context,
+        passages=[PassageOut.model_validate(p.model_dump()) for p in _grounding(session, draft.id)],
     )
+
+
+def _grounding(session: Session, draft_id: int) -> list:
+    grounding = groundings_for(session, [draft_id]).get(draft_id)
+    return grounding.passages if grounding is not None else []
 
 
 @router.get("/queue", response_model=list[PendingDraft], summary="Drafts waiting for an agent, oldest first")

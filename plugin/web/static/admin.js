@@ -284,6 +284,33 @@ async function loadStats() {
   );
 }
 
+// --- coverage ------------------------------------------------------------------------------------------
+async function loadCoverage() {
+  let coverage;
+  try {
+    coverage = await api("/admin/coverage");
+  } catch (error) {
+    showPageError(error.message);
+    return;
+  }
+  const report = coverage.report;
+  const source = coverage.run_id ? `recorded by refresh run ${coverage.run_id}` : "computed from the store (split rule)";
+  $("coverage-source").textContent = `${coverage.live_version} · ${source} · ${report.documents} documents, ` +
+    `${report.passages} passages · auto-mode routing ${coverage.routing ? "on" : "off"}`;
+  $("coverage-gaps").replaceChildren(...report.gaps.map((gap) => element("li", { text: gap })));
+  $("coverage-none").hidden = report.gaps.length > 0;
+  const row = (topic) => [topic.name, topic.passages, topic.conversations, topic.splits.train ?? 0,
+    topic.splits.validation ?? 0, topic.splits.test ?? 0, topic.reviews.reviews,
+    topic.reviews.reviews ? percent(topic.correction_rate) : "–"];
+  const head = ["Topic", "Passages", "Conversations", "Train", "Valid", "Test", "Reviews", "Corrected"];
+  $("coverage-table").replaceChildren(
+    element("thead", {}, element("tr", {}, ...head.map((h) => element("th", { scope: "col", text: h })))),
+    element("tbody", {}, ...[...report.products, ...report.intents].map((topic) =>
+      element("tr", { class: topic.gaps.length ? "gap" : null },
+        ...row(topic).map((value) => element("td", { text: String(value) }))))),
+  );
+}
+
 async function start() {
   const me = await requireRole(["admin"]);
   if (!me) return;
@@ -291,7 +318,7 @@ async function start() {
   $("rollback").addEventListener("click", rollback);
   $("start-refresh").addEventListener("click", startRefresh);
   $("bucket").addEventListener("change", loadChart);
-  await Promise.all([loadAdapters(), loadChart(), loadRuns(), loadStats()]);
+  await Promise.all([loadAdapters(), loadChart(), loadRuns(), loadStats(), loadCoverage()]);
   window.setInterval(() => {
     if (!$("confirm").open) loadAdapters();
   }, ADAPTER_POLL_MS);

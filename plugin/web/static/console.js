@@ -94,6 +94,18 @@ function renderReview(item) {
   $("handoff").hidden = !item.handoff_reason;
   $("handoff").textContent = item.handoff_reason ? `Sent to you before the customer sees it: ${item.handoff_reason}` : "";
   $("draft-version").textContent = item.adapter_version ? `· ${item.adapter_version}` : "· base model";
+  // the knowledge-base passages the draft's prompt carried: the agent checks its facts against them
+  const passages = item.passages || [];
+  $("passages").hidden = passages.length === 0;
+  $("passages-title").textContent = `Knowledge the draft was given (${passages.length})`;
+  $("passage-list").replaceChildren(
+    ...passages.map((p) =>
+      element("li", { class: "passage" },
+        element("strong", { text: p.title }),
+        element("span", { class: "muted", text: ` · ${p.document} · score ${p.score.toFixed(2)}` }),
+        element("p", { text: p.text || "(removed from the knowledge base since)" })),
+    ),
+  );
   closeForms();
 }
 
