@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from collector.brands import brand_id
 from collector.db import session_scope
 from collector.export import ExportOptions
 from collector.knowledge import CoverageReport, CoverageThresholds, coverage_report, route_by_coverage
@@ -47,7 +48,7 @@ class LiveCoverage:
     run_id: int | None  # the refresh run that recorded it; None: computed from the store
 
 
-_cache: dict[str, tuple[tuple, float, LiveCoverage]] = {}
+_cache: dict[tuple[str, int], tuple[tuple, float, LiveCoverage]] = {}
 _lock = threading.Lock()
 
 
@@ -72,12 +73,14 @@ def with_thresholds(report: CoverageReport, thresholds: CoverageThresholds) -> C
 
 
 def live_coverage(settings: Settings, session: Session) -> LiveCoverage:
-    """The live version's coverage report (cached per store; see the module docstring)."""
-    live = live_adapter(session)
+    """The live version's coverage report of the settings' brand (cached per store and brand; see the module
+    docstring)."""
+    brand = brand_id(session, settings.brand)
+    live = live_adapter(session, brand)
     version = live.version if live is not None else "base"
     run_id = _refresh_run(session, version) if live is not None else None
     stamp = (version, run_id, current_revision(session))
-    key = settings.resolved_database_url
+    key = (settings.resolved_database_url, brand)
     cached = _cache.get(key)
     fresh = cached is not None and cached[0] == stamp and (
         cached[2].run_id is not None or time.monotonic() - cached[1] < RECOMPUTE_S
@@ -90,7 +93,8 @@ def live_coverage(settings: Settings, session: Session) -> LiveCoverage:
             if COVERAGE_METRIC in metrics:
                 found = LiveCoverage(CoverageReport.model_validate(metrics[COVERAGE_METRIC]), version, run_id)
             else:  # no refresh trained it, or its report failed: the store by the split rule
-                found = LiveCoverage(coverage_report(session, settings=settings), version, None)
+                options = ExportOptions(out=Path("."), brand_id=brand)  # that brand's conversations only
+                found = LiveCoverage(coverage_report(session, options=options, settings=settings), version, None)
             _cache[key] = (stamp, time.monotonic(), found)
     thresholds = CoverageThresholds.from_settings(settings)
     if found.report.thresholds != thresholds:

@@ -84,7 +84,7 @@ def run_refresh(
             redacted = redact_everything(url, lambda: redactor_for(settings))
             run.step("export", f"redacted {redacted.conversations} conversations; writing reviewed conversations "
                                f"to {data}")
-            options = ExportOptions(format="chat", out=data)
+            options = ExportOptions(format="chat", out=data, brand_id=brand)  # that brand's conversations only
             manifest = export_dataset(options, settings=settings, progress=False)
             run.step("export", manifest.summary().splitlines()[0], 1.0)
             coverage = refresh_coverage(settings, options, data)  # recorded beside the gate; auto mode routes by it

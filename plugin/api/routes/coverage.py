@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from collector.knowledge import CoverageReport
-from plugin.api.deps import AdminCaller, SettingsDep, StoreDep
+from plugin.api.brand_scope import ChosenBrand
+from plugin.api.deps import AdminCaller, StoreDep
 from plugin.coverage_routing import live_coverage
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -21,8 +22,10 @@ class CoverageOut(BaseModel):
 
 
 @router.get("/coverage", response_model=CoverageOut, summary="Products and intents per split, correction rates, gaps")
-def get_coverage(_: AdminCaller, store: StoreDep, settings: SettingsDep) -> CoverageOut:
-    """The report auto-mode routing judges by, with the current HOUSESTYLE_COVERAGE_* thresholds applied."""
+def get_coverage(_: AdminCaller, brand: ChosenBrand, store: StoreDep) -> CoverageOut:
+    """The brand's (?brand=) report auto-mode routing judges by, with the current HOUSESTYLE_COVERAGE_* thresholds
+    applied."""
+    settings = brand.settings
     with store.session() as session:
         found = live_coverage(settings, session)
     return CoverageOut(live_version=found.live_version, run_id=found.run_id, routing=settings.coverage_routing,
