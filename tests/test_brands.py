@@ -163,7 +163,7 @@ def test_a_key_of_one_brand_reaches_nothing_of_another_on_any_route(plugin_servi
         admin.get(f"/admin/runs/{run_id}"),
         *(admin.get(path, params={"brand": "default"}) for path in (
             "/admin/adapters", "/admin/stats", "/admin/quality", "/admin/runs", "/admin/correction-rate",
-            "/admin/adapter-history", "/reviews/queue")),
+            "/admin/adapter-history", "/admin/coverage", "/reviews/queue")),
         admin.post("/admin/export", params={"brand": "default"}, json={}),
         admin.post("/admin/refresh", params={"brand": "default"}),
         biz["widget"].post("/widget/conversations", params={"brand": "default"}, json={}),

@@ -37,7 +37,8 @@ def export_grounder(session: Session, settings: Settings) -> Attach | None:
         for exchange, draft_id in zip(exchanges, replied_by, strict=True):
             turns.append((USER, exchange[0]))
             grounding = training_grounding(
-                session, turns, recorded=recorded.get(draft_id) if draft_id is not None else None, settings=settings
+                session, turns, recorded=recorded.get(draft_id) if draft_id is not None else None,
+                brand=settings.brand, settings=settings,  # an export is one brand's: its documents and the shared
             )
             exchange.append([[passage.title, passage.text] for passage in grounding.passages])
             turns.append((ASSISTANT, exchange[1]))
