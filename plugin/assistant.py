@@ -49,8 +49,8 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
     """Store the customer's message (committed before any generation, so a model outage never loses it)."""
     try:
         with session_scope(settings.resolved_database_url) as session:
-            conversation = recorder.get_conversation(session, conversation_id)
-            recorder.add_message(session, conversation.id, Role.USER, content)
+            recorder.add_message(session, conversation_id, Role.USER, content)  # missing or closed: says so
+            conversation = recorder.get_conversation(session, conversation_id)  # the row add_message locked: no SQL
             return turn_of(settings, session, conversation)
     except StoreError as error:
         raise MessageNotStored(f"the message was NOT stored ({error}); send it again in a moment") from None
@@ -58,7 +58,7 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
 
 def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
     """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it."""
-    transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
+    transcript = recorder.transcript_turns(session, conversation.id)
     return Turn(
         conversation.id,
         conversation.external_id,
