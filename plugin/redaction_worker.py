@@ -29,7 +29,7 @@ log = logging.getLogger("housestyle.redaction")
 LOCK = "redaction"
 SWEEP_EVERY_S = 600.0  # the full scan for rows the id watermarks cannot vouch for
 PURGE_EVERY_S = 3600.0
-NICENESS = 10  # added to the worker process's nice value: the API and the model server go first
+NICENESS = 19  # the lowest priority: under load the API and the model server go first, redaction catches up after
 
 
 class RedactionWorker:
