@@ -195,7 +195,9 @@ def add_messages(
     touched = connection.execute(_TOUCH_OPEN_CONVERSATION, {"conversation_id": conversation_id, "now": now}).first()
     if touched is None:
         _refuse_turn(session, conversation_id)
-    held_or_loaded(session, Conversation, touched._asdict())
+    # kept for the caller's `get_conversation` in this session, which then needs no SELECT (the identity map holds
+    # unchanged objects only weakly; one slot, so a long session does not keep every conversation it touched)
+    session.info["recorder_last_conversation"] = held_or_loaded(session, Conversation, touched._asdict())
     rows = [
         with_defaults(Message, conversation_id=conversation_id, role=role, content=content, draft_id=draft_id,
                       created_at=now)

@@ -3,8 +3,9 @@ its callers the same persistent objects a flush would have, without the unit of 
 
 Building a SQLModel table object through its constructor costs ~0.25 ms and a flush of one object ~0.4 ms; a
 Core statement costs ~0.05 ms. `loaded` builds the object the way the ORM does when it loads a row (no
-constructor, values set as committed) and puts it in the session's identity map: `session.get` finds it, a change
-to it is flushed as an UPDATE, and nothing is written twice.
+constructor, values set as committed) and puts it in the session's identity map: while it is referenced,
+`session.get` finds it without SQL (the map holds unchanged objects weakly), a change to it is flushed as an
+UPDATE, and nothing is written twice.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def forget_loaded(session: Session, model: type[SQLModel], primary_key: Any) -> 
 
 def held_or_loaded(session: Session, model: type[Model], values: dict[str, Any]) -> Model:
     """The session's object for this row brought up to `values` (a full row a Core statement returned), else the row
-    loaded as a new persistent object: either way `session.get` finds it afterwards without SQL."""
+    loaded as a new persistent object: either way, while it is referenced, `session.get` finds it without SQL."""
     instance = session.identity_map.get(identity_key(model, values["id"]))
     if instance is None:
         return loaded(session, model, values)

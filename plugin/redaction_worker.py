@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from collector.errors import ConflictError
 from collector.locks import job_lock
@@ -38,8 +39,9 @@ class RedactionWorker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.resolved_database_url
-        self._stop: threading.Event = threading.Event()  # a process-shared event once started
+        self._stop = threading.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
+        self._writer: Any = None  # the service's end of the pipe the worker process waits on
         self._last_sweep = self._last_purge = 0.0
 
     def run_once(self) -> RedactionPass:
@@ -60,7 +62,7 @@ class RedactionWorker:
         except ConflictError:
             return RedactionPass()  # another instance is redacting this store right now
 
-    def _run(self, stop: threading.Event | None = None) -> None:
+    def _run(self, stop: Any = None) -> None:
         stop = stop or self._stop
         while not stop.wait(self.settings.redact_interval_s):
             try:
@@ -73,13 +75,18 @@ class RedactionWorker:
     def start(self) -> None:
         """Run the passes in a child process (spawned: it shares nothing with the service's threads and loop)."""
         context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
-        self._process = context.Process(target=_worker_process, args=(self.settings, self._stop),
+        # the child stops when this pipe closes: on `stop()`, and also when the service dies outright (the kernel
+        # closes its end), so the worker never outlives the service
+        reader, self._writer = context.Pipe(duplex=False)
+        self._process = context.Process(target=_worker_process, args=(self.settings, reader),
                                         name="housestyle-redaction", daemon=True)
         self._process.start()
+        reader.close()
 
     def stop(self) -> None:
         self._stop.set()
+        if self._writer is not None:
+            self._writer.close()
         process = self._process
         if process is not None:
             process.join(timeout=30)
@@ -88,8 +95,19 @@ class RedactionWorker:
                 process.join(timeout=5)
 
 
-def _worker_process(settings: Settings, stop: threading.Event) -> None:
-    """The child process: lower priority, the service's JSON log lines, passes until `stop` is set."""
+class _UntilClosed:
+    """`wait(timeout)` like an Event's: True once the service closed its end of the pipe (stop, or it died)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        return self.connection.poll(timeout)
+
+
+def _worker_process(settings: Settings, connection: Any) -> None:
+    """The child process: lowest priority, the service's JSON log lines, passes until the service's end of the
+    pipe closes."""
     from plugin.service import configure_json_logging
 
     try:
@@ -98,6 +116,6 @@ def _worker_process(settings: Settings, stop: threading.Event) -> None:
         pass  # a platform without nice: same priority as the service
     configure_json_logging()
     try:
-        RedactionWorker(settings)._run(stop)
+        RedactionWorker(settings)._run(_UntilClosed(connection))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops us anyway
         pass
