@@ -24,6 +24,7 @@ from collector.locks import job_lock
 from collector.pii.erasure import purge_expired_raw
 from collector.pii.ingest import RedactionPass, redact_pending, redactor_for, sweep
 from collector.settings import Settings
+from plugin.jsonlog import configure_json_logging
 
 log = logging.getLogger("housestyle.redaction")
 
@@ -108,8 +109,6 @@ class _UntilClosed:
 def _worker_process(settings: Settings, connection: Any) -> None:
     """The child process: lowest priority, the service's JSON log lines, passes until the service's end of the
     pipe closes."""
-    from plugin.service import configure_json_logging
-
     try:
         os.nice(NICENESS)
     except OSError:
