@@ -32,14 +32,20 @@ WORDS = ("please help quickly today really again yesterday since update firmware
          "button reset store warranty refund replace send order week month kids office travel charger").split()
 PII = ["my email is {n}.doe@example.com", "call me on (415) 555-01{d:02d}", "order GC-{o}", "account ACC-{o}",
        "ship to {d} Evergreen Terrace, Springfield, OR 97403", "card 4111 1111 1111 1111", "", "", "", "", "", ""]
+# the same values as the redaction worker stores them beside the raw text at ingest (export reads only those)
+PII_REDACTED = ["my email is <EMAIL_1>", "call me on <PHONE_1>", "order <ORDER_ID_1>", "account <ACCOUNT_ID_1>",
+                "ship to <ADDRESS_1>", "card <CARD_1>", "", "", "", "", "", ""]
 MACRO = "Thanks for contacting GadgetCorp! An agent will get back to you within 24 hours."
 
 
-def _customer_text(rng: random.Random, number: int) -> str:
+def _customer_text(rng: random.Random, number: int) -> tuple[str, str]:
+    """(raw, redacted) text of a customer's message."""
     product, problem = rng.choice(PRODUCTS), rng.choice(PROBLEMS)
     filler = " ".join(rng.choices(WORDS, k=rng.randint(4, 14)))
-    pii = rng.choice(PII).format(n=f"user{number}", d=number % 100, o=1000000 + number)
-    return f"Hi, my {product} {problem}, {filler}. {pii}".strip()
+    kind = rng.randrange(len(PII))
+    pii = PII[kind].format(n=f"user{number}", d=number % 100, o=1000000 + number)
+    return (f"Hi, my {product} {problem}, {filler}. {pii}".strip(),
+            f"Hi, my {product} {problem}, {filler}. {PII_REDACTED[kind]}".strip())
 
 
 def _reply_text(rng: random.Random, number: int) -> str:
@@ -50,7 +56,8 @@ def _reply_text(rng: random.Random, number: int) -> str:
 
 
 def generate_store(path: Path, conversations: int, seed: int = 7) -> None:
-    """A SQLite store with `conversations` reviewed conversations of 3 exchanges each, written with bulk inserts."""
+    """A SQLite store with `conversations` reviewed conversations of 3 exchanges each, written with bulk inserts,
+    with the redacted text beside the raw text as the redaction worker leaves it at ingest."""
     from collector import db
 
     db.upgrade(f"sqlite:///{path}")
@@ -69,30 +76,31 @@ def generate_store(path: Path, conversations: int, seed: int = 7) -> None:
             position = 0
             for turn in range(3):
                 message_id += 1
-                message_rows.append((message_id, cid, position, "user", _customer_text(rng, cid * 3 + turn), None, stamp))
+                raw, redacted = _customer_text(rng, cid * 3 + turn)
+                message_rows.append((message_id, cid, position, "user", raw, redacted, None, stamp))
                 position += 1
                 draft_id += 1
                 draft = _reply_text(rng, cid * 3 + turn)
                 decision = rng.choices(["approved", "edited", "rejected"], weights=[70, 25, 5])[0]
                 final = draft if decision == "approved" else (draft + " Best, Alice." if decision == "edited" else None)
-                draft_rows.append((draft_id, cid, position, draft, "reviewed", stamp))
-                review_rows.append((draft_id, draft_id, decision, final, "bench", 0.1, stamp))
+                draft_rows.append((draft_id, cid, position, draft, draft, "reviewed", stamp))
+                review_rows.append((draft_id, draft_id, decision, final, final, "bench", 0.1, stamp))
                 if final is not None:
                     message_id += 1
-                    message_rows.append((message_id, cid, position, "assistant", final, draft_id, stamp))
+                    message_rows.append((message_id, cid, position, "assistant", final, final, draft_id, stamp))
                     position += 1
         connection.executemany(
             "INSERT INTO conversation (id, external_id, channel, mode, status, source, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", conv_rows)
         connection.executemany(
-            "INSERT INTO draft (id, conversation_id, position, content, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            draft_rows)
+            "INSERT INTO draft (id, conversation_id, position, content, redacted_content, status, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", draft_rows)
         connection.executemany(
-            "INSERT INTO review (id, draft_id, decision, final_text, agent_id, edit_distance, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", review_rows)
+            "INSERT INTO review (id, draft_id, decision, final_text, redacted_final_text, agent_id, edit_distance, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", review_rows)
         connection.executemany(
-            "INSERT INTO message (id, conversation_id, position, role, content, draft_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", message_rows)
+            "INSERT INTO message (id, conversation_id, position, role, content, redacted_content, draft_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
         connection.commit()
     connection.close()
 

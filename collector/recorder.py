@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import NoReturn
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, insert, or_, select, union_all, update
 from sqlmodel import Session
 
 from collector.changes import edit_distance, same_text
@@ -24,6 +25,7 @@ from collector.models import (
     Role,
     utcnow,
 )
+from collector.rows import forget_loaded, held_or_loaded, loaded, refresh_loaded, with_defaults, writing
 
 # how long one "agent is typing" signal lasts: the console refreshes it every few seconds while the agent types
 TYPING_SIGNAL = timedelta(seconds=8)
@@ -46,19 +48,19 @@ def start_conversation(
     `known_values`: what the platform knows of the customer (name, email, phone), redacted exactly wherever it
     appears and used to fill a reply's placeholders.
     """
-    conversation = Conversation(
+    values = with_defaults(
+        Conversation,
         external_id=external_id or uuid.uuid4().hex,
         channel=channel,
         customer_ref=customer_ref,
-        mode=mode,
+        mode=ReplyMode(mode),
         source=source,
         known_values={k: v for k, v in (known_values or {}).items() if v} or None,
         access_token_hash=access_token_hash,
         brand_id=brand_id,
     )
-    session.add(conversation)
-    session.flush()
-    return conversation
+    values["id"] = writing(session).execute(_INSERT_CONVERSATION, values).scalar_one()
+    return loaded(session, Conversation, values)
 
 
 def get_conversation(session: Session, conversation_id: int) -> Conversation:
@@ -78,26 +80,101 @@ def find_conversation(
     ).scalar_one_or_none()
 
 
-_MESSAGES, _DRAFTS = Message.__table__.c, Draft.__table__.c
-# Built once on plain table columns: these run for every turn, and building and compiling ORM queries dominated them.
+# The live path writes with Core statements built once here (building and compiling ORM queries, and the unit of
+# work, dominated it): per exchange, 2 statements store the customer's message, 2 or 3 the draft, 3 a review.
+_CONVERSATIONS, _MESSAGES, _DRAFTS, _REVIEWS = (model.__table__ for model in (Conversation, Message, Draft, Review))
+_INSERT_CONVERSATION = insert(_CONVERSATIONS).returning(_CONVERSATIONS.c.id)
 _NEXT_POSITION = select(
     func.coalesce(
-        select(func.max(_MESSAGES.position)).where(_MESSAGES.conversation_id == bindparam("conversation_id")).scalar_subquery(),
+        select(func.max(_MESSAGES.c.position))
+        .where(_MESSAGES.c.conversation_id == bindparam("conversation_id"))
+        .scalar_subquery(),
         -1,
     ),
     func.coalesce(
-        select(func.max(_DRAFTS.position))
-        .where(_DRAFTS.conversation_id == bindparam("conversation_id"), _DRAFTS.status == DraftStatus.PENDING.value)
+        select(func.max(_DRAFTS.c.position))
+        .where(_DRAFTS.c.conversation_id == bindparam("conversation_id"), _DRAFTS.c.status == DraftStatus.PENDING.value)
         .scalar_subquery(),
         -1,
     ),
 )
-_MESSAGE_OF_DRAFT = select(_MESSAGES.id).where(_MESSAGES.draft_id == bindparam("draft_id")).limit(1)
+# the same slot as one SQL expression, for inserts that take it in the statement that writes the row
+_SLOTS = union_all(
+    select(_MESSAGES.c.position).where(_MESSAGES.c.conversation_id == bindparam("conversation_id")),
+    select(_DRAFTS.c.position).where(
+        _DRAFTS.c.conversation_id == bindparam("conversation_id"), _DRAFTS.c.status == DraftStatus.PENDING.value
+    ),
+).subquery()
+_NEXT_SLOT = select(func.coalesce(func.max(_SLOTS.c.position), -1) + 1).scalar_subquery()
+
+
+def _insert_at_next_slot(table):
+    """INSERT ... SELECT with every column bound but `position`, which is the next slot: read and written by one
+    statement, under the write lock (SQLite) or after the conversation row's lock (Postgres)."""
+    columns = [column for column in table.columns if not column.primary_key]
+    chosen = [_NEXT_SLOT if column.name == "position" else bindparam(column.name, type_=column.type)
+              for column in columns]
+    return insert(table).from_select([column.name for column in columns], select(*chosen)).returning(
+        table.c.id, table.c.position
+    )
+
+
+_INSERT_MESSAGE_AT_NEXT_SLOT = _insert_at_next_slot(_MESSAGES)
+_INSERT_DRAFT_AT_NEXT_SLOT = _insert_at_next_slot(_DRAFTS)
+_INSERT_MESSAGES = insert(_MESSAGES).returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_INSERT_MESSAGE = insert(_MESSAGES).returning(_MESSAGES.c.id)
+# a new turn: the conversation's write lock (its row lock on Postgres), and it must be open; the row comes back, so
+# the caller's `get_conversation` afterwards needs no SELECT
+_TOUCH_OPEN_CONVERSATION = (
+    update(_CONVERSATIONS)
+    .where(_CONVERSATIONS.c.id == bindparam("conversation_id"),
+           _CONVERSATIONS.c.status != ConversationStatus.CLOSED.value)
+    .values(updated_at=bindparam("now"))
+    .returning(*_CONVERSATIONS.c)
+)
+_MODE_OF_CONVERSATION = (
+    select(_CONVERSATIONS.c.mode).where(_CONVERSATIONS.c.id == bindparam("conversation_id")).with_for_update()
+)
+_TRANSCRIPT_TURNS = (
+    select(_MESSAGES.c.role, _MESSAGES.c.content)
+    .where(_MESSAGES.c.conversation_id == bindparam("conversation_id"))
+    .order_by(_MESSAGES.c.position)
+)
+# a review takes the draft in the statement that checks it may: pending, and no other agent's live claim on it
+_TAKE_DRAFT_FOR_REVIEW = (
+    update(_DRAFTS)
+    .where(
+        _DRAFTS.c.id == bindparam("draft_id"),
+        _DRAFTS.c.status == DraftStatus.PENDING.value,
+        or_(_DRAFTS.c.claimed_by.is_(None), _DRAFTS.c.claimed_by == bindparam("agent_id"),
+            _DRAFTS.c.claimed_until.is_(None), _DRAFTS.c.claimed_until <= bindparam("now")),
+    )
+    .values(status=DraftStatus.REVIEWED.value, claimed_by=None, claimed_until=None, typing_until=None)
+    .returning(_DRAFTS.c.conversation_id, _DRAFTS.c.position, _DRAFTS.c.content)
+)
+_INSERT_REVIEW = insert(_REVIEWS).returning(_REVIEWS.c.id)
+_MESSAGE_COLUMNS = [column for column in _MESSAGES.columns if not column.primary_key]
+# the agent's final text joins the transcript unless the draft went out already (auto mode)
+_INSERT_UNSENT_REPLY = insert(_MESSAGES).from_select(
+    [column.name for column in _MESSAGE_COLUMNS],
+    select(*(bindparam(column.name, type_=column.type) for column in _MESSAGE_COLUMNS)).where(
+        ~select(_MESSAGES.c.id).where(_MESSAGES.c.draft_id == bindparam("draft_id")).exists()
+    ),
+)
 
 
 def _next_position(session: Session, conversation_id: int) -> int:
     """The slot after the last message or pending draft (a reviewed draft's slot is taken by its message)."""
     return max(session.execute(_NEXT_POSITION, {"conversation_id": conversation_id}).one()) + 1
+
+
+def _refuse_turn(session: Session, conversation_id: int) -> NoReturn:
+    """Why a turn could not be added (the conversation is missing or closed)."""
+    forget_loaded(session, Conversation, conversation_id)  # read it afresh: the UPDATE found it missing or closed
+    conversation = get_conversation(session, conversation_id)
+    if conversation.status == ConversationStatus.CLOSED:
+        raise ConflictError(f"conversation {conversation_id} is closed; start a new one")
+    raise ConflictError(f"conversation {conversation_id} changed while the message was stored; send it again")
 
 
 def add_message(
@@ -114,29 +191,33 @@ def add_messages(
     *,
     draft_id: int | None = None,
 ) -> list[Message]:
-    """Append several turns at once (one round trip for the position, one flush)."""
-    conversation = get_conversation(session, conversation_id)
-    if conversation.status == ConversationStatus.CLOSED:
-        raise ConflictError(f"conversation {conversation_id} is closed; start a new one")
-    position = _next_position(session, conversation_id)
-    messages = []
-    for offset, (role, content) in enumerate(turns):
+    """Append several turns at once: the conversation's lock, then one insert (two statements for one turn)."""
+    turns = [(Role(role), content) for role, content in turns]
+    for _, content in turns:
         if not isinstance(content, str) or not content.strip():
             raise InputError("a message needs non-empty text content")
-        messages.append(
-            Message(
-                conversation_id=conversation_id,
-                position=position + offset,
-                role=Role(role),
-                content=content,
-                draft_id=draft_id,
-            )
-        )
-    session.add_all(messages)
-    conversation.updated_at = utcnow()
-    session.add(conversation)
-    session.flush()
-    return messages
+    connection = writing(session)
+    now = utcnow()
+    touched = connection.execute(_TOUCH_OPEN_CONVERSATION, {"conversation_id": conversation_id, "now": now}).first()
+    if touched is None:
+        _refuse_turn(session, conversation_id)
+    # kept for the caller's `get_conversation` in this session, which then needs no SELECT (the identity map holds
+    # unchanged objects only weakly; one slot, so a long session does not keep every conversation it touched)
+    session.info["recorder_last_conversation"] = held_or_loaded(session, Conversation, touched._asdict())
+    rows = [
+        with_defaults(Message, conversation_id=conversation_id, role=role, content=content, draft_id=draft_id,
+                      created_at=now)
+        for role, content in turns
+    ]
+    if len(rows) == 1:
+        rows[0]["id"], rows[0]["position"] = connection.execute(_INSERT_MESSAGE_AT_NEXT_SLOT, rows[0]).one()
+    elif rows:
+        position = _next_position(session, conversation_id)
+        for offset, row in enumerate(rows):
+            row["position"] = position + offset
+        for row, (message_id,) in zip(rows, connection.execute(_INSERT_MESSAGES, rows).all()):
+            row["id"] = message_id
+    return [loaded(session, Message, row) for row in rows]
 
 
 def transcript(session: Session, conversation_id: int) -> list[Message]:
@@ -146,6 +227,13 @@ def transcript(session: Session, conversation_id: int) -> list[Message]:
             select(Message).where(Message.conversation_id == conversation_id).order_by(Message.position)
         ).scalars()
     )
+
+
+def transcript_turns(session: Session, conversation_id: int) -> list[tuple[str, str]]:
+    """(role, text) of the conversation's turns in order: what a prompt is built from (no ORM objects)."""
+    session.flush()
+    return [(str(role), content) for role, content in
+            session.connection().execute(_TRANSCRIPT_TURNS, {"conversation_id": conversation_id})]
 
 
 def record_draft(
@@ -160,24 +248,26 @@ def record_draft(
 ) -> Draft:
     """Store the assistant's suggestion. In auto mode the customer sees it at once, so it joins the transcript,
     unless it is handed to an agent first (`handoff_reason`: no usable reply, a topic the model has not learned)."""
-    conversation = get_conversation(session, conversation_id)
-    position = _next_position(session, conversation_id)
-    draft = Draft(
+    connection = writing(session)
+    mode = connection.execute(_MODE_OF_CONVERSATION, {"conversation_id": conversation_id}).scalar_one_or_none()
+    if mode is None:
+        raise NotFoundError(f"conversation {conversation_id} does not exist")
+    values = with_defaults(
+        Draft,
         conversation_id=conversation_id,
-        position=position,
         content=content,
         prompt=list(prompt) if prompt is not None else None,
         adapter_version=adapter_version,
         latency_ms=latency_ms,
+        status=DraftStatus.PENDING,
         handoff_reason=handoff_reason,
     )
-    session.add(draft)
-    session.flush()
-    if conversation.mode == ReplyMode.AUTO and handoff_reason is None:
-        session.add(
-            Message(conversation_id=conversation_id, position=position, role=Role.ASSISTANT, content=content, draft_id=draft.id)
-        )
-        session.flush()
+    values["id"], values["position"] = connection.execute(_INSERT_DRAFT_AT_NEXT_SLOT, values).one()
+    draft = loaded(session, Draft, values)
+    if mode == ReplyMode.AUTO and handoff_reason is None:
+        message = with_defaults(Message, conversation_id=conversation_id, position=draft.position,
+                                role=Role.ASSISTANT, content=content, draft_id=draft.id)
+        connection.execute(_INSERT_MESSAGE, message)
     return draft
 
 
@@ -270,41 +360,43 @@ def record_review(
     goes out; `final_text`, if given, is the reply the agent wrote from scratch.
     """
     decision = ReviewDecision(decision)
-    draft = _pending_draft_of(session, draft_id, agent_id)
     if final_text is not None and not final_text.strip():
         final_text = None
+    if decision == ReviewDecision.EDITED and final_text is None:
+        _pending_draft_of(session, draft_id, agent_id)  # a missing or taken draft says so first, as it always did
+        raise InputError("an edit needs the final text the agent sent")
+    connection = writing(session)
+    now = utcnow()
+    taken = connection.execute(_TAKE_DRAFT_FOR_REVIEW, {"draft_id": draft_id, "agent_id": agent_id, "now": now}).first()
+    if taken is None:
+        forget_loaded(session, Draft, draft_id)  # read it afresh to say why
+        _pending_draft_of(session, draft_id, agent_id)  # raises: missing, reviewed, or claimed by another agent
+        raise ConflictError(f"draft {draft_id} changed while it was being reviewed; load it again")
+    conversation_id, position, content = taken
+    refresh_loaded(session, Draft, draft_id, status=DraftStatus.REVIEWED, claimed_by=None, claimed_until=None,
+                   typing_until=None)
     if decision == ReviewDecision.APPROVED:
-        final_text = draft.content
-    elif decision == ReviewDecision.EDITED:
-        if final_text is None:
-            raise InputError("an edit needs the final text the agent sent")
-        if same_text(draft.content, final_text):
-            decision = ReviewDecision.APPROVED
-    review = Review(
+        final_text = content
+    elif decision == ReviewDecision.EDITED and same_text(content, final_text):
+        decision = ReviewDecision.APPROVED
+    values = with_defaults(
+        Review,
         draft_id=draft_id,
         decision=decision,
         final_text=final_text,
         agent_id=agent_id,
         reason=reason,
-        edit_distance=edit_distance(draft.content, final_text) if final_text is not None else 1.0,
+        edit_distance=edit_distance(content, final_text) if final_text is not None else 1.0,
+        created_at=now,
     )
-    draft.status = DraftStatus.REVIEWED
-    draft.claimed_by = draft.claimed_until = draft.typing_until = None
-    session.add_all([review, draft])
-    already_sent = session.execute(_MESSAGE_OF_DRAFT, {"draft_id": draft_id}).first()
-    if not already_sent and final_text is not None:
-        # assist mode: the customer now sees the agent's final text in the draft's slot
-        session.add(
-            Message(
-                conversation_id=draft.conversation_id,
-                position=draft.position,
-                role=Role.ASSISTANT,
-                content=final_text,
-                draft_id=draft_id,
-            )
-        )
-    session.flush()
-    return review
+    values["id"] = connection.execute(_INSERT_REVIEW, values).scalar_one()
+    if final_text is not None:
+        # assist mode: the customer now sees the agent's final text in the draft's slot (auto mode sent it already)
+        connection.execute(_INSERT_UNSENT_REPLY, with_defaults(
+            Message, conversation_id=conversation_id, position=position, role=Role.ASSISTANT.value,
+            content=final_text, draft_id=draft_id, created_at=now,
+        ))
+    return loaded(session, Review, values)
 
 
 def pending_drafts(session: Session, *, limit: int = 50, brand_ids: Iterable[int] | None = None) -> list[Draft]:

@@ -54,8 +54,8 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
     """Store the customer's message (committed before any generation, so a model outage never loses it)."""
     try:
         with session_scope(settings.resolved_database_url) as session:
-            conversation = recorder.get_conversation(session, conversation_id)
-            recorder.add_message(session, conversation.id, Role.USER, content)
+            recorder.add_message(session, conversation_id, Role.USER, content)  # missing or closed: says so
+            conversation = recorder.get_conversation(session, conversation_id)  # the row add_message locked: no SQL
             return turn_of(settings, session, conversation)
     except StoreError as error:
         raise MessageNotStored(f"the message was NOT stored ({error}); send it again in a moment") from None
@@ -66,7 +66,7 @@ def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
     its brand's system prompt, with the knowledge passages retrieved for it; in auto mode, a topic the live version
     has not learned hands it over."""
     brand = settings_for(settings, session.get(Brand, conversation.brand_id))
-    transcript = [(str(m.role), m.content) for m in recorder.transcript(session, conversation.id)]
+    transcript = recorder.transcript_turns(session, conversation.id)
     grounding = ground(session, transcript, brand=brand.brand, settings=brand)
     mode = ReplyMode(conversation.mode)
     return Turn(

@@ -1,7 +1,10 @@
 """Inside `housestyle serve`: the background worker that redacts new conversations and applies the retention period.
 
-It runs in its own thread, never on the request path: the recorder stores raw text only, and this worker writes the
-redacted text beside it a moment later (`collector.pii.ingest`). The PII models load on the first conversation
+It runs in its own process, never on the request path: the recorder stores raw text only, and this worker writes
+the redacted text beside it a moment later (`collector.pii.ingest`). A process, not a thread: NLP is seconds of
+Python per batch, and in the service's process it held the interpreter lock the event loop needs (the plugin's CPU
+per request tripled and p99 went to seconds). The process runs at a lower priority, so under a burst the model
+server and the API go first and redaction catches up after. The PII models load on the first conversation
 that needs them, not at start-up. One worker per store does the work at a time (a job lock), so several plugin
 instances on one Postgres do not redact the same conversation twice.
 """
@@ -9,21 +12,26 @@ instances on one Postgres do not redact the same conversation twice.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 from collector.errors import ConflictError
 from collector.locks import job_lock
 from collector.pii.erasure import purge_expired_raw
 from collector.pii.ingest import RedactionPass, redact_pending, redactor_for, sweep
 from collector.settings import Settings
+from plugin.jsonlog import configure_json_logging
 
 log = logging.getLogger("housestyle.redaction")
 
 LOCK = "redaction"
 SWEEP_EVERY_S = 600.0  # the full scan for rows the id watermarks cannot vouch for
 PURGE_EVERY_S = 3600.0
+NICENESS = 19  # the lowest priority: under load the API and the model server go first, redaction catches up after
 
 
 class RedactionWorker:
@@ -33,7 +41,8 @@ class RedactionWorker:
         self.settings = settings
         self.url = settings.resolved_database_url
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._writer: Any = None  # the service's end of the pipe the worker process waits on
         self._last_sweep = self._last_purge = 0.0
 
     def run_once(self) -> RedactionPass:
@@ -54,8 +63,9 @@ class RedactionWorker:
         except ConflictError:
             return RedactionPass()  # another instance is redacting this store right now
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.settings.redact_interval_s):
+    def _run(self, stop: Any = None) -> None:
+        stop = stop or self._stop
+        while not stop.wait(self.settings.redact_interval_s):
             try:
                 done = self.run_once()
                 if done.conversations:
@@ -64,10 +74,47 @@ class RedactionWorker:
                 log.exception("redaction pass failed; retrying on the next pass")
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="housestyle-redaction", daemon=True)
-        self._thread.start()
+        """Run the passes in a child process (spawned: it shares nothing with the service's threads and loop)."""
+        context = multiprocessing.get_context("spawn")
+        # the child stops when this pipe closes: on `stop()`, and also when the service dies outright (the kernel
+        # closes its end), so the worker never outlives the service
+        reader, self._writer = context.Pipe(duplex=False)
+        self._process = context.Process(target=_worker_process, args=(self.settings, reader),
+                                        name="housestyle-redaction", daemon=True)
+        self._process.start()
+        reader.close()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if self._writer is not None:
+            self._writer.close()
+        process = self._process
+        if process is not None:
+            process.join(timeout=30)
+            if process.is_alive():  # a pass stuck beyond the shutdown grace: its work is redone next start
+                process.terminate()
+                process.join(timeout=5)
+
+
+class _UntilClosed:
+    """`wait(timeout)` like an Event's: True once the service closed its end of the pipe (stop, or it died)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def wait(self, timeout: float) -> bool:
+        return self.connection.poll(timeout)
+
+
+def _worker_process(settings: Settings, connection: Any) -> None:
+    """The child process: lowest priority, the service's JSON log lines, passes until the service's end of the
+    pipe closes."""
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        pass  # a platform without nice: same priority as the service
+    configure_json_logging()
+    try:
+        RedactionWorker(settings)._run(_UntilClosed(connection))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops us anyway
+        pass

@@ -7,12 +7,10 @@ lifespan then only stops it (uvicorn re-raises SIGTERM after its shutdown, so th
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
 import signal
-import sys
 
 import uvicorn
 
@@ -20,34 +18,9 @@ from collector.db import open_store
 from collector.errors import HouseStyleError
 from collector.settings import Settings
 from plugin.api.app import create_app
+from plugin.jsonlog import configure_json_logging
 from serving.gateway import ServingGateway
 from serving.control import ControlFile, remove_control_file, write_control_file
-
-
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line; access-log records are JSON already and pass through as they are."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.name == "housestyle.access":
-            return message
-        line = {"ts": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": message}
-        if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line)
-
-
-def configure_json_logging(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    # one line per upstream call would double the log and its CPU; the access log already times every request
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
 
 
 async def _start_gateway(gateway: ServingGateway) -> None:

@@ -15,6 +15,7 @@ log = logging.getLogger("housestyle.serving")
 
 # a plain completion works for every base model, with or without a chat template
 SMOKE_REQUEST = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
+KEEPALIVE_EXPIRY_S = 2.0  # an idle connection to a replica is closed by us after this, before vLLM closes it
 
 
 class VllmModel(BaseModel):
@@ -41,8 +42,11 @@ class Replica:
     def __init__(self, url: str, api_key: str | None, *, timeout_s: float = 600.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # generous pool: every concurrent chat holds one connection for its whole stream
-        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64)
+        # generous pool: every concurrent chat holds one connection for its whole stream. Idle connections are
+        # dropped well before vLLM's own keep-alive timeout (VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): at httpx's default
+        # of 5 s too, a request could go out on a connection the server was closing, read nothing (ReadError), and
+        # take the replica out of the pool (a 503 in bench/plugin_load.py after an idle pause)
+        limits = httpx.Limits(max_connections=512, max_keepalive_connections=64, keepalive_expiry=KEEPALIVE_EXPIRY_S)
         self.client = httpx.AsyncClient(
             base_url=self.url, headers=headers, limits=limits, timeout=httpx.Timeout(timeout_s, connect=5.0)
         )

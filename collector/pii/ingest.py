@@ -79,11 +79,17 @@ def _conversations_with_new_text(session, marks: dict[str, int]) -> tuple[list[i
 
 
 def redact_conversations(session, redactor: Redactor, conversation_ids: Iterable[int]) -> RedactionPass:
-    """Redact these conversations whole and store every redacted text and the placeholder table (one transaction)."""
+    """Redact these conversations whole and store every redacted text and the placeholder table (one transaction).
+
+    Everything is read and redacted first and written at the end: on SQLite the first write takes the store's one
+    write lock until the commit, and holding it through seconds of NLP made every customer's message wait for it.
+    """
     done = RedactionPass()
     conversation_ids = list(conversation_ids)
     if conversation_ids and not hasattr(redactor, "redact_conversation"):
         redactor = redactor()
+    writes: dict[Any, list[dict]] = {Message: [], Draft: [], Review: []}
+    placeholders: list[tuple[Conversation, dict | None]] = []
     for conversation_id in conversation_ids:
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
@@ -102,15 +108,19 @@ def redact_conversations(session, redactor: Redactor, conversation_ids: Iterable
         message_rows = [{"row": row_id, "text": next(texts)} for row_id, _, _ in messages]
         draft_rows = [{"row": draft_id, "text": next(texts)} for draft_id, _, _, _ in drafts]
         review_rows = [{"row": review_id, "text": next(texts)} for _, _, review_id, _ in drafts]
-        for table, column, rows in ((Message, "redacted_content", message_rows), (Draft, "redacted_content", draft_rows),
-                                    (Review, "redacted_final_text", [r for r in review_rows if r["row"] is not None])):
-            if rows:  # Core executemany on the table: one statement for all rows, no ORM bookkeeping
-                core = table.__table__
-                session.execute(update(core).where(core.c.id == bindparam("row")).values({column: bindparam("text")}),
-                                rows)
-        conversation.placeholders = result.placeholders or None
-        session.add(conversation)
+        writes[Message] += message_rows
+        writes[Draft] += draft_rows
+        writes[Review] += [r for r in review_rows if r["row"] is not None]
+        placeholders.append((conversation, result.placeholders or None))
         done += RedactionPass(conversations=1, texts=len(message_rows) + len(draft_rows) + len(review_rows))
+    for table, column in ((Message, "redacted_content"), (Draft, "redacted_content"), (Review, "redacted_final_text")):
+        if writes[table]:  # Core executemany on the table: one statement for all rows, no ORM bookkeeping
+            core = table.__table__
+            session.execute(update(core).where(core.c.id == bindparam("row")).values({column: bindparam("text")}),
+                            writes[table])
+    for conversation, table in placeholders:
+        conversation.placeholders = table
+        session.add(conversation)
     return done
 
 
