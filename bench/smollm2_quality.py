@@ -62,7 +62,7 @@ def generation_rate(settings, base: Path, adapter: Path, prompts: int = 64, toke
             started = time.perf_counter()
             bodies = [{"model": model, "messages": m, "temperature": 0, "max_tokens": tokens, "ignore_eos": True}
                       for m in messages]
-            responses = await asyncio.gather(*(served.replica._call("POST", "/v1/chat/completions", b) for b in bodies))
+            responses = await asyncio.gather(*(served.replica.request("POST", "/v1/chat/completions", b) for b in bodies))
             produced = sum(r.json()["usage"]["completion_tokens"] for r in responses)
             return produced / (time.perf_counter() - started)
 

@@ -68,7 +68,7 @@ class VllmReplies:
 
         async def one(messages: Messages) -> str:
             async with gate:
-                response = await self.replica._call("POST", "/v1/chat/completions", {
+                response = await self.replica.request("POST", "/v1/chat/completions", {
                     "model": model, "messages": messages, "temperature": 0, "max_tokens": max_new_tokens,
                 })
             choices = response.json().get("choices") or []

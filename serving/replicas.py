@@ -67,7 +67,7 @@ class Replica:
             return False
 
     async def list_models(self) -> list[VllmModel]:
-        response = await self._call("GET", "/v1/models", None)
+        response = await self.request("GET", "/v1/models", None)
         return [VllmModel.model_validate(item) for item in response.json().get("data", [])]
 
     async def base_model(self) -> VllmModel:
@@ -79,11 +79,11 @@ class Replica:
 
     async def load_adapter(self, vllm_name: str, path: str) -> None:
         """Load an adapter under a fresh name, then confirm vLLM lists it and can generate with it."""
-        await self._call("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
+        await self.request("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
         self.loaded_adapters.add(vllm_name)
         if vllm_name not in {model.id for model in await self.list_models()}:
             raise UpstreamError(f"vLLM at {self.url} accepted adapter {vllm_name} but does not list it")
-        response = await self._call("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
+        response = await self.request("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
         if not response.json().get("choices"):
             raise UpstreamError(f"vLLM at {self.url} returned no choices from adapter {vllm_name}")
 
@@ -91,12 +91,12 @@ class Replica:
         """Unload a name; an already-missing name (e.g. the server restarted) counts as unloaded."""
         self.loaded_adapters.discard(vllm_name)
         try:
-            await self._call("POST", "/v1/unload_lora_adapter", {"lora_name": vllm_name})
+            await self.request("POST", "/v1/unload_lora_adapter", {"lora_name": vllm_name})
         except UpstreamError as exc:
             if exc.status_code not in (400, 404):
                 raise
 
-    async def _call(self, method: str, path: str, body: dict | None) -> httpx.Response:
+    async def request(self, method: str, path: str, body: dict | None) -> httpx.Response:
         try:
             response = await self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
