@@ -97,6 +97,7 @@ class Replica:
                 raise
 
     async def request(self, method: str, path: str, body: dict | None) -> httpx.Response:
+        """One call to this replica's API (its key sent); no answer or a 4xx/5xx is an UpstreamError saying which."""
         try:
             response = await self.client.request(method, path, json=body)
         except httpx.HTTPError as exc:
