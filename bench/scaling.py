@@ -29,11 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PRODUCTS = ["SuperWidget", "NanoCharger", "Gadget Pro 15", "SmartHub", "EchoBuds", "PowerCell X2", "VisionCam"]
-PROBLEMS = ["won't turn on", "stopped charging", "keeps disconnecting", "arrived scratched", "is missing a cable",
-            "gets very hot", "shows error E-4021", "lost its Bluetooth pairing", "has a cracked screen"]
-WORDS = ("please help quickly today really again yesterday since update firmware battery cable box light red green "
-         "button reset store warranty refund replace send order week month kids office travel charger").split()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from export import PROBLEMS, PRODUCTS, WORDS  # noqa: E402 (the same generated conversations as bench/export.py)
 
 
 def write_file(path: Path, conversations: int, seed: int = 11) -> None:

@@ -14,7 +14,7 @@ from collector import db
 from collector.brands import BrandFields, brand_fields, create_brand, get_brand, list_brands, settings_for, update_brand
 from collector.import_command import import_command
 from collector.models import AdapterStatus, AdapterVersion, Brand, Conversation
-from collector.settings import Settings
+from collector.settings import Settings, get_settings
 
 brands_app = typer.Typer(
     help="Brands: several house styles in one store and on one model server, each with its own company name, "
@@ -35,11 +35,23 @@ MinReviews = Annotated[int | None, typer.Option("--refresh-min-new-reviews", hel
 Share = Annotated[float | None, typer.Option("--refresh-canary-share", help="Share its refreshes canary first.")]
 
 
-def _fields(**given: Any) -> BrandFields:
-    """What was typed (options left out stay unset, so `update` changes only those)."""
+def _installation() -> Settings:
+    """The installation's settings (HOUSESTYLE_*, no brand's over them: each brand's are laid over these), with the
+    store opened."""
+    db.entry_settings()
+    return get_settings()
+
+
+FIELD_OF_OPTION = {"company": "company_name", "golden": "golden_path"}  # the rest are named as the fields
+
+
+def _fields(options: dict[str, Any]) -> BrandFields:
+    """The brand fields a command's options typed (options left out stay unset, so `update` changes only those)."""
+    given = {FIELD_OF_OPTION.get(name, name): value for name, value in options.items() if value is not None}
+    given = {name: value for name, value in given.items() if name in BrandFields.model_fields}
     if given.get("golden_path") is not None:
         given["golden_path"] = str(Path(given["golden_path"]).expanduser().resolve())
-    return brand_fields(**{name: value for name, value in given.items() if value is not None})
+    return brand_fields(**given)
 
 
 @brands_app.command("create")
@@ -53,11 +65,8 @@ def create_command(
                                                      "conversations (as `housestyle import PATH --brand SLUG`).")] = None,
 ) -> None:
     """Add a brand; it answers behind its own public model name with the base model until its first refresh."""
-    settings = db.entry_settings()
-    fields = _fields(company_name=company, system_prompt=system_prompt, public_model_name=public_model_name,
-                     golden_path=golden, gate_min_chrf_gain=gate_min_chrf_gain, gate_min_loss_gain=gate_min_loss_gain,
-                     gate_golden_tolerance=gate_golden_tolerance, refresh_interval_minutes=refresh_interval_minutes,
-                     refresh_min_new_reviews=refresh_min_new_reviews, refresh_canary_share=refresh_canary_share)
+    fields = _fields(locals())
+    settings = _installation()
     with db.session_scope(settings.resolved_database_url) as session:
         brand = create_brand(session, slug, fields, settings=settings)
         public = settings_for(settings, brand).public_model_name
@@ -75,11 +84,8 @@ def update_command(
     refresh_canary_share: Share = None,
 ) -> None:
     """Change some of a brand's settings (the ones not given stay as they are)."""
-    settings = db.entry_settings()
-    fields = _fields(company_name=company, system_prompt=system_prompt, public_model_name=public_model_name,
-                     golden_path=golden, gate_min_chrf_gain=gate_min_chrf_gain, gate_min_loss_gain=gate_min_loss_gain,
-                     gate_golden_tolerance=gate_golden_tolerance, refresh_interval_minutes=refresh_interval_minutes,
-                     refresh_min_new_reviews=refresh_min_new_reviews, refresh_canary_share=refresh_canary_share)
+    fields = _fields(locals())
+    settings = _installation()
     with db.session_scope(settings.resolved_database_url) as session:
         update_brand(session, slug, fields, settings=settings)
     changed = ", ".join(sorted(fields.model_fields_set)) or "nothing"
@@ -98,7 +104,7 @@ def _counts(session: Any) -> tuple[dict[int, int], dict[int, str]]:
 @brands_app.command("list")
 def list_command() -> None:
     """Every brand: its public model name, conversations and live version."""
-    settings = db.entry_settings()
+    settings = _installation()
     table = Table()
     for column in ("brand", "company", "public model", "conversations", "live version"):
         table.add_column(column, no_wrap=True)
@@ -126,7 +132,7 @@ def describe(brand: Brand, effective: Settings, conversations: int, live: str | 
 @brands_app.command("show")
 def show_command(slug: Annotated[str, typer.Argument(help="The brand to show.")]) -> None:
     """One brand's settings (its own, and those it takes from the installation) and where it stands."""
-    settings = db.entry_settings()
+    settings = _installation()
     with db.session_scope(settings.resolved_database_url) as session:
         brand = get_brand(session, slug)
         conversations, live = _counts(session)

@@ -52,9 +52,9 @@ def seed_review(url: str, version: str, decision: ReviewDecision, *, agent: str 
         recorder.record_review(session, draft_id, decision, agent_id=agent, final_text=final)
 
 
-def log_in(page: Any, service: RunningService, role: str) -> None:
+def log_in(page: Any, service: RunningService, role: str, *, key: str | None = None) -> None:
     page.goto(f"{service.url}/ui/login")
-    page.get_by_label("API key").fill(service.keys[role])
+    page.get_by_label("API key").fill(key or service.keys[role])
     page.get_by_role("button", name="Log in").click()
 
 
@@ -357,9 +357,7 @@ def test_an_agent_of_two_brands_switches_between_their_queues(
         theirs = recorder.record_draft(session, conversation.id, "Here it is.").id
 
     page = open_page()
-    page.goto(f"{ui_service.url}/ui/login")
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Log in").click()
+    log_in(page, ui_service, "agent", key=key)
     queue = page.get_by_role("list", name="Drafts waiting for review")
     expect(queue.locator(f'[data-draft-id="{ours}"]')).to_be_visible()
     expect(queue.locator(f'[data-draft-id="{theirs}"]')).to_have_count(0)
@@ -369,9 +367,7 @@ def test_an_agent_of_two_brands_switches_between_their_queues(
     screenshot(page, "console-brand-switcher")
 
     other = open_page()  # a key of one brand: no switcher, and only that brand's drafts
-    other.goto(f"{ui_service.url}/ui/login")
-    other.get_by_label("API key").fill(single)
-    other.get_by_role("button", name="Log in").click()
+    log_in(other, ui_service, "agent", key=single)
     other_queue = other.get_by_role("list", name="Drafts waiting for review")
     expect(other_queue.locator(f'[data-draft-id="{theirs}"]')).to_be_visible()
     expect(other_queue.locator(f'[data-draft-id="{ours}"]')).to_have_count(0)
