@@ -54,19 +54,35 @@ def train_command(
     max_length: Annotated[int | None, typer.Option(help="Tokens per packed row; longer conversations are cut.")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for shuffling and initialisation.")] = None,
+    method: Annotated[str, typer.Option(
+        help="sft: learn the agents' final texts (a chat export); dpo / kto: learn from what agents changed "
+             "(an export made with --format dpo / kto), on top of --sft-adapter.")] = "sft",
+    sft_adapter: Annotated[Path | None, typer.Option(
+        "--sft-adapter", help="dpo / kto: the SFT adapter to start from and stay near; unset: a fresh LoRA.")] = None,
+    beta: Annotated[float | None, typer.Option(help="dpo / kto: how near the SFT adapter to stay (TRL's beta).")] = None,
 ) -> None:
     """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version.
 
     Loss is on the assistant's tokens only; short conversations are packed into full rows. Runs as is on CPU or
     one GPU, and under `torchrun --nproc-per-node N --no-python housestyle train ...` on several.
-    The new version id is printed alone on the last line.
+    With --method dpo or kto, TRL trains the --sft-adapter further on the agents' edits and rejections (one
+    process). The new version id is printed alone on the last line.
     """
     from trainer.distributed import shutdown
     from trainer.train import train_adapter
 
     from collector.db import entry_settings
+    from collector.errors import InputError
 
     entry_settings()  # the new version is registered in the store
+    if method not in ("sft", "dpo", "kto"):
+        raise InputError(f"unknown --method {method!r}; choose sft, dpo or kto")
+    if method != "sft":
+        _train_preference(method, base, data, out, sft_adapter=sft_adapter, rank=rank, alpha=alpha, lr=lr,
+                          epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, beta=beta)
+        return
+    if sft_adapter is not None or beta is not None:
+        raise InputError("--sft-adapter and --beta are for --method dpo or kto")
     try:
         trained = train_adapter(base, data, out, settings=get_settings(), preset=preset, rank=rank, alpha=alpha,
                                 dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
@@ -80,6 +96,27 @@ def train_command(
             typer.echo(trained.version)
     finally:
         shutdown()
+
+
+def _train_preference(method: str, base: str, data: Path, out: Path | None, *, sft_adapter: Path | None,
+                      **values: float | int | None) -> None:
+    from collector.formats import first_problem
+    from pydantic import ValidationError
+
+    from collector.errors import InputError
+    from trainer.preference import PreferenceConfig, train_preference
+
+    try:
+        config = PreferenceConfig(method=method, **{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        raise InputError(first_problem(exc)) from None
+    trained = train_preference(base, data, out, config, sft_adapter=sft_adapter, settings=get_settings())
+    metrics = trained.manifest.metrics
+    val = metrics["val_loss"]
+    typer.echo(f"{method} adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
+               + (f", validation loss {val:.3f}" if val is not None else "")
+               + f", {metrics['tokens_per_second']:,.0f} tokens/s")
+    typer.echo(trained.version)
 
 
 def generate_command(
