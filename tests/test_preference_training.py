@@ -22,6 +22,8 @@ from collector.settings import get_settings
 from tests.fixtures.stores import redact_store
 from tests.test_export import conversation
 from trainer.model_loading import load_tokenizer, load_with_adapter
+from plugin.loop.gate import MethodCandidate, choose_method
+from trainer.preference_eval import score_preference
 from trainer.preference import PreferenceConfig, load_preference_export, preference_margins, train_preference
 from trainer.train import train_adapter
 
@@ -72,6 +74,8 @@ def test_preference_training_on_the_sft_adapter_prefers_the_agents_text(
         return preference_margins(load_with_adapter(tiny_base, adapter, torch.device("cpu")), tokenizer, held_out)
 
     before = margins(sft.path)
+    scored = [MethodCandidate(method="sft", version=sft.version, preference=score_preference(
+        tiny_base, sft.path, sft.version, "sft", edited_store["dpo"], settings=settings, max_new_tokens=32))]
     for method in ("dpo", "kto"):
         trained = train_preference(tiny_base, edited_store[method], tmp_path / f"{method}-adapter",
                                    PreferenceConfig(method=method, lr=5e-4, batch_size=4, max_length=256),
@@ -89,6 +93,16 @@ def test_preference_training_on_the_sft_adapter_prefers_the_agents_text(
         with db.session_scope(settings.resolved_database_url) as session:
             row = session.exec(select(AdapterVersion).where(AdapterVersion.version == trained.version)).one()
             assert row.status == "candidate" and row.training_run_id is not None
+        scored.append(MethodCandidate(method=method, version=trained.version, preference=score_preference(
+            tiny_base, trained.path, trained.version, method, edited_store["dpo"], settings=settings, max_new_tokens=32)))
+    # every candidate answered the same held-out prompts; the drafts agents saw are the same line for all
+    assert len({c.preference.draft_edit_distance for c in scored}) == 1 and scored[0].preference.pairs >= 3
+    assert all(c.preference.preference_accuracy >= scored[0].preference.preference_accuracy for c in scored[1:])
+    choice = choose_method(scored)
+    eligible = [c for c in scored if c.method == "sft" or c.preference.edit_distance
+                <= scored[0].preference.edit_distance - 0.01]
+    assert choice.winner.preference.edit_distance == min(c.preference.edit_distance for c in eligible)
+    assert all(c.method in choice.reason for c in scored)
 
 
 def test_preference_training_refuses_the_wrong_export(tiny_base: Path, edited_store: dict[str, Path]) -> None:
