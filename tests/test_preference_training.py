@@ -129,3 +129,34 @@ def test_cli_trains_dpo_and_keeps_sft_the_default(tiny_base: Path, edited_store:
     )
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: --method kto needs an export made with")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_refresh_second_candidate_is_trained_and_the_method_chosen(
+    tiny_base: Path, edited_store: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.models import TrainingRun
+    from collector.runs import RunLog
+    from plugin.loop.methods import method_candidates
+
+    monkeypatch.setenv("HOUSESTYLE_EVAL_ENGINE", "transformers")
+    monkeypatch.setenv("HOUSESTYLE_REFRESH_EVAL_LIMIT", "4")
+    monkeypatch.setenv("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "500")
+    get_settings.cache_clear()
+    settings = get_settings()
+    url = settings.resolved_database_url
+    data = tmp_path / "refresh-0001"
+    export_dataset(ExportOptions(format="chat", out=data), settings=settings, progress=False)
+    sft = train_adapter(tiny_base, data, tmp_path / "sft", settings=settings, preset="tiny", epochs=4)
+    run = RunLog(url, kind="refresh", params={}, step="train")
+    # too few pairs for a preference candidate: SFT goes on alone, and the log says why
+    assert method_candidates(settings, str(tiny_base), sft, data, run) is None
+    monkeypatch.setenv("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "20")
+    get_settings.cache_clear()
+    choice, winner = method_candidates(get_settings(), str(tiny_base), sft, data, run)
+    assert [c.method for c in choice.candidates] == ["sft", "dpo"]
+    assert (winner == sft.path) == (choice.winner.method == "sft")
+    assert (winner / "adapter_config.json").is_file() and choice.candidates[0].preference.pairs == 4
+    with db.session_scope(url) as session:
+        log = session.get(TrainingRun, run.run_id).log
+    assert "fewer than HOUSESTYLE_PREFERENCE_MIN_PAIRS=500: SFT only" in log
+    assert "dpo on top of " + sft.version in log and "method: " + choice.winner.method + " wins" in log
