@@ -199,9 +199,9 @@ class Settings(BaseSettings):
         2.0, description="A candidate may score at most this many chrF points below the live version on the golden set."
     )
     preference_min_pairs: int = Field(
-        50, ge=1, description="A refresh also trains a preference candidate on top of the SFT one once the training "
-        "split holds this many preference pairs (drafts agents edited, or rejected and replaced with their own reply); "
-        "the gate then promotes whichever method wins on held-out edit distance.",
+        50, ge=1, description="Fewest preference pairs (drafts agents edited, or rejected and replaced with their own "
+        "reply) in the training split for a preference candidate on top of the SFT one "
+        "(`plugin.loop.methods`); the method with the lower held-out edit distance then goes to the gate.",
     )
     preference_method: Literal["dpo", "kto"] = Field(
         "dpo", description="How the preference candidate learns from review outcomes: dpo (the agent's text over the "
