@@ -100,7 +100,6 @@ def train_command(
 
 def _train_preference(method: str, base: str, data: Path, out: Path | None, *, sft_adapter: Path | None,
                       **values: float | int | None) -> None:
-    from collector.formats import first_problem
     from pydantic import ValidationError
 
     from collector.errors import InputError
@@ -109,7 +108,9 @@ def _train_preference(method: str, base: str, data: Path, out: Path | None, *, s
     try:
         config = PreferenceConfig(method=method, **{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        raise InputError(first_problem(exc)) from None
+        error = exc.errors()[0]
+        where = f"--{str(error['loc'][0]).replace('_', '-')} " if error["loc"] else ""
+        raise InputError(where + error["msg"].removeprefix("Value error, ")) from None
     trained = train_preference(base, data, out, config, sft_adapter=sft_adapter, settings=get_settings())
     metrics = trained.manifest.metrics
     val = metrics["val_loss"]

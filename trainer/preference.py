@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from collector.errors import InputError
+from collector.errors import ConflictError, InputError
 from collector.models import RunStatus
 from collector.runs import RunLog
 from collector.settings import Settings
@@ -56,6 +56,12 @@ class PreferenceConfig(BaseModel):
     rank: int = Field(16, gt=0)
     alpha: float = Field(32, gt=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _kto_pairs_within_a_batch(self) -> PreferenceConfig:
+        if self.method == "kto" and self.batch_size < 2:
+            raise ValueError("KTO needs --batch-size 2 or more (its KL estimate pairs each prompt with another's reply)")
+        return self
 
 
 def load_preference_export(folder: str | Path, method: PreferenceMethod) -> dict[str, list[dict[str, Any]]]:
@@ -131,8 +137,6 @@ def _trainer(method: PreferenceMethod, model: Any, tokenizer: Any, train: list[d
                           eval_dataset=_trl_rows(validation) if validation else None, processing_class=tokenizer)
     from trl import KTOConfig, KTOTrainer
 
-    if config.batch_size < 2:
-        raise InputError("KTO needs --batch-size 2 or more (its KL estimate pairs each prompt with another's reply)")
     return KTOTrainer(model=model, args=KTOConfig(**common), train_dataset=_trl_rows(train),
                       eval_dataset=_trl_rows(validation) if validation else None, processing_class=tokenizer)
 
@@ -175,8 +179,6 @@ def train_preference(
         raise InputError("preference training runs in one process; start it without torchrun")
     target = Path(out).expanduser() if out else None
     if target is not None and target.exists():
-        from collector.errors import ConflictError
-
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
     url = database_url or settings.resolved_database_url
     params = {**config.model_dump(), "base": str(base), "data": str(data),
