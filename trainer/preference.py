@@ -212,7 +212,8 @@ def train_preference(
         adapter_config = model.peft_config["default"]
         recorded = TrainConfig(preset="default", rank=adapter_config.r, alpha=adapter_config.lora_alpha,
                                dropout=adapter_config.lora_dropout, lr=config.lr, epochs=config.epochs,
-                               batch_size=config.batch_size, max_length=config.max_length, seed=config.seed)
+                               batch_size=config.batch_size, max_length=config.max_length, seed=config.seed,
+                               warmup_steps=0)  # TRL runs a constant lr with no warm-up (see _trainer)
         extra = {"method": config.method, "beta": config.beta, "sft_adapter": str(sft_adapter) if sft_adapter else None}
         path, version, manifest = _publish(model, result, recorded, base=str(base), base_path=base_path, data=data,
                                            target=target, run=run, url=url, settings=settings, world=world,
