@@ -90,11 +90,14 @@ def forget_command(
 
 def export_command(
     out: Annotated[Path, typer.Option("--out", help="Folder to write: train, validation and test splits plus manifest.json.")],
-    format: Annotated[str, typer.Option("--format", help="chat | prompt-completion | hf")] = "chat",
+    format: Annotated[str, typer.Option(
+        "--format", help="chat | prompt-completion | hf | dpo (agent's text over the draft it replaced) | "
+                         "kto (each draft and reply labelled wanted or not)")] = "chat",
     since: Annotated[datetime | None, typer.Option(help="Only conversations started at or after this time (UTC).")] = None,
     until: Annotated[datetime | None, typer.Option(help="Only conversations started before this time (UTC).")] = None,
     channel: Annotated[list[str] | None, typer.Option(help="Only these channels (repeat the option).")] = None,
-    decisions: Annotated[str, typer.Option(help="Review decisions to keep, comma separated.")] = "approved,edited",
+    decisions: Annotated[str | None, typer.Option(
+        help="Review decisions to keep, comma separated (default approved,edited; dpo and kto: all three).")] = None,
     redact: Annotated[bool, typer.Option(help="Replace PII with placeholders.")] = True,
     dedup: Annotated[bool, typer.Option(help="Drop exact and near-duplicate conversations.")] = True,
     holdout_after: Annotated[
@@ -117,7 +120,7 @@ def export_command(
         since=since,
         until=until,
         channels=channel or [],
-        decisions=[d.strip() for d in decisions.split(",") if d.strip()],
+        **({"decisions": [d.strip() for d in decisions.split(",") if d.strip()]} if decisions is not None else {}),
         redact=redact,
         dedup=dedup,
         holdout_after=holdout_after,

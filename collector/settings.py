@@ -217,6 +217,15 @@ class Settings(BaseSettings):
     gate_golden_tolerance: float = Field(
         2.0, description="A candidate may score at most this many chrF points below the live version on the golden set."
     )
+    preference_min_pairs: int = Field(
+        50, ge=1, description="Fewest preference pairs (drafts agents edited, or rejected and replaced with their own "
+        "reply) in the training split for a preference candidate on top of the SFT one "
+        "(`plugin.loop.methods`); the method with the lower held-out edit distance then goes to the gate.",
+    )
+    preference_method: Literal["dpo", "kto"] = Field(
+        "dpo", description="How the preference candidate learns from review outcomes: dpo (the agent's text over the "
+        "draft it replaced) or kto (each draft and reply labelled wanted or not, approvals included).",
+    )
     refresh_canary_share: float = Field(
         0.0, description="0: a refresh that passes the gate promotes at once; above 0: it starts a canary at this share."
     )

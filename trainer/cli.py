@@ -10,7 +10,7 @@ import typer
 
 from collector.cli import BrandOption
 from collector.errors import InputError
-from collector.settings import get_settings
+from collector.settings import Settings, get_settings
 
 base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
                        no_args_is_help=True)
@@ -30,7 +30,6 @@ def base_build(
     adapter trained with `housestyle train` learns your house style. Building again into the same folder is a
     no-op. The folder loads in transformers, PEFT and vLLM like any hub model; its path is printed last.
     """
-    from collector.errors import InputError
     from trainer.base_model import TinyBaseConfig, build_base
 
     if model not in ("smollm2", "tiny"):
@@ -68,13 +67,20 @@ def train_command(
     patience: Annotated[int | None, typer.Option(help="Stop after this many epochs without a better validation loss.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed for shuffling and initialisation.")] = None,
     brand: BrandOption = None,
+    method: Annotated[str, typer.Option(
+        help="sft: learn the agents' final texts (a chat export); dpo / kto: learn from what agents changed "
+             "(an export made with --format dpo / kto), on top of --sft-adapter.")] = "sft",
+    sft_adapter: Annotated[Path | None, typer.Option(
+        "--sft-adapter", help="dpo / kto: the SFT adapter to start from and stay near; unset: a fresh LoRA.")] = None,
+    beta: Annotated[float | None, typer.Option(help="dpo / kto: how near the SFT adapter to stay (TRL's beta).")] = None,
 ) -> None:
     """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version of the
     export's brand (--brand must agree with it).
 
     Loss is on the assistant's tokens only; short conversations are packed into full rows. Runs as is on CPU or
     one GPU, and under `torchrun --nproc-per-node N --no-python housestyle train ...` on several.
-    The new version id is printed alone on the last line.
+    With --method dpo or kto, TRL trains the --sft-adapter further on the agents' edits and rejections (one
+    process). The new version id is printed alone on the last line.
     """
     from trainer.distributed import shutdown
     from trainer.train import train_adapter
@@ -82,6 +88,15 @@ def train_command(
     from collector.db import entry_settings
 
     settings = entry_settings(export_brand(data, brand))  # the new version is registered in the store
+    if method not in ("sft", "dpo", "kto"):
+        raise InputError(f"unknown --method {method!r}; choose sft, dpo or kto")
+    if method != "sft":
+        _train_preference(method, base, data, out, sft_adapter=sft_adapter, rank=rank, alpha=alpha, lr=lr,
+                          epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, beta=beta,
+                          settings=settings)
+        return
+    if sft_adapter is not None or beta is not None:
+        raise InputError("--sft-adapter and --beta are for --method dpo or kto")
     try:
         trained = train_adapter(base, data, out, settings=settings, preset=preset, rank=rank, alpha=alpha,
                                 dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
@@ -95,6 +110,27 @@ def train_command(
             typer.echo(trained.version)
     finally:
         shutdown()
+
+
+def _train_preference(method: str, base: str, data: Path, out: Path | None, *, sft_adapter: Path | None,
+                      settings: Settings, **values: float | int | None) -> None:
+    from pydantic import ValidationError
+
+    from trainer.preference import PreferenceConfig, train_preference
+
+    try:
+        config = PreferenceConfig(method=method, **{k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = f"--{str(error['loc'][0]).replace('_', '-')} " if error["loc"] else ""
+        raise InputError(where + error["msg"].removeprefix("Value error, ")) from None
+    trained = train_preference(base, data, out, config, sft_adapter=sft_adapter, settings=settings)
+    metrics = trained.manifest.metrics
+    val = metrics["val_loss"]
+    typer.echo(f"{method} adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
+               + (f", validation loss {val:.3f}" if val is not None else "")
+               + f", {metrics['tokens_per_second']:,.0f} tokens/s")
+    typer.echo(trained.version)
 
 
 def generate_command(

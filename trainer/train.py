@@ -242,6 +242,7 @@ def peak_memory_mib(world: World) -> int:
 def _publish(
     model: Any, result: FitResult, config: TrainConfig, *, base: str, base_path: Path, data: Path,
     target: Path | None, run: RunLog | None, url: str, settings: Settings, world: World,
+    extra_hyperparameters: dict[str, Any] | None = None,
 ) -> tuple[Path, str, AdapterManifest]:
     """Save, hash, register and rename into place as one step that either fully happens or leaves nothing."""
     run_id = run.run_id if run is not None else None
@@ -269,7 +270,7 @@ def _publish(
             manifest = AdapterManifest(
                 version=version, base_model=base_id, base_model_path=str(base_path),
                 base_model_hash=weights_hash(base_path), dataset=str(data.resolve()), dataset_hash=dataset_hash(data),
-                hyperparameters=config.model_dump(), metrics=metrics, files=files, adapter_hash=adapter_hash,
+                hyperparameters={**config.model_dump(), **(extra_hyperparameters or {})}, metrics=metrics, files=files, adapter_hash=adapter_hash,
                 code_version=code_version(), world_size=world.size, training_run_id=run_id, created_at=utcnow(),
             )
             write_manifest(staging, manifest)

@@ -43,6 +43,48 @@ class DraftOutcome(NamedTuple):
     draft_text: str | None = None  # what the assistant drafted (preference data pairs it with the final text)
 
 
+class Answer(NamedTuple):
+    """One reply slot of a conversation: the customer turns it answered and what the agent did with the draft."""
+
+    asked: list[str]  # customer turns since the previous reply ([]: a second reply in a row)
+    decision: str
+    sent: str | None  # what the customer got (None or blank: nothing went out)
+    draft: str | None  # the assistant's draft; None when an agent wrote the reply with no draft behind it
+    draft_id: int | None = None  # the draft behind the reply (None: an agent wrote it)
+
+
+def conversation_answers(turns: list[StoredTurn], drafts: dict[int, DraftOutcome]) -> list[Answer] | str:
+    """Every reply slot of a conversation in the order the customer saw them, or the reason to skip it whole.
+
+    `drafts` maps draft id -> outcome for every draft of the conversation, including those that never became a
+    message (pending, or rejected with no reply). Customer turns after the last reply are left out.
+    """
+    said = {turn.draft_id for turn in turns if turn.draft_id is not None}
+    # a draft that never became a message leaves its position to the next turn, so at equal positions it comes
+    # first: it answered the turns before it
+    events = [(turn.position, 1, turn.role, turn.content, turn.draft_id) for turn in turns]
+    events += [(d.position, 0, Role.ASSISTANT.value, None, draft_id) for draft_id, d in drafts.items()
+               if draft_id not in said]
+    events.sort(key=lambda event: event[:2])
+    answers: list[Answer] = []
+    waiting: list[str] = []  # customer turns not answered yet
+    for _, _, role, content, draft_id in events:
+        if role == Role.USER:
+            waiting.append(content or "")
+            continue
+        if role != Role.ASSISTANT:
+            continue  # stored system messages: the company system prompt replaces them
+        if draft_id is None:
+            answers.append(Answer(waiting, ReviewDecision.APPROVED.value, content, None))
+        else:
+            outcome = drafts[draft_id]
+            if outcome.status == DraftStatus.PENDING or outcome.decision is None:
+                return PENDING
+            answers.append(Answer(waiting, outcome.decision, outcome.final_text, outcome.draft_text, draft_id))
+        waiting = []
+    return answers
+
+
 def build_exchanges(
     turns: list[StoredTurn],
     drafts: dict[int, DraftOutcome],
@@ -52,40 +94,22 @@ def build_exchanges(
 ) -> list[Exchange] | str:
     """A conversation's kept (customer, reply) exchanges, or the reason to skip it whole.
 
-    `drafts` maps draft id -> outcome for every draft of the conversation, including those that never became a
-    message (pending, or rejected with no reply). Replies dropped are counted by reason in `dropped_turns`.
+    `drafts` as for `conversation_answers`. Replies dropped are counted by reason in `dropped_turns`.
     `replied_by`, if given, gets one item per exchange: the draft behind its reply (None: an agent wrote it).
     """
-    said = {turn.draft_id for turn in turns if turn.draft_id is not None}
-    # a draft that never became a message leaves its position to the next turn, so at equal positions it comes
-    # first: it answered the turns before it
-    events = [(turn.position, 1, turn.role, turn.content, turn.draft_id) for turn in turns]
-    events += [(d.position, 0, Role.ASSISTANT.value, None, draft_id) for draft_id, d in drafts.items()
-               if draft_id not in said]
-    events.sort(key=lambda event: event[:2])
+    answers = conversation_answers(turns, drafts)
+    if isinstance(answers, str):
+        return answers
     exchanges: list[Exchange] = []
-    waiting: list[str] = []  # customer turns not answered yet
-    for _, _, role, content, draft_id in events:
-        if role == Role.USER:
-            waiting.append(content or "")
-            continue
-        if role != Role.ASSISTANT:
-            continue  # stored system messages: the company system prompt replaces them
-        if draft_id is None:
-            decision, text = ReviewDecision.APPROVED.value, content
-        else:
-            outcome = drafts[draft_id]
-            if outcome.status == DraftStatus.PENDING or outcome.decision is None:
-                return PENDING
-            decision, text = outcome.decision, outcome.final_text
+    for answer in answers:
+        decision, text = answer.decision, answer.sent
         if decision not in kept or not text or not text.strip():
             dropped_turns[f"{decision} reply" if decision not in kept else "empty reply"] += 1
-            waiting = []  # the customer turns it answered go with it
-        elif waiting:
-            exchanges.append([TURN_JOINER.join(waiting), text])
+            # the customer turns it answered go with it
+        elif answer.asked:
+            exchanges.append([TURN_JOINER.join(answer.asked), text])
             if replied_by is not None:
-                replied_by.append(draft_id)
-            waiting = []
+                replied_by.append(answer.draft_id)
         elif exchanges:
             exchanges[-1][1] += TURN_JOINER + text
         else:

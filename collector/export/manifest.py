@@ -30,6 +30,7 @@ class ExportManifest(BaseModel):
     system_prompt: str
     brand: str = "default"  # whose conversations these are (`housestyle brands`)
     files: dict[str, str]  # split -> path relative to the export folder
+    hf_dataset: str | None = None  # dpo / kto: the same rows as a DatasetDict (`datasets.load_from_disk`)
     conversation_ids: str | None = None  # file of "split<TAB>conversation id" lines: what `housestyle forget` checks
     conversations: dict[str, int]  # split -> conversations
     records: dict[str, int]  # split -> lines / rows (prompt-completion: one per reply)
@@ -50,6 +51,9 @@ class ExportManifest(BaseModel):
         lines = [f"exported {self.total_conversations} conversations ({splits}) as {self.format}"]
         if self.format == "prompt-completion":
             lines[0] += f", {sum(self.records.values())} prompt/completion pairs"
+        elif self.format in ("dpo", "kto"):
+            rows = " / ".join(f"{name} {self.records.get(name, 0)}" for name in SPLITS)
+            lines[0] += f", {'preference pairs' if self.format == 'dpo' else 'KTO examples'} {rows}"
         if self.dropped_conversations:
             lines.append("skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(self.dropped_conversations.items())))
         if self.dropped_turns:

@@ -13,8 +13,9 @@ from collector.formats import first_problem
 from collector.models import ReviewDecision
 from collector.split import SplitRatios
 
-EXPORT_FORMATS = ("chat", "prompt-completion", "hf")
-ExportFormat = Literal["chat", "prompt-completion", "hf"]
+EXPORT_FORMATS = ("chat", "prompt-completion", "hf", "dpo", "kto")
+ExportFormat = Literal["chat", "prompt-completion", "hf", "dpo", "kto"]
+PREFERENCE_DECISIONS = [ReviewDecision.APPROVED, ReviewDecision.EDITED, ReviewDecision.REJECTED]
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -64,6 +65,13 @@ class ExportOptions(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return as_utc(value)
+
+    @model_validator(mode="after")
+    def _preference_formats_keep_every_decision(self) -> ExportOptions:
+        # dpo / kto learn from edits and rejections too (collector.export.preference); say otherwise to filter
+        if self.format in ("dpo", "kto") and "decisions" not in self.model_fields_set:
+            self.decisions = list(PREFERENCE_DECISIONS)
+        return self
 
     @model_validator(mode="after")
     def _range_is_sane(self) -> ExportOptions:

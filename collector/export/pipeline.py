@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from collector.dedup import DedupPlan, DuplicateFinder
 from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
+from collector.export.preference import PREFERENCE_FORMATS, hf_features
 from collector.export.reading import count_conversations, read_conversations
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
@@ -71,7 +72,8 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     threshold = options.near_duplicate_threshold or settings.near_duplicate_threshold
     max_macro_copies = options.max_macro_copies or settings.max_macro_copies
     render = RenderPlan(format=options.format, system_prompt=settings.system_prompt, seed=options.seed,
-                        ratios=options.ratios, holdout_after=options.holdout_after)
+                        ratios=options.ratios, holdout_after=options.holdout_after,
+                        kept=[decision.value for decision in options.decisions])
     if options.redact and (unredacted := count_unredacted(url, options)):
         raise InputError(
             f"{unredacted} texts of these conversations are not redacted yet; run `housestyle redact` (or let the "
@@ -105,6 +107,9 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     if options.format == "hf":
         save_hf(staging, {name: staging / path for name, path in files.items()})
         files = {name: f"hf/{name}" for name in SPLITS}
+    elif options.format in PREFERENCE_FORMATS:  # TRL reads either: the JSONL splits, and the same rows as hf/
+        save_hf(staging, {name: staging / path for name, path in files.items()}, hf_features(options.format),
+                keep_jsonl=True)
     manifest = ExportManifest(
         created_at=datetime.now(UTC),
         format=options.format,
@@ -112,6 +117,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         brand=settings.brand,
         files=files,
         conversation_ids=CONVERSATION_IDS,
+        hf_dataset="hf" if options.format in PREFERENCE_FORMATS else None,
         conversations=counts,
         records=records,
         dropped_conversations=dict(dropped),

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from collector import db
 from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
 from collector.export.options import ExportOptions, as_utc
+from collector.export.preference import PREFERENCE_FORMATS, build_preference_exchanges
 from collector.models import Conversation, Draft, Message, Review
 from collector.settings import Settings
 
@@ -136,6 +137,9 @@ def count_unredacted(url: str, options: ExportOptions) -> int:
         total += session.execute(select(func.count()).select_from(Review).join(Draft, Draft.id == Review.draft_id).where(
             Review.redacted_final_text.is_(None), Review.final_text.is_not(None),
             Draft.conversation_id.in_(selected))).scalar_one()
+        if options.format in PREFERENCE_FORMATS:  # their rows carry the drafts' own text
+            total += session.execute(select(func.count()).select_from(Draft).where(
+                Draft.redacted_content.is_(None), Draft.conversation_id.in_(selected))).scalar_one()
     return total
 
 
@@ -159,10 +163,14 @@ def read_conversations(
         attach = export_grounder(session, knowledge) if knowledge is not None else None
         for chunk in stored_conversations(connection, options):
             for conversation in chunk:
-                replied_by: list[int | None] = []
-                result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
-                if attach is not None and isinstance(result, list) and result:
-                    attach(result, replied_by)
+                if options.format in PREFERENCE_FORMATS:  # pairs of replies: no passages (they are the chat's)
+                    result = build_preference_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns,
+                                                        options.format)
+                else:
+                    replied_by: list[int | None] = []
+                    result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
+                    if attach is not None and isinstance(result, list) and result:
+                        attach(result, replied_by)
                 if isinstance(result, str):
                     dropped[result] += 1
                 elif not result:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from collector.export.exchanges import Exchange
 from collector.export.options import ExportFormat
+from collector.export.preference import PREFERENCE_FORMATS, preference_records
 from collector.formats import ChatRecord, PromptCompletionRecord, first_problem
 from collector.prompts import ASSISTANT, USER, build_messages, grounded_system_prompt, neutralise_control_strings
 from collector.split import SplitRatios
@@ -23,6 +24,7 @@ class RenderPlan(BaseModel):
     seed: int
     ratios: SplitRatios
     holdout_after: datetime | None
+    kept: list[str] | None = None  # dpo / kto: the decisions that give rows (None: all)
 
 
 def render_prompt(system_prompt: str, history: list[Exchange], customer: str) -> str:
@@ -48,13 +50,17 @@ def passages_of(exchange: Exchange) -> list[ShownPassage]:
     return [ShownPassage(title, text) for title, text in exchange[2]] if len(exchange) > 2 else []
 
 
-def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange]) -> list[dict[str, Any]]:
+def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange], kept: list[str] | None = None
+            ) -> list[dict[str, Any]]:
     """The validated output records of one conversation; ValidationError if any breaks the format's rules.
 
     Each reply's prompt carries its own passages, as the service built it. A chat record holds a whole conversation
     under one system prompt, so a conversation whose replies had different passages becomes one record per reply
-    (its history, its passages); with the same passages throughout (or none) it stays one record.
+    (its history, its passages); with the same passages throughout (or none) it stays one record. Preference
+    formats (`kept`: the decisions exported) are `collector.export.preference`'s.
     """
+    if fmt in PREFERENCE_FORMATS:
+        return preference_records(fmt, system_prompt, exchanges, set(kept) if kept is not None else None)
     if fmt == "prompt-completion":
         lines = []
         for index, exchange in enumerate(exchanges):
@@ -79,6 +85,7 @@ def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange]) ->
 def render_conversation(render: RenderPlan, exchanges: list[Exchange]) -> tuple[str, list[str]]:
     """(problem, JSON lines) of one conversation: the problem is "" when every record passed the format's rules."""
     try:
-        return "", [json.dumps(r, ensure_ascii=False) for r in records(render.format, render.system_prompt, exchanges)]
+        return "", [json.dumps(r, ensure_ascii=False) for r in records(render.format, render.system_prompt, exchanges,
+                                                                                      render.kept)]
     except ValidationError as exc:
         return "invalid record: " + first_problem(exc), []

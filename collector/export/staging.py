@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 from collector.errors import InputError
 
@@ -44,19 +45,21 @@ def publish(staging: Path, out: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
 
 
-def save_hf(staging: Path, jsonl: dict[str, Path]) -> None:
-    """The chat records as a DatasetDict in staging/hf, built from the split files without holding them in memory."""
+def save_hf(staging: Path, jsonl: dict[str, Path], features: Any = None, *, keep_jsonl: bool = False) -> None:
+    """The records as a DatasetDict in staging/hf, built from the split files without holding them in memory.
+
+    `features`: the columns (default: chat `messages`); `keep_jsonl`: leave the split files beside it."""
     from datasets import Dataset, DatasetDict, Features, Value, disable_progress_bars
 
     disable_progress_bars()
-    features = Features({"messages": [{"role": Value("string"), "content": Value("string")}]})
+    features = features or Features({"messages": [{"role": Value("string"), "content": Value("string")}]})
     cache = staging / ".hf-cache"
     splits = {}
     for name, path in jsonl.items():
         if path.stat().st_size:
             splits[name] = Dataset.from_json(str(path), features=features, cache_dir=str(cache), keep_in_memory=False)
         else:
-            splits[name] = Dataset.from_dict({"messages": []}, features=features)
+            splits[name] = Dataset.from_dict({column: [] for column in features}, features=features)
     # an empty split would be saved as zero shards, which load_from_disk cannot read back: ask for one shard
     empty = {name: 1 for name, split in splits.items() if len(split) == 0}
     DatasetDict(splits).save_to_disk(str(staging / "hf"), num_shards=empty or None)
@@ -64,5 +67,6 @@ def save_hf(staging: Path, jsonl: dict[str, Path]) -> None:
     for split in splits.values():
         split.cleanup_cache_files()
     shutil.rmtree(cache, ignore_errors=True)
-    for path in jsonl.values():
-        path.unlink()
+    if not keep_jsonl:
+        for path in jsonl.values():
+            path.unlink()

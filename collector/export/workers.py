@@ -17,6 +17,7 @@ from typing import Any
 
 from collector.dedup import BatchFingerprints, fingerprint_batch
 from collector.export.exchanges import Exchange
+from collector.export.preference import dedup_pairs
 from collector.export.reading import CHUNK, ReadConversation
 from collector.export.render import RenderPlan, render_conversation
 from collector.split import assign_split
@@ -58,7 +59,9 @@ class BatchPreparer:
                 found.update(placeholders_by_type(exchanges))
             split = assign_split(key, plan.seed, plan.ratios, created_at=created_at, holdout_after=plan.holdout_after)
             spool.append(spool_line(conversation_id, split, exchanges, *render_conversation(plan, exchanges)))
-        return "".join(spool), fingerprint_batch([exchanges for _, _, _, exchanges in batch]), found
+        pairs = [dedup_pairs(exchanges) if exchanges and len(exchanges[0]) > 2 else exchanges
+                 for _, _, _, exchanges in batch]  # preference exchanges carry the draft and decision too
+        return "".join(spool), fingerprint_batch(pairs), found
 
 
 _preparer: BatchPreparer | None = None  # a worker process's own preparer (see the module docstring)

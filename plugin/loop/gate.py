@@ -3,6 +3,9 @@
 The candidate must beat the live version's held-out chrF by `gate_min_chrf_gain` points, its held-out loss by
 `gate_min_loss_gain`, and may score at most `gate_golden_tolerance` chrF points below it on the golden set.
 Each rule is checked alone and every failed rule is named in the reason.
+
+Before that, when a refresh trained candidates of several methods (SFT, and SFT+DPO or SFT+KTO), `choose_method`
+picks the one to put through the gate, by held-out edit distance to what agents finally sent.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from pydantic import BaseModel
 
 from collector.settings import Settings
 from trainer.evaluate import VersionScores
+from trainer.preference_eval import PreferenceScores
 
 
 class GateRules(BaseModel):
@@ -52,3 +56,61 @@ def gate(candidate: VersionScores, live: VersionScores, rules: GateRules) -> Gat
         reason=(f"chrF {candidate.chrf:.1f} vs {live.chrf:.1f}, loss {candidate.loss:.3f} vs {live.loss:.3f}, "
                 f"golden chrF {candidate.golden_chrf:.1f} vs {live.golden_chrf:.1f} ({live.version})"),
     )
+
+
+# --- which training method's candidate goes to the gate ------------------------------------------------------------
+
+# A preference candidate costs a second training run and is the harder method to get right, so it replaces the plain
+# SFT candidate only when its replies are visibly nearer what agents send: at least this much lower mean held-out
+# edit distance (0..1; 0.01 is one character in a hundred).
+MIN_EDIT_DISTANCE_GAIN = 0.01
+
+
+class MethodCandidate(BaseModel):
+    """A candidate of one training method, scored on the held-out review outcomes (and, when known, chrF etc.)."""
+
+    method: str  # sft, dpo, kto
+    version: str
+    preference: PreferenceScores
+    scores: VersionScores | None = None
+
+
+class MethodChoice(BaseModel):
+    winner: MethodCandidate
+    reason: str
+    candidates: list[MethodCandidate]
+
+
+def choose_method(candidates: list[MethodCandidate], *, min_edit_gain: float = MIN_EDIT_DISTANCE_GAIN,
+                  golden_tolerance: float | None = None) -> MethodChoice:
+    """The candidate with the lowest held-out edit distance, where anything but SFT must beat SFT by `min_edit_gain`
+    (and, with `golden_tolerance` and chrF scores known, stay within it of SFT's golden-set chrF). Ties go to the
+    higher preference accuracy, then to SFT. The reason names the figures, and why each loser lost."""
+    if not candidates:
+        raise ValueError("choose_method needs at least one candidate")
+    sft = next((c for c in candidates if c.method == "sft"), candidates[0])
+    best_sft = sft.preference.edit_distance
+    eligible, why_not = [sft], []
+    for candidate in candidates:
+        if candidate is sft:
+            continue
+        distance = candidate.preference.edit_distance
+        if distance > best_sft - min_edit_gain:
+            why_not.append(f"{candidate.method}'s held-out edit distance {distance:.3f} is not {min_edit_gain:g} "
+                           f"below {sft.method}'s {best_sft:.3f}")
+        elif (golden_tolerance is not None and candidate.scores is not None and sft.scores is not None
+              and candidate.scores.golden_chrf < sft.scores.golden_chrf - golden_tolerance):
+            why_not.append(f"{candidate.method}'s golden-set chrF {candidate.scores.golden_chrf:.1f} regresses from "
+                           f"{sft.method}'s {sft.scores.golden_chrf:.1f} by more than {golden_tolerance:g}")
+        else:
+            eligible.append(candidate)
+    ranked = sorted(eligible, key=lambda c: (c.preference.edit_distance, -c.preference.preference_accuracy,
+                                             c is not sft))
+    winner = ranked[0]
+    figures = ", ".join(f"{c.method} {c.preference.edit_distance:.3f} (preference accuracy "
+                        f"{c.preference.preference_accuracy:.0%})" for c in candidates)
+    reason = (f"{winner.method} wins: held-out edit distance to the agents' texts {figures}; the drafts agents saw "
+              f"{winner.preference.draft_edit_distance:.3f}")
+    if why_not:
+        reason += "; " + "; ".join(why_not)
+    return MethodChoice(winner=winner, reason=reason, candidates=candidates)

@@ -1,0 +1,71 @@
+"""The gate chooses the training method: the candidate whose held-out replies are nearest what agents finally sent,
+where a preference candidate must beat plain SFT by a margin; and how those held-out figures are computed."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector.changes import edit_distance
+from plugin.loop.gate import MethodCandidate, choose_method
+from trainer.evaluate import VersionScores
+from trainer.preference_eval import PreferenceScores, summarise
+
+
+def candidate(method: str, distance: float, accuracy: float = 0.5, golden: float | None = None) -> MethodCandidate:
+    scores = VersionScores(version=f"v-{method}", chrf=40, rougeL=30, loss=1.0, golden_chrf=golden) if golden else None
+    return MethodCandidate(method=method, version=f"v-{method}", scores=scores, preference=PreferenceScores(
+        version=f"v-{method}", method=method, pairs=20, edit_distance=distance, draft_edit_distance=0.6,
+        preference_accuracy=accuracy, mean_margin=0.0))
+
+
+@pytest.mark.parametrize(
+    ("candidates", "tolerance", "winner", "in_reason"),
+    [
+        # DPO nearer the agents' texts by more than the margin: DPO
+        ([candidate("sft", 0.40), candidate("dpo", 0.30)], None, "dpo", "dpo wins"),
+        # nearer, but by less than the margin: plain SFT stays
+        ([candidate("sft", 0.40), candidate("dpo", 0.395)], None, "sft", "dpo's held-out edit distance 0.395 is not"),
+        # further away: SFT
+        ([candidate("sft", 0.30), candidate("kto", 0.45)], None, "sft", "kto's held-out edit distance 0.450"),
+        # the best of three
+        ([candidate("sft", 0.40), candidate("dpo", 0.33), candidate("kto", 0.31)], None, "kto", "kto wins"),
+        # equal distance: the higher preference accuracy
+        ([candidate("sft", 0.40), candidate("dpo", 0.30, 0.6), candidate("kto", 0.30, 0.9)], None, "kto", "90%"),
+        # nearer on edits but a golden-set regression beyond the tolerance: SFT
+        ([candidate("sft", 0.40, golden=50), candidate("dpo", 0.20, golden=45)], 2.0, "sft",
+         "golden-set chrF 45.0 regresses"),
+        ([candidate("sft", 0.40, golden=50), candidate("dpo", 0.20, golden=49)], 2.0, "dpo", "dpo wins"),
+        # only one method trained
+        ([candidate("sft", 0.40)], None, "sft", "sft wins"),
+    ],
+)
+def test_gate_chooses_the_method_nearest_what_agents_send(candidates, tolerance, winner, in_reason) -> None:
+    choice = choose_method(candidates, golden_tolerance=tolerance)
+    assert choice.winner.method == winner
+    assert in_reason in choice.reason and "drafts agents saw 0.600" in choice.reason
+    assert [c.method for c in choice.candidates] == [c.method for c in candidates]
+
+
+def pair(chosen: str, rejected: str) -> dict:
+    return {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+            "chosen": [{"role": "assistant", "content": chosen}], "rejected": [{"role": "assistant", "content": rejected}]}
+
+
+@pytest.mark.parametrize(
+    ("replies", "margins", "distance", "accuracy"),
+    [
+        # the version says what the agents said: distance 0
+        (["Sorry! Restart it.", "Happy to help!"], [1.0, 2.0], 0.0, 1.0),
+        # the version repeats the drafts: the drafts' own distance
+        (["Restart it.", "Fine."], [-1.0, 0.5], None, 0.5),
+    ],
+)
+def test_held_out_edit_distance_and_preference_accuracy(replies, margins, distance, accuracy) -> None:
+    pairs = [pair("Sorry! Restart it.", "Restart it."), pair("Happy to help!", "Fine.")]
+    scores = summarise("v1", "dpo", replies, pairs, margins)
+    drafts = (edit_distance("Restart it.", "Sorry! Restart it.") + edit_distance("Fine.", "Happy to help!")) / 2
+    assert scores.draft_edit_distance == pytest.approx(drafts)
+    assert scores.edit_distance == pytest.approx(drafts if distance is None else distance)
+    assert scores.preference_accuracy == accuracy and scores.pairs == 2
+    assert scores.mean_margin == pytest.approx(sum(margins) / 2)
+    assert "held-out edit distance" in scores.line()
