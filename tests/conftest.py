@@ -1,5 +1,11 @@
 """Shared pytest set-up: each fixtures module below starts one kind of real thing once per session."""
 
+import os
+
+# The bundled sample holds enough edited drafts for a preference candidate: every refresh test would also train
+# and score SFT+DPO. Tests of the method choice set their own threshold (tests/test_preference_training.py).
+os.environ.setdefault("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "1000000")
+
 pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.models",

@@ -25,6 +25,7 @@ from collector.settings import Settings
 from plugin.coverage_routing import refresh_coverage
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
+from plugin.loop.methods import method_candidates
 from plugin.evaluation import score_versions
 from trainer.train import train_adapter
 
@@ -97,6 +98,11 @@ def run_refresh(
                                     **(train_overrides or {}))
             candidate = trained.version
             run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
+            candidate_path = trained.path
+            # SFT+DPO (or KTO) beside it once there are HOUSESTYLE_PREFERENCE_MIN_PAIRS pairs; the better one goes on
+            method = method_candidates(settings, base, trained, data, run, vllm=vllm)
+            if method is not None:
+                candidate, candidate_path = method[0].winner.version, method[1]
 
             with session_scope(url) as session:
                 live = live_adapter(session, brand)
@@ -104,7 +110,7 @@ def run_refresh(
             run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split "
                                  f"({settings.eval_engine} generates)")
             candidate_scores, live_scores = score_versions(
-                base, [(candidate, str(trained.path)), (live_version, live_path)], data, settings=settings,
+                base, [(candidate, str(candidate_path)), (live_version, live_path)], data, settings=settings,
                 limit=settings.refresh_eval_limit, engine=settings.eval_engine, vllm=vllm,
             )
             run.step("evaluate", f"{candidate}: {candidate_scores.model_dump_json()}", 0.5)
@@ -113,7 +119,7 @@ def run_refresh(
             decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings))
             run.step("gate", ("passed: " if decision.passed else "refused: ") + decision.reason, 1.0)
             metrics = {"gate": decision.model_dump(mode="json"), "export": manifest.model_dump(mode="json"),
-                       **coverage}
+                       "method": method[0].model_dump(mode="json") if method is not None else None, **coverage}
             if not decision.passed:
                 with session_scope(url) as session:
                     session.add(AdapterEvent(version=candidate, action="gate-refused", actor=actor,
