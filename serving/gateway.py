@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from collector.brands import list_brands, settings_for
-from collector.db import session_scope
+from collector.db import open_store, session_scope
 from collector.errors import InputError
 from collector.models import DEFAULT_BRAND_ID, AdapterStatus
 from collector.registry import adapters_with_status
@@ -70,6 +70,7 @@ class ServingGateway:
         self.database_url = database_url or settings.resolved_database_url
         self.managed = not (urls or settings.vllm_urls)
         self.api_key = settings.vllm_api_key or (secrets.token_hex(24) if self.managed else None)
+        open_store(self.database_url)  # the brands are read from it (and every later step reads the registry)
         with session_scope(self.database_url) as session:
             public_names = {int(b.id): settings_for(settings, b).public_model_name for b in list_brands(session)}
         self.max_loras = lora_slots(settings.max_loras, len(public_names))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -87,7 +88,10 @@ def train_command(
 
     from collector.db import entry_settings
 
-    settings = entry_settings(export_brand(data, brand))  # the new version is registered in the store
+    if int(os.environ.get("RANK", "0")) == 0:  # the new version is registered in the store, by rank 0 alone
+        settings = entry_settings(export_brand(data, brand))
+    else:  # under torchrun, the other ranks only train: two processes migrating one new SQLite store would race
+        settings = get_settings().model_copy(update={"brand": export_brand(data, brand) or get_settings().brand})
     if method not in ("sft", "dpo", "kto"):
         raise InputError(f"unknown --method {method!r}; choose sft, dpo or kto")
     if method != "sft":

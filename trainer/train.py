@@ -176,10 +176,12 @@ def train_adapter(
     target = Path(out).expanduser() if out else None
     if target is not None and target.exists():
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
-    with session_scope(url) as session:
-        brand = brand_id(session, settings.brand)  # the adapter joins this brand's lineage (HOUSESTYLE_BRAND, --brand)
-    run = (RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base), "data": str(data)},
-                  brand_id=brand) if world.is_main else None)
+    run = None
+    if world.is_main:  # the other processes of a torchrun never touch the store
+        with session_scope(url) as session:
+            brand = brand_id(session, settings.brand)  # the adapter joins this brand's lineage (--brand)
+        run = RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base),
+                                                               "data": str(data)}, brand_id=brand)
     try:
         result, model = _fit(base_path, splits, config, world, settings)
         version, path, manifest = "", target or Path(), None
