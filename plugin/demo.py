@@ -36,6 +36,7 @@ from collector.sample import SAMPLE_PATH
 from collector.sample.make_sample import SEED, build_records
 from collector.settings import Settings, get_settings
 from plugin.api.keys import create_key
+from plugin.loop.gate import MethodChoice
 from trainer.base_model import BaseName, build_base
 
 SEED_QUESTION = "My SuperWidget is dead."
@@ -172,6 +173,16 @@ def quality_table(service: DemoService) -> tuple[Table, dict[str, float]]:
     return table, {row["version"]: row["correction_rate"] for row in rows}
 
 
+def method_lines(run: dict) -> list[str]:
+    """One line per training method the refresh compared (held-out edit distance; which won), none for SFT alone."""
+    recorded = (run.get("metrics") or {}).get("method")
+    if not recorded:
+        return []
+    choice = MethodChoice.model_validate(recorded)
+    return [f"{'won ' if c.version == choice.winner.version else 'lost'}  {c.preference.line()}"
+            for c in choice.candidates]
+
+
 def prepare_home(root: Path, model: BaseName, settings: Settings, console: Console) -> tuple[Path, Path]:
     """A fresh demo store under HOME/demo; the base is built once under HOME/models/<model> and reused."""
     base = root / "models" / model
@@ -229,6 +240,8 @@ def run_demo(settings: Settings, *, model: BaseName = "smollm2", per_round: int 
         console.print("[bold]7/7[/] results")
         console.print(Panel(f"[dim]before:[/] {before}\n[bold]after:[/]  {after}  [dim]({fingerprint})[/]",
                             title=f'"{SEED_QUESTION}"'))
+        for line in method_lines(run):
+            console.print(f"  {line}")
         table, rates = quality_table(service)
         console.print(table)
         before_rate, after_rate = rates.get("base", 0.0), rates.get(candidate, 0.0)

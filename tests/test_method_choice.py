@@ -69,3 +69,23 @@ def test_held_out_edit_distance_and_preference_accuracy(replies, margins, distan
     assert scores.preference_accuracy == accuracy and scores.pairs == 2
     assert scores.mean_margin == pytest.approx(sum(margins) / 2)
     assert "held-out edit distance" in scores.line()
+
+
+@pytest.mark.parametrize(
+    ("metrics", "expected"),
+    [
+        # SFT alone (too few pairs): the demo prints no method lines
+        ({"method": None}, []),
+        (None, []),
+        # both trained: one line per method, the winner marked
+        ({"method": choose_method([candidate("sft", 0.40), candidate("dpo", 0.30)]).model_dump(mode="json")},
+         ["lost  sft (v-sft): held-out edit distance 0.400", "won   dpo (v-dpo): held-out edit distance 0.300"]),
+        ({"method": choose_method([candidate("sft", 0.40), candidate("kto", 0.45)]).model_dump(mode="json")},
+         ["won   sft (v-sft): held-out edit distance 0.400", "lost  kto (v-kto): held-out edit distance 0.450"]),
+    ],
+)
+def test_the_demo_prints_one_line_per_method_the_refresh_compared(metrics, expected) -> None:
+    from plugin.demo import method_lines
+
+    lines = method_lines({"metrics": metrics})
+    assert [line[: len(want)] for line, want in zip(lines, expected)] == expected and len(lines) == len(expected)

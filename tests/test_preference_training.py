@@ -149,10 +149,10 @@ def test_refresh_second_candidate_is_trained_and_the_method_chosen(
     sft = train_adapter(tiny_base, data, tmp_path / "sft", settings=settings, preset="tiny", epochs=4)
     run = RunLog(url, kind="refresh", params={}, step="train")
     # too few pairs for a preference candidate: SFT goes on alone, and the log says why
-    assert method_candidates(settings, str(tiny_base), sft, data, run) is None
+    assert method_candidates(settings, str(tiny_base), sft, data, run, brand_id=1) is None
     monkeypatch.setenv("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "20")
     get_settings.cache_clear()
-    choice, winner = method_candidates(get_settings(), str(tiny_base), sft, data, run)
+    choice, winner = method_candidates(get_settings(), str(tiny_base), sft, data, run, brand_id=1)
     assert [c.method for c in choice.candidates] == ["sft", "dpo"]
     assert (winner == sft.path) == (choice.winner.method == "sft")
     assert (winner / "adapter_config.json").is_file() and choice.candidates[0].preference.pairs == 4

@@ -23,14 +23,16 @@ from trainer.train import TrainedAdapter
 
 
 def method_candidates(
-    settings: Settings, base: str, sft: TrainedAdapter, data: Path, run: RunLog, *,
+    settings: Settings, base: str, sft: TrainedAdapter, data: Path, run: RunLog, *, brand_id: int,
     vllm: tuple[str, str | None] | None = None,
 ) -> tuple[MethodChoice, Path] | None:
     """(the choice, the winner's adapter folder), or None when there are too few pairs for a preference candidate.
 
-    `data` is the refresh's chat export folder; the preference exports go beside it (`-dpo`, `-kto`)."""
+    `data` is the refresh's chat export folder; the preference exports go beside it (`-dpo`, `-kto`), from the same
+    brand's reviews only."""
     pairs = data.with_name(f"{data.name}-dpo")
-    manifest = export_dataset(ExportOptions(format="dpo", out=pairs), settings=settings, progress=False)
+    manifest = export_dataset(ExportOptions(format="dpo", out=pairs, brand_id=brand_id), settings=settings,
+                              progress=False)
     method = settings.preference_method
     if manifest.records["train"] < settings.preference_min_pairs:
         run.step("train", f"{manifest.records['train']} preference pairs in the training split, fewer than "
@@ -42,7 +44,8 @@ def method_candidates(
     examples = pairs
     if method == "kto":
         examples = data.with_name(f"{data.name}-kto")
-        export_dataset(ExportOptions(format="kto", out=examples), settings=settings, progress=False)
+        export_dataset(ExportOptions(format="kto", out=examples, brand_id=brand_id), settings=settings,
+                       progress=False)
     run.step("train", f"{method} on top of {sft.version} ({manifest.records['train']} pairs)")
     preference = train_preference(base, examples, None, PreferenceConfig(method=method), sft_adapter=sft.path,
                                   settings=settings, database_url=settings.resolved_database_url)

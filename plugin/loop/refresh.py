@@ -100,7 +100,7 @@ def run_refresh(
             run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
             candidate_path = trained.path
             # SFT+DPO (or KTO) beside it once there are HOUSESTYLE_PREFERENCE_MIN_PAIRS pairs; the better one goes on
-            method = method_candidates(settings, base, trained, data, run, vllm=vllm)
+            method = method_candidates(settings, base, trained, data, run, brand_id=brand, vllm=vllm)
             if method is not None:
                 candidate, candidate_path = method[0].winner.version, method[1]
 
