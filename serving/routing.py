@@ -114,9 +114,6 @@ class BrandRoutes:
         if brand_id in self.tables:
             self.tables[brand_id].public_model = public_name
 
-    def brand_of_model(self, public_name: str) -> int | None:
-        return next((brand for brand, name in self.public_names.items() if name == public_name), None)
-
     def table(self, brand_id: int = DEFAULT_BRAND_ID) -> RoutingTable:
         """The brand's table; a brand with nothing loaded yet is served by the base model."""
         if brand_id not in self.tables:
