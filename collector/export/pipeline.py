@@ -19,7 +19,7 @@ from collector.dedup import DedupPlan, DuplicateFinder
 from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
 from collector.export.preference import PREFERENCE_FORMATS, hf_features
-from collector.export.reading import ConversationRow, conversation_pages, count_conversations
+from collector.export.reading import CHUNK, ConversationRow, conversation_pages, count_conversations
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
 from collector.export.workers import PageExporter, PreparedChunk, in_order, read_spool_line, start_worker
@@ -104,7 +104,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         plan = finder.plan(threshold=threshold, max_macro_copies=max_macro_copies, near=True) if options.dedup else None
         writing = bar.add_task("writing splits", total=len(finder))
         counts, records, content_hash = write_splits(
-            render, staging, spool, plan, dropped, dropped_turns, lambda: bar.advance(writing)
+            render, staging, spool, plan, dropped, dropped_turns, lambda n: bar.advance(writing, n)
         )
     files = {name: f"{name}.jsonl" for name in SPLITS}
     spool.unlink()
@@ -145,7 +145,7 @@ def write_splits(
     plan: DedupPlan | None,
     dropped: Counter[str],
     dropped_turns: Counter[str],
-    advance: Callable[[], None],
+    advance: Callable[[int], None],
 ) -> tuple[dict[str, int], dict[str, int], str]:
     """Second pass: apply the duplicate plan and write every finished record; return counts and the content hash."""
     counts = dict.fromkeys(SPLITS, 0)
@@ -156,8 +156,10 @@ def write_splits(
         outputs = {name: stack.enter_context((staging / f"{name}.jsonl").open("w", encoding="utf-8")) for name in SPLITS}
         ids = stack.enter_context((staging / CONVERSATION_IDS).open("w", encoding="utf-8"))
         with spool.open(encoding="utf-8") as spool_file:
+            index = -1
             for index, line in enumerate(spool_file):
-                advance()
+                if index % CHUNK == CHUNK - 1:
+                    advance(CHUNK)  # the bar moves by pages: redrawing it per line cost more than the line
                 conversation_id, split, problem, exchange_count, exchanges_json, lines = read_spool_line(line)
                 first_reply, reply_index = reply_index, reply_index + exchange_count
                 if plan is not None:
@@ -181,5 +183,6 @@ def write_splits(
                 text = "".join(record + "\n" for record in lines)
                 outputs[split].write(text)
                 hashes[split].update(text.encode())
+        advance((index + 1) % CHUNK)
     combined = hashlib.sha256("".join(f"{name}:{hashes[name].hexdigest()}\n" for name in SPLITS).encode())
     return counts, records, combined.hexdigest()
