@@ -105,18 +105,23 @@ def _word_hashes(docs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     buffer = np.frombuffer(b"\x1f".join(docs) + b"\x1f", dtype=np.uint8)
     doc_break = buffer == 0x1F
     separator = (buffer == 0x20) | doc_break
-    word_start = ~separator & np.r_[True, separator[:-1]]
+    word_start = ~separator
+    word_start[1:] &= separator[:-1]
     starts = np.flatnonzero(word_start)
     if not len(starts):
         return np.zeros(0, dtype=np.uint64), np.zeros(len(docs), dtype=np.int64)
-    word_of_byte = np.cumsum(word_start) - 1
-    position = np.minimum(np.arange(len(buffer)) - starts[np.maximum(word_of_byte, 0)], _MAX_WORD - 1)
-    terms = np.where(separator | (word_of_byte < 0), np.uint64(0), buffer.astype(np.uint64) * _POWERS[position])
+    # each byte's offset in its word (capped); separators, and anything before the first word, count nothing
+    index = np.arange(len(buffer))
+    offset = index - np.maximum.accumulate(np.where(word_start, index, 0))
+    np.minimum(offset, _MAX_WORD - 1, out=offset)
+    terms = buffer.astype(np.uint64)
+    terms *= _POWERS[offset]
+    terms[separator] = 0
     hashes = np.add.reduceat(terms, starts)
     hashes ^= hashes >> np.uint64(29)  # mix the high bits down: the polynomial leaves low bits weak
     hashes *= np.uint64(0xBF58476D1CE4E5B9)
     hashes ^= hashes >> np.uint64(32)
-    doc_of_word = np.cumsum(doc_break)[starts]
+    doc_of_word = np.searchsorted(np.flatnonzero(doc_break), starts)  # breaks before each word's start
     doc_ends = np.searchsorted(doc_of_word, np.arange(len(docs)), side="right")
     return hashes, doc_ends.astype(np.int64)
 
@@ -190,11 +195,14 @@ def _minhash(word_hashes: np.ndarray, doc_ends: np.ndarray) -> np.ndarray:
     owners = np.concatenate([doc_of_word[1:][same_doc], single])
     if not len(shingles):
         return signatures
-    order = np.argsort(owners, kind="stable")
-    shingles, owners = shingles[order], owners[order]
-    hashed = ((_A[:, None] * shingles[None, :] + _B[:, None]) >> _SHIFT).astype(np.uint32)
+    if len(single):  # bigram owners come in order already
+        order = np.argsort(owners, kind="stable")
+        shingles, owners = shingles[order], owners[order]
+    hashed = np.multiply(_A[:, None], shingles[None, :])  # in place from here: NUM_PERM x shingles is the big array
+    hashed += _B[:, None]
+    hashed >>= _SHIFT
     present = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-    signatures[owners[present]] = np.minimum.reduceat(hashed, present, axis=1).T
+    signatures[owners[present]] = np.minimum.reduceat(hashed, present, axis=1).T.astype(np.uint32)
     return signatures
 
 

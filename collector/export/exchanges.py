@@ -17,6 +17,8 @@ from collector.models import DraftStatus, ReviewDecision, Role
 from collector.prompts import TURN_JOINER
 
 PENDING = "pending review"  # the reason a conversation with an undecided draft is skipped
+_USER, _ASSISTANT = Role.USER.value, Role.ASSISTANT.value  # plain strings: compared for every turn exported
+_APPROVED, _PENDING_STATUS = ReviewDecision.APPROVED.value, DraftStatus.PENDING.value
 # [customer text, reply], and with grounding a third item: the knowledge passages its prompt carries, [[title, text]...]
 Exchange = list
 
@@ -53,6 +55,10 @@ class Answer(NamedTuple):
     draft_id: int | None = None  # the draft behind the reply (None: an agent wrote it)
 
 
+def _position(turn: StoredTurn) -> int:
+    return turn.position
+
+
 def conversation_answers(turns: list[StoredTurn], drafts: dict[int, DraftOutcome]) -> list[Answer] | str:
     """Every reply slot of a conversation in the order the customer saw them, or the reason to skip it whole.
 
@@ -60,25 +66,28 @@ def conversation_answers(turns: list[StoredTurn], drafts: dict[int, DraftOutcome
     message (pending, or rejected with no reply). Customer turns after the last reply are left out.
     """
     said = {turn.draft_id for turn in turns if turn.draft_id is not None}
-    # a draft that never became a message leaves its position to the next turn, so at equal positions it comes
-    # first: it answered the turns before it
-    events = [(turn.position, 1, turn.role, turn.content, turn.draft_id) for turn in turns]
-    events += [(d.position, 0, Role.ASSISTANT.value, None, draft_id) for draft_id, d in drafts.items()
-               if draft_id not in said]
-    events.sort(key=lambda event: event[:2])
+    unsaid = [(d.position, 0, _ASSISTANT, None, draft_id) for draft_id, d in drafts.items() if draft_id not in said]
+    if unsaid:
+        # a draft that never became a message leaves its position to the next turn, so at equal positions it comes
+        # first: it answered the turns before it
+        events = [(turn.position, 1, turn.role, turn.content, turn.draft_id) for turn in turns] + unsaid
+        events.sort(key=lambda event: event[:2])
+        transcript = [event[2:] for event in events]
+    else:  # every draft is a message: the turns in position order (the store reads them so already)
+        transcript = [turn[1:] for turn in sorted(turns, key=_position)]
     answers: list[Answer] = []
     waiting: list[str] = []  # customer turns not answered yet
-    for _, _, role, content, draft_id in events:
-        if role == Role.USER:
+    for role, content, draft_id in transcript:
+        if role == _USER:
             waiting.append(content or "")
             continue
-        if role != Role.ASSISTANT:
+        if role != _ASSISTANT:
             continue  # stored system messages: the company system prompt replaces them
         if draft_id is None:
-            answers.append(Answer(waiting, ReviewDecision.APPROVED.value, content, None))
+            answers.append(Answer(waiting, _APPROVED, content, None))
         else:
             outcome = drafts[draft_id]
-            if outcome.status == DraftStatus.PENDING or outcome.decision is None:
+            if outcome.status == _PENDING_STATUS or outcome.decision is None:
                 return PENDING
             answers.append(Answer(waiting, outcome.decision, outcome.final_text, outcome.draft_text, draft_id))
         waiting = []

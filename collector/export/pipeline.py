@@ -19,10 +19,10 @@ from collector.dedup import DedupPlan, DuplicateFinder
 from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
 from collector.export.preference import PREFERENCE_FORMATS, hf_features
-from collector.export.reading import count_conversations, read_conversations
+from collector.export.reading import CHUNK, ConversationRow, conversation_pages, count_conversations
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
-from collector.export.workers import BatchPreparer, PreparedBatch, batched, in_order, read_spool_line, start_worker
+from collector.export.workers import PageExporter, PreparedChunk, in_order, read_spool_line, start_worker
 from collector.brands import brand_id
 from collector.db import session_scope
 from collector.errors import InputError
@@ -58,13 +58,14 @@ def _progress_bar(progress: bool | None) -> Progress:
     )
 
 
-def _prepared(batches: Iterator, preparer: BatchPreparer, total: int, workers: int, scope: ExitStack) -> Iterator[PreparedBatch]:
-    """Prepared chunks in order: in a pool of worker processes for large exports, else in this process."""
+def _prepared(pages: Iterator[list[ConversationRow]], exporter: PageExporter, total: int, workers: int,
+              scope: ExitStack) -> Iterator[PreparedChunk]:
+    """Exported pages in order: in a pool of worker processes for large exports, else in this process."""
     if workers > 1 and total >= PARALLEL_FROM:
-        # redaction and fingerprints are the costly steps: workers do them while this process reads the store
-        pool = scope.enter_context(get_context("spawn").Pool(workers, initializer=start_worker, initargs=(preparer,)))
-        return in_order(pool, batches, ahead=2 * workers)
-    return map(preparer, batches)
+        # reading turns, building exchanges, rendering and fingerprints are all per page: workers do them all
+        pool = scope.enter_context(get_context("spawn").Pool(workers, initializer=start_worker, initargs=(exporter,)))
+        return in_order(pool, pages, ahead=2 * workers)
+    return map(exporter, pages)
 
 
 def _write_export(options: ExportOptions, staging: Path, settings: Settings, progress: bool | None) -> ExportManifest:
@@ -79,7 +80,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
             f"{unredacted} texts of these conversations are not redacted yet; run `housestyle redact` (or let the "
             "running service's redaction worker finish) and export again, or export with --no-redact"
         )
-    preparer = BatchPreparer(render, count_placeholders=options.redact)
+    exporter = PageExporter(render, options, url, knowledge=settings)
     dropped: Counter[str] = Counter()
     dropped_turns: Counter[str] = Counter()
     redactions: Counter[str] = Counter({pii_type.value: 0 for pii_type in PiiType})
@@ -89,18 +90,21 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     bar = _progress_bar(progress)
     with bar, ExitStack() as pool_scope:
         reading = bar.add_task("reading conversations", total=total)
-        batches = batched(read_conversations(url, options, dropped, dropped_turns, lambda n: bar.advance(reading, n),
-                                             knowledge=settings))
         workers = settings.export_workers or os.cpu_count() or 1
+        session = pool_scope.enter_context(session_scope(url))
+        pages = conversation_pages(session.connection(), options)
         with spool.open("w", encoding="utf-8") as spool_file:
-            for spool_text, fingerprints, found in _prepared(batches, preparer, total, workers, pool_scope):
-                redactions.update(found)
-                spool_file.write(spool_text)
-                finder.add(fingerprints)
+            for page in _prepared(pages, exporter, total, workers, pool_scope):
+                bar.advance(reading, page.read)
+                dropped.update(page.dropped)
+                dropped_turns.update(page.dropped_turns)
+                redactions.update(page.placeholders)
+                spool_file.write(page.spool)
+                finder.add(page.fingerprints)
         plan = finder.plan(threshold=threshold, max_macro_copies=max_macro_copies, near=True) if options.dedup else None
         writing = bar.add_task("writing splits", total=len(finder))
         counts, records, content_hash = write_splits(
-            render, staging, spool, plan, dropped, dropped_turns, lambda: bar.advance(writing)
+            render, staging, spool, plan, dropped, dropped_turns, lambda n: bar.advance(writing, n)
         )
     files = {name: f"{name}.jsonl" for name in SPLITS}
     spool.unlink()
@@ -141,7 +145,7 @@ def write_splits(
     plan: DedupPlan | None,
     dropped: Counter[str],
     dropped_turns: Counter[str],
-    advance: Callable[[], None],
+    advance: Callable[[int], None],
 ) -> tuple[dict[str, int], dict[str, int], str]:
     """Second pass: apply the duplicate plan and write every finished record; return counts and the content hash."""
     counts = dict.fromkeys(SPLITS, 0)
@@ -152,8 +156,10 @@ def write_splits(
         outputs = {name: stack.enter_context((staging / f"{name}.jsonl").open("w", encoding="utf-8")) for name in SPLITS}
         ids = stack.enter_context((staging / CONVERSATION_IDS).open("w", encoding="utf-8"))
         with spool.open(encoding="utf-8") as spool_file:
+            index = -1
             for index, line in enumerate(spool_file):
-                advance()
+                if index % CHUNK == CHUNK - 1:
+                    advance(CHUNK)  # the bar moves by pages: redrawing it per line cost more than the line
                 conversation_id, split, problem, exchange_count, exchanges_json, lines = read_spool_line(line)
                 first_reply, reply_index = reply_index, reply_index + exchange_count
                 if plan is not None:
@@ -177,5 +183,6 @@ def write_splits(
                 text = "".join(record + "\n" for record in lines)
                 outputs[split].write(text)
                 hashes[split].update(text.encode())
+        advance((index + 1) % CHUNK)
     combined = hashlib.sha256("".join(f"{name}:{hashes[name].hexdigest()}\n" for name in SPLITS).encode())
     return counts, records, combined.hexdigest()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, null, select
 
 from collector import db
 from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
@@ -53,7 +53,10 @@ def count_conversations(url: str, options: ExportOptions) -> int:
         return session.execute(select(func.count(Conversation.id)).where(*_conversation_filter(options))).scalar_one()
 
 
-def _conversation_chunks(connection: Any, options: ExportOptions) -> Iterator[list[tuple[int, str | None, datetime]]]:
+ConversationRow = tuple[int, str | None, datetime]  # (id, split key or None, created_at): one page's entry
+
+
+def conversation_pages(connection: Any, options: ExportOptions) -> Iterator[list[ConversationRow]]:
     """(id, split key, created_at) of the matching conversations, CHUNK at a time, by id (keyset pagination).
 
     The key is None for a conversation known by our own random id (`content_key` decides once its turns are read)."""
@@ -84,48 +87,63 @@ class StoredConversation(NamedTuple):
     drafts: dict[int, DraftOutcome]
 
 
+def _in_page(column: Any, ids: list[int]) -> list[Any]:
+    """The condition "`column` is one of these conversations" (ids ascending): a plain id range when they are every
+    id from the first to the last (the range then selects exactly them, walking the index without a parameter per
+    id), else the ids themselves."""
+    if ids[-1] - ids[0] + 1 == len(ids):
+        return [column >= ids[0], column <= ids[-1]]
+    return [column.in_(ids)]
+
+
 def stored_conversations(
-    connection: Any, options: ExportOptions, *, redacted: bool | None = None
+    connection: Any, options: ExportOptions, *, redacted: bool | None = None, details: bool = True
 ) -> Iterator[list[StoredConversation]]:
     """The conversations `options` selects, CHUNK at a time, with their turns and review outcomes (three queries).
 
     Texts are the redacted ones stored at ingest when `redacted` (default: `options.redact`), else the raw ones; a
-    text not redacted yet reads as None there (`count_unredacted` says how many).
+    text not redacted yet reads as None there (`count_unredacted` says how many). Without `details`, the outcomes
+    carry only what the chat exports read (position, status, decision, final text): the others are None.
     """
     redacted = options.redact if redacted is None else redacted
+    for page in conversation_pages(connection, options):
+        yield stored_page(connection, page, redacted=redacted, details=details)
+
+
+def stored_page(connection: Any, page: list[ConversationRow], *, redacted: bool, details: bool = True
+                ) -> list[StoredConversation]:
+    """The conversations of one page of `conversation_pages`, read as `stored_conversations` says."""
     content = Message.redacted_content if redacted else Message.content
+    # a widget's conversation is keyed by its opening: the redacted text when there is one, else the raw one
+    opening = case((Message.redacted_content.is_(None), Message.content)) if redacted else Message.redacted_content
     final = Review.redacted_final_text if redacted else Review.final_text
     drafted = Draft.redacted_content if redacted else Draft.content
-    for chunk in _conversation_chunks(connection, options):
-        ids = [conversation_id for conversation_id, _, _ in chunk]
-        turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
-        openings: dict[int, str] = {}
-        for conversation_id, position, role, text, draft_id, redacted_text, raw in connection.execute(
-            select(Message.conversation_id, Message.position, Message.role, content, Message.draft_id,
-                   Message.redacted_content, Message.content)
-            .where(Message.conversation_id.in_(ids))
-            .order_by(Message.conversation_id, Message.position)
-        ).all():
-            turns[conversation_id].append(StoredTurn(position, str(role), text, draft_id))
-            if str(role) == "user" and conversation_id not in openings:
-                openings[conversation_id] = redacted_text if redacted_text is not None else raw
-        drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
-        for row in connection.execute(
-            select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, final,
-                   Draft.adapter_version, Review.agent_id, Review.edit_distance, drafted)
-            .outerjoin(Review, Review.draft_id == Draft.id)
-            .where(Draft.conversation_id.in_(ids))
-        ).all():
-            conversation_id, draft_id, position, status, decision, final_text, version, agent, distance, draft = row
-            drafts[conversation_id][draft_id] = DraftOutcome(
-                position, str(status), str(decision) if decision is not None else None, final_text, version, agent,
-                distance, draft,
-            )
-        channels = dict(connection.execute(select(Conversation.id, Conversation.channel).where(
-            Conversation.id.in_([i for i, key, _ in chunk if key is None]))).all()) if any(
-            key is None for _, key, _ in chunk) else {}
-        yield [StoredConversation(i, key or content_key(channels[i], openings.get(i, "")), created_at, turns[i],
-                                  drafts[i]) for i, key, created_at in chunk]
+    outcome_columns = [Draft.adapter_version, Review.agent_id, Review.edit_distance, drafted] if details else []
+    ids = [conversation_id for conversation_id, _, _ in page]
+    turns: dict[int, list[StoredTurn]] = {i: [] for i in ids}
+    keyed_by_opening = {i for i, key, _ in page if key is None}
+    openings: dict[int, str] = {}
+    for conversation_id, position, role, text, draft_id, other in connection.execute(
+        select(Message.conversation_id, Message.position, Message.role, content, Message.draft_id,
+               opening if keyed_by_opening else null())
+        .where(*_in_page(Message.conversation_id, ids))
+        .order_by(Message.conversation_id, Message.position)
+    ).all():
+        turns[conversation_id].append(StoredTurn(position, role, text, draft_id))
+        if conversation_id in keyed_by_opening and role == "user" and conversation_id not in openings:
+            openings[conversation_id] = (text if text is not None else other) if redacted else (
+                other if other is not None else text)
+    drafts: dict[int, dict[int, DraftOutcome]] = {i: {} for i in ids}
+    for conversation_id, draft_id, *outcome in connection.execute(
+        select(Draft.conversation_id, Draft.id, Draft.position, Draft.status, Review.decision, final, *outcome_columns)
+        .outerjoin(Review, Review.draft_id == Draft.id)
+        .where(*_in_page(Draft.conversation_id, ids))
+    ).all():
+        drafts[conversation_id][draft_id] = DraftOutcome(*outcome)
+    channels = dict(connection.execute(select(Conversation.id, Conversation.channel).where(
+        Conversation.id.in_(keyed_by_opening))).all()) if keyed_by_opening else {}
+    return [StoredConversation(i, key or content_key(channels[i], openings.get(i, "")), created_at, turns[i], drafts[i])
+            for i, key, created_at in page]
 
 
 def count_unredacted(url: str, options: ExportOptions) -> int:
@@ -143,38 +161,39 @@ def count_unredacted(url: str, options: ExportOptions) -> int:
     return total
 
 
-def read_conversations(
-    url: str,
+def read_page(
+    session: Any,
     options: ExportOptions,
+    page: list[ConversationRow],
     dropped: Counter[str],
     dropped_turns: Counter[str],
-    on_chunk: Callable[[int], None],
     *,
     knowledge: Settings | None = None,
-) -> Iterator[ReadConversation]:
-    """Stream (id, split key, created_at, exchanges) of every exportable conversation; count those skipped and why.
+) -> list[ReadConversation]:
+    """(id, split key, created_at, exchanges) of every exportable conversation of one page of `conversation_pages`;
+    count those skipped and why.
 
     `knowledge`: the settings to ground exchanges with (each gets its reply's passages, `export_grounding`)."""
     from collector.knowledge.export_grounding import export_grounder  # collector.knowledge imports the export
 
     kept = {decision.value for decision in options.decisions}
-    with db.session_scope(url) as session:
-        connection = session.connection()  # Core rows: no ORM bookkeeping for hundreds of thousands of them
-        attach = export_grounder(session, knowledge) if knowledge is not None else None
-        for chunk in stored_conversations(connection, options):
-            for conversation in chunk:
-                if options.format in PREFERENCE_FORMATS:  # pairs of replies: no passages (they are the chat's)
-                    result = build_preference_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns,
-                                                        options.format)
-                else:
-                    replied_by: list[int | None] = []
-                    result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
-                    if attach is not None and isinstance(result, list) and result:
-                        attach(result, replied_by)
-                if isinstance(result, str):
-                    dropped[result] += 1
-                elif not result:
-                    dropped["no kept reply"] += 1
-                else:
-                    yield conversation.id, conversation.key, conversation.created_at, result
-            on_chunk(len(chunk))
+    preference = options.format in PREFERENCE_FORMATS
+    attach = export_grounder(session, knowledge) if knowledge is not None and not preference else None
+    exportable: list[ReadConversation] = []
+    # Core rows: no ORM bookkeeping for hundreds of thousands of them
+    for conversation in stored_page(session.connection(), page, redacted=options.redact, details=preference):
+        if preference:  # pairs of replies: no passages (they are the chat's)
+            result = build_preference_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns,
+                                                options.format)
+        else:
+            replied_by: list[int | None] = []
+            result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
+            if attach is not None and isinstance(result, list) and result:
+                attach(result, replied_by)
+        if isinstance(result, str):
+            dropped[result] += 1
+        elif not result:
+            dropped["no kept reply"] += 1
+        else:
+            exportable.append((conversation.id, conversation.key, conversation.created_at, result))
+    return exportable

@@ -1,34 +1,52 @@
-"""The per-conversation work of an export (fingerprint, split, render, count placeholders), in-process or in a pool.
+"""The per-page work of an export (read, build exchanges, fingerprint, split, render, count placeholders), in-process
+or in a pool.
 
-Redaction is done at ingest (`collector.pii.ingest`): texts arrive here redacted already. Large exports hand chunks
-to worker processes while the main process reads the store. Each worker gets its `BatchPreparer` once, in the
-pool's initializer, and keeps it in this module's `_preparer`: multiprocessing gives a worker no other place to
+Redaction is done at ingest (`collector.pii.ingest`): texts arrive here redacted already. The main process pages
+through the matching conversation ids (keyset pages of `reading.CHUNK`); for large exports, worker processes each
+read their pages' turns and reviews from the store themselves and do all the per-conversation work, so only ids go
+out and only spool text and fixed-size fingerprints come back. Each worker gets its `PageExporter` once, in the
+pool's initializer, and keeps it in this module's `_exporter`: multiprocessing gives a worker no other place to
 keep state between tasks.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from collector import db
 from collector.dedup import BatchFingerprints, fingerprint_batch
 from collector.export.exchanges import Exchange
+from collector.export.options import ExportOptions
 from collector.export.preference import dedup_pairs
-from collector.export.reading import CHUNK, ReadConversation
+from collector.export.reading import ConversationRow, read_page
 from collector.export.render import RenderPlan, render_conversation
+from collector.settings import Settings
 from collector.split import assign_split
 
-PreparedBatch = tuple[str, BatchFingerprints, Counter[str]]  # spool text, fingerprints, placeholders by type
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)_\d+>")  # <PERSON_1>: collector.pii's typed placeholders
+_JSON = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False) without a new encoder each call
+
+
+class PreparedChunk(NamedTuple):
+    """What one page of conversations left, small enough to send back from a worker process."""
+
+    read: int  # conversations of the page (exported or not): the progress bar's step
+    spool: str  # spool lines of its exportable conversations
+    fingerprints: BatchFingerprints
+    placeholders: Counter[str]  # redacted values by PII type
+    dropped: Counter[str]  # conversations skipped, by reason
+    dropped_turns: Counter[str]  # replies dropped, by reason
 
 
 def spool_line(conversation_id: int, split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
     """One conversation in the spool. JSON never holds a raw tab or newline, so they separate the fields."""
-    fields = [str(conversation_id), split, problem, str(len(exchanges)), json.dumps(exchanges, ensure_ascii=False)]
+    fields = [str(conversation_id), split, problem, str(len(exchanges)), _JSON(exchanges)]
     return "\t".join([*fields, *lines]) + "\n"
 
 
@@ -38,64 +56,60 @@ def read_spool_line(line: str) -> tuple[int, str, str, int, str, list[str]]:
     return int(conversation_id), split, problem, int(count), exchanges_json, lines
 
 
-def placeholders_by_type(exchanges: list[Exchange]) -> Counter[str]:
-    """How many redacted values (placeholders) each PII type left in these texts."""
-    return Counter(match.group(1) for pair in exchanges for text in pair[:2] for match in PLACEHOLDER.finditer(text))
-
-
 @dataclass
-class BatchPreparer:
-    """Fingerprints, splits and renders one chunk of (already redacted) conversations."""
+class PageExporter:
+    """Reads one page of conversations from the store and fingerprints, splits and renders its exportable ones
+    (texts already redacted at ingest)."""
 
     render: RenderPlan
-    count_placeholders: bool
+    options: ExportOptions
+    url: str
+    knowledge: Settings | None  # the settings exchanges are grounded with (`reading.read_page`)
 
-    def __call__(self, batch: list[ReadConversation]) -> PreparedBatch:
-        found: Counter[str] = Counter()
+    def __call__(self, page: list[ConversationRow]) -> PreparedChunk:
+        dropped: Counter[str] = Counter()
+        dropped_turns: Counter[str] = Counter()
+        with db.session_scope(self.url) as session:
+            batch = read_page(session, self.options, page, dropped, dropped_turns, knowledge=self.knowledge)
         plan = self.render
         spool = []
         for conversation_id, key, created_at, exchanges in batch:
-            if self.count_placeholders:
-                found.update(placeholders_by_type(exchanges))
             split = assign_split(key, plan.seed, plan.ratios, created_at=created_at, holdout_after=plan.holdout_after)
             spool.append(spool_line(conversation_id, split, exchanges, *render_conversation(plan, exchanges)))
+        found = Counter(PLACEHOLDER.findall("\n".join(
+            text for _, _, _, exchanges in batch for pair in exchanges for text in pair[:2]
+        ))) if self.options.redact else Counter()
         pairs = [dedup_pairs(exchanges) if exchanges and len(exchanges[0]) > 2 else exchanges
                  for _, _, _, exchanges in batch]  # preference exchanges carry the draft and decision too
-        return "".join(spool), fingerprint_batch(pairs), found
+        return PreparedChunk(len(page), "".join(spool), fingerprint_batch(pairs), found, dropped, dropped_turns)
 
 
-_preparer: BatchPreparer | None = None  # a worker process's own preparer (see the module docstring)
+_exporter: PageExporter | None = None  # a worker process's own exporter (see the module docstring)
 
 
-def start_worker(preparer: BatchPreparer) -> None:
-    global _preparer
-    _preparer = preparer
+def start_worker(exporter: PageExporter) -> None:
+    global _exporter
+    _exporter = exporter
+    import collector.knowledge.export_grounding  # noqa: F401 - imported before the freeze below, not by the first page
+
+    # the modules' objects live as long as the worker: keep the collector from walking them again and again while
+    # pages allocate rows and records by the hundred thousand (a sixth of a worker's time otherwise)
+    gc.freeze()
 
 
-def prepare_in_worker(batch: list[ReadConversation]) -> PreparedBatch:
-    assert _preparer is not None, "start_worker runs first in every worker process"
-    return _preparer(batch)
+def export_in_worker(page: list[ConversationRow]) -> PreparedChunk:
+    assert _exporter is not None, "start_worker runs first in every worker process"
+    return _exporter(page)
 
 
-def batched(conversations: Iterable[ReadConversation], size: int = CHUNK) -> Iterator[list[ReadConversation]]:
-    batch = []
-    for conversation in conversations:
-        batch.append(conversation)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def in_order(pool: Any, pages: Iterator[list[ConversationRow]], *, ahead: int) -> Iterator[PreparedChunk]:
+    """`pool.imap(export_in_worker, pages)` with at most `ahead` pages in flight.
 
-
-def in_order(pool: Any, batches: Iterator[list[ReadConversation]], *, ahead: int) -> Iterator[PreparedBatch]:
-    """`pool.imap(prepare_in_worker, batches)` with at most `ahead` chunks in flight.
-
-    imap would read the whole store into its task queue as fast as it can: memory would grow with the export.
+    imap would queue every page of the store as fast as it can: memory would grow with the export.
     """
     in_flight: deque[Any] = deque()
-    for batch in batches:
-        in_flight.append(pool.apply_async(prepare_in_worker, (batch,)))
+    for page in pages:
+        in_flight.append(pool.apply_async(export_in_worker, (page,)))
         if len(in_flight) >= ahead:
             yield in_flight.popleft().get()
     while in_flight:
