@@ -88,8 +88,12 @@ def seed_answer(service, settings: Settings) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_refresh_promotes_a_candidate_that_answers_in_the_house_style(
-    loop_settings, serving_settings, start_service
+    loop_settings, serving_settings, start_service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the sample's edited and rejected drafts are enough preference pairs: an SFT+DPO candidate is trained beside
+    # the SFT one, both answer the held-out pairs through the service's vLLM, and the gate gets the nearer one
+    monkeypatch.setenv("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "20")
+    get_settings.cache_clear()
     settings = get_settings()
     service = start_service(gateway=ServingGateway(settings, database_url=settings.resolved_database_url))
     assert agent_corrects(service, "Hi, my MegaGadget won't charge at all.",
@@ -106,6 +110,10 @@ def test_refresh_promotes_a_candidate_that_answers_in_the_house_style(
     assert run.kind == "refresh" and run.step == "done" and run.adapter_version == outcome.candidate
     for step in ("export", "train", "evaluate", "gate", "swap"):
         assert f"] {step}:" in run.log
+    method = run.metrics["method"]
+    assert [c["method"] for c in method["candidates"]] == ["sft", "dpo"] and "dpo on top of " in run.log
+    assert method["winner"]["version"] == outcome.candidate and method["reason"] in run.log
+    assert all(c["preference"]["pairs"] > 0 for c in method["candidates"])
     answer = seed_answer(service, settings)
     assert CHRF().sentence_score(answer["choices"][0]["message"]["content"], [SEED_REPLY]).score >= 90
     assert outcome.candidate in answer["system_fingerprint"]
