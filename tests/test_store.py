@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from collector import db, recorder
-from collector.errors import ConflictError, StoreError
+from collector.errors import ConflictError, InputError, StoreError
 from collector.models import Draft, DraftStatus, Message, ReplyMode, Review, ReviewDecision, Role
 
 
@@ -110,3 +117,82 @@ def test_the_customer_learns_an_agent_has_the_draft_and_is_typing_until_the_sign
         assert recorder.agent_activity(draft, now=draft.typing_until + timedelta(seconds=1)) == "reviewing"
         recorder.record_review(session, draft.id, ReviewDecision.APPROVED, agent_id="alice")
         assert recorder.agent_activity(draft) is None
+
+
+@contextmanager
+def sqlite_busy_handler_off(url: str) -> Iterator[None]:
+    """New connections of the store give up at once on a lock another connection holds (SQLite's busy timeout 0):
+    a thread that reached SQLite's write lock while another held it would fail with "database is locked"."""
+    engine = db.get_engine(url)
+
+    def no_waiting(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+    engine.dispose()
+    event.listen(engine, "connect", no_waiting)
+    try:
+        yield
+    finally:
+        event.remove(engine, "connect", no_waiting)
+        engine.dispose()
+
+
+def record_api_exchange(url: str, question: str) -> int:
+    """What the service records for one `/v1/chat/completions` call: one transaction, three writes."""
+    with db.session_scope(url) as session:
+        conversation = recorder.start_conversation(session, channel="api", mode=ReplyMode.AUTO, source="api")
+        recorder.add_messages(session, conversation.id, [(Role.SYSTEM, "You are GadgetCorp's assistant."),
+                                                         (Role.USER, question)])
+        recorder.record_draft(session, conversation.id, "Have you tried another outlet?", adapter_version="v1")
+        return conversation.id
+
+
+def test_many_threads_recording_at_once_all_succeed_and_sqlite_never_makes_one_wait(store_url: str) -> None:
+    """The service records from up to 40 worker threads at once. On SQLite they queue in the process for the one
+    write lock, so none ever reaches SQLite's busy handler (which sleeps in growing steps): with that handler off,
+    not one write is refused. Every exchange is stored whole, and turns sent to one conversation at once all land
+    in their own slots."""
+    threads, calls = 16, 8
+    with db.session_scope(store_url) as session:
+        shared = recorder.start_conversation(session, channel="web", mode=ReplyMode.ASSIST).id
+    start = threading.Barrier(threads)
+
+    def customer(index: int) -> list[int]:
+        start.wait()
+        ids = []
+        for call in range(calls):
+            ids.append(record_api_exchange(store_url, f"Question {index}.{call}: my SuperWidget is dead."))
+            with db.session_scope(store_url) as session:
+                recorder.add_message(session, shared, Role.USER, f"Customer {index}, message {call}.")
+        return ids
+
+    with sqlite_busy_handler_off(store_url) if store_url.startswith("sqlite") else nullcontext():
+        with ThreadPoolExecutor(threads) as pool:
+            recorded = [conversation_id for ids in pool.map(customer, range(threads)) for conversation_id in ids]
+
+    assert len(set(recorded)) == threads * calls
+    with db.session_scope(store_url) as session:
+        for conversation_id in recorded[::17]:
+            assert [m.role for m in recorder.transcript(session, conversation_id)] == [
+                Role.SYSTEM, Role.USER, Role.ASSISTANT]
+        drafts = session.exec(select(Draft).where(Draft.conversation_id.in_(recorded))).all()
+        positions = [m.position for m in recorder.transcript(session, shared)]
+    assert len(drafts) == threads * calls
+    assert positions == list(range(threads * calls))
+
+
+def test_on_sqlite_a_failed_write_and_an_open_read_do_not_hold_up_the_next_writer(housestyle_home: Path) -> None:
+    """A transaction that fails after writing gives the write lock back with its rollback; a session that only
+    reads never takes it. With SQLite's busy handler off, the writer in another thread gets through at once."""
+    url = db.open_store(f"sqlite:///{housestyle_home / 'store.db'}")
+    with sqlite_busy_handler_off(url):
+        with pytest.raises(InputError):
+            with db.session_scope(url) as session:
+                conversation = recorder.start_conversation(session)
+                recorder.add_message(session, conversation.id, Role.USER, "   ")  # refused: empty text
+        with db.session_scope(url) as reading:
+            assert reading.exec(select(Message)).all() == []
+            with ThreadPoolExecutor(1) as pool:
+                assert pool.submit(record_api_exchange, url, "Where is my order?").result(timeout=60)
+    with db.session_scope(url) as session:
+        assert len(session.exec(select(Draft)).all()) == 1

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from collector.db import open_store
+from collector.group_commit import GroupCommit
 from collector.settings import Settings
 from plugin.connectors.chatwoot import close_client as close_chatwoot_client
 from plugin.api.brand_scope import BrandDirectory
@@ -72,6 +73,7 @@ def create_app(
                         task.cancel()
                 if app.state.redaction_worker is not None:
                     await asyncio.to_thread(app.state.redaction_worker.stop)
+                await asyncio.to_thread(app.state.store_writer.close)  # what is queued is stored before we stop
                 await close_chatwoot_client(app)
                 if gateway is not None and manage_gateway:
                     await gateway.stop()
@@ -103,6 +105,8 @@ def create_app(
     # sqlite has no row locks: claims and reviews of this process go one at a time
     app.state.review_lock = threading.Lock()
     app.state.background_tasks = set()  # type: set[asyncio.Task]
+    # one writer thread that commits the API calls' records in batches (group commit)
+    app.state.store_writer = GroupCommit(settings.resolved_database_url)
 
     for module in (widget, reviews, openai, chatwoot, admin, coverage, refresh, dashboard, health, pages):
         app.include_router(module.router)

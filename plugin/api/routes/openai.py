@@ -4,8 +4,9 @@ Access: agent and admin keys. Widget keys live in public web pages, so they may 
 The messages go through the one prompt builder (`collector.prompts`): the caller's first system/developer message
 is the system prompt, else the company's, so a plain user question gets the prompt the adapter was trained with.
 Every call is recorded as a conversation on channel "api" in auto mode: the reply is a draft that was sent. The
-recording is one transaction after the answer has gone out (no added latency); when no model can answer, the
-caller's messages are recorded before the 503.
+recording is queued to the service's store writer after the answer has gone out (no added latency; the writer
+commits the calls that arrive together in one transaction: `collector.group_commit`); when no model can answer,
+the caller's messages are stored before the 503.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
-from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
-from collector.db import session_scope
 from collector.errors import HouseStyleError, NotFoundError
 from collector.models import DEFAULT_BRAND_ID, ReplyMode, Role
 from collector.prompts import build_messages
-from collector.settings import Settings
 from plugin import assistant
 from plugin.api.brand_scope import BrandEntry, DirectoryDep, visible_brands
 from plugin.api.deps import AgentCaller, Caller
@@ -59,9 +59,8 @@ class ApiCall:
         return cls(uuid.uuid4().hex, body, build_messages(system, turns), brand_id)
 
 
-def record_call(
-    settings: Settings, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None,
-    brand_id: int = DEFAULT_BRAND_ID,
+def write_call(
+    call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None, session: Session
 ) -> None:
     """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
     turns = [
@@ -69,22 +68,35 @@ def record_call(
         for m in call.body.messages
         if m.role in TRANSCRIPT_ROLES and m.text().strip()
     ]
-    with session_scope(settings.resolved_database_url) as session:
-        conversation = recorder.start_conversation(
-            session,
-            external_id=call.external_id,
-            channel="api",
-            customer_ref=call.body.user,
-            mode=ReplyMode.AUTO,
-            source="api",
-            brand_id=brand_id,
+    conversation = recorder.start_conversation(
+        session,
+        external_id=call.external_id,
+        channel="api",
+        customer_ref=call.body.user,
+        mode=ReplyMode.AUTO,
+        source="api",
+        brand_id=call.brand_id,
+    )
+    if turns:
+        recorder.add_messages(session, conversation.id, turns)
+    if reply and reply.strip():
+        recorder.record_draft(
+            session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
         )
-        if turns:
-            recorder.add_messages(session, conversation.id, turns)
-        if reply and reply.strip():
-            recorder.record_draft(
-                session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
-            )
+
+
+async def queue_call(
+    state: Any, call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None
+) -> None:
+    """Once the answer has gone out: queue its recording (async, so Starlette runs it on the loop, not a thread)."""
+    state.store_writer.submit_and_log(partial(write_call, call, reply, version, latency_ms), "an API call")
+
+
+async def store_call(
+    state: Any, call: ApiCall, reply: str | None = None, version: str | None = None, latency_ms: float | None = None
+) -> None:
+    """Record the call and wait until it is committed (the caller's words are kept before an error answer)."""
+    await state.store_writer.write(partial(write_call, call, reply, version, latency_ms))
 
 
 def count_call(metrics: ServiceMetrics, version: str | None, usage: Usage | None) -> None:
@@ -135,7 +147,6 @@ async def create_chat_completion(
 ) -> Any:
     """The model name picks the brand: its adapters answer and the call is recorded among its conversations."""
     state = request.app.state
-    settings: Settings = state.settings
     brand = brand_of_model(await directory.entries(), caller, body.model)
     call = ApiCall.from_request(body, brand.settings.system_prompt, brand.id)
     started = time.perf_counter()
@@ -148,7 +159,7 @@ async def create_chat_completion(
             route, payload = await gateway.chat(_upstream_request(call), conversation_key=call.external_id,
                                                 brand_id=brand.id)
     except HouseStyleError:
-        await run_in_threadpool(record_call, settings, call, None, None, None, brand.id)  # the caller's words are kept
+        await store_call(state, call)  # the caller's words are kept
         raise
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -157,10 +168,8 @@ async def create_chat_completion(
     latency_ms = (time.perf_counter() - started) * 1000
     text = completion.choices[0].message.content if completion.choices else None
     count_call(state.metrics, route.version, completion.usage)
-    return JSONResponse(
-        completion.model_dump(mode="json"),
-        background=BackgroundTask(record_call, settings, call, text, route.version, latency_ms, call.brand_id),
-    )
+    return JSONResponse(completion.model_dump(mode="json"), background=BackgroundTask(
+        queue_call, state, call, text, route.version, latency_ms))
 
 
 async def _relay_chunks(
@@ -184,11 +193,10 @@ async def _relay_chunks(
         latency_ms = (time.perf_counter() - started) * 1000
         count_call(state.metrics, route.version, usage)
         # recorded before [DONE]: clients hang up at [DONE], which would cancel anything after it
-        await run_in_threadpool(record_call, state.settings, call, "".join(pieces), route.version, latency_ms,
-                                call.brand_id)
+        await store_call(state, call, "".join(pieces), route.version, latency_ms)
         yield ServerSentEvent("[DONE]")
     except HouseStyleError as exc:  # the status line is sent already: the SDK raises on an `error` event
-        await run_in_threadpool(record_call, state.settings, call, None, None, None, call.brand_id)
+        await store_call(state, call)
         yield ServerSentEvent(json.dumps({"error": {"message": str(exc), "type": "upstream_error"}}))
     finally:
         await chunks.aclose()
