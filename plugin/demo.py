@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import httpx
 import typer
@@ -36,8 +36,9 @@ from collector.sample import SAMPLE_PATH
 from collector.sample.make_sample import SEED, build_records
 from collector.settings import Settings, get_settings
 from plugin.api.keys import create_key
-from plugin.loop.gate import MethodChoice
-from trainer.base_model import BaseName, build_base
+
+if TYPE_CHECKING:  # the trainer (torch, transformers) is imported by the demo itself, not by every CLI command
+    from trainer.base_model import BaseName
 
 SEED_QUESTION = "My SuperWidget is dead."
 ROUND_SEEDS = (SEED + 11, SEED + 12)  # customer phrasings unlike the sample's
@@ -180,6 +181,8 @@ def method_lines(run: dict) -> list[str]:
     recorded = (run.get("metrics") or {}).get("method")
     if not recorded:
         return []
+    from plugin.loop.gate import MethodChoice
+
     choice = MethodChoice.model_validate(recorded)
     return [f"{'won ' if c.version == choice.winner.version else 'lost'}  {c.preference.line()}"
             for c in choice.candidates]
@@ -187,6 +190,8 @@ def method_lines(run: dict) -> list[str]:
 
 def prepare_home(root: Path, model: BaseName, settings: Settings, console: Console) -> tuple[Path, Path]:
     """A fresh demo store under HOME/demo; the base is built once under HOME/models/<model> and reused."""
+    from trainer.base_model import build_base
+
     base = root / "models" / model
     with console.status(f"[bold]1/7[/] the {model} base model in {base} (built once; cached for later demos)"):
         _, built = build_base(model, base, settings=settings)
@@ -287,7 +292,7 @@ def demo_command(
     """
     if base not in ("smollm2", "tiny"):
         raise HouseStyleError(f"--base {base!r} is not smollm2 or tiny")
-    run_demo(get_settings(), model=cast(BaseName, base), per_round=per_round, port=port, keep_serving=serve,
+    run_demo(get_settings(), model=cast("BaseName", base), per_round=per_round, port=port, keep_serving=serve,
              preference=preference)
 
 

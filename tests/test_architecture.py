@@ -87,3 +87,16 @@ def test_no_module_imports_itself_back_through_others() -> None:
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def test_the_cli_starts_without_loading_the_model_stack() -> None:
+    """`housestyle keys create`, `stats`, `export`... answer in a second: torch and transformers load only for the
+    commands that train, score or serve."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, plugin.cli; print(sorted({'torch', 'transformers', 'vllm'} & set(sys.modules)))"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120, check=True,
+    ).stdout.strip()
+    assert loaded == "[]"

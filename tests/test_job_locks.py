@@ -173,8 +173,13 @@ def test_ctrl_c_during_a_refresh_closes_its_run_as_failed_and_releases_the_lock(
         os.kill(os.getpid(), signal.SIGINT)  # a real SIGINT: Python raises KeyboardInterrupt in this thread
         time.sleep(5)  # never reached in full: the interrupt lands here
 
-    with pytest.raises(KeyboardInterrupt):
-        run_refresh(settings, RemoteSwapper(settings), on_started=press_ctrl_c)
+    # Python's own Ctrl-C handler, whatever an earlier test in this process left installed (servers set their own)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_refresh(settings, RemoteSwapper(settings), on_started=press_ctrl_c)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     with session_scope(store_url) as session:
         (run,) = session.exec(select(TrainingRun).where(TrainingRun.kind == "refresh")).all()
     assert run.status == RunStatus.FAILED and "interrupted" in run.error

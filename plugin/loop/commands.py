@@ -16,7 +16,6 @@ from collector.models import RunStatus
 from collector.settings import Settings
 from collector.stats import version_stats
 from plugin.loop.decision import RemoteSwapper
-from plugin.loop.refresh import run_refresh
 
 
 def refresh_command(
@@ -30,6 +29,8 @@ def refresh_command(
     a winning candidate starts as a canary instead. Only one refresh of a brand runs at a time.
     """
     settings = entry_settings(brand)
+    from plugin.loop.refresh import run_refresh  # the trainer (torch) loads for a refresh, not for every command
+
     outcome = run_refresh(settings, RemoteSwapper(settings), actor=actor)
     if outcome.gate is not None:
         typer.echo(f"gate {'passed' if outcome.gate.passed else 'refused'}: {outcome.gate.reason}")
