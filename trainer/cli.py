@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -106,12 +106,7 @@ def train_command(
                                 dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
                                 patience=patience, seed=seed)
         if trained.manifest is not None:
-            metrics = trained.manifest.metrics
-            val = metrics["val_loss"]
-            typer.echo(f"adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
-                       + (f", validation loss {val:.3f}" if val is not None else "")
-                       + f", {metrics['tokens_per_second']:,.0f} tokens/s")
-            typer.echo(trained.version)
+            _print_trained(trained)
     finally:
         shutdown()
 
@@ -128,10 +123,14 @@ def _train_preference(method: str, base: str, data: Path, out: Path | None, *, s
         error = exc.errors()[0]
         where = f"--{str(error['loc'][0]).replace('_', '-')} " if error["loc"] else ""
         raise InputError(where + error["msg"].removeprefix("Value error, ")) from None
-    trained = train_preference(base, data, out, config, sft_adapter=sft_adapter, settings=settings)
+    _print_trained(train_preference(base, data, out, config, sft_adapter=sft_adapter, settings=settings), method)
+
+
+def _print_trained(trained: Any, method: str | None = None) -> None:
+    """What `housestyle train` prints: the adapter, its losses and speed, then its version alone on the last line."""
     metrics = trained.manifest.metrics
     val = metrics["val_loss"]
-    typer.echo(f"{method} adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
+    typer.echo(f"{method + ' ' if method else ''}adapter {trained.path}: train loss {metrics['train_loss']:.3f}"
                + (f", validation loss {val:.3f}" if val is not None else "")
                + f", {metrics['tokens_per_second']:,.0f} tokens/s")
     typer.echo(trained.version)
