@@ -128,6 +128,22 @@ class PromptCompletionRecord(BaseModel):
     completion: NonBlankText
 
 
+def surely_valid(record: dict[str, Any]) -> bool:
+    """True when `record` certainly passes ChatRecord / PromptCompletionRecord above (every text a non-blank str
+    without NUL, chat roles in turn order): the export's fast path at a tenth of the models' cost. Kept beside the
+    models so a new rule lands in both; a record it is unsure of goes through the model, which words the problem."""
+    if "messages" in record:
+        messages = record["messages"]
+        texts = [message["content"] for message in messages]
+        try:
+            check_turn_order([message["role"] for message in messages])
+        except ValueError:
+            return False
+    else:
+        texts = [record["prompt"], record["completion"]]
+    return all(type(text) is str and text.strip() and "\x00" not in text for text in texts)
+
+
 # --- HouseStyle JSONL -----------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from collector.export.exchanges import Exchange
 from collector.export.options import ExportFormat
 from collector.export.preference import PREFERENCE_FORMATS, preference_records
-from collector.formats import ChatRecord, PromptCompletionRecord, check_turn_order, first_problem
+from collector.formats import ChatRecord, PromptCompletionRecord, first_problem, surely_valid
 from collector.prompts import ASSISTANT, USER, build_messages, grounded_system_prompt, neutralise_control_strings
 from collector.split import SplitRatios
 
@@ -38,22 +38,6 @@ def render_prompt(system_prompt: str, history: list[Exchange], customer: str) ->
     lines.append(f"Customer: {neutralise_control_strings(customer)}")
     lines.append("Agent:")
     return "\n".join(lines)
-
-
-def _surely_valid(record: dict[str, Any]) -> bool:
-    """True when `record` certainly passes its pydantic model (ChatRecord / PromptCompletionRecord): every text a
-    non-blank str without NUL, chat roles in turn order. A sufficient check at a tenth of the model's cost; a record
-    it is unsure of goes through the model, which stays the rule and words the problem."""
-    if "messages" in record:
-        messages = record["messages"]
-        texts = [message["content"] for message in messages]
-        try:
-            check_turn_order([message["role"] for message in messages])
-        except ValueError:
-            return False
-    else:
-        texts = [record["prompt"], record["completion"]]
-    return all(type(text) is str and text.strip() and "\x00" not in text for text in texts)
 
 
 class ShownPassage(NamedTuple):
@@ -86,7 +70,7 @@ def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange], ke
             system = grounded_system_prompt(system_prompt, passages_of(exchange))
             record = {"prompt": render_prompt(system, [pair[:2] for pair in exchanges[:index]], customer),
                       "completion": " " + neutralise_control_strings(reply)}
-            if not _surely_valid(record):
+            if not surely_valid(record):
                 PromptCompletionRecord.model_validate(record)
             lines.append(record)
         return lines
@@ -96,7 +80,7 @@ def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange], ke
     lines = []
     for end in ends:
         record = {"messages": build_messages(system_prompt, turns[: 2 * end], shown[end - 1])}
-        if not _surely_valid(record):
+        if not surely_valid(record):
             ChatRecord.model_validate(record)
         lines.append(record)
     return lines
