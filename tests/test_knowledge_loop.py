@@ -8,16 +8,20 @@ the message through the widget to the real model.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
+
 from collector import recorder
 from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
 from collector.importer import import_file
-from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document, remove_document
-from collector.models import Draft, DraftStatus, Role
+from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document, groundings_for, remove_document
+from collector.models import Conversation, Draft, DraftStatus, Role
 from collector.prompts import KNOWLEDGE_HEADER
 from collector.sample import SAMPLE_PATH
 from collector.settings import Settings, get_settings
@@ -204,6 +208,51 @@ def test_through_the_widget_an_unlearned_product_is_handed_over_with_its_passage
     with session_scope(store_url) as session:
         prompt = session.get(Draft, item["draft_id"]).prompt
     assert "] PicoSpeaker › PicoSpeaker warranty\n" in prompt[0]["content"]
+
+    # an API client asking about a product is grounded the same way, and its recorded draft keeps the passages
+    api = service.client("agent")
+    model = api.get("/v1/models").json()["data"][0]["id"]
+    asked = api.post("/v1/chat/completions", json={
+        "model": model, "max_tokens": 8, "messages": [{"role": "user", "content": MEGAGADGET_QUESTION}]})
+    assert asked.status_code == 200, asked.text
+    draft = api_draft_once_recorded(store_url, MEGAGADGET_QUESTION)
+    assert f"] {WARRANTY_PASSAGE}\n" in draft.prompt[0]["content"] and MEGAGADGET_FACT in draft.prompt[0]["content"]
+    with session_scope(store_url) as session:
+        kept = groundings_for(session, [draft.id])[draft.id]
+    assert WARRANTY_PASSAGE in [passage.title for passage in kept.passages]
+
+
+def api_draft_once_recorded(url: str, question: str, timeout_s: float = 30.0) -> Draft:
+    """The draft of the API call that asked `question` (calls are recorded just after the answer goes out)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with session_scope(url) as session:
+            drafts = session.execute(
+                select(Draft).join(Conversation, Conversation.id == Draft.conversation_id)
+                .where(Conversation.channel == "api")
+            ).scalars().all()
+            mine = [d for d in drafts if d.prompt[-1]["content"] == question]
+            if mine:
+                session.expunge(mine[0])
+                return mine[0]
+        assert time.monotonic() < deadline, f"no API call asking {question!r} was recorded"
+        time.sleep(0.2)
+
+
+def test_an_api_client_asking_what_a_widget_customer_asked_gets_the_same_grounded_prompt(
+    plugin_service: RunningService, store_url: str
+) -> None:
+    from plugin.api.protocol import ChatCompletionRequest
+    from plugin.api.routes.openai import ApiCall, ground_call
+
+    add_knowledge(store_url)
+    conversation = customer_writes(plugin_service, "assist", MEGAGADGET_QUESTION)
+    turn, _ = model_answers(plugin_service.app.state.settings, conversation, "Covered for 12 months.")
+    brand = asyncio.run(plugin_service.app.state.brands.entries())[turn.brand_id]
+    body = ChatCompletionRequest(model=brand.public_model_name,
+                                 messages=[{"role": "user", "content": MEGAGADGET_QUESTION}])
+    call = ApiCall.from_request(body, brand.settings.system_prompt, brand.id, asyncio.run(ground_call(body, brand)))
+    assert call.prompt == turn.prompt and MEGAGADGET_FACT in call.prompt[0]["content"]
 
 
 @pytest.mark.browser

@@ -2,7 +2,9 @@
 
 Access: agent and admin keys. Widget keys live in public web pages, so they may not use the model as a general API.
 The messages go through the one prompt builder (`collector.prompts`): the caller's first system/developer message
-is the system prompt, else the company's, so a plain user question gets the prompt the adapter was trained with.
+is the system prompt, else the company's, followed by the brand's knowledge passages retrieved for the conversation
+(as the widget does), so a plain user question gets the prompt the adapter was trained with; the passages are kept
+with the recorded draft, so its training example carries them too.
 Every call is recorded as a conversation on channel "api" in auto mode: the reply is a draft that was sent. The
 recording is queued to the service's store writer after the answer has gone out (no added latency; the writer
 commits the calls that arrive together in one transaction: `collector.group_commit`); when no model can answer,
@@ -11,6 +13,7 @@ the caller's messages are stored before the 503.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -27,6 +30,7 @@ from starlette.background import BackgroundTask
 
 from collector import recorder
 from collector.errors import HouseStyleError, NotFoundError
+from collector.knowledge import Grounding, ground, record_grounding
 from collector.models import DEFAULT_BRAND_ID, ReplyMode, Role
 from collector.prompts import build_messages
 from plugin import assistant
@@ -49,25 +53,38 @@ class ApiCall:
     body: ChatCompletionRequest
     prompt: list[dict[str, Any]]
     brand_id: int = DEFAULT_BRAND_ID
+    grounding: Grounding | None = None  # the knowledge passages its prompt carries
 
     @classmethod
     def from_request(
-        cls, body: ChatCompletionRequest, company_prompt: str, brand_id: int = DEFAULT_BRAND_ID
+        cls, body: ChatCompletionRequest, company_prompt: str, brand_id: int = DEFAULT_BRAND_ID,
+        grounding: Grounding | None = None,
     ) -> ApiCall:
-        turns = [(TRANSCRIPT_ROLES[m.role], m.text()) for m in body.messages if m.role in TRANSCRIPT_ROLES]
+        turns = request_turns(body)
         system = next((text for role, text in turns if role == Role.SYSTEM), company_prompt)
-        return cls(uuid.uuid4().hex, body, build_messages(system, turns), brand_id)
+        passages = grounding.passages if grounding is not None else ()
+        return cls(uuid.uuid4().hex, body, build_messages(system, turns, passages), brand_id, grounding)
+
+
+def request_turns(body: ChatCompletionRequest) -> list[tuple[Role, str]]:
+    """The call's messages as (role, text) turns; tool and function messages are not part of the conversation."""
+    return [(TRANSCRIPT_ROLES[m.role], m.text()) for m in body.messages if m.role in TRANSCRIPT_ROLES]
+
+
+async def ground_call(body: ChatCompletionRequest, brand: BrandEntry) -> Grounding | None:
+    """The brand's passages for the call's conversation (in a thread: retrieval reads the store and may rebuild the
+    index); None when the brand has grounding off."""
+    if not brand.settings.knowledge_grounding:
+        return None
+    return await asyncio.to_thread(ground, brand.settings.resolved_database_url, request_turns(body),
+                                   brand=brand.settings.brand, settings=brand.settings)
 
 
 def write_call(
     call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None, session: Session
 ) -> None:
     """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
-    turns = [
-        (TRANSCRIPT_ROLES[m.role], m.text())
-        for m in call.body.messages
-        if m.role in TRANSCRIPT_ROLES and m.text().strip()
-    ]
+    turns = [(role, text) for role, text in request_turns(call.body) if text.strip()]
     conversation = recorder.start_conversation(
         session,
         external_id=call.external_id,
@@ -80,9 +97,11 @@ def write_call(
     if turns:
         recorder.add_messages(session, conversation.id, turns)
     if reply and reply.strip():
-        recorder.record_draft(
+        draft = recorder.record_draft(
             session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
         )
+        if call.grounding is not None:
+            record_grounding(session, draft.id, call.grounding)
 
 
 async def queue_call(
@@ -148,7 +167,7 @@ async def create_chat_completion(
     """The model name picks the brand: its adapters answer and the call is recorded among its conversations."""
     state = request.app.state
     brand = brand_of_model(await directory.entries(), caller, body.model)
-    call = ApiCall.from_request(body, brand.settings.system_prompt, brand.id)
+    call = ApiCall.from_request(body, brand.settings.system_prompt, brand.id, await ground_call(body, brand))
     started = time.perf_counter()
     try:
         gateway = assistant.require_gateway(state.gateway)
