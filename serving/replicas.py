@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 
 import httpx
 from pydantic import BaseModel
@@ -16,6 +18,21 @@ log = logging.getLogger("housestyle.serving")
 # a plain completion works for every base model, with or without a chat template
 SMOKE_REQUEST = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
 KEEPALIVE_EXPIRY_S = 2.0  # an idle connection to a replica is closed by us after this, before vLLM closes it
+SLOW_ROUNDS_TOLERATED = 2  # health checks in a row that may time out before a busy replica is taken out
+
+
+class Health(StrEnum):
+    """What one health check found: answering, gone (refused, error status), or too slow to answer in time."""
+
+    OK = "ok"
+    DOWN = "down"
+    SLOW = "slow"
+
+
+def keeps_serving(health: Health, slow_rounds: int) -> bool:
+    """Whether a replica in the pool stays in after this check: a server too busy to answer /health in time is
+    slow, not dead (taking the last one out would turn every customer away), until it stays slow too long."""
+    return health is Health.OK or (health is Health.SLOW and slow_rounds <= SLOW_ROUNDS_TOLERATED)
 
 
 class VllmModel(BaseModel):
@@ -51,6 +68,8 @@ class Replica:
             base_url=self.url, headers=headers, limits=limits, timeout=httpx.Timeout(timeout_s, connect=5.0)
         )
         self.healthy = False
+        self.slow_rounds = 0  # health checks in a row that timed out
+        self.admitted_at: float | None = None  # time.monotonic() when it last (re)joined the pool
         self.in_flight = 0
         self.loaded_adapters: set[str] = set()
 
@@ -59,12 +78,14 @@ class Replica:
             url=self.url, healthy=self.healthy, in_flight=self.in_flight, loaded_adapters=sorted(self.loaded_adapters)
         )
 
-    async def check_health(self) -> bool:
+    async def check_health(self, timeout_s: float = 5.0) -> Health:
         try:
-            response = await self.client.get("/health", timeout=5.0)
-            return response.status_code == 200
+            response = await self.client.get("/health", timeout=timeout_s)
+        except httpx.TimeoutException:
+            return Health.SLOW
         except httpx.HTTPError:
-            return False
+            return Health.DOWN
+        return Health.OK if response.status_code == 200 else Health.DOWN
 
     async def list_models(self) -> list[VllmModel]:
         response = await self.request("GET", "/v1/models", None)
@@ -132,9 +153,11 @@ class ReplicaPool:
         *,
         health_interval_s: float,
         on_recovered: Callable[[Replica], Awaitable[None]],
+        health_timeout_s: float = 5.0,
     ) -> None:
         self.replicas = replicas
         self.health_interval_s = health_interval_s
+        self.health_timeout_s = health_timeout_s
         self.on_recovered = on_recovered
         self._task: asyncio.Task | None = None
 
@@ -161,9 +184,11 @@ class ReplicaPool:
         await asyncio.gather(*(self._check(replica) for replica in self.replicas))
 
     async def _check(self, replica: Replica) -> None:
-        ok = await replica.check_health()
-        if not ok:
-            self.mark_unhealthy(replica, "health check failed")
+        health = await replica.check_health(self.health_timeout_s)
+        replica.slow_rounds = replica.slow_rounds + 1 if health is Health.SLOW else 0
+        if health is not Health.OK:
+            if not keeps_serving(health, replica.slow_rounds):
+                self.mark_unhealthy(replica, f"health check failed ({health}, {replica.slow_rounds} slow in a row)")
             return
         if replica.healthy:
             return
@@ -172,7 +197,7 @@ class ReplicaPool:
         except Exception as exc:  # noqa: BLE001 - keep the replica out and retry on the next round
             log.warning("replica %s is up but not ready yet: %s", replica.url, exc)
             return
-        replica.healthy = True
+        replica.healthy, replica.admitted_at = True, time.monotonic()
         log.info("replica %s is in the pool", replica.url)
 
     def start(self) -> None:

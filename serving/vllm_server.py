@@ -203,17 +203,22 @@ class VllmServer:
             await asyncio.sleep(0.5)
             if self._stopping or self.alive():
                 continue
-            code = self.process.returncode if self.process else None
-            tail = await asyncio.to_thread(self.log_tail, 10)
-            log.error("vLLM on %s exited with code %s; restarting. Last lines:\n%s", self.url, code, tail)
-            await asyncio.to_thread(self.kill)  # reap leftovers of the old process group before reusing the port
-            self.restarts += 1
-            await asyncio.sleep(min(30.0, 2.0 * self.restarts))
             try:
-                await asyncio.to_thread(self.launch)
-                await self.wait_healthy()
+                await self._restart()
             except VllmStartError as exc:
                 log.error("restarting vLLM on %s failed: %s", self.url, exc)
+            except Exception:  # the supervisor must outlive any one failed restart: the next round tries again
+                log.exception("restarting vLLM on %s failed", self.url)
+
+    async def _restart(self) -> None:
+        code = self.process.returncode if self.process else None
+        tail = await asyncio.to_thread(self.log_tail, 10)
+        log.error("vLLM on %s exited with code %s; restarting. Last lines:\n%s", self.url, code, tail)
+        await asyncio.to_thread(self.kill)  # reap leftovers of the old process group before reusing the port
+        self.restarts += 1
+        await asyncio.sleep(min(30.0, 2.0 * self.restarts))
+        await asyncio.to_thread(self.launch)
+        await self.wait_healthy()
 
     def kill(self, grace_s: float = 10.0) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever of the group is left after `grace_s`."""
