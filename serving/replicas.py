@@ -78,7 +78,7 @@ class Replica:
             url=self.url, healthy=self.healthy, in_flight=self.in_flight, loaded_adapters=sorted(self.loaded_adapters)
         )
 
-    async def check_health(self, timeout_s: float = 5.0) -> Health:
+    async def check_health(self, timeout_s: float) -> Health:
         try:
             response = await self.client.get("/health", timeout=timeout_s)
         except httpx.TimeoutException:
