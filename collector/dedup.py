@@ -1,22 +1,27 @@
 """Exact and near-duplicate conversations, and canned macro replies beyond a cap, found with MinHash + LSH in numpy.
 
-The export streams conversations once and calls `DuplicateFinder.add_batch` per chunk; each conversation leaves a
-fixed-size fingerprint (an exact hash and a 32-value MinHash signature of its word bigrams, ~140 bytes) and one
-hash per reply. `plan()` then decides, in order of arrival, which to drop:
+The export streams conversations once and calls `DuplicateFinder.add` per page; each conversation leaves a
+fixed-size fingerprint (an exact hash and a 32-value MinHash signature of its word bigrams) and one hash per reply,
+written to scratch files so that memory does not grow with the export. `plan()` then decides, in order of arrival,
+which to drop:
 
 - exact duplicates: the same exchanges after lower-casing and collapsing white space;
 - near duplicates: some earlier kept conversation shares an LSH band with it (8 bands x 4 rows) and their
   signatures agree on at least `threshold` of their values (the MinHash estimate of word-bigram Jaccard);
 - macro copies: a reply whose normalised text was already kept `max_macro_copies` times (canned replies).
 
-Why not datasketch's MinHashLSH: it keeps a Python object per conversation and per band; signatures in one numpy
-array and banding by sorting keep 100,000 conversations in a few MB and well under a second.
+Why not datasketch's MinHashLSH: it keeps a Python object per conversation and per band in memory; fixed-size rows
+on disk, partitioned by key and banded by sorting one partition at a time, keep 1,000,000 conversations in a few MB
+of memory and a few seconds.
 """
 
 from __future__ import annotations
 
+import shutil
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import xxhash
@@ -126,58 +131,6 @@ def _word_hashes(docs: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
     return hashes, doc_ends.astype(np.int64)
 
 
-class DuplicateFinder:
-    """Collects fingerprints while the export streams; `plan()` decides what to drop once all are in."""
-
-    def __init__(self) -> None:
-        self._exact = array("Q")
-        self._signatures: list[np.ndarray] = []
-        self._reply_hashes = array("Q")
-        self._reply_owner = array("I")
-
-    def __len__(self) -> int:
-        return len(self._exact)
-
-    def add(self, fingerprints: BatchFingerprints) -> None:
-        """Take in the fingerprints of the next conversations, in export order."""
-        offset = len(self._exact)
-        self._exact.extend(fingerprints.exact)
-        self._signatures.append(fingerprints.signatures)
-        self._reply_hashes.extend(fingerprints.reply_hashes)
-        self._reply_owner.extend(owner + offset for owner in fingerprints.reply_owner)
-
-    def add_batch(self, conversations: list[list[tuple[str, str]]]) -> None:
-        """Fingerprint conversations given as their (customer text, reply) exchanges, in export order."""
-        self.add(fingerprint_batch(conversations))
-
-    def plan(self, *, threshold: float, max_macro_copies: int, near: bool = True) -> DedupPlan:
-        """Decide, keeping the first of each group, which conversations and which replies to drop."""
-        count = len(self._exact)
-        drop = np.zeros(count, dtype=np.int8)
-        exact = np.frombuffer(self._exact, dtype=np.uint64) if count else np.zeros(0, np.uint64)
-        _, first = np.unique(exact, return_index=True)
-        drop[:] = DedupPlan.EXACT
-        drop[first] = DedupPlan.KEEP
-        if near and count:
-            self._signatures = [np.concatenate(self._signatures)]  # one copy, not the pieces and the whole
-            drop[_near_duplicates(self._signatures[0], drop == DedupPlan.KEEP, threshold)] = DedupPlan.NEAR
-        return DedupPlan(drop=drop, reply_over_cap=self._macro_copies(drop, max_macro_copies))
-
-    def _macro_copies(self, drop: np.ndarray, cap: int) -> np.ndarray:
-        hashes = np.frombuffer(self._reply_hashes, dtype=np.uint64) if len(self._reply_hashes) else np.zeros(0, np.uint64)
-        owners = np.frombuffer(self._reply_owner, dtype=np.uint32) if len(self._reply_owner) else np.zeros(0, np.uint32)
-        over = np.zeros(len(hashes), dtype=bool)
-        alive = np.flatnonzero(drop[owners] == DedupPlan.KEEP) if len(hashes) else np.zeros(0, np.int64)
-        if not len(alive):
-            return over
-        order = np.argsort(hashes[alive], kind="stable")  # stable: within one text, earlier replies come first
-        sorted_hashes = hashes[alive][order]
-        group_start = np.r_[0, np.flatnonzero(sorted_hashes[1:] != sorted_hashes[:-1]) + 1]
-        rank = np.arange(len(order)) - np.repeat(group_start, np.diff(np.r_[group_start, len(order)]))
-        over[alive[order[rank >= cap]]] = True
-        return over
-
-
 def _minhash(word_hashes: np.ndarray, doc_ends: np.ndarray) -> np.ndarray:
     """MinHash signatures (docs x NUM_PERM, uint32) of each doc's word bigrams; a one-word doc uses its word."""
     docs = len(doc_ends)
@@ -206,23 +159,160 @@ def _minhash(word_hashes: np.ndarray, doc_ends: np.ndarray) -> np.ndarray:
     return signatures
 
 
-def _near_duplicates(signatures: np.ndarray, alive: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices of alive conversations similar enough to an earlier alive one that shares an LSH band with them."""
-    index = np.flatnonzero(alive)
-    if len(index) < 2:
-        return np.zeros(0, dtype=np.int64)
-    live = signatures if len(index) == len(signatures) else signatures[index]  # no copy when nothing was dropped
-    duplicate = np.zeros(len(index), dtype=bool)
-    for band in range(BANDS):
-        keys = (live[:, band * ROWS : (band + 1) * ROWS].astype(np.uint64) * _BAND_MIX).sum(axis=1)
-        order = np.argsort(keys, kind="stable")  # stable: the first of each bucket is the earliest conversation
-        sorted_keys = keys[order]
-        starts = np.r_[0, np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1]
-        first = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
-        candidates = np.flatnonzero(first != order)
-        if not len(candidates):
-            continue
-        later, earlier = order[candidates], first[candidates]
-        similarity = (live[later] == live[earlier]).mean(axis=1)
-        duplicate[later[similarity >= threshold]] = True
-    return index[duplicate]
+_RECORD = np.dtype([("key", "<u8"), ("group", "<u1"), ("item", "<u4"), ("owner", "<u4")])  # packed: 17 bytes
+PARTITION_SIZE = 20_000  # conversations a partition is sized for: what `plan()` holds in memory at once
+MAX_PARTITIONS = 128  # of each kind (exact, bands, replies): at most 384 files open while the export streams
+_SIMILARITY_CHUNK = 16_384  # candidate pairs compared at once: their signatures (at most 4 MB) are read for them
+_WINDOW_ROWS = 32_768  # signature rows (4 MB) of the file mapped in at once
+
+
+class _Partitions:
+    """Records appended to one of `count` files by their key, so that equal keys meet in one file; read back one
+    file at a time."""
+
+    def __init__(self, folder: Path, name: str, count: int) -> None:
+        self.paths = [folder / f"{name}.{index}" for index in range(count)]
+        self._files = [path.open("wb") for path in self.paths]
+
+    def append(self, key: np.ndarray, group: np.ndarray | int, item: np.ndarray, owner: np.ndarray) -> None:
+        records = np.empty(len(key), dtype=_RECORD)
+        records["key"], records["group"], records["item"], records["owner"] = key, group, item, owner
+        part = (records["key"] % np.uint64(len(self._files))).astype(np.intp)
+        order = np.argsort(part, kind="stable")
+        records = records[order]
+        bounds = np.r_[0, np.cumsum(np.bincount(part, minlength=len(self._files)))]
+        for index in np.flatnonzero(bounds[1:] > bounds[:-1]):
+            self._files[index].write(records[bounds[index] : bounds[index + 1]].tobytes())
+
+    def close(self) -> None:
+        for file in self._files:
+            file.close()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for path in self.paths:
+            yield np.fromfile(path, dtype=_RECORD)
+
+
+def _signature_rows(path: Path, rows: np.ndarray, count: int) -> np.ndarray:
+    """The signatures of conversations `rows` (sorted, unique) from the signature file, mapped in one window at a
+    time: mapping the whole file would leave every page read in memory (the kernel maps neighbours in on a fault)."""
+    found = np.empty((len(rows), NUM_PERM), dtype=np.uint32)
+    window = rows // _WINDOW_ROWS
+    bounds = np.flatnonzero(np.r_[True, window[1:] != window[:-1], True]) if len(rows) else np.zeros(1, np.int64)
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        first = int(window[start]) * _WINDOW_ROWS
+        mapped = np.memmap(path, dtype=np.uint32, mode="r", offset=first * NUM_PERM * 4,
+                           shape=(min(_WINDOW_ROWS, count - first), NUM_PERM))
+        found[start:end] = mapped[rows[start:end] - first]
+        del mapped  # unmapped here, before the next window
+    return found
+
+
+def _first_of_groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, group start positions) of records sorted by `keys` as np.lexsort sorts them (the last first); the
+    first key only orders records within a group, the others make the groups."""
+    order = np.lexsort(keys)
+    change = np.zeros(len(order), dtype=bool)
+    if len(order):
+        change[0] = True
+        for key in keys[1:]:
+            sorted_key = key[order]
+            change[1:] |= sorted_key[1:] != sorted_key[:-1]
+    return order, np.flatnonzero(change)
+
+
+class DuplicateFinder:
+    """Collects fingerprints on disk while the export streams; `plan()` decides what to drop once all are in.
+
+    Memory stays flat with the export's size: the band keys, exact hashes and reply hashes go to partition files by
+    key (equal keys share a file) and the signatures to one file of fixed-size rows; `plan()` reads one partition
+    at a time and maps in only the signatures it compares. Use it as a context manager: its files go on exit.
+    """
+
+    def __init__(self, folder: Path, *, expected: int, partition_size: int = PARTITION_SIZE) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._folder = folder
+        count = max(1, min(MAX_PARTITIONS, -(-expected // partition_size)))
+        self._exact = _Partitions(folder, "exact", count)
+        self._bands = _Partitions(folder, "bands", count)
+        self._replies = _Partitions(folder, "replies", count)
+        self._signature_path = folder / "signatures"
+        self._signature_file = self._signature_path.open("wb")
+        self._conversations = 0
+        self._reply_count = 0
+
+    def __enter__(self) -> DuplicateFinder:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __len__(self) -> int:
+        return self._conversations
+
+    def _close(self) -> None:
+        for partitions in (self._exact, self._bands, self._replies):
+            partitions.close()
+        self._signature_file.close()
+
+    def add(self, fingerprints: BatchFingerprints) -> None:
+        """Take in the fingerprints of the next conversations, in export order."""
+        count = len(fingerprints.exact)
+        index = np.arange(self._conversations, self._conversations + count, dtype=np.uint32)
+        self._exact.append(np.frombuffer(fingerprints.exact, dtype=np.uint64) if count else np.zeros(0, np.uint64),
+                           0, index, index)
+        bands = fingerprints.signatures.reshape(count, BANDS, ROWS).astype(np.uint64)
+        keys = (bands * _BAND_MIX).sum(axis=2).T.ravel()  # band by band, as `group` and `item` below
+        self._bands.append(keys, np.repeat(np.arange(BANDS, dtype=np.uint8), count), np.tile(index, BANDS),
+                           np.tile(index, BANDS))
+        replies = len(fingerprints.reply_hashes)
+        if replies:
+            owner = np.frombuffer(fingerprints.reply_owner, dtype=np.uint32) + np.uint32(self._conversations)
+            self._replies.append(np.frombuffer(fingerprints.reply_hashes, dtype=np.uint64), 0,
+                                 np.arange(self._reply_count, self._reply_count + replies, dtype=np.uint32), owner)
+        np.ascontiguousarray(fingerprints.signatures, dtype=np.uint32).tofile(self._signature_file)
+        self._conversations += count
+        self._reply_count += replies
+
+    def add_batch(self, conversations: list[list[tuple[str, str]]]) -> None:
+        """Fingerprint conversations given as their (customer text, reply) exchanges, in export order."""
+        self.add(fingerprint_batch(conversations))
+
+    def plan(self, *, threshold: float, max_macro_copies: int, near: bool = True) -> DedupPlan:
+        """Decide, keeping the first of each group, which conversations and which replies to drop."""
+        self._close()
+        drop = np.full(self._conversations, DedupPlan.EXACT, dtype=np.int8)
+        for records in self._exact:
+            order, starts = _first_of_groups(records["item"], records["key"])
+            drop[records["item"][order[starts]]] = DedupPlan.KEEP
+        if near and self._conversations > 1:
+            self._near_duplicates(drop, threshold)
+        return DedupPlan(drop=drop, reply_over_cap=self._macro_copies(drop, max_macro_copies))
+
+    def _near_duplicates(self, drop: np.ndarray, threshold: float) -> None:
+        """Mark alive conversations similar enough to an earlier alive one that shares an LSH band with them."""
+        alive = drop == DedupPlan.KEEP
+        duplicate = np.zeros(len(drop), dtype=bool)
+        for records in self._bands:
+            records = records[alive[records["item"]]]
+            order, starts = _first_of_groups(records["item"], records["key"], records["group"])
+            first = np.repeat(order[starts], np.diff(np.r_[starts, len(order)]))
+            candidates = np.flatnonzero(first != order)
+            later, earlier = records["item"][order[candidates]], records["item"][first[candidates]]
+            for start in range(0, len(later), _SIMILARITY_CHUNK):
+                pair_later, pair_earlier = later[start : start + _SIMILARITY_CHUNK], earlier[start : start + _SIMILARITY_CHUNK]
+                needed = np.unique(np.r_[pair_later, pair_earlier])
+                signatures = _signature_rows(self._signature_path, needed, len(drop))
+                same = signatures[np.searchsorted(needed, pair_later)] == signatures[np.searchsorted(needed, pair_earlier)]
+                duplicate[pair_later[same.mean(axis=1) >= threshold]] = True
+        drop[duplicate] = DedupPlan.NEAR
+
+    def _macro_copies(self, drop: np.ndarray, cap: int) -> np.ndarray:
+        over = np.zeros(self._reply_count, dtype=bool)
+        for records in self._replies:
+            records = records[drop[records["owner"]] == DedupPlan.KEEP]
+            order, starts = _first_of_groups(records["item"], records["key"])
+            rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+            over[records["item"][order[rank >= cap]]] = True  # within one text, earlier replies come first
+        return over

@@ -84,11 +84,11 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     dropped: Counter[str] = Counter()
     dropped_turns: Counter[str] = Counter()
     redactions: Counter[str] = Counter({pii_type.value: 0 for pii_type in PiiType})
-    finder = DuplicateFinder()
     spool = staging / ".spool.jsonl"
     total = count_conversations(url, options)
     bar = _progress_bar(progress)
     with bar, ExitStack() as pool_scope:
+        finder = pool_scope.enter_context(DuplicateFinder(staging / ".dedup", expected=total))
         reading = bar.add_task("reading conversations", total=total)
         workers = settings.export_workers or os.cpu_count() or 1
         session = pool_scope.enter_context(session_scope(url))
