@@ -264,8 +264,8 @@ class DuplicateFinder:
                            0, index, index)
         bands = fingerprints.signatures.reshape(count, BANDS, ROWS).astype(np.uint64)
         keys = (bands * _BAND_MIX).sum(axis=2).T.ravel()  # band by band, as `group` and `item` below
-        self._bands.append(keys, np.repeat(np.arange(BANDS, dtype=np.uint8), count), np.tile(index, BANDS),
-                           np.tile(index, BANDS))
+        items = np.tile(index, BANDS)
+        self._bands.append(keys, np.repeat(np.arange(BANDS, dtype=np.uint8), count), items, items)
         replies = len(fingerprints.reply_hashes)
         if replies:
             owner = np.frombuffer(fingerprints.reply_owner, dtype=np.uint32) + np.uint32(self._conversations)
