@@ -11,16 +11,12 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
 from serving.errors import UpstreamError
-from serving.replicas import Replica, ReplicaPool, upstream_message
+from serving.replicas import CLIENT_ERRORS, REPLICA_DOWN_ERRORS, Replica, ReplicaPool, UpstreamReply, upstream_message
 from collector.models import DEFAULT_BRAND_ID
 from serving.routing import BrandRoutes, Route
-
-# errors that mean the replica is gone (not that the request was bad): take it out and try another one
-REPLICA_DOWN_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
-                       httpx.ConnectTimeout, httpx.PoolTimeout)
 
 Repair = Callable[[Replica, str], Awaitable[bool]]  # (replica, vLLM name) -> True when it serves the name again
 
@@ -32,13 +28,13 @@ def fingerprint(route: Route) -> str:
 class ChatStream:
     """OpenAI chat.completion.chunk dicts from one replica, with the public model name and the version fingerprint."""
 
-    def __init__(self, relay: Relay, route: Route, response: httpx.Response) -> None:
+    def __init__(self, relay: Relay, route: Route, replica: Replica, response: aiohttp.ClientResponse) -> None:
         self.route = route
         self._relay = relay
         self._response = response
-        self._replica: Replica = response.extensions["housestyle_replica"]
-        self._lines = response.aiter_lines()
+        self._replica = replica
         self._closed = False
+        self._finished = False  # [DONE] was read: the connection can go back to the pool
 
     @property
     def replica_url(self) -> str:
@@ -63,12 +59,15 @@ class ChatStream:
 
     async def _next_chunk(self) -> dict | None:
         url = self._replica.url
+        content = self._response.content
         try:
-            async for line in self._lines:
-                if not line.startswith("data:"):
+            while line := await content.readline():
+                if not line.startswith(b"data:"):
                     continue
                 data = line[5:].strip()
-                if data == "[DONE]":
+                if data == b"[DONE]":
+                    await content.read()  # the stream's last bytes, so its connection is reused
+                    self._finished = True
                     return None
                 chunk = json.loads(data)
                 if "error" in chunk:
@@ -78,10 +77,13 @@ class ChatStream:
                 chunk["model"] = self.route.public_model
                 chunk["system_fingerprint"] = fingerprint(self.route)
                 return chunk
-        except httpx.HTTPError as exc:
+        except CLIENT_ERRORS as exc:
             if isinstance(exc, REPLICA_DOWN_ERRORS):
                 self._relay.pool.mark_unhealthy(self._replica, f"stream broke: {exc!r}")
             raise UpstreamError(f"vLLM at {url} failed mid-stream ({exc!r}); the reply is incomplete") from None
+        except ValueError as exc:  # a line that is not JSON, or longer than the client reads as one line
+            raise UpstreamError(f"vLLM at {url} sent what is not an OpenAI stream ({exc}); the reply is incomplete"
+                                ) from None
         raise UpstreamError(f"vLLM at {url} ended the stream without [DONE]; the reply is incomplete")
 
     async def aclose(self) -> None:
@@ -91,7 +93,10 @@ class ChatStream:
         self._closed = True
         self._replica.in_flight -= 1
         try:
-            await self._response.aclose()
+            if self._finished:
+                self._response.release()
+            else:  # stopped early: closing the connection tells vLLM to stop generating
+                self._response.close()
         finally:
             await self._relay.routes.release(self.route)
 
@@ -111,11 +116,12 @@ class Relay:
         """
         route = self.routes.acquire(brand_id, conversation_key)
         try:
-            response = await self._send({**request, "model": route.vllm_model, "stream": False}, stream=False)
+            replica, reply = await self._send({**request, "model": route.vllm_model, "stream": False}, stream=False)
             try:
-                payload = response.json()
-            finally:
-                await response.aclose()
+                payload = reply.json()
+            except ValueError:
+                raise UpstreamError(f"vLLM at {replica.url} answered with a body that is not JSON: "
+                                    f"{reply.text[:200]!r}") from None
             payload["model"] = route.public_model
             payload["system_fingerprint"] = fingerprint(route)
             return route, payload
@@ -133,14 +139,17 @@ class Relay:
         """
         route = self.routes.acquire(brand_id, conversation_key)
         try:
-            response = await self._send({**request, "model": route.vllm_model, "stream": True}, stream=True)
+            replica, response = await self._send({**request, "model": route.vllm_model, "stream": True}, stream=True)
         except BaseException:
             await self.routes.release(route)
             raise
-        return route, ChatStream(self, route, response)
+        return route, ChatStream(self, route, replica, response)
 
-    async def _send(self, body: dict[str, Any], *, stream: bool) -> httpx.Response:
-        """POST to the least busy healthy replica; a replica that is down is taken out and the next one tried."""
+    async def _send(
+        self, body: dict[str, Any], *, stream: bool
+    ) -> tuple[Replica, aiohttp.ClientResponse | UpstreamReply]:
+        """POST to the least busy healthy replica; a replica that is down is taken out and the next one tried.
+        A stream comes back open, counted in flight on its replica; otherwise the whole answer, read."""
         tried: set[str] = set()
         repaired: set[str] = set()
         while True:
@@ -148,20 +157,26 @@ class Relay:
             tried.add(replica.url)
             replica.in_flight += 1
             try:
-                request = replica.client.build_request("POST", "/v1/chat/completions", json=body)
-                response = await replica.client.send(request, stream=True)
+                response = await replica.send("POST", "/v1/chat/completions", json=body)
             except REPLICA_DOWN_ERRORS as exc:
                 replica.in_flight -= 1
                 self.pool.mark_unhealthy(replica, f"request failed: {exc!r}")
                 continue
+            except CLIENT_ERRORS as exc:
+                replica.in_flight -= 1
+                raise UpstreamError(f"vLLM at {replica.url} did not answer: {exc!r}") from None
             except BaseException:
                 replica.in_flight -= 1
                 raise
-            if response.status_code >= 400:
-                await response.aread()
-                await response.aclose()
+            if response.status >= 400:
+                try:
+                    refused = UpstreamReply(response.status, await response.read())
+                except CLIENT_ERRORS:
+                    refused = UpstreamReply(response.status, b"")
+                finally:
+                    response.release()
                 replica.in_flight -= 1
-                if response.status_code == 404 and body["model"] in upstream_message(response):
+                if refused.status_code == 404 and body["model"] in upstream_message(refused):
                     # the replica lost the adapter: load it again there and retry once, else take the replica out
                     if replica.url not in repaired and await self.repair(replica, body["model"]):
                         repaired.add(replica.url)
@@ -169,16 +184,16 @@ class Relay:
                         continue
                     self.pool.mark_unhealthy(replica, f"does not know {body['model']}")
                     continue
-                raise UpstreamError(f"vLLM refused the request: {upstream_message(response)}", response.status_code)
-            if not stream:
-                try:
-                    await response.aread()
-                except REPLICA_DOWN_ERRORS as exc:
-                    self.pool.mark_unhealthy(replica, f"response broke: {exc!r}")
-                    await response.aclose()
-                    continue
-                finally:
-                    replica.in_flight -= 1
-            else:
-                response.extensions["housestyle_replica"] = replica
-            return response
+                raise UpstreamError(f"vLLM refused the request: {upstream_message(refused)}", refused.status_code)
+            if stream:
+                return replica, response
+            try:
+                return replica, UpstreamReply(response.status, await response.read())
+            except REPLICA_DOWN_ERRORS as exc:
+                self.pool.mark_unhealthy(replica, f"response broke: {exc!r}")
+                continue
+            except CLIENT_ERRORS as exc:
+                raise UpstreamError(f"vLLM at {replica.url} failed while answering: {exc!r}") from None
+            finally:
+                response.release()
+                replica.in_flight -= 1
