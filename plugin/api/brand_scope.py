@@ -93,7 +93,7 @@ def visible_brands(entries: dict[int, BrandEntry], caller: Caller) -> list[Brand
     return [entry for brand_id, entry in sorted(entries.items()) if caller.may_act_on(brand_id)]
 
 
-def get_directory(request: Request) -> BrandDirectory:
+async def get_directory(request: Request) -> BrandDirectory:
     return request.app.state.brands
 
 

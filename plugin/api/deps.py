@@ -1,4 +1,8 @@
-"""What routes get injected: settings, a store session, the serving gateway, and the caller's key and role."""
+"""What routes get injected: settings, a store session, the serving gateway, and the caller's key and role.
+
+The dependencies that only read the app's state are `async def`: FastAPI runs a plain `def` dependency in a worker
+thread, and two such hand-offs a request were a sixth of the service's CPU under load (bench/plugin_load.py).
+"""
 
 from __future__ import annotations
 
@@ -58,7 +62,7 @@ class Caller(BaseModel):
                          "leave the name out (or use that person's own key)")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -79,14 +83,14 @@ class Store:
         return session_scope(self.database_url)
 
 
-def get_store(settings: SettingsDep) -> Store:
+async def get_store(settings: SettingsDep) -> Store:
     return Store(settings.resolved_database_url)
 
 
 StoreDep = Annotated[Store, Depends(get_store)]
 
 
-def get_gateway(request: Request) -> Any:
+async def get_gateway(request: Request) -> Any:
     """The serving gateway (serving.gateway.ServingGateway); None when the service runs without model servers."""
     return request.app.state.gateway
 
@@ -94,7 +98,7 @@ def get_gateway(request: Request) -> Any:
 GatewayDep = Annotated[Any, Depends(get_gateway)]
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 

@@ -15,7 +15,7 @@ from plugin.connectors.chatwoot import BOT_SENDER_TYPES
 router = APIRouter(prefix="/chatwoot", tags=["chatwoot"])
 
 
-def check_webhook_token(
+async def check_webhook_token(
     request: Request, token: Annotated[str | None, Query(description="The shared webhook secret.")] = None
 ) -> None:
     """Chatwoot cannot sign agent-bot webhooks, so its URL carries a shared secret: ...?token=SECRET."""
