@@ -153,6 +153,7 @@ _TAKE_DRAFT_FOR_REVIEW = (
     .returning(_DRAFTS.c.conversation_id, _DRAFTS.c.position, _DRAFTS.c.content)
 )
 _INSERT_REVIEW = insert(_REVIEWS).returning(_REVIEWS.c.id)
+_INSERT_DRAFT = insert(_DRAFTS).returning(_DRAFTS.c.id)
 _MESSAGE_COLUMNS = [column for column in _MESSAGES.columns if not column.primary_key]
 # the agent's final text joins the transcript unless the draft went out already (auto mode)
 _INSERT_UNSENT_REPLY = insert(_MESSAGES).from_select(
@@ -269,6 +270,55 @@ def record_draft(
                                 role=Role.ASSISTANT, content=content, draft_id=draft.id)
         connection.execute(_INSERT_MESSAGE, message)
     return draft
+
+
+def record_exchange(
+    session: Session,
+    *,
+    turns: Sequence[tuple[Role | str, str]],
+    reply: str | None,
+    prompt: Iterable[dict] | None = None,
+    adapter_version: str | None = None,
+    latency_ms: float | None = None,
+    external_id: str | None = None,
+    channel: str = "api",
+    customer_ref: str | None = None,
+    source: str = "api",
+    brand_id: int = DEFAULT_BRAND_ID,
+) -> int | None:
+    """A whole auto-mode exchange as a new conversation, as `start_conversation`, `add_messages` and `record_draft`
+    would store it (turns at slots 0..n-1, the reply's draft and its sent message at slot n), in 3 or 4 statements
+    and no ORM objects: the OpenAI-compatible API records every call this way. The draft's id (None: no reply)."""
+    turns = [(Role(role), content) for role, content in turns]
+    if any(not isinstance(content, str) or not content.strip() for _, content in turns):
+        raise InputError("a message needs non-empty text content")
+    connection = writing(session)
+    now = utcnow()
+    conversation = with_defaults(
+        Conversation, external_id=external_id or uuid.uuid4().hex, channel=channel, customer_ref=customer_ref,
+        mode=ReplyMode.AUTO, source=source, brand_id=brand_id, created_at=now, updated_at=now,
+    )
+    conversation_id = connection.execute(_INSERT_CONVERSATION, conversation).scalar_one()
+    messages = [
+        with_defaults(Message, conversation_id=conversation_id, position=position, role=role, content=content,
+                      created_at=now)
+        for position, (role, content) in enumerate(turns)
+    ]
+    if messages:
+        connection.execute(_MESSAGES.insert(), messages)
+    if not reply or not reply.strip():
+        return None
+    draft = with_defaults(
+        Draft, conversation_id=conversation_id, position=len(turns), content=reply,
+        prompt=list(prompt) if prompt is not None else None, adapter_version=adapter_version, latency_ms=latency_ms,
+        status=DraftStatus.PENDING,
+    )
+    draft_id = connection.execute(_INSERT_DRAFT, draft).scalar_one()
+    connection.execute(_MESSAGES.insert(), with_defaults(
+        Message, conversation_id=conversation_id, position=len(turns), role=Role.ASSISTANT, content=reply,
+        draft_id=draft_id,
+    ))
+    return draft_id
 
 
 def awaits_agent(draft: Draft, mode: ReplyMode | str) -> bool:

@@ -23,6 +23,7 @@ from collector.knowledge import (
     conversation_query,
     current_revision,
     ground,
+    ground_from_memory,
     grounded_system_prompt,
     groundings_for,
     list_documents,
@@ -146,6 +147,29 @@ def test_an_index_notices_a_document_removed_by_another_process(store_url: str, 
     removed = housestyle("knowledge", "remove", PRODUCT_SHEET_PATH.name, home=housestyle_home, database_url=store_url)
     assert removed.returncode == 0, removed.stderr
     assert all(p.document != PRODUCT_SHEET_PATH.name for p in retrieve(store_url, MEGAGADGET_QUESTION, k=3, settings=get_settings()))
+
+
+def test_the_api_grounds_from_memory_only_after_a_recent_read_and_sees_this_process_changes_at_once(
+    store_url: str, housestyle_home: Path
+) -> None:
+    settings, turns = get_settings(), [("user", MEGAGADGET_QUESTION)]
+    add_sample(store_url)
+    assert ground_from_memory(store_url, turns, settings=settings, max_age_s=60) is None  # a change made here: read
+    read = ground(store_url, turns, settings=settings)  # reads the revision, so memory may answer for a while
+    assert MEGAGADGET_FACT in read.passages[0].text
+    assert ground_from_memory(store_url, turns, settings=settings, max_age_s=60) == read
+    assert ground_from_memory(store_url, turns, settings=settings, max_age_s=0) is None  # too old a read
+    with db.session_scope(store_url) as session:
+        remove_document(session, PRODUCT_SHEET_PATH.name)
+    assert ground_from_memory(store_url, turns, settings=settings, max_age_s=60) is None
+    refund = [("user", "How many days do I have to return an order for a refund?")]
+    assert ground(store_url, refund, settings=settings).passages  # the FAQ answers it
+    # another process's change is seen once the read is older than max_age_s: the memory answers until then
+    removed = housestyle("knowledge", "remove", FAQ_PATH.name, home=housestyle_home, database_url=store_url)
+    assert removed.returncode == 0, removed.stderr
+    assert ground_from_memory(store_url, refund, settings=settings, max_age_s=60).passages
+    assert ground_from_memory(store_url, refund, settings=settings, max_age_s=0) is None
+    assert ground(store_url, refund, settings=settings).passages == []  # read again: the FAQ is gone
 
 
 def test_retrieval_runs_with_no_network(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ process): each call costs one small query to read the revision plus the BM25 sco
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,9 +16,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
+from collector.db import get_engine
 from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
 from collector.knowledge.passages import Passage
-from collector.knowledge.store import product_names
+from collector.knowledge.store import product_names, revision_reads
 from collector.knowledge.topics import ProductMatcher
 from collector.settings import Settings
 
@@ -140,6 +142,11 @@ def _store_key(session: Session, embedding_model: str | None) -> str:
     return session.get_bind().url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
 
 
+def _url_key(url: str, embedding_model: str | None) -> str:
+    """The key `_store_key` gives a session of the store at `url` (the engine's own rendering of its URL)."""
+    return get_engine(url).url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
+
+
 def _build(session: Session, revision: int, embedding_model: str | None) -> KnowledgeIndex:
     rows = [
         _Row(*row)
@@ -166,16 +173,27 @@ def knowledge_index(session: Session, settings: Settings) -> KnowledgeIndex:
     """
     embedding_model = settings.knowledge_embedding_model
     key = _store_key(session, embedding_model)
+    read_at = time.monotonic()  # before the read: a change committed while it runs is not mistaken for older
     # the counter and its time: an index built inside a transaction that later rolled back shares its counter
     # value with the next real change, never its time
     stamp = session.execute(select(KnowledgeRevision.revision, KnowledgeRevision.updated_at)).first() or (0, None)
     index = _indexes.get(key)
-    if index is not None and index.stamp == tuple(stamp):
-        return index
-    with _indexes_lock:
-        index = _indexes.get(key)
-        if index is None or index.stamp != tuple(stamp):
-            index = _build(session, stamp[0], embedding_model)
-            index.stamp = tuple(stamp)
-            _indexes[key] = index
+    if index is None or index.stamp != tuple(stamp):
+        with _indexes_lock:
+            index = _indexes.get(key)
+            if index is None or index.stamp != tuple(stamp):
+                index = _build(session, stamp[0], embedding_model)
+                index.stamp = tuple(stamp)
+                _indexes[key] = index
+    revision_reads[key] = read_at
     return index
+
+
+def recent_index(url: str, settings: Settings, max_age_s: float) -> KnowledgeIndex | None:
+    """The store's index without reading the store, when this process read its revision less than `max_age_s` ago
+    (a change made in this process is seen at once: it forgets the reads); else None."""
+    key = _url_key(url, settings.knowledge_embedding_model)
+    read_at = revision_reads.get(key)
+    if read_at is None or time.monotonic() - read_at >= max_age_s:
+        return None
+    return _indexes.get(key)

@@ -14,7 +14,7 @@ from sqlmodel import Session
 
 from collector import db
 from collector.knowledge.draft_groundings import groundings_for, passages_by_id, record_grounding
-from collector.knowledge.index import KnowledgeIndex, knowledge_index, tokenize
+from collector.knowledge.index import KnowledgeIndex, knowledge_index, recent_index, tokenize
 from collector.knowledge.passages import Grounding, Passage
 from collector.knowledge.prompt_block import KNOWLEDGE_HEADER, fit_passages, grounded_system_prompt, render_knowledge
 from collector.settings import Settings
@@ -71,18 +71,29 @@ def ground(
     query = conversation_query(turns, customer_turns=settings.knowledge_query_turns)
     if not settings.knowledge_grounding or not query:
         return Grounding(revision=0, query=query)
-
-    def run(session: Session) -> Grounding:
-        index = knowledge_index(session, settings)
-        found = index.search(query, k=settings.knowledge_top_k, brand=brand, min_score=settings.knowledge_min_score)
-        return Grounding(
-            revision=index.revision, query=query, passages=fit_passages(found, settings.knowledge_max_prompt_chars)
-        )
-
     if isinstance(store, Session):
-        return run(store)
+        return _grounding(knowledge_index(store, settings), query, brand, settings)
     with db.session_scope(store) as session:
-        return run(session)
+        return _grounding(knowledge_index(session, settings), query, brand, settings)
+
+
+def ground_from_memory(
+    url: str, turns: Iterable[tuple[str, str]], *, brand: str | None = None, settings: Settings, max_age_s: float
+) -> Grounding | None:
+    """`ground` without a store read, when this process read the store's knowledge revision less than `max_age_s`
+    ago (a change made in this process is seen at once, one made by another within `max_age_s`); None when it did
+    not: then call `ground`. Cheap enough for the event loop (BM25 over the bundled 38 passages: ~0.1 ms)."""
+    query = conversation_query(turns, customer_turns=settings.knowledge_query_turns)
+    if not settings.knowledge_grounding or not query:
+        return Grounding(revision=0, query=query)
+    index = recent_index(url, settings, max_age_s)
+    return None if index is None else _grounding(index, query, brand, settings)
+
+
+def _grounding(index: KnowledgeIndex, query: str, brand: str | None, settings: Settings) -> Grounding:
+    found = index.search(query, k=settings.knowledge_top_k, brand=brand, min_score=settings.knowledge_min_score)
+    return Grounding(revision=index.revision, query=query,
+                     passages=fit_passages(found, settings.knowledge_max_prompt_chars))
 
 
 def training_grounding(
@@ -113,6 +124,7 @@ __all__ = [
     "conversation_query",
     "fit_passages",
     "ground",
+    "ground_from_memory",
     "grounded_system_prompt",
     "groundings_for",
     "knowledge_index",

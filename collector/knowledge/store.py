@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, event, func, select, update
 from sqlmodel import Session
 
 from collector.errors import InputError, NotFoundError
@@ -54,7 +54,19 @@ def current_revision(session: Session) -> int:
     )
 
 
+# when this process last read each store's knowledge revision (index key -> time.monotonic()); the API's grounding
+# trusts a recent read instead of reading it again (`retrieval.ground_from_memory`). A change made in this process
+# forgets every read, when it is made and again once it is committed, so it is seen at once.
+revision_reads: dict[str, float] = {}
+
+
+def forget_revision_reads(*_: object) -> None:
+    revision_reads.clear()
+
+
 def _bump_revision(session: Session) -> None:
+    forget_revision_reads()
+    event.listen(session, "after_commit", forget_revision_reads, once=True)
     # one UPDATE ... SET revision = revision + 1: concurrent writers each add their own step
     result = session.execute(
         update(KnowledgeRevision)

@@ -23,15 +23,15 @@ from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from collector import recorder
 from collector.errors import HouseStyleError, NotFoundError
-from collector.knowledge import Grounding, ground, record_grounding
-from collector.models import DEFAULT_BRAND_ID, ReplyMode, Role
+from collector.knowledge import Grounding, ground, ground_from_memory, record_grounding
+from collector.models import DEFAULT_BRAND_ID, Role
 from collector.prompts import build_messages
 from plugin import assistant
 from plugin.api.brand_scope import BrandEntry, DirectoryDep, visible_brands
@@ -43,6 +43,9 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 TRANSCRIPT_ROLES = {"system": Role.SYSTEM, "developer": Role.SYSTEM, "user": Role.USER, "assistant": Role.ASSISTANT}
 STARTED_AT = int(time.time())
+# how old a read of the knowledge revision the API trusts: a document added by another process (the CLI) is used
+# within this, one added by this service at once
+KNOWLEDGE_RECHECK_S = 2.0
 
 
 @dataclass
@@ -72,36 +75,39 @@ def request_turns(body: ChatCompletionRequest) -> list[tuple[Role, str]]:
 
 
 async def ground_call(body: ChatCompletionRequest, brand: BrandEntry) -> Grounding | None:
-    """The brand's passages for the call's conversation (in a thread: retrieval reads the store and may rebuild the
-    index); None when the brand has grounding off."""
-    if not brand.settings.knowledge_grounding:
+    """The brand's passages for the call's conversation; None when the brand has grounding off. From the index in
+    memory when its revision was read lately, else in a thread (retrieval reads the store, may rebuild the index)."""
+    settings = brand.settings
+    if not settings.knowledge_grounding:
         return None
-    return await asyncio.to_thread(ground, brand.settings.resolved_database_url, request_turns(body),
-                                   brand=brand.settings.brand, settings=brand.settings)
+    turns = request_turns(body)
+    recent = ground_from_memory(settings.resolved_database_url, turns, brand=settings.brand, settings=settings,
+                                max_age_s=KNOWLEDGE_RECHECK_S)
+    if recent is not None:
+        return recent
+    return await asyncio.to_thread(ground, settings.resolved_database_url, turns, brand=settings.brand,
+                                   settings=settings)
 
 
 def write_call(
     call: ApiCall, reply: str | None, version: str | None, latency_ms: float | None, session: Session
 ) -> None:
     """The call as one auto-mode conversation: the caller's messages, then the reply as a sent draft (if any)."""
-    turns = [(role, text) for role, text in request_turns(call.body) if text.strip()]
-    conversation = recorder.start_conversation(
+    draft_id = recorder.record_exchange(
         session,
+        turns=[(role, text) for role, text in request_turns(call.body) if text.strip()],
+        reply=reply,
+        prompt=call.prompt,
+        adapter_version=version,
+        latency_ms=latency_ms,
         external_id=call.external_id,
         channel="api",
         customer_ref=call.body.user,
-        mode=ReplyMode.AUTO,
         source="api",
         brand_id=call.brand_id,
     )
-    if turns:
-        recorder.add_messages(session, conversation.id, turns)
-    if reply and reply.strip():
-        draft = recorder.record_draft(
-            session, conversation.id, reply, prompt=call.prompt, adapter_version=version, latency_ms=latency_ms
-        )
-        if call.grounding is not None:
-            record_grounding(session, draft.id, call.grounding)
+    if draft_id is not None and call.grounding is not None:
+        record_grounding(session, draft_id, call.grounding)
 
 
 async def queue_call(
@@ -187,7 +193,7 @@ async def create_chat_completion(
     latency_ms = (time.perf_counter() - started) * 1000
     text = completion.choices[0].message.content if completion.choices else None
     count_call(state.metrics, route.version, completion.usage)
-    return JSONResponse(completion.model_dump(mode="json"), background=BackgroundTask(
+    return Response(completion.model_dump_json(), media_type="application/json", background=BackgroundTask(
         queue_call, state, call, text, route.version, latency_ms))
 
 
