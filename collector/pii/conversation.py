@@ -115,8 +115,12 @@ class ConversationRedactor:
         return self._find(texts, list(self._nlp(texts)), known)
 
     def _nlp(self, texts: list[str]) -> Iterator:
-        return (artifacts for _, artifacts in self.analyzer.nlp_engine.process_batch(
-            texts, self.config.language, batch_size=128))
+        """spaCy's artifacts per text, each distinct text parsed once (an auto-mode reply is both a draft and a
+        sent message: the same words twice in one conversation)."""
+        distinct = list(dict.fromkeys(texts))
+        parsed = dict(zip(distinct, (artifacts for _, artifacts in self.analyzer.nlp_engine.process_batch(
+            distinct, self.config.language, batch_size=128)), strict=True))
+        return (parsed[text] for text in texts)
 
     def _find(self, texts: list[str], artifacts: list, known: KnownValues | None) -> list[list[PiiSpan]]:
         found: list[list[PiiSpan]] = []

@@ -85,11 +85,7 @@ def redact_conversations(session, redactor: Redactor, conversation_ids: Iterable
     write lock until the commit, and holding it through seconds of NLP made every customer's message wait for it.
     """
     done = RedactionPass()
-    conversation_ids = list(conversation_ids)
-    if conversation_ids and not hasattr(redactor, "redact_conversation"):
-        redactor = redactor()
-    writes: dict[Any, list[dict]] = {Message: [], Draft: [], Review: []}
-    placeholders: list[tuple[Conversation, dict | None]] = []
+    read = []  # (conversation, its message rows, its draft and review rows, its turns in reading order)
     for conversation_id in conversation_ids:
         conversation = session.get(Conversation, conversation_id)
         if conversation is None:
@@ -103,7 +99,17 @@ def redact_conversations(session, redactor: Redactor, conversation_ids: Iterable
         turns = [(str(role), content) for _, role, content in messages]
         turns += [("assistant", content) for _, content, _, _ in drafts]
         turns += [("assistant", final) for _, _, _, final in drafts]
-        result = redactor.redact_conversation(turns, KnownValues.from_stored(conversation.known_values))
+        read.append((conversation, messages, drafts, turns))
+    if not read:
+        return done
+    if not hasattr(redactor, "redact_conversation"):
+        redactor = redactor()  # built only once there is work (loading spaCy takes seconds)
+    # spaCy over many conversations' texts at once: the same results, less time a text
+    results = redactor.redact_conversations(
+        (turns, KnownValues.from_stored(conversation.known_values)) for conversation, _, _, turns in read)
+    writes: dict[Any, list[dict]] = {Message: [], Draft: [], Review: []}
+    placeholders: list[tuple[Conversation, dict | None]] = []
+    for (conversation, messages, drafts, _), result in zip(read, results, strict=True):
         texts = iter(result.texts)
         message_rows = [{"row": row_id, "text": next(texts)} for row_id, _, _ in messages]
         draft_rows = [{"row": draft_id, "text": next(texts)} for draft_id, _, _, _ in drafts]
