@@ -17,7 +17,7 @@ from collector import db, recorder
 from collector.db import open_store
 from collector.errors import InputError
 from collector.formats import ChatRecord, HouseStyleRecord, RecordError, parse_record
-from collector.importer import ImportRefused, import_file
+from collector.importer import BATCH_SIZE, ImportRefused, import_file
 from collector.models import Conversation, ConversationStatus, Draft, Message, Review, ReviewDecision, Role
 from collector.sample import SAMPLE_PATH
 from collector.settings import get_settings
@@ -195,6 +195,18 @@ def test_bad_lines_are_reported_by_number_and_good_lines_still_land(store_url: s
         assert BAD_LINES[error.line][1] in error.reason and "\n" not in error.reason
     assert (report.added, report.duplicates) == (2, 1)  # line 8 repeats line 1
     assert count_rows(store_url)["Conversation"] == 2
+
+
+def test_a_line_repeated_far_down_a_large_file_is_one_duplicate(store_url: str, tmp_path: Path) -> None:
+    """The import keeps no hash of the whole file (flat memory at a million lines): a repeat of a line from an
+    earlier batch is found in the store, where that batch already is."""
+    distinct = [{"prompt": f"Where is order GC-{n:07d}?", "completion": f"Order GC-{n:07d} ships today."}
+                for n in range(BATCH_SIZE + 20)]
+    lines = [*distinct, distinct[0], distinct[BATCH_SIZE + 3], distinct[BATCH_SIZE + 3]]
+    report = import_file(write_jsonl(tmp_path / "large.jsonl", lines), url=store_url)
+
+    assert (report.added, report.duplicates, report.errors) == (len(distinct), 3, [])
+    assert count_rows(store_url)["Conversation"] == len(distinct)
 
 
 def test_strict_import_refuses_the_whole_file_and_leaves_the_store_unchanged(store_url: str, tmp_path: Path) -> None:
