@@ -34,6 +34,9 @@ SEED_REPLY = (
 )
 
 
+QUICK_TRAINING = {"epochs": 6}  # for refreshes whose test is about the verdict, not the learnt voice
+
+
 class RecordingSwapper:
     """A Swapper that only records what it was asked (for refreshes whose verdict must not reach serving)."""
 
@@ -131,7 +134,10 @@ def test_refresh_with_a_canary_share_starts_the_winner_as_a_canary(
     settings = get_settings()
     service = start_service(gateway=ServingGateway(settings, database_url=settings.resolved_database_url))
 
-    outcome = run_refresh(settings, running_service_swapper(service, settings), actor="test")
+    # a quarter of the tiny preset's epochs beats the bare base by far: this test is about where the winner goes
+    # (the promote test above trains the whole preset and checks the voice)
+    outcome = run_refresh(settings, running_service_swapper(service, settings), actor="test",
+                          train_overrides=QUICK_TRAINING)
 
     assert outcome.status == RunStatus.SUCCEEDED and outcome.gate.passed, outcome
     assert outcome.applied.action == "canary" and outcome.applied.share == 0.2
@@ -169,7 +175,9 @@ def test_gate_refuses_a_candidate_trained_on_shuffled_replies_and_one_refresh_ru
                 review.final_text = finals[review.draft_id]
     swapper = RecordingSwapper()
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(outcome=run_refresh(loop_settings, swapper, actor="test")))
+    # shuffled replies fail the gate however long they are trained: a quarter of the tiny preset's epochs will do
+    worker = threading.Thread(target=lambda: result.update(
+        outcome=run_refresh(loop_settings, swapper, actor="test", train_overrides=QUICK_TRAINING)))
     worker.start()
     deadline = time.monotonic() + 60
     while current_holder(REFRESH_LOCK, url=url) is None and worker.is_alive() and time.monotonic() < deadline:
