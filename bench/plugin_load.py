@@ -1,16 +1,24 @@
-"""Plugin overhead under load: requests/s and p50/p99 through `housestyle serve` vs straight to vLLM, same prompts.
+"""Plugin overhead under load: requests/s and p50/p99 through `housestyle serve` vs straight to vLLM, same work.
 
 One real vLLM (CPU) serves a tiny base model (HOUSESTYLE_BASE_MODEL, else a tiny random Llama built on the fly).
 The plugin runs as its own `housestyle serve` process attached to that vLLM (HOUSESTYLE_VLLM_URLS), so both paths
-hit the same model server. Every request generates exactly --tokens tokens (ignore_eos), so both paths do the same
-work. The baseline is the direct vLLM run, measured in the same run and interleaved with the plugin runs.
+hit the same model server. Both paths send vLLM the same messages: the direct client sends what the plugin makes
+of the customer's question (the company's system prompt, then the question: `collector.prompts.build_messages`),
+and every request generates exactly --tokens tokens (ignore_eos). The baseline is the direct run, measured in the
+same run: --rounds rounds of each, in the order direct, plugin, plugin, direct, ... so drift on a shared machine
+hits both alike; the throughput ratio is the median of the rounds' plugin/direct ratios. --baseline-tree runs a
+second plugin from another checkout in the same rounds (before and after a change against the same direct rounds).
+By default every process but vLLM's model worker runs on the CPUs vLLM leaves free (--cpu-layout; see
+`pin_beside_vllm`). With --instant-upstream, an OpenAI-shaped server that answers at once
+(bench/instant_upstream.py) stands in for vLLM: then the plugin's own CPU and added latency are what the figures show.
 Then --conversations concurrent widget conversations (start + message + reply) must all succeed, --conversation-runs
 times in a row. A reply the random-weight model leaves empty is handed to an agent by design (the customer is told an
 agent answers): it is counted apart from errors.
 
 Goal: plugin throughput >= 0.95 x direct, added p50 <= 5 ms; 200 concurrent conversations without an error.
 
-Run: .venv/bin/python bench/plugin_load.py [--requests 200] [--concurrency 8,32] [--tokens 16] [--conversations 200]
+Run: .venv/bin/python bench/plugin_load.py [--requests 200] [--rounds 6] [--concurrency 8,32] [--tokens 16]
+     [--conversations 200] [--instant-upstream] [--cpu-layout vllm|os] [--baseline-tree PATH]
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 import httpx
@@ -52,8 +63,20 @@ def tiny_base(folder: Path) -> Path:
     return _build_scratch_base(folder / "base")
 
 
-async def run_load(url: str, headers: dict, model: str, requests: int, concurrency: int, tokens: int) -> dict:
-    """Send `requests` chat completions, `concurrency` at a time; latency per request and overall throughput."""
+@cache  # built once per question: the load generator's own cost must not differ between the paths
+def direct_messages(question: str) -> list[dict[str, str]]:
+    """What the plugin sends vLLM for a customer's question: the same prompt builder, the same system prompt."""
+    from collector.prompts import build_messages
+    from collector.settings import Settings
+
+    return build_messages(Settings().system_prompt, [("user", question)])
+
+
+async def run_load(
+    url: str, headers: dict, model: str, requests: int, concurrency: int, tokens: int, *, full_prompt: bool = False
+) -> dict:
+    """Send `requests` chat completions, `concurrency` at a time; latency per request and overall throughput.
+    `full_prompt`: send the messages the plugin would send vLLM for each question (the direct path)."""
     latencies: list[float] = []
     errors = 0
     queue = list(range(requests))
@@ -64,12 +87,13 @@ async def run_load(url: str, headers: dict, model: str, requests: int, concurren
             nonlocal errors
             while queue:
                 index = queue.pop()
+                question = QUESTIONS[index % len(QUESTIONS)]
                 body = {
                     "model": model,
                     "max_tokens": tokens,
                     "ignore_eos": True,
                     "temperature": 0,
-                    "messages": [{"role": "user", "content": QUESTIONS[index % len(QUESTIONS)]}],
+                    "messages": direct_messages(question) if full_prompt else [{"role": "user", "content": question}],
                 }
                 started = time.perf_counter()
                 response = await client.post("/v1/chat/completions", json=body)
@@ -79,13 +103,12 @@ async def run_load(url: str, headers: dict, model: str, requests: int, concurren
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "rps": requests / wall,
-        "p50_ms": statistics.median(latencies) * 1000,
-        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
-        "errors": errors,
-    }
+    return {"rps": requests / wall, "latencies": latencies, "errors": errors}
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def widget_conversations(url: str, key: str, count: int, tokens: int) -> tuple[Counter, float]:
@@ -138,44 +161,177 @@ def process_cpu(pid: int) -> float:
     return times.user + times.system
 
 
-def compare_paths(direct: tuple, plugin: tuple, args: argparse.Namespace, pids: dict[str, int]) -> None:
-    for target in (direct, plugin):  # warm-up: compile paths, fill pools
-        asyncio.run(run_load(*target, 2 * args.concurrency, args.concurrency, args.tokens))
-    results: dict[str, list[dict]] = {"direct": [], "plugin": []}
-    plugin_cpu = service_cpu = 0.0
-    for _ in range(args.rounds):  # interleaved, so drift on a shared machine hits both sides alike
-        results["direct"].append(asyncio.run(run_load(*direct, args.requests, args.concurrency, args.tokens)))
-        before, service_before = cpu_seconds(pids["plugin"]), process_cpu(pids["plugin"])
-        results["plugin"].append(asyncio.run(run_load(*plugin, args.requests, args.concurrency, args.tokens)))
-        plugin_cpu += cpu_seconds(pids["plugin"]) - before
-        service_cpu += process_cpu(pids["plugin"]) - service_before
+@dataclass
+class LoadTarget:
+    """One way to the model: its (url, headers, model) for `run_load`, whether it sends the plugin's own prompt
+    (the direct path does), and the plugin service's pid (None: direct)."""
 
-    def best(name: str) -> dict:
-        runs = results[name]
-        return {
-            "rps": max(r["rps"] for r in runs),
-            "p50_ms": min(r["p50_ms"] for r in runs),
-            "p99_ms": min(r["p99_ms"] for r in runs),
-            "errors": sum(r["errors"] for r in runs),
-        }
+    target: tuple
+    full_prompt: bool = False
+    pid: int | None = None
 
-    d, p = best("direct"), best("plugin")
-    print(
-        f"\n{args.requests} requests x {args.rounds} rounds, concurrency {args.concurrency}, {args.tokens} tokens each"
-    )
-    print(f"{'path':<8}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
-    for name, row in (("direct", d), ("plugin", p)):
-        print(f"{name:<8}{row['rps']:>9.1f}{row['p50_ms']:>10.1f}{row['p99_ms']:>10.1f}{row['errors']:>8}")
-    print(f"throughput ratio plugin/direct: {p['rps'] / d['rps']:.3f} (goal >= 0.95)")
-    print(
-        f"added p50: {p['p50_ms'] - d['p50_ms']:+.1f} ms (goal <= 5 ms); added p99: {p['p99_ms'] - d['p99_ms']:+.1f} ms"
-    )
+
+def compare_paths(paths: dict[str, LoadTarget], args: argparse.Namespace) -> None:
+    """Rounds of every path in turn (direct first, then the order reversed each round, so drift on a shared machine
+    hits them alike); each plugin path's throughput ratio and added latency against the direct rounds beside it."""
+    load = partial(run_load, concurrency=args.concurrency, tokens=args.tokens)
+    for path in paths.values():  # warm-up: compile paths, fill pools
+        asyncio.run(load(*path.target, 2 * args.concurrency, full_prompt=path.full_prompt))
+    results: dict[str, list[dict]] = {name: [] for name in paths}
+    cpu = {name: [0.0, 0.0] for name, path in paths.items() if path.pid}  # (service, service + redaction worker)
+    order = list(paths)
+    for round_number in range(args.rounds):
+        for name in order if round_number % 2 == 0 else order[::-1]:
+            path = paths[name]
+            if path.pid:
+                service_before, all_before = process_cpu(path.pid), cpu_seconds(path.pid)
+            results[name].append(asyncio.run(load(*path.target, args.requests, full_prompt=path.full_prompt)))
+            if path.pid:
+                cpu[name][0] += process_cpu(path.pid) - service_before
+                cpu[name][1] += cpu_seconds(path.pid) - all_before
+
+    upstream = "instant upstream" if args.instant_upstream else "vLLM"
+    print(f"\n{args.requests} requests x {args.rounds} rounds a path, concurrency {args.concurrency}, "
+          f"{args.tokens} tokens each, {upstream}")
+    print(f"{'path':<16}{'req/s':>9}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}   (req/s: median of rounds; p50/p99: all)")
+    for name, runs in results.items():
+        latencies = [latency for run in runs for latency in run["latencies"]]
+        print(f"{name:<16}{statistics.median(run['rps'] for run in runs):>9.1f}"
+              f"{percentile(latencies, 0.5) * 1000:>10.1f}{percentile(latencies, 0.99) * 1000:>10.1f}"
+              f"{sum(run['errors'] for run in runs):>8}")
+    direct = results["direct"]
+    all_direct = [latency for run in direct for latency in run["latencies"]]
     requests = args.requests * args.rounds
-    print(
-        f"plugin CPU per request: {service_cpu / requests * 1000:.2f} ms in the service process, "
-        f"{(plugin_cpu - service_cpu) / requests * 1000:.2f} ms in its redaction worker (niced; it catches up after "
-        f"a burst) (on {os.cpu_count()} cores shared with vLLM, this CPU is taken from the model server)"
-    )
+    for name in cpu:
+        ratios = [plug["rps"] / dire["rps"] for plug, dire in zip(results[name], direct, strict=True)]
+        quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+        added_p50 = [(percentile(plug["latencies"], 0.5) - percentile(dire["latencies"], 0.5)) * 1000
+                     for plug, dire in zip(results[name], direct, strict=True)]
+        mine = [latency for run in results[name] for latency in run["latencies"]]
+        print(f"{name}: throughput ratio to direct {statistics.median(ratios):.3f} median of rounds (quartiles "
+              f"{quartiles[0]:.3f} / {quartiles[2]:.3f}; each: {', '.join(f'{r:.2f}' for r in ratios)}) (goal >= 0.95)")
+        print(f"{name}: added p50 {statistics.median(added_p50):+.1f} ms median of rounds (goal <= 5 ms), added mean "
+              f"{(statistics.mean(mine) - statistics.mean(all_direct)) * 1000:+.1f} ms, added p99 (all) "
+              f"{(percentile(mine, 0.99) - percentile(all_direct, 0.99)) * 1000:+.1f} ms")
+        service, everything = cpu[name]
+        print(f"{name}: CPU a request {service / requests * 1000:.2f} ms in the service process, "
+              f"{(everything - service) / requests * 1000:.2f} ms in its redaction worker (niced; it catches up "
+              f"after a burst), taken from the CPU the upstream uses")
+
+
+def pin_beside_vllm(vllm_pid: int) -> set[int] | None:
+    """vLLM (CPU) binds its model worker to some CPUs and means the rest for its engine core and API server, but
+    leaves those floating: the scheduler now and then puts the engine core on the worker's CPU, and every decode
+    step waits for it (on 2 cores direct p50 swung between 70 and 320 ms from one round to the next). Pin vLLM's
+    other processes, and this load generator with the plugin service it starts next (and its redaction worker),
+    to the CPUs vLLM leaves free. The plugin then competes with vLLM's own front end for the same CPU, as a proxy
+    on the model's machine does. The CPUs pinned to; None when vLLM bound nothing (nothing is changed)."""
+    import psutil
+
+    every = set(os.sched_getaffinity(0))
+    root = psutil.Process(vllm_pid)
+    processes = [root, *root.children(recursive=True)]
+    bound = set().union(*(set(process.cpu_affinity()) for process in processes
+                          if set(process.cpu_affinity()) != every))
+    free = every - bound
+    if not bound or not free:
+        return None
+    for process in processes:
+        if set(process.cpu_affinity()) == every:
+            for thread in process.threads():
+                os.sched_setaffinity(thread.id, free)
+    os.sched_setaffinity(0, free)
+    return free
+
+
+@dataclass
+class Upstream:
+    """What the plugin and the direct path both talk to: a real vLLM, or the instant stand-in."""
+
+    url: str
+    base: str  # HOUSESTYLE_BASE_MODEL for the plugin ("": none, the plugin learns it from /v1/models)
+    stop: Callable[[], None]
+    pid: int | None = None  # the vLLM server's (None: the instant stand-in)
+
+
+def start_upstream(args: argparse.Namespace, work: Path, key: str) -> Upstream:
+    from collector.settings import Settings
+    from serving.vllm_server import VllmServer, free_port
+
+    if args.instant_upstream:
+        port = free_port()
+        process = subprocess.Popen([sys.executable, str(Path(__file__).parent / "instant_upstream.py"), str(port)],
+                                   stdout=subprocess.PIPE, text=True)
+        process.stdout.readline()  # its "instant upstream on ..." line: listening
+        return Upstream(f"http://127.0.0.1:{port}", "", process.kill)
+    base = tiny_base(work)
+    settings = Settings(home=work / "vllm-home", base_model=str(base), vllm_extra_args="--max-num-seqs 64")
+    vllm = VllmServer(settings, api_key=key)
+    print(f"starting vLLM on {base} ...", flush=True)
+    asyncio.run(vllm.start())
+    return Upstream(vllm.url, str(base), vllm.kill, vllm.process.pid)
+
+
+@dataclass
+class Plugin:
+    """A `housestyle serve` of this bench, with its own home and store, attached to the upstream."""
+
+    url: str
+    keys: dict[str, str]
+    process: subprocess.Popen
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_plugin(home: Path, upstream: Upstream, key: str, *, tree: Path | None) -> Plugin:
+    """Start the plugin service (the installed code, or the checkout `tree`: e.g. a `git worktree` of the commit
+    before a change) on a free port with an agent and a widget key; wait until /ready."""
+    from serving.vllm_server import free_port
+
+    env = {
+        **os.environ,
+        "HOUSESTYLE_HOME": str(home),
+        "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'store.db'}",
+        "HOUSESTYLE_VLLM_URLS": upstream.url,
+        "HOUSESTYLE_VLLM_API_KEY": key,
+        **({"HOUSESTYLE_BASE_MODEL": upstream.base} if upstream.base else {}),
+        "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "100000",
+        "HOUSESTYLE_RATE_LIMIT_BURST": "100000",
+        # 200 customers from one loopback address: the per-address widget limit would refuse most of them
+        "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "100000",
+        "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "100000",
+        **({"PYTHONPATH": str(tree)} if tree else {}),
+    }
+    housestyle = [sys.executable, "-m", "plugin.cli"]  # run in `tree` (or here): `-m` imports from there first
+    where = tree or ROOT
+    keys = {
+        role: subprocess.run([*housestyle, "keys", "create", "--role", role], env=env, cwd=where,
+                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        for role in ("agent", "widget")
+    }
+    port = free_port()
+    log = home / "serve.log"
+    process = subprocess.Popen([*housestyle, "serve", "--port", str(port)], env=env, cwd=where,
+                               stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    plugin = Plugin(f"http://127.0.0.1:{port}", keys, process, log)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{plugin.url}/ready").status_code == 200:
+                return plugin
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            plugin.stop()
+            raise SystemExit(f"the plugin service did not become ready; its log: {log}")
+        time.sleep(0.2)
 
 
 def main() -> None:
@@ -183,70 +339,45 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", default="8,32", help="comma-separated client counts, each compared")
     parser.add_argument("--tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of --requests per path, interleaved")
+    parser.add_argument("--instant-upstream", action="store_true",
+                        help="an upstream that answers at once instead of vLLM: the plugin's own cost")
+    parser.add_argument("--cpu-layout", choices=["vllm", "os"], default="vllm",
+                        help="vllm: everything but vLLM's model worker on the CPUs vLLM leaves free (steady rounds); "
+                             "os: the scheduler places every process")
+    parser.add_argument("--baseline-tree", metavar="PATH",
+                        help="also run the plugin from this checkout (e.g. a git worktree of the code before a "
+                             "change), interleaved with the others: before and after in the same rounds")
     parser.add_argument("--conversations", type=int, default=200)
     parser.add_argument("--conversation-runs", type=int, default=3, help="runs of the concurrent conversations")
     parser.add_argument("--skip-load", action="store_true", help="Only run the concurrent conversations.")
     args = parser.parse_args()
 
-    from collector.settings import Settings
-    from serving.vllm_server import BASE_SERVED_NAME, VllmServer, free_port
+    from serving.vllm_server import BASE_SERVED_NAME
 
     work = Path(tempfile.mkdtemp(prefix="housestyle-bench-"))
-    base = tiny_base(work)
     vllm_key = secrets.token_hex(16)  # hex: a key starting with "-" would read as a vLLM flag
-    settings = Settings(home=work / "vllm-home", base_model=str(base), vllm_extra_args="--max-num-seqs 64")
-    vllm = VllmServer(settings, api_key=vllm_key)
-    print(f"starting vLLM on {base} ...", flush=True)
-    asyncio.run(vllm.start())
-    service = None
+    upstream = start_upstream(args, work, vllm_key)
+    services: list[Plugin] = []
     try:
-        home = work / "plugin-home"
-        env = {
-            **os.environ,
-            "HOUSESTYLE_HOME": str(home),
-            "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'store.db'}",
-            "HOUSESTYLE_VLLM_URLS": vllm.url,
-            "HOUSESTYLE_VLLM_API_KEY": vllm_key,
-            "HOUSESTYLE_BASE_MODEL": str(base),
-            "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "100000",
-            "HOUSESTYLE_RATE_LIMIT_BURST": "100000",
-            # 200 customers from one loopback address: the per-address widget limit would refuse most of them
-            "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "100000",
-            "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "100000",
-        }
-        housestyle = str(Path(sys.executable).parent / "housestyle")
-        keys = {
-            role: subprocess.run(
-                [housestyle, "keys", "create", "--role", role], env=env, capture_output=True, text=True, check=True
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-            for role in ("agent", "widget")
-        }
-        port = free_port()
-        service_log = work / "plugin-serve.log"
-        service = subprocess.Popen(
-            [housestyle, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=service_log.open("w")
-        )
-        plugin_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{plugin_url}/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if service.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the plugin service did not become ready")
-            time.sleep(0.2)
-
-        direct = (vllm.url, {"Authorization": f"Bearer {vllm_key}"}, BASE_SERVED_NAME)
-        plugin = (plugin_url, {"Authorization": f"Bearer {keys['agent']}"}, "gadgetcorp-assistant")
+        if args.cpu_layout == "vllm" and upstream.pid is not None:
+            pinned = pin_beside_vllm(upstream.pid)
+            print(f"vLLM's model worker keeps its own CPUs; everything else runs on CPUs {sorted(pinned)}" if pinned
+                  else "vLLM bound no CPUs: every process floats", flush=True)
+        plugins = {"plugin": start_plugin(work / "plugin-home", upstream, vllm_key, tree=None)}
+        services.append(plugins["plugin"])
+        if args.baseline_tree:
+            plugins["plugin@baseline"] = start_plugin(work / "baseline-home", upstream, vllm_key,
+                                                      tree=Path(args.baseline_tree).resolve())
+            services.append(plugins["plugin@baseline"])
+        paths = {"direct": LoadTarget((upstream.url, {"Authorization": f"Bearer {vllm_key}"}, BASE_SERVED_NAME), True)}
+        for name, plugin in plugins.items():
+            paths[name] = LoadTarget((plugin.url, {"Authorization": f"Bearer {plugin.keys['agent']}"},
+                                 "gadgetcorp-assistant"), False, plugin.process.pid)
         if not args.skip_load:
             for concurrency in [int(c) for c in str(args.concurrency).split(",")]:
-                compare_paths(direct, plugin, argparse.Namespace(**{**vars(args), "concurrency": concurrency}),
-                              {"plugin": service.pid, "vllm": vllm.process.pid})
+                compare_paths(paths, argparse.Namespace(**{**vars(args), "concurrency": concurrency}))
+        plugin_url, keys, service_log = plugins["plugin"].url, plugins["plugin"].keys, plugins["plugin"].log
         for run in range(1, args.conversation_runs + 1):
             outcomes, wall = asyncio.run(
                 widget_conversations(plugin_url, keys["widget"], args.conversations, args.tokens))
@@ -263,13 +394,9 @@ def main() -> None:
             if failed:
                 print(f"  service log (JSON lines): {service_log}")
     finally:
-        if service is not None and service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-            try:
-                service.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                service.kill()
-        vllm.kill()
+        for plugin in services:
+            plugin.stop()
+        upstream.stop()
 
 
 if __name__ == "__main__":
