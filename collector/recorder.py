@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from sqlalchemy import bindparam, func, insert, or_, select, union_all, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
 from collector.changes import edit_distance, same_text
@@ -48,9 +49,9 @@ def start_conversation(
     `known_values`: what the platform knows of the customer (name, email, phone), redacted exactly wherever it
     appears and used to fill a reply's placeholders.
     """
-    values = with_defaults(
-        Conversation,
-        external_id=external_id or uuid.uuid4().hex,
+    values = _insert_conversation(
+        writing(session),
+        external_id,
         channel=channel,
         customer_ref=customer_ref,
         mode=ReplyMode(mode),
@@ -59,8 +60,22 @@ def start_conversation(
         access_token_hash=access_token_hash,
         brand_id=brand_id,
     )
-    values["id"] = writing(session).execute(_INSERT_CONVERSATION, values).scalar_one()
     return loaded(session, Conversation, values)
+
+
+def _insert_conversation(connection: Connection, external_id: str | None, **fields: Any) -> dict[str, Any]:
+    """A new conversation's row, stored (an unknown external id gets a fresh random one), its id included."""
+    values = with_defaults(Conversation, external_id=external_id or uuid.uuid4().hex, **fields)
+    values["id"] = connection.execute(_INSERT_CONVERSATION, values).scalar_one()
+    return values
+
+
+def _checked_turns(turns: Iterable[tuple[Role | str, str]]) -> list[tuple[Role, str]]:
+    """(role, text) turns with known roles; each needs text."""
+    checked = [(Role(role), content) for role, content in turns]
+    if any(not isinstance(content, str) or not content.strip() for _, content in checked):
+        raise InputError("a message needs non-empty text content")
+    return checked
 
 
 def get_conversation(session: Session, conversation_id: int) -> Conversation:
@@ -193,10 +208,7 @@ def add_messages(
     draft_id: int | None = None,
 ) -> list[Message]:
     """Append several turns at once: the conversation's lock, then one insert (two statements for one turn)."""
-    turns = [(Role(role), content) for role, content in turns]
-    for _, content in turns:
-        if not isinstance(content, str) or not content.strip():
-            raise InputError("a message needs non-empty text content")
+    turns = _checked_turns(turns)
     connection = writing(session)
     now = utcnow()
     touched = connection.execute(_TOUCH_OPEN_CONVERSATION, {"conversation_id": conversation_id, "now": now}).first()
@@ -289,16 +301,13 @@ def record_exchange(
     """A whole auto-mode exchange as a new conversation, as `start_conversation`, `add_messages` and `record_draft`
     would store it (turns at slots 0..n-1, the reply's draft and its sent message at slot n), in 3 or 4 statements
     and no ORM objects: the OpenAI-compatible API records every call this way. The draft's id (None: no reply)."""
-    turns = [(Role(role), content) for role, content in turns]
-    if any(not isinstance(content, str) or not content.strip() for _, content in turns):
-        raise InputError("a message needs non-empty text content")
+    turns = _checked_turns(turns)
     connection = writing(session)
     now = utcnow()
-    conversation = with_defaults(
-        Conversation, external_id=external_id or uuid.uuid4().hex, channel=channel, customer_ref=customer_ref,
-        mode=ReplyMode.AUTO, source=source, brand_id=brand_id, created_at=now, updated_at=now,
-    )
-    conversation_id = connection.execute(_INSERT_CONVERSATION, conversation).scalar_one()
+    conversation_id = _insert_conversation(
+        connection, external_id, channel=channel, customer_ref=customer_ref, mode=ReplyMode.AUTO, source=source,
+        brand_id=brand_id, created_at=now, updated_at=now,
+    )["id"]
     messages = [
         with_defaults(Message, conversation_id=conversation_id, position=position, role=role, content=content,
                       created_at=now)
