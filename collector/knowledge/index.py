@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import URL, select
 from sqlmodel import Session
 
 from collector.db import get_engine
@@ -138,13 +138,17 @@ _indexes: dict[str, KnowledgeIndex] = {}
 _indexes_lock = threading.Lock()  # one build per store at a time; searches need no lock
 
 
+def _index_key(engine_url: URL, embedding_model: str | None) -> str:
+    """Which cached index (and revision read) belongs to a store and an embedding model."""
+    return engine_url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
+
+
 def _store_key(session: Session, embedding_model: str | None) -> str:
-    return session.get_bind().url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
+    return _index_key(session.get_bind().url, embedding_model)
 
 
 def _url_key(url: str, embedding_model: str | None) -> str:
-    """The key `_store_key` gives a session of the store at `url` (the engine's own rendering of its URL)."""
-    return get_engine(url).url.render_as_string(hide_password=False) + "\x1f" + (embedding_model or "")
+    return _index_key(get_engine(url).url, embedding_model)  # the engine's URL: what its sessions are bound to
 
 
 def _build(session: Session, revision: int, embedding_model: str | None) -> KnowledgeIndex:
