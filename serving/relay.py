@@ -1,6 +1,7 @@
 """Relaying OpenAI chat requests to vLLM replicas: least in flight first, failover, and repair of lost adapters.
 
-A replica that fails a request at the connection level is taken out of the pool and the next one is tried. A
+A replica that fails a request at the connection level is taken out of the pool and the next one is tried; one that
+takes no connection in time is busy, not gone, and is taken out only when it does so twice for a request. A
 replica that answers 404 for one of our adapter names lost it (unloaded from outside, or restarted before a health
 check noticed): the adapter is loaded there again and the request retried once, instead of failing.
 """
@@ -8,6 +9,7 @@ check noticed): the adapter is loaded there again and the request retried once, 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +19,8 @@ from serving.errors import UpstreamError
 from serving.replicas import CLIENT_ERRORS, REPLICA_DOWN_ERRORS, Replica, ReplicaPool, UpstreamReply, upstream_message
 from collector.models import DEFAULT_BRAND_ID
 from serving.routing import BrandRoutes, Route
+
+log = logging.getLogger("housestyle.serving")
 
 Repair = Callable[[Replica, str], Awaitable[bool]]  # (replica, vLLM name) -> True when it serves the name again
 
@@ -152,12 +156,20 @@ class Relay:
         A stream comes back open, counted in flight on its replica; otherwise the whole answer, read."""
         tried: set[str] = set()
         repaired: set[str] = set()
+        slow: set[str] = set()  # replicas that did not take a connection in time for this request
         while True:
             replica = self.pool.pick(exclude=tried)
             tried.add(replica.url)
             replica.in_flight += 1
             try:
                 response = await replica.send("POST", "/v1/chat/completions", json=body)
+            except aiohttp.ConnectionTimeoutError as exc:
+                replica.in_flight -= 1
+                if replica.url in slow:
+                    self.pool.mark_unhealthy(replica, f"no connection in time, twice for one request: {exc!r}")
+                    continue
+                self._retry_busy(replica, tried, slow)
+                continue
             except REPLICA_DOWN_ERRORS as exc:
                 replica.in_flight -= 1
                 self.pool.mark_unhealthy(replica, f"request failed: {exc!r}")
@@ -197,3 +209,13 @@ class Relay:
             finally:
                 response.release()
                 replica.in_flight -= 1
+
+    def _retry_busy(self, replica: Replica, tried: set[str], slow: set[str]) -> None:
+        """A replica that did not take a connection in time is busy, not gone (as a health check that times out is
+        slow, not down): the request goes to another replica, or to it once more when none is left (it never
+        reached it); only a second time counts against it."""
+        slow.add(replica.url)
+        if not any(other.url not in tried for other in self.pool.healthy()):
+            tried.discard(replica.url)
+        log.warning("replica %s took no connection in time; sending the request %s", replica.url,
+                    "to it again" if replica.url not in tried else "to another replica")

@@ -27,9 +27,13 @@ log = logging.getLogger("housestyle.serving")
 SMOKE_REQUEST = {"prompt": "Hello", "max_tokens": 2, "temperature": 0}
 KEEPALIVE_EXPIRY_S = 2.0  # an idle connection to a replica is closed by us after this, before vLLM closes it
 SLOW_ROUNDS_TOLERATED = 2  # health checks in a row that may time out before a busy replica is taken out
-CONNECT_TIMEOUT_S = 5.0
+# a connect on loopback or a LAN takes a millisecond or is refused at once; the timeout is measured on our own event
+# loop, which lagged up to 3.4 s under a burst of 200 customers on a CPU shared with vLLM (at 5 s a healthy replica
+# was taken out): it only has to catch a host that drops packets, which the health checks also find
+CONNECT_TIMEOUT_S = 15.0
 # errors that mean the replica is gone (not that the request was bad): refused, reset, closed mid-answer, no
-# connection in time. A read that times out is not among them: a long generation is slow, not dead.
+# connection in time (the relay gives that one a second try: a busy server is slow to take one). A read that times
+# out is not among them: a long generation is slow, not dead.
 REPLICA_DOWN_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
                        aiohttp.ClientPayloadError, aiohttp.ConnectionTimeoutError)
 CLIENT_ERRORS = (aiohttp.ClientError, TimeoutError)  # anything the client can raise for a request that failed
@@ -95,6 +99,7 @@ class Replica:
         self.timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=CONNECT_TIMEOUT_S,
                                              sock_read=timeout_s)
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None  # no pooling: for a request a pooled connection failed
         self.healthy = False
         self.slow_rounds = 0  # health checks in a row that timed out
         self.admitted_at: float | None = None  # time.monotonic() when it last (re)joined the pool
@@ -119,12 +124,21 @@ class Replica:
             self._session = aiohttp.ClientSession(headers=self.headers, connector=connector, timeout=self.timeout)
         return self._session
 
+    @property
+    def fresh_session(self) -> aiohttp.ClientSession:
+        """A client that opens a new connection for every request and keeps none."""
+        if self._fresh is None or self._fresh.closed:
+            connector = aiohttp.TCPConnector(limit=0, force_close=True)
+            self._fresh = aiohttp.ClientSession(headers=self.headers, connector=connector, timeout=self.timeout)
+        return self._fresh
+
     async def send(
         self, method: str, path: str, *, json: Any = None, timeout: aiohttp.ClientTimeout | None = None
     ) -> aiohttp.ClientResponse:
         """One request to this replica (its key sent); the response comes back open: read it, then release or
-        close it. A request that fails on a pooled connection the replica had closed is sent once more (a request
-        that never reached the replica is safe to repeat): only then does the error count against the replica."""
+        close it. A request that fails on a pooled connection the replica had closed is sent once more, on a new
+        connection (a request that never reached the replica is safe to repeat, and after a burst the next pooled
+        connection may be just as stale): only then does the error count against the replica."""
         options = {"json": json} if timeout is None else {"json": json, "timeout": timeout}
         try:
             return await self.session.request(method, f"{self.url}{path}", **options)
@@ -132,7 +146,7 @@ class Replica:
             if isinstance(exc, aiohttp.ClientConnectorError):  # no connection at all: nothing stale about it
                 raise
             log.debug("replica %s closed a pooled connection (%r); sending %s again", self.url, exc, path)
-            return await self.session.request(method, f"{self.url}{path}", **options)
+            return await self.fresh_session.request(method, f"{self.url}{path}", **options)
 
     async def check_health(self, timeout_s: float) -> Health:
         try:
@@ -188,8 +202,9 @@ class Replica:
         return response
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
 
 
 def upstream_message(response: UpstreamReply) -> str:
