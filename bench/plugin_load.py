@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import signal
@@ -126,7 +127,7 @@ async def widget_conversations(url: str, key: str, count: int, tokens: int) -> t
         async def post(path: str, body: dict, headers: dict | None = None) -> tuple[int, str, dict | None]:
             async with client.post(path, json=body, headers=headers) as answer:
                 text = await answer.text()
-                return answer.status, text, await answer.json() if answer.content_type == "application/json" else None
+                return answer.status, text, json.loads(text) if answer.content_type == "application/json" else None
 
         async def customer(index: int) -> str:
             status, text, started = await post("/widget/conversations", {"mode": "auto", "customer_ref": f"c{index}"})

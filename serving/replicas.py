@@ -120,17 +120,18 @@ class Replica:
         request could go out on a connection the server was closing, read nothing, and take the replica out of
         the pool (a 503 in bench/plugin_load.py after an idle pause)."""
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=512, keepalive_timeout=KEEPALIVE_EXPIRY_S)
-            self._session = aiohttp.ClientSession(headers=self.headers, connector=connector, timeout=self.timeout)
+            self._session = self._client(aiohttp.TCPConnector(limit=512, keepalive_timeout=KEEPALIVE_EXPIRY_S))
         return self._session
 
     @property
     def fresh_session(self) -> aiohttp.ClientSession:
         """A client that opens a new connection for every request and keeps none."""
         if self._fresh is None or self._fresh.closed:
-            connector = aiohttp.TCPConnector(limit=0, force_close=True)
-            self._fresh = aiohttp.ClientSession(headers=self.headers, connector=connector, timeout=self.timeout)
+            self._fresh = self._client(aiohttp.TCPConnector(limit=0, force_close=True))
         return self._fresh
+
+    def _client(self, connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(headers=self.headers, connector=connector, timeout=self.timeout)
 
     async def send(
         self, method: str, path: str, *, json: Any = None, timeout: aiohttp.ClientTimeout | None = None
