@@ -299,8 +299,8 @@ def record_exchange(
     brand_id: int = DEFAULT_BRAND_ID,
 ) -> int | None:
     """A whole auto-mode exchange as a new conversation, as `start_conversation`, `add_messages` and `record_draft`
-    would store it (turns at slots 0..n-1, the reply's draft and its sent message at slot n), in 3 or 4 statements
-    and no ORM objects: the OpenAI-compatible API records every call this way. The draft's id (None: no reply)."""
+    would store it (turns at slots 0..n-1, the reply's draft and its sent message at slot n), in 3 statements (2
+    without a reply) and no ORM objects: the OpenAI-compatible API records every call this way. The draft's id (None: no reply)."""
     turns = _checked_turns(turns)
     connection = writing(session)
     now = utcnow()
@@ -313,20 +313,20 @@ def record_exchange(
                       created_at=now)
         for position, (role, content) in enumerate(turns)
     ]
+    draft_id = None
+    if reply and reply.strip():  # the draft first: the sent reply joins the turns' insert with its id
+        draft = with_defaults(
+            Draft, conversation_id=conversation_id, position=len(turns), content=reply,
+            prompt=list(prompt) if prompt is not None else None, adapter_version=adapter_version,
+            latency_ms=latency_ms, status=DraftStatus.PENDING,
+        )
+        draft_id = connection.execute(_INSERT_DRAFT, draft).scalar_one()
+        messages.append(with_defaults(
+            Message, conversation_id=conversation_id, position=len(turns), role=Role.ASSISTANT, content=reply,
+            draft_id=draft_id,
+        ))
     if messages:
         connection.execute(_MESSAGES.insert(), messages)
-    if not reply or not reply.strip():
-        return None
-    draft = with_defaults(
-        Draft, conversation_id=conversation_id, position=len(turns), content=reply,
-        prompt=list(prompt) if prompt is not None else None, adapter_version=adapter_version, latency_ms=latency_ms,
-        status=DraftStatus.PENDING,
-    )
-    draft_id = connection.execute(_INSERT_DRAFT, draft).scalar_one()
-    connection.execute(_MESSAGES.insert(), with_defaults(
-        Message, conversation_id=conversation_id, position=len(turns), role=Role.ASSISTANT, content=reply,
-        draft_id=draft_id,
-    ))
     return draft_id
 
 
