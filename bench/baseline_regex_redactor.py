@@ -3,7 +3,6 @@ collector/pii_gate.py at commit 49edc1f), kept as the baseline bench/redaction.p
 
 from __future__ import annotations
 
-
 import re
 import threading
 from collections.abc import Callable
@@ -109,8 +108,8 @@ from stdnum import iban as stdnum_iban  # noqa: E402
 from stdnum import luhn  # noqa: E402
 from stdnum.exceptions import ValidationError  # noqa: E402
 
-from collector.errors import InputError  # noqa: E402
-from collector.settings import Settings, get_settings  # noqa: E402
+from core.errors import InputError  # noqa: E402
+from core.settings import Settings, get_settings  # noqa: E402
 
 
 class PiiType(StrEnum):

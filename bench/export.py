@@ -58,7 +58,7 @@ def _reply_text(rng: random.Random, number: int) -> str:
 def generate_store(path: Path, conversations: int, seed: int = 7) -> None:
     """A SQLite store with `conversations` reviewed conversations of 3 exchanges each, written with bulk inserts,
     with the redacted text beside the raw text as the redaction worker leaves it at ingest."""
-    from collector import db
+    from core import db
 
     db.upgrade(f"sqlite:///{path}")
     db.get_engine(f"sqlite:///{path}").dispose()
@@ -143,7 +143,7 @@ def child(mode: str, store: Path, out: Path) -> None:
         summary = ""
     else:
         from collector.export import ExportOptions, export_dataset
-        from collector.settings import get_settings
+        from core.settings import get_settings
 
         import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         usage = resource.getrusage(resource.RUSAGE_SELF)

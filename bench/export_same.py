@@ -34,7 +34,7 @@ CHILD = """
 import json, sys, time
 from pathlib import Path
 from collector.export import export_options, export_dataset
-from collector.settings import get_settings
+from core.settings import get_settings
 fields = json.loads(sys.argv[1])
 started = time.perf_counter()
 export_dataset(export_options(out=Path(sys.argv[2]), **fields), settings=get_settings(), progress=False)

@@ -23,10 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector import db, recorder  # noqa: E402
+from collector import recorder
 from collector.importer import import_file  # noqa: E402
-from collector.models import ReplyMode  # noqa: E402
 from collector.sample import SAMPLE_PATH  # noqa: E402
+from core import db  # noqa: E402
+from core.models import ReplyMode  # noqa: E402
 
 CUSTOMER = "Hi, my SuperWidget won't turn on. My order number is GC-1234567."
 DRAFT = "Please check the power supply."

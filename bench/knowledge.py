@@ -77,10 +77,10 @@ def scaled_sheet(copies: int, folder: Path) -> list[Path]:
 
 
 def time_grounding(url: str, messages: list[str], settings) -> dict:
-    from collector import db
     from collector.knowledge import ground
     from collector.knowledge.retrieval import knowledge_index
     from collector.knowledge.store import current_revision
+    from core import db
 
     with db.session_scope(url) as session:
         started = time.perf_counter()
@@ -117,10 +117,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the figures as JSON here too")
     args = parser.parse_args()
 
-    from collector import db
     from collector.knowledge import SAMPLE_DOCUMENTS, add_document, ground
-    from collector.prompts import build_messages
-    from collector.settings import Settings, get_settings
+    from core import db
+    from core.prompts import build_messages
+    from core.settings import Settings, get_settings
     from trainer.generate import greedy_replies, load_reply_model
 
     results: dict = {"cpu_count": os.cpu_count(), "load_average": os.getloadavg()}

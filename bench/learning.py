@@ -79,10 +79,10 @@ def stats(values: list[float]) -> dict[str, float]:
 def simulate_store(base: Path, customers: list[str], settings, max_new_tokens: int) -> dict[str, float]:
     """The base drafts a reply to every customer; agents edit each into the house style (real store rows)."""
     from collector import recorder
-    from collector.changes import same_text
-    from collector.db import open_store, session_scope
     from collector.pii.ingest import redact_everything, redactor_for
-    from collector.prompts import USER, build_messages
+    from core.changes import same_text
+    from core.db import open_store, session_scope
+    from core.prompts import USER, build_messages
     from trainer.generate import greedy_replies, load_reply_model
 
     url = settings.resolved_database_url
@@ -108,7 +108,7 @@ def simulate_store(base: Path, customers: list[str], settings, max_new_tokens: i
 
 
 def score_version(generator, models, adapter: Path | None, pairs: list[dict], max_new_tokens: int) -> dict[str, float]:
-    from collector.changes import edit_distance, same_text
+    from core.changes import edit_distance, same_text
     from trainer.preference import preference_margins
     from trainer.preference_eval import summarise
 
@@ -226,7 +226,7 @@ def main() -> None:
     os.environ["HOUSESTYLE_HOME"] = str(root / "home")
     os.environ["HOUSESTYLE_DATABASE_URL"] = f"sqlite:///{root / 'home' / 'store.db'}"
     (root / "home").mkdir(exist_ok=True)
-    from collector.settings import get_settings
+    from core.settings import get_settings
     from trainer.base_model import build_base
     from trainer.distributed import use_cpu_threads
 

@@ -71,9 +71,9 @@ async def run_load(gateway, brand_ids: list[int], spread: str, requests: int, co
 def prepare(home: Path, base: Path, brands: int) -> list[int]:
     """A store with `brands` brands (the default one first), each with its own adapter registered."""
     from collector.brands import brand_fields, create_brand
-    from collector.db import open_store, session_scope
-    from collector.registry import new_version_id, register_adapter
-    from collector.settings import get_settings
+    from core.db import open_store, session_scope
+    from core.registry import new_version_id, register_adapter
+    from core.settings import get_settings
     from tests.fixtures.vllm import make_lora_adapter
 
     settings = get_settings()
@@ -94,11 +94,12 @@ def prepare(home: Path, base: Path, brands: int) -> list[int]:
 
 
 async def measure(args: argparse.Namespace, brand_ids: list[int]) -> dict[tuple[int, str], list[dict]]:
-    from collector.db import session_scope
-    from collector.models import AdapterVersion
-    from collector.settings import get_settings
-    from serving.gateway import ServingGateway
     from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import AdapterVersion
+    from core.settings import get_settings
+    from serving.gateway import ServingGateway
 
     settings = get_settings()
     gateway = ServingGateway(settings)
@@ -155,7 +156,7 @@ def main() -> None:
         home = Path(folder)
         os.environ["HOUSESTYLE_HOME"] = str(home)
         os.environ.setdefault("HOUSESTYLE_VLLM_EXTRA_ARGS", f"--max-num-seqs {max(args.concurrency, 8)}")
-        from collector.settings import get_settings
+        from core.settings import get_settings
 
         get_settings.cache_clear()
         base = Path(os.environ["HOUSESTYLE_BASE_MODEL"]) if os.environ.get("HOUSESTYLE_BASE_MODEL") else None

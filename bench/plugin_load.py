@@ -3,7 +3,7 @@
 One real vLLM (CPU) serves a tiny base model (HOUSESTYLE_BASE_MODEL, else a tiny random Llama built on the fly).
 The plugin runs as its own `housestyle serve` process attached to that vLLM (HOUSESTYLE_VLLM_URLS), so both paths
 hit the same model server. Both paths send vLLM the same messages: the direct client sends what the plugin makes
-of the customer's question (the company's system prompt, then the question: `collector.prompts.build_messages`),
+of the customer's question (the company's system prompt, then the question: `core.prompts.build_messages`),
 and every request generates exactly --tokens tokens (ignore_eos). The baseline is the direct run, measured in the
 same run: --rounds rounds of each, in the order direct, plugin, plugin, direct, ... so drift on a shared machine
 hits both alike; the throughput ratio is the median of the rounds' plugin/direct ratios. --baseline-tree runs a
@@ -69,8 +69,8 @@ def tiny_base(folder: Path) -> Path:
 @cache  # built once per question: the load generator's own cost must not differ between the paths
 def direct_messages(question: str) -> list[dict[str, str]]:
     """What the plugin sends vLLM for a customer's question: the same prompt builder, the same system prompt."""
-    from collector.prompts import build_messages
-    from collector.settings import Settings
+    from core.prompts import build_messages
+    from core.settings import Settings
 
     return build_messages(Settings().system_prompt, [("user", question)])
 
@@ -267,7 +267,7 @@ class Upstream:
 
 
 def start_upstream(args: argparse.Namespace, work: Path, key: str) -> Upstream:
-    from collector.settings import Settings
+    from core.settings import Settings
     from serving.vllm_server import VllmServer, free_port
 
     if args.instant_upstream:

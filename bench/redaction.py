@@ -33,7 +33,7 @@ from collector.redaction_quality import (  # noqa: E402
     load_labelled,
     measure,
 )
-from collector.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CONVERSATIONS = DATA / "pii_conversations.jsonl"

@@ -50,7 +50,7 @@ def write_file(path: Path, conversations: int, seed: int = 11) -> None:
 
 
 def child(step: str, url: str, path: str) -> None:
-    from collector import db
+    from core import db
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
@@ -63,7 +63,7 @@ def child(step: str, url: str, path: str) -> None:
         detail = f"{report.added} conversations, {report.messages} messages"
     else:
         from collector.export import ExportOptions, export_dataset
-        from collector.settings import Settings
+        from core.settings import Settings
 
         settings = Settings(database_url=url)
         manifest = export_dataset(ExportOptions(out=Path(path), format="chat"), settings=settings, progress=False)
@@ -87,7 +87,7 @@ def mark_redacted(url: str) -> None:
     """What the redaction worker stores for texts with nothing personal in them: the text itself."""
     from sqlalchemy import text
 
-    from collector import db
+    from core import db
 
     with db.get_engine(url).begin() as connection:
         connection.execute(text("UPDATE message SET redacted_content = content"))

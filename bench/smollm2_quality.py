@@ -49,7 +49,7 @@ def timing_export(export: Path, out: Path, replies: int) -> Path:
 
 def generation_rate(settings, base: Path, adapter: Path, prompts: int = 64, tokens: int = 64) -> dict[str, float]:
     """Completion tokens/s of vLLM for the base and for the adapter: same prompts, exactly `tokens` each."""
-    from collector.prompts import USER, build_messages
+    from core.prompts import USER, build_messages
     from serving.batch import vllm_replies
 
     messages = [build_messages(settings.system_prompt, [(USER, f"Question {i}: where is my order?")])
@@ -86,7 +86,7 @@ def main() -> None:
 
     from sacrebleu.metrics import CHRF
 
-    from collector.settings import Settings
+    from core.settings import Settings
     from plugin.evaluation import run_eval
     from tests.fixtures.models import export_sample, housestyle_env
     from trainer.base_model import build_base

@@ -34,8 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collector.db import open_store, session_scope  # noqa: E402
-from collector.models import Message, Role  # noqa: E402
+from core.db import open_store, session_scope  # noqa: E402
+from core.models import Message, Role  # noqa: E402
 from serving.vllm_server import free_port  # noqa: E402
 
 QUESTIONS = ["My SuperWidget will not charge.", "Where is my order?", "Can I return my NanoCharger?",

@@ -1,7 +1,7 @@
 """Many threads writing live exchanges to one SQLite store: the in-process write queue against SQLite's busy handler.
 
 Each thread writes API exchanges (conversation, system + customer message, the draft) in a closed loop, one
-transaction each, through the recorder. The store's own engine (`collector.db.get_engine`) queues writers on an
+transaction each, through the recorder. The store's own engine (`core.db.get_engine`) queues writers on an
 in-process lock; the baseline, in the same run on a fresh store, is a plain engine with the same pragmas, where
 writers meet SQLite's busy handler (it sleeps 1, 2, 5 ... 100 ms between tries). Prints txn/s and p50/p99/max.
 
@@ -25,8 +25,8 @@ from sqlalchemy import create_engine, event  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from collector import recorder  # noqa: E402
-from collector.db import _set_sqlite_pragmas, get_engine, open_store  # noqa: E402
-from collector.models import ReplyMode, Role  # noqa: E402
+from core.db import _set_sqlite_pragmas, get_engine, open_store  # noqa: E402
+from core.models import ReplyMode, Role  # noqa: E402
 
 
 def busy_handler_engine(url: str):

@@ -28,7 +28,7 @@ QUESTION = {"messages": [{"role": "user", "content": "Where is my order?"}], "ma
 
 
 def pick_base(explicit: str | None, scratch: Path) -> Path:
-    from collector.settings import Settings
+    from core.settings import Settings
     from serving.vllm_server import resolved_base_model
 
     if explicit:
@@ -44,7 +44,7 @@ def pick_base(explicit: str | None, scratch: Path) -> Path:
 
 def prepare(root: Path, base: Path, count: int) -> tuple[object, list[Path]]:
     """Settings for a private HOME in `root`, and `count` distinct adapters on `base`."""
-    from collector.settings import Settings, get_settings
+    from core.settings import Settings, get_settings
     from tests.fixtures.vllm import make_lora_adapter
 
     # the benchmark's registry lives in its own HOME, never in the user's

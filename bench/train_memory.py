@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def worker(args: argparse.Namespace) -> None:
     import torch  # first: the wait policy is the one the parent put in the environment, not trainer's default
 
-    from collector.settings import Settings
+    from core.settings import Settings
     from trainer.data import encode_examples, load_export, packed_batches
     from trainer.distributed import World, use_cpu_threads
     from trainer.fitting import FitConfig, Fitter
@@ -110,7 +110,7 @@ def main() -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="housestyle-train-memory-"))
     if args.base is None:
-        from collector.settings import Settings
+        from core.settings import Settings
         from trainer.base_model import build_base
 
         args.base, _ = build_base("smollm2", root / "smollm2", settings=Settings())

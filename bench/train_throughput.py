@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from collector.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from trainer.data import IGNORE, Example, packed_batches  # noqa: E402
 from trainer.distributed import World, use_cpu_threads  # noqa: E402
 from trainer.loss import CausalLMLoss, batch_loss  # noqa: E402

@@ -32,7 +32,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
-from collector.db import (
+from core.db import (
     create_private_file,
     describe_url,
     get_engine,
@@ -41,8 +41,8 @@ from collector.db import (
     session_scope,
     upgrade,
 )
-from collector.errors import InputError, StoreError
-from collector.models import AdapterVersion, ApiKey, Conversation, Message, Review, TrainingRun
+from core.errors import InputError, StoreError
+from core.models import AdapterVersion, ApiKey, Conversation, Message, Review, TrainingRun
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_CUSTOM_MAGIC = b"PGDMP"

@@ -10,11 +10,20 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 
-from collector import db
-from collector.brands import BrandFields, brand_fields, create_brand, get_brand, list_brands, settings_for, update_brand
+from collector.brands import (
+    BrandFields,
+    brand_fields,
+    create_brand,
+    entry_settings,
+    get_brand,
+    list_brands,
+    settings_for,
+    update_brand,
+)
 from collector.import_command import import_command
-from collector.models import AdapterStatus, AdapterVersion, Brand, Conversation
-from collector.settings import Settings, get_settings
+from core import db
+from core.models import AdapterStatus, AdapterVersion, Brand, Conversation
+from core.settings import Settings, get_settings
 
 brands_app = typer.Typer(
     help="Brands: several house styles in one store and on one model server, each with its own company name, "
@@ -38,7 +47,7 @@ Share = Annotated[float | None, typer.Option("--refresh-canary-share", help="Sha
 def _installation() -> Settings:
     """The installation's settings (HOUSESTYLE_*, no brand's over them: each brand's are laid over these), with the
     store opened."""
-    db.entry_settings()
+    entry_settings()
     return get_settings()
 
 

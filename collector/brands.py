@@ -16,11 +16,12 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlmodel import Session
 
-from collector.errors import ConflictError, InputError, NotFoundError
 from collector.formats import first_problem
-from collector.models import DEFAULT_BRAND, Brand
 from collector.sample import GOLDEN_PATH
-from collector.settings import Settings
+from core.db import open_store, session_scope
+from core.errors import ConflictError, InputError, NotFoundError
+from core.models import DEFAULT_BRAND, Brand
+from core.settings import Settings, get_settings
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
 # what a brand may set; None leaves the installation's value
@@ -141,3 +142,12 @@ def brand_settings(settings: Settings, session: Session, slug: str | None = None
 
 def every_brand(settings: Settings, session: Session) -> list[Settings]:
     return [settings_for(settings, brand) for brand in list_brands(session)]
+
+
+def entry_settings(brand: str | None = None) -> Settings:
+    """For entry points (CLI commands): this process's settings, with their store opened, for `brand` (a --brand;
+    default HOUSESTYLE_BRAND): the brand's own company, prompt, public name, gate and schedule over the rest."""
+    settings = get_settings()
+    open_store(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        return brand_settings(settings, session, brand)

@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-from collector import db
+from collector.brands import entry_settings
 from collector.import_command import BrandOption, default_actor, import_command, redact_store
-from collector.settings import get_settings
+from core import db
+from core.settings import get_settings
 
 db_app = typer.Typer(help="Look after the conversation store (SQLite by default, Postgres by URL).", no_args_is_help=True)
 
@@ -39,7 +40,7 @@ def db_backup(
     """
     from collector.backup import backup_store
 
-    summary = backup_store(db.entry_settings().resolved_database_url, out)
+    summary = backup_store(entry_settings().resolved_database_url, out)
     typer.echo(f"backed up {summary.store} ({summary.conversations} conversations, schema {summary.revision}) "
                f"to {summary.path}")
 
@@ -67,7 +68,7 @@ def redact_command() -> None:
     Each conversation is redacted whole: one value, one placeholder across its turns (<PERSON_1>, <ORDER_ID_1>...).
     With HOUSESTYLE_RAW_RETENTION_DAYS set, raw text older than that is then replaced by its redacted form.
     """
-    redact_store(db.entry_settings())
+    redact_store(entry_settings())
 
 
 def forget_command(
@@ -83,7 +84,7 @@ def forget_command(
     """
     from collector.pii.erasure import describe, forget
 
-    result = forget(db.entry_settings().resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
+    result = forget(entry_settings().resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
                     phone=phone, conversation=conversation)
     typer.echo(describe(result))
 
@@ -126,7 +127,7 @@ def export_command(
         holdout_after=holdout_after,
         seed=seed,
     )
-    manifest = export_dataset(options, settings=db.entry_settings(brand))
+    manifest = export_dataset(options, settings=entry_settings(brand))
     typer.echo(manifest.summary())
 
 

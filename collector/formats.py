@@ -38,8 +38,8 @@ from pydantic import (
     model_validator,
 )
 
-from collector.changes import same_text
-from collector.settings import Settings
+from core.changes import same_text
+from core.settings import Settings
 
 DEFAULT_MAX_MESSAGE_CHARS: int = Settings.model_fields["max_message_chars"].default
 

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from collector import db
-from collector.errors import InputError
-from collector.settings import Settings
+from collector.brands import entry_settings
+from core import db
+from core.errors import InputError
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from collector.importer import ImportReport
@@ -61,7 +62,7 @@ def import_command(
     bundled = SAMPLE_PATH if sample else BUSINESS_SAMPLE_PATH if business_sample else None
     from collector.brands import brand_id
 
-    settings = db.entry_settings(brand)
+    settings = entry_settings(brand)
     with db.session_scope(settings.resolved_database_url) as session:
         into = brand_id(session, settings.brand)
     try:

@@ -25,9 +25,6 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from collector.changes import edit_distance
-from collector.db import session_scope
-from collector.errors import InputError, StoreError
 from collector.formats import (
     DEFAULT_MAX_MESSAGE_CHARS,
     ChatRecord,
@@ -37,7 +34,11 @@ from collector.formats import (
     as_housestyle,
     parse_record,
 )
-from collector.models import (
+from collector.stats import IMPORT_AGENT
+from core.changes import edit_distance
+from core.db import session_scope
+from core.errors import InputError, StoreError
+from core.models import (
     DEFAULT_BRAND_ID,
     Conversation,
     ConversationStatus,
@@ -50,7 +51,6 @@ from collector.models import (
     Role,
     utcnow,
 )
-from collector.stats import IMPORT_AGENT
 
 BATCH_SIZE = 500  # conversations per round of multi-row inserts: few round trips, bounded memory
 # Postgres plans the duplicate lookups from table statistics, which never see rows added inside this one transaction

@@ -11,9 +11,10 @@ from sqlalchemy import bindparam, func, insert, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
-from collector.changes import edit_distance, same_text
-from collector.errors import ConflictError, InputError, NotFoundError
-from collector.models import (
+from collector.rows import forget_loaded, held_or_loaded, loaded, refresh_loaded, with_defaults, writing
+from core.changes import edit_distance, same_text
+from core.errors import ConflictError, InputError, NotFoundError
+from core.models import (
     DEFAULT_BRAND_ID,
     Conversation,
     ConversationStatus,
@@ -26,7 +27,6 @@ from collector.models import (
     Role,
     utcnow,
 )
-from collector.rows import forget_loaded, held_or_loaded, loaded, refresh_loaded, with_defaults, writing
 
 # how long one "agent is typing" signal lasts: the console refreshes it every few seconds while the agent types
 TYPING_SIGNAL = timedelta(seconds=8)

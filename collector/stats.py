@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, or_, select
 from sqlmodel import Session
 
-from collector.models import Conversation, Draft, Review, ReviewDecision
+from core.models import Conversation, Draft, Review, ReviewDecision
 
 BASE_LABEL = "base"  # drafts written by the base model alone (no adapter version)
 IMPORT_AGENT = "import"  # reviews created by `housestyle import`: history, not live feedback

@@ -12,13 +12,13 @@ from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
 from collector.brands import settings_for
-from collector.db import session_scope
-from collector.errors import InputError, StoreError
 from collector.knowledge import Grounding, ground, record_grounding
-from collector.models import DEFAULT_BRAND_ID, Brand, Draft, ReplyMode, Role
 from collector.pii.entities import KnownValues
-from collector.prompts import build_messages, fit_messages
-from collector.settings import Settings
+from core.db import session_scope
+from core.errors import InputError, StoreError
+from core.models import DEFAULT_BRAND_ID, Brand, Draft, ReplyMode, Role
+from core.prompts import build_messages, fit_messages
+from core.settings import Settings
 from plugin.api.errors import MessageNotStored, ModelServersUnavailable
 from plugin.api.metrics import ServiceMetrics
 from plugin.coverage_routing import coverage_handoff

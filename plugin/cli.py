@@ -8,8 +8,8 @@ import sys
 import typer
 
 from collector.cli import register as register_collector
-from collector.errors import HouseStyleError
 from collector.knowledge.cli import register as register_knowledge
+from core.errors import HouseStyleError
 from plugin.commands import register as register_plugin
 from plugin.demo import register as register_demo
 from plugin.evaluation import register as register_eval

@@ -8,9 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.db import entry_settings, session_scope
-from collector.models import ApiKeyRole
-from collector.settings import get_settings
+from collector.brands import entry_settings
+from core.db import session_scope
+from core.models import ApiKeyRole
+from core.settings import get_settings
 
 keys_app = typer.Typer(help="API keys for the service: widget, agent and admin roles.", no_args_is_help=True)
 

@@ -22,16 +22,16 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from collector.brands import brand_id
-from collector.db import session_scope
 from collector.export import ExportOptions
 from collector.knowledge import CoverageReport, CoverageThresholds, coverage_report, route_by_coverage
 from collector.knowledge.store import current_revision
 from collector.knowledge.topic_coverage import topic_gaps
 from collector.knowledge.topics import NO_INTENT, NO_PRODUCT
-from collector.models import ReplyMode, RunStatus, TrainingRun
-from collector.prompts import USER
-from collector.registry import live_adapter
-from collector.settings import Settings
+from core.db import session_scope
+from core.models import ReplyMode, RunStatus, TrainingRun
+from core.prompts import USER
+from core.registry import live_adapter
+from core.settings import Settings
 
 log = logging.getLogger("housestyle.coverage")
 

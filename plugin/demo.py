@@ -28,13 +28,13 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from collector.changes import same_text
-from collector.db import open_store, session_scope
-from collector.errors import HouseStyleError
 from collector.importer import import_file
 from collector.sample import SAMPLE_PATH
 from collector.sample.make_sample import SEED, build_records
-from collector.settings import Settings, get_settings
+from core.changes import same_text
+from core.db import open_store, session_scope
+from core.errors import HouseStyleError
+from core.settings import Settings, get_settings
 from plugin.api.keys import create_key
 
 if TYPE_CHECKING:  # the trainer (torch, transformers) is imported by the demo itself, not by every CLI command

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from collector.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:  # torch and transformers load when something is scored, not with every CLI command
     from trainer.data import Example
@@ -92,8 +92,8 @@ def eval_command(
     statistics (length, greeting and sign-off usage). Replies come from vLLM (the running server named by
     HOUSESTYLE_VLLM_URLS, else a short-lived one) unless --engine transformers.
     """
-    from collector.db import entry_settings
-    from collector.errors import InputError
+    from collector.brands import entry_settings
+    from core.errors import InputError
     from trainer.evaluate import write_report
 
     settings = entry_settings()

@@ -19,11 +19,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from collector.errors import ConflictError
-from collector.locks import job_lock
 from collector.pii.erasure import purge_expired_raw
 from collector.pii.ingest import RedactionPass, redact_pending, redactor_for, sweep
-from collector.settings import Settings
+from core.errors import ConflictError
+from core.locks import job_lock
+from core.settings import Settings
 from plugin.jsonlog import configure_json_logging
 
 log = logging.getLogger("housestyle.redaction")

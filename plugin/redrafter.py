@@ -16,9 +16,9 @@ from datetime import timedelta
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from collector.db import session_scope
-from collector.errors import HouseStyleError
-from collector.models import Conversation, ConversationStatus, Draft, DraftStatus, Message, Role, utcnow
+from core.db import session_scope
+from core.errors import HouseStyleError
+from core.models import Conversation, ConversationStatus, Draft, DraftStatus, Message, Role, utcnow
 from plugin import assistant
 from plugin.connectors import chatwoot
 

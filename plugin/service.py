@@ -15,13 +15,13 @@ import signal
 import uvicorn
 import uvloop
 
-from collector.db import open_store
-from collector.errors import HouseStyleError
-from collector.settings import Settings
+from core.db import open_store
+from core.errors import HouseStyleError
+from core.settings import Settings
 from plugin.api.app import create_app
 from plugin.jsonlog import configure_json_logging
-from serving.gateway import ServingGateway
 from serving.control import ControlFile, remove_control_file, write_control_file
+from serving.gateway import ServingGateway
 
 
 async def _start_gateway(gateway: ServingGateway) -> None:

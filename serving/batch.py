@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from collector.prompts import Messages
-from collector.settings import Settings
+from core.prompts import Messages
+from core.settings import Settings
 from serving.errors import UpstreamError
 from serving.replicas import Replica
 from serving.vllm_server import VllmServer

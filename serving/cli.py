@@ -8,10 +8,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.brands import brand_id
+from collector.brands import brand_id, entry_settings
 from collector.cli import BrandOption, default_actor
-from collector.db import entry_settings, session_scope
-from collector.registry import get_adapter, list_adapters
+from core.db import session_scope
+from core.registry import get_adapter, list_adapters
 from serving import remote
 
 adapters_app = typer.Typer(
@@ -102,7 +102,7 @@ def history_command(
     brand: BrandOption = None,
 ) -> None:
     """Who promoted, rolled back or canaried which version, and why (newest first)."""
-    from collector.registry import history
+    from core.registry import history
 
     table = Table()
     for column in ("when", "version", "action", "actor"):

@@ -11,9 +11,9 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from collector.errors import ConflictError, HouseStyleError, InputError, NotFoundError
-from collector.registry import check_version_id
-from collector.settings import Settings
+from core.errors import ConflictError, HouseStyleError, InputError, NotFoundError
+from core.registry import check_version_id
+from core.settings import Settings
 from serving.errors import AdapterRejectedError, NoHealthyReplicaError, UpstreamError
 
 

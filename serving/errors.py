@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.errors import ConflictError, HouseStyleError, InputError
+from core.errors import ConflictError, HouseStyleError, InputError
 
 
 class NoHealthyReplicaError(HouseStyleError):

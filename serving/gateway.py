@@ -29,11 +29,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from collector.brands import list_brands, settings_for
-from collector.db import open_store, session_scope
-from collector.errors import InputError
-from collector.models import DEFAULT_BRAND_ID, AdapterStatus
-from collector.registry import adapters_with_status
-from collector.settings import Settings
+from core.db import open_store, session_scope
+from core.errors import InputError
+from core.models import DEFAULT_BRAND_ID, AdapterStatus
+from core.registry import adapters_with_status
+from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError
 from serving.relay import ChatStream, Relay
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus

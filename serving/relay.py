@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 
+from core.models import DEFAULT_BRAND_ID
 from serving.errors import UpstreamError
 from serving.replicas import CLIENT_ERRORS, REPLICA_DOWN_ERRORS, Replica, ReplicaPool, UpstreamReply, upstream_message
-from collector.models import DEFAULT_BRAND_ID
 from serving.routing import BrandRoutes, Route
 
 log = logging.getLogger("housestyle.serving")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collector.brands import brand_id
-from collector.db import session_scope
-from collector.errors import ConflictError, InputError
-from collector.registry import check_version_id
-from collector.settings import Settings
-from serving import lifecycle
+from core import registry
+from core.db import session_scope
+from core.errors import ConflictError, InputError
+from core.registry import check_version_id
+from core.settings import Settings
 from serving.control import AdminClient, read_control_file
 from serving.validation import validate_adapter
 from serving.vllm_server import resolved_base_model
@@ -25,17 +25,17 @@ def validate_offline(version: str, *, actor: str, settings: Settings) -> None:
     """Without a running service, still refuse adapters that the next `serve` would refuse."""
     url = settings.resolved_database_url
     try:
-        validate_adapter(lifecycle.adapter_path(version, database_url=url),
+        validate_adapter(registry.adapter_path(version, database_url=url),
                          served_base_model=resolved_base_model(settings), max_lora_rank=settings.max_lora_rank)
     except InputError as exc:
-        lifecycle.mark_rejected(version, actor=actor, reason=str(exc), database_url=url)
+        registry.mark_rejected(version, actor=actor, reason=str(exc), database_url=url)
         raise
 
 
 def check_brand_of(version: str, brand: str | None, settings: Settings) -> int:
     """The version's brand id; with `brand` named (--brand), the version must be that brand's."""
     url = settings.resolved_database_url
-    owner = lifecycle.brand_of(version, database_url=url)
+    owner = registry.brand_of(version, database_url=url)
     if brand is not None:
         with session_scope(url) as session:
             wanted = brand_id(session, brand)
@@ -57,9 +57,9 @@ def promote_version(version: str, *, actor: str, reason: str | None, settings: S
         return f"{version} is live on {len(result['replicas'])} replica(s); previous: {result['previous'] or 'base model'}"
     url = settings.resolved_database_url
     validate_offline(version, actor=actor, settings=settings)
-    if lifecycle.registry_live_version(database_url=url, brand_id=owner) == version:
+    if registry.registry_live_version(database_url=url, brand_id=owner) == version:
         raise ConflictError(f"{version} is already live")
-    previous = lifecycle.mark_live(version, action="promote", actor=actor, reason=reason, database_url=url)
+    previous = registry.mark_live(version, action="promote", actor=actor, reason=reason, database_url=url)
     return f"{version} is live in the registry (previous: {previous or 'base model'}); no service is running, {NEXT_START}"
 
 
@@ -75,12 +75,12 @@ def rollback_version(version: str | None, *, actor: str, reason: str | None, set
     if admin:
         result = admin.rollback(version, actor, reason, brand=settings.brand)
         return f"rolled back: {result['version']} is live (was {result['previous'] or 'base model'})"
-    current = lifecycle.registry_live_version(database_url=url, brand_id=brand)
-    version = version or lifecycle.previous_live_version(current, database_url=url, brand_id=brand)
+    current = registry.registry_live_version(database_url=url, brand_id=brand)
+    version = version or registry.previous_live_version(current, database_url=url, brand_id=brand)
     if version == current:
         raise ConflictError(f"{version} is already live")
     validate_offline(version, actor=actor, settings=settings)
-    lifecycle.mark_live(version, action="rollback", actor=actor, reason=reason, database_url=url)
+    registry.mark_live(version, action="rollback", actor=actor, reason=reason, database_url=url)
     return f"rolled back: {version} is live in the registry (was {current or 'base model'}); {NEXT_START}"
 
 
@@ -96,14 +96,14 @@ def canary_version(version: str, share: float, *, actor: str, reason: str | None
     if admin:
         admin.canary(version, share, actor, reason)
     elif share == 0.0:
-        canary = lifecycle.registry_canary(database_url=url, brand_id=owner)
+        canary = registry.registry_canary(database_url=url, brand_id=owner)
         if canary is None or canary[0] != version:
             raise ConflictError(f"{version} is not the canary; nothing to end")
-        lifecycle.end_canary(version, actor=actor, reason=reason, database_url=url)
+        registry.end_canary(version, actor=actor, reason=reason, database_url=url)
     else:
-        if lifecycle.registry_live_version(database_url=url, brand_id=owner) == version:
+        if registry.registry_live_version(database_url=url, brand_id=owner) == version:
             raise ConflictError(f"{version} is already live; a canary must be another version")
         validate_offline(version, actor=actor, settings=settings)
-        lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=url)
+        registry.mark_canary(version, share, actor=actor, reason=reason, database_url=url)
     where = "on the running service" if admin else "in the registry (the next `housestyle serve` applies it)"
     return f"canary ended for {version} {where}" if share == 0.0 else f"{version} gets {share:.0%} of new conversations {where}"

@@ -10,7 +10,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from collector.models import DEFAULT_BRAND_ID
+from core.models import DEFAULT_BRAND_ID
 
 
 class Route(BaseModel):

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import BaseModel
 
-from collector.errors import ConflictError, InputError
-from collector.settings import Settings
-from serving import lifecycle
+from core import registry
+from core.errors import ConflictError, InputError
+from core.models import DEFAULT_BRAND_ID
+from core.settings import Settings
 from serving.errors import SwapFailedError, UpstreamError
 from serving.replicas import Replica, ReplicaPool
-from collector.models import DEFAULT_BRAND_ID
 from serving.routing import BrandRoutes, LoadedVersion, RoutingTable
 from serving.validation import validate_adapter
 
@@ -75,12 +75,12 @@ class AdapterSwaps:
         if version is None:
             table = self.routes.table(brand_id)
             current = table.live.version if table.live else None
-            version = lifecycle.previous_live_version(current, database_url=self.database_url, brand_id=brand_id)
+            version = registry.previous_live_version(current, database_url=self.database_url, brand_id=brand_id)
         return await self._make_live(version, action="rollback", actor=actor, reason=reason)
 
     def _table(self, version: str) -> RoutingTable:
         """The routing table of the version's brand (raises NotFoundError for an unknown version)."""
-        return self.routes.table(lifecycle.brand_of(version, database_url=self.database_url))
+        return self.routes.table(registry.brand_of(version, database_url=self.database_url))
 
     async def canary(self, version: str, share: float, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """Route `share` (0..1) of new conversations to `version`; share 0 ends the canary (it becomes a candidate)."""
@@ -93,18 +93,18 @@ class AdapterSwaps:
                 if previous is None or previous.version != version:
                     raise ConflictError(f"{version} is not the canary; nothing to end")
                 table.canary, table.canary_share = None, 0.0
-                lifecycle.end_canary(version, actor=actor, reason=reason, database_url=self.database_url)
+                registry.end_canary(version, actor=actor, reason=reason, database_url=self.database_url)
                 await self._retire_name(table, previous)
                 return SwapResult(action="canary-end", version=None, previous=version, replicas=self._urls())
             if table.live is not None and table.live.version == version:
                 raise ConflictError(f"{version} is already live; a canary must be another version")
             if previous is not None and previous.version == version:
                 table.canary_share = share
-                lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+                registry.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
                 return SwapResult(action="canary", version=version, previous=version, replicas=self._urls())
             loaded = await self._load_everywhere(version, actor=actor)
             table.canary, table.canary_share = loaded, share
-            lifecycle.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+            registry.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action="canary", version=version, previous=previous.version if previous else None,
@@ -126,7 +126,7 @@ class AdapterSwaps:
                 loaded = await self._load_everywhere(version, actor=actor)
             table.live = loaded  # the atomic flip: every new request of this brand from here on gets the new version
             flipped = time.perf_counter()
-            lifecycle.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
+            registry.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action=action, version=version, previous=previous.version if previous else None,
@@ -135,13 +135,13 @@ class AdapterSwaps:
 
     async def _load_everywhere(self, version: str, *, actor: str) -> LoadedVersion:
         """Validate, then load under a fresh name + list check + smoke request on each replica; undo all on failure."""
-        path = lifecycle.adapter_path(version, database_url=self.database_url)
+        path = registry.adapter_path(version, database_url=self.database_url)
         try:
             validated = validate_adapter(
                 path, served_base_model=await self.served_base(), max_lora_rank=self.settings.max_lora_rank
             )
         except InputError as exc:
-            lifecycle.mark_rejected(version, actor=actor, reason=str(exc), database_url=self.database_url)
+            registry.mark_rejected(version, actor=actor, reason=str(exc), database_url=self.database_url)
             raise
         replicas = self.pool.healthy()
         if not replicas:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from collector.adapter_manifest import MANIFEST_NAME, AdapterFiles
-from collector.checksums import sha256_file
+from core.adapter_manifest import MANIFEST_NAME, AdapterFiles
+from core.checksums import sha256_file
 from serving.errors import AdapterRejectedError
 
 REQUIRED_FILES = ("adapter_config.json", "adapter_model.safetensors")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from collector.errors import InputError
-from collector.settings import Settings
+from core.errors import InputError
+from core.settings import Settings
 from serving.errors import VllmStartError
 
 log = logging.getLogger("housestyle.serving")

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from collector.db import session_scope
-from collector.errors import InputError
-from collector.models import TrainingRun
-from collector.registry import check_version_id
-from collector.settings import get_settings
-from tests.fixtures.stores import current_store
+from core.db import session_scope
+from core.errors import InputError
+from core.models import TrainingRun
+from core.registry import check_version_id
+from core.settings import get_settings
 from serving import remote
 from serving.control import AdminClient, ControlFile, read_control_file, version_segment, write_control_file
+from tests.fixtures.stores import current_store
 
 ROOT = Path(__file__).parent.parent
 

@@ -1,4 +1,5 @@
-"""Imports flow one way: collector uses none of the others, trainer and serving only collector, plugin all."""
+"""Imports flow one way: core uses none of the others, collector only core, trainer and serving core and collector,
+plugin all."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 ALLOWED = {
-    "collector": {"collector"},
-    "trainer": {"collector", "trainer"},
-    "serving": {"collector", "serving"},
-    "plugin": {"collector", "trainer", "serving", "plugin"},
+    "core": {"core"},
+    "collector": {"core", "collector"},
+    "trainer": {"core", "collector", "trainer"},
+    "serving": {"core", "collector", "serving"},
+    "plugin": {"core", "collector", "trainer", "serving", "plugin"},
 }
 
 

@@ -18,13 +18,13 @@ from typer.testing import CliRunner
 
 from collector import recorder
 from collector.backup import restore_store
-from collector.db import current_revision, get_engine, head_revision, normalise_url, open_store, session_scope, upgrade
-from collector.errors import InputError
 from collector.importer import import_file
-from collector.models import ApiKey, ApiKeyRole
-from collector.registry import register_adapter
 from collector.sample import SAMPLE_PATH
-from collector.settings import get_settings
+from core.db import current_revision, get_engine, head_revision, normalise_url, open_store, session_scope, upgrade
+from core.errors import InputError
+from core.models import ApiKey, ApiKeyRole
+from core.registry import register_adapter
+from core.settings import get_settings
 from plugin.cli import app
 
 ROOT = Path(__file__).parent.parent

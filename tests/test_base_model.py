@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoConfig, AutoTokenizer
 
-from collector.errors import ConflictError
-from collector.settings import Settings
+from core.errors import ConflictError
+from core.settings import Settings
 from trainer.base_model import TinyBaseConfig, build_tiny_base, generic_conversations, read_sample
 from trainer.generate import generate_reply
 from trainer.model_loading import weights_hash

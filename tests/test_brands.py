@@ -18,12 +18,12 @@ from sqlalchemy import select
 
 from collector import recorder
 from collector.brands import brand_fields, brand_id, create_brand, settings_for
-from collector.db import session_scope
-from collector.errors import InputError
-from collector.models import DEFAULT_BRAND_ID, Conversation, DraftStatus, Draft, Role
-from collector.registry import register_adapter
-from collector.runs import RunLog
-from collector.settings import get_settings
+from core.db import session_scope
+from core.errors import InputError
+from core.models import DEFAULT_BRAND_ID, Conversation, Draft, DraftStatus, Role
+from core.registry import register_adapter
+from core.runs import RunLog
+from core.settings import get_settings
 from plugin.api.keys import create_key
 from plugin.loop.refresh import refresh_lock
 from serving.routing import BrandRoutes
@@ -261,7 +261,7 @@ def test_an_agency_sets_up_a_second_brand_and_its_data_never_mixes_with_the_firs
 def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_before(store_url: str) -> None:
     from sqlalchemy import text
 
-    from collector import db
+    from core import db
 
     db.upgrade(store_url, "0008")
     now = "2026-01-01 00:00:00"
@@ -275,7 +275,7 @@ def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_befor
     with session_scope(store_url) as session:
         old = recorder.find_conversation(session, "chatwoot", "1:42")
         assert old is not None and old.brand_id == DEFAULT_BRAND_ID
-        from collector.models import ApiKey
+        from core.models import ApiKey
 
         assert session.execute(select(ApiKey.brands)).scalar_one() is None  # an old key: every brand, as before
     business = make_business(store_url)  # ids after the default brand's

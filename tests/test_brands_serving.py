@@ -13,9 +13,9 @@ from sacrebleu.metrics import CHRF
 from sqlalchemy import update
 
 from collector.brands import brand_fields, create_brand
-from collector.db import session_scope
-from collector.models import AdapterVersion
-from collector.settings import Settings, get_settings
+from core.db import session_scope
+from core.models import AdapterVersion
+from core.settings import Settings, get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.models import TrainedFixtureAdapter, train_adapter
 from tests.fixtures.stores import current_store

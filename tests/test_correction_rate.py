@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from collector import recorder
-from collector.db import session_scope
-from collector.models import AdapterStatus, Role
-from collector.registry import register_adapter, set_status
-from collector.settings import get_settings
 from collector.stats import correction_rate, version_stats
+from core.db import session_scope
+from core.models import AdapterStatus, Role
+from core.registry import register_adapter, set_status
+from core.settings import get_settings
 from plugin.cli import app
 from plugin.loop.rollback import check_live_regression
 

@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from collector import db, recorder
+from collector import recorder
 from collector.export import ExportOptions, export_dataset
 from collector.importer import import_file
 from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document, coverage_report, route_by_coverage
 from collector.knowledge.coverage import CoverageReport, CoverageThresholds, TopicCoverage, topic_gaps
 from collector.knowledge.topics import DEFAULT_INTENTS, ProductMatcher, intent_classifier
-from collector.models import ReplyMode, Role
 from collector.sample import SAMPLE_PATH, make_sample
-from collector.settings import Settings, get_settings
 from collector.split import SplitRatios, assign_split
 from collector.stats import VersionStats
+from core import db
+from core.models import ReplyMode, Role
+from core.settings import Settings, get_settings
 from tests.fixtures.stores import redact_store
 from tests.test_knowledge import housestyle
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from collector.settings import Settings
+from core.settings import Settings
 from plugin.cli import app
 
 README = (Path(__file__).parent.parent / "README.md").read_text()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sacrebleu.metrics import CHRF
 
-from collector.settings import Settings
+from core.settings import Settings
 from tests.fixtures.models import TrainedFixtureAdapter
 from trainer.evaluate import evaluate, write_report
 from trainer.generate import generate_reply

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
-from collector import db, recorder
-from collector.errors import InputError, StoreError
+from collector import recorder
 from collector.export import ExportManifest, ExportOptions, export_dataset
 from collector.formats import ChatRecord, PromptCompletionRecord
 from collector.importer import import_file
-from collector.models import ReplyMode
 from collector.sample import SAMPLE_PATH
-from collector.settings import get_settings
 from collector.split import SplitRatios
+from core import db
+from core.errors import InputError, StoreError
+from core.models import ReplyMode
+from core.settings import get_settings
 from tests.fixtures.stores import redact_store
 
 SYSTEM = get_settings().system_prompt

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from collector import db
 from collector.export import ExportManifest
 from collector.export.exchanges import PENDING, DraftOutcome, StoredTurn
 from collector.export.preference import NO_EXAMPLE, build_preference_exchanges, preference_records, rows_of_answer
-from collector.settings import get_settings
+from core import db
+from core.settings import get_settings
 from tests.test_export import conversation, export, lines
 
 SYSTEM = get_settings().system_prompt
@@ -27,7 +27,7 @@ U, A = "user", "assistant"
         # approved: no pair, one wanted example
         ("dpo", "Hi there!", "Hi there!", []),
         ("kto", "Hi there!", "Hi there!", [("example", ("Hi there!", True))]),
-        # unchanged up to white space and typographic quotes is still unchanged (collector.changes.same_text)
+        # unchanged up to white space and typographic quotes is still unchanged (core.changes.same_text)
         ("kto", "It\u2019s  here.", "It's here.", [("example", ("It's here.", True))]),
         # edited: the agent's text over the draft
         ("dpo", "Sorry! Hold power 10 s.", "Try charging.", [("pair", ("Sorry! Hold power 10 s.", "Try charging."))]),

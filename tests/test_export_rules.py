@@ -14,10 +14,10 @@ from sqlalchemy import update
 from collector.export import ExportOptions, export_dataset
 from collector.export.exchanges import PENDING, DraftOutcome, StoredTurn, build_exchanges
 from collector.export.pipeline import PARALLEL_FROM
-from collector.db import session_scope
 from collector.importer import import_file
-from collector.models import Draft, Message, Review
-from collector.settings import get_settings
+from core.db import session_scope
+from core.models import Draft, Message, Review
+from core.settings import get_settings
 
 KEPT = {"approved", "edited"}
 U, A = "user", "assistant"

@@ -21,16 +21,16 @@ from collections.abc import Iterator
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
 )
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup
 
-from collector.db import open_store
-from collector.settings import Settings
+from core.db import open_store
+from core.settings import Settings
 from plugin.api.app import create_app
 from serving.gateway import ServingGateway
 from tests.fixtures.service import LiveServer, make_role_keys

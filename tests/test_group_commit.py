@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlmodel import Session
 
-from collector import db, recorder
-from collector.errors import InputError
-from collector.group_commit import GroupCommit
-from collector.models import Conversation, Draft, ReplyMode, Role
+from collector import recorder
+from core import db
+from core.errors import InputError
+from core.group_commit import GroupCommit
+from core.models import Conversation, Draft, ReplyMode, Role
 
 
 def api_exchange(question: str):

@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from collector import db, recorder
-from collector.db import open_store
-from collector.errors import InputError
+from collector import recorder
 from collector.formats import ChatRecord, HouseStyleRecord, RecordError, parse_record
 from collector.importer import BATCH_SIZE, ImportRefused, import_file
-from collector.models import Conversation, ConversationStatus, Draft, Message, Review, ReviewDecision, Role
 from collector.sample import SAMPLE_PATH
-from collector.settings import get_settings
 from collector.sample.make_sample import HELD_OUT, SEED_REPLY, SEED_USER, build_records, render
+from core import db
+from core.db import open_store
+from core.errors import InputError
+from core.models import Conversation, ConversationStatus, Draft, Message, Review, ReviewDecision, Role
+from core.settings import get_settings
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_RECORDS = [json.loads(line) for line in SAMPLE_PATH.read_text(encoding="utf-8").splitlines()]

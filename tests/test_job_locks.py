@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from collector import locks
-from collector.db import session_scope
-from collector.errors import ConflictError
-from collector.models import RunStatus, TrainingRun
-from collector.settings import get_settings
+from core import locks
+from core.db import session_scope
+from core.errors import ConflictError
+from core.models import RunStatus, TrainingRun
+from core.settings import get_settings
 from plugin.loop.decision import RemoteSwapper
 from plugin.loop.refresh import REFRESH_LOCK, run_refresh
 
@@ -82,9 +82,9 @@ HOLDER_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from datetime import timedelta
-    from collector import locks
-    from collector.db import open_store
-    from collector.runs import RunLog
+    from core import locks
+    from core.db import open_store
+    from core.runs import RunLog
 
     url, ttl = open_store(sys.argv[1]), timedelta(seconds=float(sys.argv[2]))
     with locks.job_lock("refresh", ttl=ttl, url=url) as held:

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector import db, recorder
-from collector.errors import InputError, NotFoundError
+from collector import recorder
 from collector.knowledge import (
     FAQ_PATH,
     PRODUCT_SHEET_PATH,
@@ -36,9 +35,11 @@ from collector.knowledge import (
 )
 from collector.knowledge.loaders import chunk_document, load_document
 from collector.knowledge.retrieval import KNOWLEDGE_HEADER, fit_passages
-from collector.models import ReplyMode, Role
-from collector.prompts import build_messages
-from collector.settings import Settings, get_settings
+from core import db
+from core.errors import InputError, NotFoundError
+from core.models import ReplyMode, Role
+from core.prompts import build_messages
+from core.settings import Settings, get_settings
 
 REPO = Path(__file__).parent.parent
 MEGAGADGET_QUESTION = "How long is the battery on my MegaGadget covered?"
@@ -182,9 +183,9 @@ def test_retrieval_runs_with_no_network(tmp_path: Path) -> None:
         socket.socket.connect_ex = refuse
         socket.create_connection = refuse
         socket.getaddrinfo = refuse
-        from collector import db
+        from core import db
         from collector.knowledge import SAMPLE_DOCUMENTS, add_document, retrieve
-        from collector.settings import get_settings
+        from core.settings import get_settings
         url = db.open_store("sqlite:///{tmp_path / "offline.db"}")
         with db.session_scope(url) as session:
             for path in SAMPLE_DOCUMENTS:

@@ -17,14 +17,14 @@ import pytest
 from sqlmodel import select
 
 from collector import recorder
-from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
 from collector.importer import import_file
 from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document, groundings_for, remove_document
-from collector.models import Conversation, Draft, DraftStatus, Role
-from collector.prompts import KNOWLEDGE_HEADER
 from collector.sample import SAMPLE_PATH
-from collector.settings import Settings, get_settings
+from core.db import session_scope
+from core.models import Conversation, Draft, DraftStatus, Role
+from core.prompts import KNOWLEDGE_HEADER
+from core.settings import Settings, get_settings
 from plugin import assistant
 from tests.fixtures.service import RunningService, start_widget_conversation
 
@@ -292,8 +292,8 @@ def test_routing_judges_by_the_coverage_the_live_versions_refresh_recorded(
     plugin_service: RunningService, store_url: str
 ) -> None:
     from collector.knowledge import coverage_report
-    from collector.models import AdapterStatus, RunStatus, TrainingRun
-    from collector.registry import register_adapter, set_status
+    from core.models import AdapterStatus, RunStatus, TrainingRun
+    from core.registry import register_adapter, set_status
 
     settings = plugin_service.app.state.settings
     add_knowledge(store_url)

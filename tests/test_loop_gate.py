@@ -45,7 +45,7 @@ def test_each_gate_rule_holds_on_its_own(scores: VersionScores, passed: bool, fa
 
 
 def test_gate_rules_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    from collector.settings import Settings
+    from core.settings import Settings
 
     monkeypatch.setenv("HOUSESTYLE_GATE_MIN_CHRF_GAIN", "7.5")
     monkeypatch.setenv("HOUSESTYLE_GATE_MIN_LOSS_GAIN", "0.2")

@@ -12,15 +12,15 @@ import pytest
 from sacrebleu.metrics import CHRF
 from sqlalchemy import func, select
 
-from collector.db import session_scope
-from collector.errors import ConflictError
 from collector.importer import import_file
 from collector.knowledge import PRODUCT_SHEET_PATH, add_document
-from collector.locks import current_holder
-from collector.models import AdapterEvent, AdapterStatus, Message, Review, Role, RunStatus, TrainingRun
-from collector.registry import get_adapter, live_adapter, register_adapter, set_status
 from collector.sample import SAMPLE_PATH
-from collector.settings import Settings, get_settings
+from core.db import session_scope
+from core.errors import ConflictError
+from core.locks import current_holder
+from core.models import AdapterEvent, AdapterStatus, Message, Review, Role, RunStatus, TrainingRun
+from core.registry import get_adapter, live_adapter, register_adapter, set_status
+from core.settings import Settings, get_settings
 from plugin.loop.decision import RemoteSwapper
 from plugin.loop.refresh import REFRESH_LOCK, run_refresh
 from serving.control import ControlFile, write_control_file

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import select
 
 from collector import recorder
-from collector.db import session_scope
-from collector.models import AdapterEvent, AdapterStatus, Role
-from collector.registry import live_adapter, register_adapter, set_status
-from collector.settings import get_settings
 from collector.stats import BASE_LABEL, VersionStats
+from core.db import session_scope
+from core.models import AdapterEvent, AdapterStatus, Role
+from core.registry import live_adapter, register_adapter, set_status
+from core.settings import get_settings
 from plugin.loop.rollback import RegressionCheck, check_live_regression, correction_rate_regressed
 from plugin.loop.scheduler import LoopScheduler
 from serving.gateway import ServingGateway

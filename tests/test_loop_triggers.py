@@ -8,11 +8,11 @@ from datetime import timedelta
 import pytest
 
 from collector import recorder
-from collector.db import session_scope
-from collector.locks import job_lock
-from collector.models import RunStatus
-from collector.runs import RunLog
-from collector.settings import Settings, get_settings
+from core.db import session_scope
+from core.locks import job_lock
+from core.models import RunStatus
+from core.runs import RunLog
+from core.settings import Settings, get_settings
 from plugin.loop.refresh import REFRESH_LOCK
 from plugin.loop.scheduler import refresh_due, reviews_since_last_refresh
 from serving.gateway import ServingGateway

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from collector.changes import edit_distance
+from core.changes import edit_distance
 from plugin.loop.gate import MethodCandidate, choose_method
 from trainer.evaluate import VersionScores
 from trainer.preference_eval import PreferenceScores, summarise

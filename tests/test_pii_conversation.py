@@ -7,8 +7,8 @@ import pickle
 
 import pytest
 
-from collector.errors import InputError
 from collector.pii import ConversationRedactor, KnownValues, PiiType, RedactorConfig
+from core.errors import InputError
 
 U, A = "user", "assistant"
 
@@ -183,7 +183,7 @@ def test_a_missing_spacy_model_or_a_bad_id_pattern_is_one_clear_error() -> None:
 
 
 def test_settings_choose_the_model_the_id_patterns_and_the_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
-    from collector.settings import Settings
+    from core.settings import Settings
 
     monkeypatch.setenv("HOUSESTYLE_ORDER_ID_PATTERN", r"#[A-Z]{3}\d{4}")
     monkeypatch.setenv("HOUSESTYLE_PII_ALLOW_LIST", '["Tommy Hilfiger"]')

@@ -13,10 +13,10 @@ import httpx
 from sqlalchemy import func, select
 from starlette.routing import Route
 
-from collector.db import session_scope
 from collector.importer import import_file
-from collector.models import Message
 from collector.sample import SAMPLE_PATH
+from core.db import session_scope
+from core.models import Message
 from tests.fixtures.service import RunningService, chatwoot_event, start_widget_conversation
 
 W, A, ADM = "widget", "agent", "admin"

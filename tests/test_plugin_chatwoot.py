@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import select
 
 from collector import recorder
-from collector.db import session_scope
-from collector.models import Review
+from core.db import session_scope
+from core.models import Review
 from tests.fixtures.service import FakeChatwoot, chatwoot_event
 
 TOKEN = "cw-shared-secret"

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from collector import recorder
-from collector.db import session_scope
-from collector.models import Conversation, Draft, Review
+from core.db import session_scope
+from core.models import Conversation, Draft, Review
 from tests.fixtures.service import E2E_CHATWOOT_TOKEN, EndToEndService, chatwoot_event, start_widget_conversation
 from tests.fixtures.vllm import register_adapter_folder
 

@@ -13,9 +13,9 @@ import time
 import pytest
 from sqlalchemy import event, func, select, text
 
-from collector.db import get_engine, session_scope
-from collector.models import Draft, Message
-from collector.settings import get_settings
+from core.db import get_engine, session_scope
+from core.models import Draft, Message
+from core.settings import get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.service import start_widget_conversation
 

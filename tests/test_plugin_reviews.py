@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from collector import recorder
-from collector.db import session_scope
+from core.db import session_scope
 from tests.fixtures.service import RunningService, WidgetConversation, start_widget_conversation
 
 DRAFT = "Please try charging your SuperWidget for an hour."

@@ -16,8 +16,8 @@ import pytest
 from openapi_spec_validator import validate
 
 from collector import recorder
-from collector.db import session_scope
-from collector.settings import get_settings
+from core.db import session_scope
+from core.settings import get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.service import RunningService, start_widget_conversation
 from tests.fixtures.stores import free_port

@@ -4,27 +4,27 @@ it replaced on held-out pairs, and the result is one servable adapter registered
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from sqlmodel import select
 
-from collector import db
-from collector.errors import InputError
 from collector.export import ExportOptions, export_dataset
-from collector.models import AdapterVersion
-from collector.settings import get_settings
+from core import db
+from core.errors import InputError
+from core.models import AdapterVersion
+from core.settings import get_settings
+from plugin.loop.gate import MethodCandidate, choose_method
 from tests.fixtures.stores import redact_store
 from tests.test_export import conversation
 from trainer.model_loading import load_tokenizer, load_with_adapter
-from plugin.loop.gate import MethodCandidate, choose_method
-from trainer.preference_eval import score_preference
 from trainer.preference import PreferenceConfig, load_preference_export, preference_margins, train_preference
+from trainer.preference_eval import score_preference
 from trainer.train import train_adapter
 
 ITEMS = ["SuperWidget", "MegaCharger", "Gizmo Pro", "SmartLamp", "AquaBottle", "EarPods", "PowerBank", "TabletX"]
@@ -134,8 +134,8 @@ def test_cli_trains_dpo_and_keeps_sft_the_default(tiny_base: Path, edited_store:
 def test_refresh_second_candidate_is_trained_and_the_method_chosen(
     tiny_base: Path, edited_store: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from collector.models import TrainingRun
-    from collector.runs import RunLog
+    from core.models import TrainingRun
+    from core.runs import RunLog
     from plugin.loop.methods import method_candidates
 
     monkeypatch.setenv("HOUSESTYLE_EVAL_ENGINE", "transformers")

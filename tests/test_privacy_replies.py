@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.db import open_store, session_scope
 from collector.export import ExportOptions, export_dataset
 from collector.importer import import_file
-from collector.registry import set_status
-from collector.settings import get_settings
+from core.db import open_store, session_scope
+from core.registry import set_status
+from core.settings import get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.models import train_adapter
 from tests.fixtures.service import start_widget_conversation

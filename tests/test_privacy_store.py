@@ -13,13 +13,13 @@ from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from collector import recorder
-from collector.db import session_scope
-from collector.errors import InputError
 from collector.export import ExportOptions, export_dataset
-from collector.models import AuditEvent, Conversation, Draft, Message, Review, Role, utcnow
 from collector.pii.erasure import forget, purge_expired_raw
-from collector.registry import register_adapter
-from collector.settings import get_settings
+from core.db import session_scope
+from core.errors import InputError
+from core.models import AuditEvent, Conversation, Draft, Message, Review, Role, utcnow
+from core.registry import register_adapter
+from core.settings import get_settings
 from plugin.cli import app
 from tests.fixtures.service import chatwoot_event
 from tests.fixtures.stores import redact_store

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from collector import recorder
-from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
-from collector.models import ReplyMode, Role
-from collector.prompts import build_messages, neutralise_control_strings
-from collector.settings import get_settings
+from core.db import session_scope
+from core.models import ReplyMode, Role
+from core.prompts import build_messages, neutralise_control_strings
+from core.settings import get_settings
 from plugin.assistant import receive_customer_message
 from trainer.chat_format import encode_conversation
 from trainer.model_loading import load_tokenizer

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from collector import db, recorder
-from collector.models import Draft, Message, ReplyMode, Role
+from collector import recorder
+from core import db
+from core.models import Draft, Message, ReplyMode, Role
 
 
 def test_turns_drafts_and_unsent_replies_take_the_slots_agents_expect(store_url: str) -> None:

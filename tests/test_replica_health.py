@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from collector.models import DEFAULT_BRAND_ID
+from core.models import DEFAULT_BRAND_ID
 from serving import replicas
 from serving.errors import NoHealthyReplicaError, UpstreamError
 from serving.relay import Relay

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from collector.db import session_scope
-from collector.models import AdapterStatus
-from collector.registry import get_adapter
-from collector.settings import get_settings
+from core.db import session_scope
+from core.models import AdapterStatus
+from core.registry import get_adapter
+from core.settings import get_settings
 from plugin.cli import app
 from serving.control import ControlFile, control_file_path, read_control_file, write_control_file
 from tests.fixtures.stores import current_store

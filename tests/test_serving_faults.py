@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.db import open_store
-from collector.settings import Settings
+from core.db import open_store
+from core.settings import Settings
 from serving.errors import UpstreamError
 from serving.gateway import ServingGateway
 from serving.vllm_server import replica_cpu_lists, vllm_command, vllm_environment

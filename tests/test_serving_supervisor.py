@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.settings import Settings
+from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError, VllmStartError
 from serving.vllm_server import VllmServer
 from tests.fixtures.vllm import register_adapter_folder, running_gateway

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.db import open_store, session_scope
-from collector.models import AdapterStatus
-from collector.registry import get_adapter, history
-from collector.settings import Settings
+from core.db import open_store, session_scope
+from core.models import AdapterStatus
+from core.registry import get_adapter, history
+from core.settings import Settings
 from serving.errors import AdapterRejectedError, SwapFailedError
 from tests.fixtures.stores import current_store
 from tests.fixtures.vllm import RunningVllm, register_adapter_folder, running_gateway, write_manifest
@@ -327,7 +327,7 @@ def test_services_on_other_stores_share_a_vllm_and_a_lost_adapter_is_loaded_agai
 
 
 def test_no_healthy_replica_is_a_clear_error(housestyle_home: Path):
-    from collector.settings import get_settings
+    from core.settings import get_settings
     from serving.errors import NoHealthyReplicaError
     from serving.gateway import ServingGateway
     from tests.fixtures.stores import free_port

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.settings import Settings
+from core.settings import Settings
 from tests.fixtures.models import TrainedFixtureAdapter, train_adapter
 from trainer.base_card import read_card
 from trainer.base_model import build_base
@@ -52,7 +52,7 @@ def test_smollm2_base_builds_offline_with_its_preset_and_checksums(smollm2_base:
 def test_adapter_trained_on_smollm2_serves_through_vllm_as_it_answers_in_training(
     smollm2_base: Path, smollm2_adapter: TrainedFixtureAdapter
 ) -> None:
-    from collector.prompts import USER, build_messages
+    from core.prompts import USER, build_messages
     from serving.batch import vllm_replies
     from trainer.generate import LoadedModels, TransformersReplies
 

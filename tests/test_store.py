@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import select
 
-from collector import db, recorder
-from collector.errors import ConflictError, InputError, StoreError
-from collector.models import Draft, DraftStatus, Message, ReplyMode, Review, ReviewDecision, Role
+from collector import recorder
+from core import db
+from core.errors import ConflictError, InputError, StoreError
+from core.models import Draft, DraftStatus, Message, ReplyMode, Review, ReviewDecision, Role
 
 
 def test_upgrade_creates_every_table_and_is_idempotent(store_url: str) -> None:

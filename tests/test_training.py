@@ -14,15 +14,15 @@ import torch
 from safetensors.torch import load_file
 from sqlmodel import select
 
-from collector.adapter_manifest import MANIFEST_NAME
-from collector.checksums import sha256_file
-from collector.db import session_scope
-from collector.errors import ConflictError, InputError
-from collector.models import AdapterStatus, RunStatus, TrainingRun
-from collector.registry import get_adapter
-from collector.settings import get_settings
-from tests.fixtures.stores import current_store
+from core.adapter_manifest import MANIFEST_NAME
+from core.checksums import sha256_file
+from core.db import session_scope
+from core.errors import ConflictError, InputError
+from core.models import AdapterStatus, RunStatus, TrainingRun
+from core.registry import get_adapter
+from core.settings import get_settings
 from tests.fixtures.models import TrainedFixtureAdapter, housestyle_env
+from tests.fixtures.stores import current_store
 from trainer.chat_format import END_TAG, encode_conversation
 from trainer.data import IGNORE, collate_packed, encode_example, pack_rows
 from trainer.model_loading import load_model, load_tokenizer, weights_hash

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from collector.errors import InputError
+from core.errors import InputError
 from trainer.data import IGNORE, packed_batches
 from trainer.fitting import micro_batches
 from trainer.loss import CausalLMLoss

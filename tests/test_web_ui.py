@@ -18,8 +18,8 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from collector import recorder
-from collector.db import session_scope
-from collector.models import (
+from core.db import session_scope
+from core.models import (
     AdapterStatus,
     AdapterVersion,
     Review,
@@ -29,7 +29,7 @@ from collector.models import (
     TrainingRun,
     utcnow,
 )
-from collector.registry import register_adapter, set_status
+from core.registry import register_adapter, set_status
 from tests.fixtures.browser import PHONE, screenshot
 from tests.fixtures.service import EndToEndService, RunningService, WidgetConversation
 from tests.fixtures.vllm import make_lora_adapter, register_adapter_folder
@@ -341,7 +341,7 @@ def test_an_agent_of_two_brands_switches_between_their_queues(
     ui_service: RunningService, open_page: Callable[..., Any]
 ) -> None:
     from collector.brands import brand_fields, create_brand
-    from collector.settings import get_settings
+    from core.settings import get_settings
     from plugin.api.keys import create_key
 
     url = ui_service.app.state.settings.resolved_database_url

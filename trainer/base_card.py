@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from collector.errors import ConflictError, InputError
+from core.errors import ConflictError, InputError
 
 CARD_NAME = "housestyle_base.json"
 

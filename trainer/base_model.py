@@ -17,9 +17,9 @@ from pydantic import BaseModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from collector.prompts import exchange_messages
 from collector.sample import SAMPLE_PATH
-from collector.settings import Settings
+from core.prompts import exchange_messages
+from core.settings import Settings
 from trainer.base_card import BaseCard, already_built, ensure_free, staged_output, write_card
 from trainer.chat_format import CHAT_TEMPLATE, END_TAG, PAD_TOKEN, SPECIAL_TOKENS, Messages
 from trainer.data import encode_examples

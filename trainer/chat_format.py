@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from collector.errors import InputError
+from core.errors import InputError
 
 SYSTEM_TAG, USER_TAG, ASSISTANT_TAG, END_TAG, PAD_TOKEN = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 SPECIAL_TOKENS = [PAD_TOKEN, SYSTEM_TAG, USER_TAG, ASSISTANT_TAG, END_TAG]

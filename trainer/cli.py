@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from collector.cli import BrandOption
-from collector.errors import InputError
-from collector.settings import Settings, get_settings
+from core.errors import InputError
+from core.settings import Settings, get_settings
 
 base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
                        no_args_is_help=True)
@@ -83,10 +83,9 @@ def train_command(
     With --method dpo or kto, TRL trains the --sft-adapter further on the agents' edits and rejections (one
     process). The new version id is printed alone on the last line.
     """
+    from collector.brands import entry_settings
     from trainer.distributed import shutdown
     from trainer.train import train_adapter
-
-    from collector.db import entry_settings
 
     if int(os.environ.get("RANK", "0")) == 0:  # the new version is registered in the store, by rank 0 alone
         settings = entry_settings(export_brand(data, brand))

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from collector.errors import InputError
+from core.errors import InputError
 from trainer.chat_format import Messages, encode_conversation
 
 IGNORE = -100

@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from collector.settings import Settings
+from core.settings import Settings
 from trainer import IDLE_THREADS_SLEEP
 
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from collector.errors import InputError
-from collector.prompts import ASSISTANT, build_messages, with_system_prompt
-from collector.models import DEFAULT_BRAND
 from collector.sample import GOLDEN_PATH
-from collector.settings import Settings
+from core.errors import InputError
+from core.models import DEFAULT_BRAND
+from core.prompts import ASSISTANT, build_messages, with_system_prompt
+from core.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
 from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies

@@ -8,11 +8,10 @@ never builds full-vocabulary logits (trainer.loss).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-
-import contextlib
 
 import torch
 import torch.distributed as dist

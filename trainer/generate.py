@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
-from collector.prompts import USER, build_messages
-from collector.settings import Settings
+from core.prompts import USER, build_messages
+from core.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import Example
 from trainer.distributed import use_cpu_threads

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from collector.errors import InputError
+from core.errors import InputError
 
 GIB = 1024**3
 # python, torch, tokenizers and allocator slack on CPU; with the constants below this model was fitted to the peak

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from collector.adapter_manifest import MANIFEST_NAME, read_manifest
-from collector.errors import InputError
+from core.adapter_manifest import MANIFEST_NAME, read_manifest
+from core.errors import InputError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 

@@ -21,15 +21,15 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field, model_validator
 
-from collector.errors import ConflictError, InputError
-from collector.models import RunStatus
-from collector.runs import RunLog
-from collector.settings import Settings
+from core.errors import ConflictError, InputError
+from core.models import RunStatus
+from core.runs import RunLog
+from core.settings import Settings
 from trainer.chat_format import Messages, encode_conversation
 from trainer.distributed import current_world
 from trainer.fitting import FitResult
 from trainer.model_loading import load_model, load_tokenizer, load_with_adapter, resolve_base
-from trainer.train import TrainConfig, TrainedAdapter, add_lora, check_rank, _publish
+from trainer.train import TrainConfig, TrainedAdapter, _publish, add_lora, check_rank
 
 PreferenceMethod = Literal["dpo", "kto"]
 PREFERENCE_METHODS: tuple[PreferenceMethod, ...] = ("dpo", "kto")

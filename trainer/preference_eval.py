@@ -2,7 +2,7 @@
 
 The offline twin of the online edit rate: for each held-out pair of a `housestyle export --format dpo` (a draft an
 agent changed, and what the agent sent instead), the version answers the same prompt and its reply is compared
-with the agent's text by `collector.changes.edit_distance` (the distance the recorder stores for every review).
+with the agent's text by `core.changes.edit_distance` (the distance the recorder stores for every review).
 Beside it, the distance of the draft the agent actually saw: a version below that line needs fewer corrections
 than the drafts that produced the data. Preference accuracy is the share of pairs whose chosen reply the version
 gives a higher log-probability than the rejected one (`trainer.preference.preference_margins`).
@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from collector.changes import edit_distance
-from collector.errors import InputError
-from collector.settings import Settings
+from core.changes import edit_distance
+from core.errors import InputError
+from core.settings import Settings
 from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies
 from trainer.preference import load_preference_export, preference_margins
 

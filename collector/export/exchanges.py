@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import NamedTuple
 
-from collector.models import DraftStatus, ReviewDecision, Role
-from collector.prompts import TURN_JOINER
+from core.models import DraftStatus, ReviewDecision, Role
+from core.prompts import TURN_JOINER
 
 PENDING = "pending review"  # the reason a conversation with an undecided draft is skipped
 _USER, _ASSISTANT = Role.USER.value, Role.ASSISTANT.value  # plain strings: compared for every turn exported

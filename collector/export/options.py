@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from collector.errors import InputError
 from collector.formats import first_problem
-from collector.models import ReviewDecision
 from collector.split import SplitRatios
+from core.errors import InputError
+from core.models import ReviewDecision
 
 EXPORT_FORMATS = ("chat", "prompt-completion", "hf", "dpo", "kto")
 ExportFormat = Literal["chat", "prompt-completion", "hf", "dpo", "kto"]

@@ -15,21 +15,20 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from collector.brands import brand_id
 from collector.dedup import DedupPlan, DuplicateFinder
 from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
 from collector.export.preference import PREFERENCE_FORMATS, hf_features
-from collector.export.reading import CHUNK, ConversationRow, conversation_pages, count_conversations
+from collector.export.reading import CHUNK, ConversationRow, conversation_pages, count_conversations, count_unredacted
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
 from collector.export.workers import PageExporter, PreparedChunk, in_order, read_spool_line, start_worker
-from collector.brands import brand_id
-from collector.db import session_scope
-from collector.errors import InputError
-from collector.export.reading import count_unredacted
 from collector.pii.entities import PiiType
-from collector.settings import Settings
 from collector.split import SPLITS
+from core.db import session_scope
+from core.errors import InputError
+from core.settings import Settings
 
 PARALLEL_FROM = 5000  # conversations; below this, starting worker processes costs more than it saves
 CONVERSATION_IDS = "conversation_ids.tsv"  # split <TAB> store id of every exported conversation (erasure needs it)

@@ -10,12 +10,12 @@ slot of a conversation (`collector.export.exchanges.conversation_answers`) into 
 | rejected, nothing sent                              | none (no chosen text)            | draft, label false               |
 | no draft (an agent wrote the reply)                 | none                             | sent, label true                 |
 
-"Changed" is `collector.changes.same_text`, the one rule the recorder and the connectors apply too. The
+"Changed" is `core.changes.same_text`, the one rule the recorder and the connectors apply too. The
 `decisions` option filters by the review's decision (default for these formats: all three).
 
 The prompt is the conversation as the assistant saw it when it drafted: the company system prompt, then every
 earlier customer turn and every reply that went out, up to the customer turns the draft answered, built by
-`collector.prompts.build_messages` (the same builder as the chat export and the live service). Rows are TRL's
+`core.prompts.build_messages` (the same builder as the chat export and the live service). Rows are TRL's
 conversational layout: `{"prompt": [messages], "chosen": [{"role": "assistant", ...}], "rejected": [...]}` and
 `{"prompt": [messages], "completion": [{"role": "assistant", ...}], "label": bool}`.
 
@@ -31,10 +31,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collector.changes import same_text
 from collector.export.exchanges import DraftOutcome, StoredTurn, conversation_answers
 from collector.formats import ChatMessage, check_turn_order
-from collector.prompts import ASSISTANT, TURN_JOINER, USER, build_messages, neutralise_control_strings
+from core.changes import same_text
+from core.prompts import ASSISTANT, TURN_JOINER, USER, build_messages, neutralise_control_strings
 
 PREFERENCE_FORMATS = ("dpo", "kto")
 PreferenceFormat = Literal["dpo", "kto"]

@@ -10,12 +10,12 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import case, func, null, select
 
-from collector import db
 from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
 from collector.export.options import ExportOptions, as_utc
 from collector.export.preference import PREFERENCE_FORMATS, build_preference_exchanges
-from collector.models import Conversation, Draft, Message, Review
-from collector.settings import Settings
+from core import db
+from core.models import Conversation, Draft, Message, Review
+from core.settings import Settings
 
 CHUNK = 1000  # conversations per store round trip
 

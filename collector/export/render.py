@@ -12,8 +12,8 @@ from collector.export.exchanges import Exchange
 from collector.export.options import ExportFormat
 from collector.export.preference import PREFERENCE_FORMATS, preference_records
 from collector.formats import ChatRecord, PromptCompletionRecord, first_problem, surely_valid
-from collector.prompts import ASSISTANT, USER, build_messages, grounded_system_prompt, neutralise_control_strings
 from collector.split import SplitRatios
+from core.prompts import ASSISTANT, USER, build_messages, grounded_system_prompt, neutralise_control_strings
 
 _JSON = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False) without a new encoder each call
 
@@ -41,7 +41,7 @@ def render_prompt(system_prompt: str, history: list[Exchange], customer: str) ->
 
 
 class ShownPassage(NamedTuple):
-    """A knowledge passage as a training prompt shows it (what `collector.prompts.render_knowledge` reads)."""
+    """A knowledge passage as a training prompt shows it (what `core.prompts.render_knowledge` reads)."""
 
     title: str
     text: str

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from collector.errors import InputError
+from core.errors import InputError
 
 
 def prepare_target(out: Path) -> Path:

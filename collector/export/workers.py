@@ -19,15 +19,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from collector import db
 from collector.dedup import BatchFingerprints, fingerprint_batch
 from collector.export.exchanges import Exchange
 from collector.export.options import ExportOptions
 from collector.export.preference import dedup_pairs
 from collector.export.reading import ConversationRow, read_page
 from collector.export.render import RenderPlan, render_conversation
-from collector.settings import Settings
 from collector.split import assign_split
+from core import db
+from core.settings import Settings
 
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)_\d+>")  # <PERSON_1>: collector.pii's typed placeholders
 _JSON = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False) without a new encoder each call

@@ -6,10 +6,9 @@
     routing     route_by_coverage(): should auto mode hand this message to an agent, and why
     cli         `housestyle knowledge add|list|remove|search` and `housestyle coverage`
 
-Tables live in `collector.knowledge.models`; importing this package registers them on SQLModel.metadata.
+Tables live in `core.knowledge_models`; importing this package registers them on SQLModel.metadata.
 """
 
-from collector.knowledge import models  # noqa: F401  (registers the tables)
 from collector.knowledge.coverage import CoverageReport, CoverageThresholds, TopicCoverage, coverage_report
 from collector.knowledge.retrieval import (
     Grounding,
@@ -36,6 +35,7 @@ from collector.knowledge.store import (
     list_documents,
     remove_document,
 )
+from core import knowledge_models as models  # noqa: F401  (registers the tables)
 
 __all__ = [
     "FAQ_PATH",

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 
-from collector import db
-from collector.errors import InputError
+from collector.brands import entry_settings
+from core import db
+from core.errors import InputError
 
 knowledge_app = typer.Typer(
     help="Product knowledge the assistant's replies are grounded on: product sheets, FAQs, help pages.",
@@ -65,7 +66,7 @@ def add_command(
     files = [(path, None) for path in SAMPLE_DOCUMENTS] if sample else _files(list(paths or []))
     if name is not None and len(files) != 1:
         raise InputError("--name names one document; give one file, or leave --name out")
-    settings = db.entry_settings()
+    settings = entry_settings()
     with db.session_scope(settings.resolved_database_url) as session:
         results = [
             add_document(session, path, name=name or default_name, kind=kind, brand=brand, products=product or [],
@@ -87,7 +88,7 @@ def list_command(
     """Show the knowledge base's documents: id, name, kind, brand, passages and products."""
     from collector.knowledge.store import list_documents
 
-    with db.session_scope(db.entry_settings().resolved_database_url) as session:
+    with db.session_scope(entry_settings().resolved_database_url) as session:
         documents = list_documents(session)
     if as_json:
         for document in documents:
@@ -114,7 +115,7 @@ def remove_command(
     """Remove a document and its passages; replies stop using them with the next message."""
     from collector.knowledge.store import remove_document
 
-    with db.session_scope(db.entry_settings().resolved_database_url) as session:
+    with db.session_scope(entry_settings().resolved_database_url) as session:
         removed = remove_document(session, ref, brand=brand)
     typer.echo(f"removed {removed.name} (id {removed.id}, {removed.passages} passages)")
 
@@ -130,7 +131,7 @@ def search_command(
 
     if k < 1:
         raise InputError("-k must be at least 1")
-    settings = db.entry_settings()
+    settings = entry_settings()
     with db.session_scope(settings.resolved_database_url) as session:
         passages = retrieve(session, query, k=k, brand=brand, settings=settings)
     if not passages:
@@ -167,7 +168,7 @@ def coverage_command(
     from collector.knowledge.coverage import coverage_report
 
     options = export_options(out=Path("."), seed=seed, holdout_after=holdout_after)
-    settings = db.entry_settings()
+    settings = entry_settings()
     with db.session_scope(settings.resolved_database_url) as session:
         report = coverage_report(
             session, options=options, export_dir=export, version=version, include_imported=include_imported,

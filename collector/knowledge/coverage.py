@@ -26,14 +26,14 @@ from collector.export import ExportOptions
 from collector.export.exchanges import build_exchanges
 from collector.export.reading import stored_conversations
 from collector.knowledge.coverage_export import count_export
-from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument
 from collector.knowledge.store import product_names
 from collector.knowledge.topic_coverage import CoverageThresholds, TopicCoverage, TopicTally, topic_gaps
 from collector.knowledge.topics import DEFAULT_INTENTS, NO_INTENT, NO_PRODUCT, ProductMatcher, intent_classifier
-from collector.models import Role
-from collector.settings import Settings
 from collector.split import SPLITS, assign_split
 from collector.stats import BASE_LABEL, IMPORT_AGENT
+from core.knowledge_models import KnowledgeChunk, KnowledgeDocument
+from core.models import Role
+from core.settings import Settings
 
 ALL_VERSIONS = "all versions"
 

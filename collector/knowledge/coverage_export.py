@@ -8,11 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from collector.errors import InputError
 from collector.export import ExportManifest
 from collector.knowledge.topic_coverage import TopicTally
 from collector.knowledge.topics import NO_INTENT, NO_PRODUCT, ProductMatcher
-from collector.models import Role
+from core.errors import InputError
+from core.models import Role
 
 
 def _export_conversations(export_dir: Path) -> Iterator[tuple[str, list[dict[str, Any]]]]:

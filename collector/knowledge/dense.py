@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from collector.errors import InputError
+from core.errors import InputError
 
 RRF_K = 60  # the constant of Cormack et al.'s reciprocal rank fusion
 MIN_SIMILARITY = 0.5  # cosine a passage needs to enter the dense ranking, so small talk stays ungrounded

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import select
 from sqlmodel import Session
 
-from collector.knowledge.models import DraftGrounding, KnowledgeChunk, KnowledgeDocument
 from collector.knowledge.passages import Grounding, Passage
+from core.knowledge_models import DraftGrounding, KnowledgeChunk, KnowledgeDocument
 
 
 def record_grounding(session: Session, draft_id: int, grounding: Grounding) -> None:

@@ -14,10 +14,10 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from collector.knowledge.draft_groundings import groundings_for
-from collector.knowledge.models import KnowledgeChunk
 from collector.knowledge.retrieval import training_grounding
-from collector.prompts import ASSISTANT, USER
-from collector.settings import Settings
+from core.knowledge_models import KnowledgeChunk
+from core.prompts import ASSISTANT, USER
+from core.settings import Settings
 
 Attach = Callable[[list[list], list[int | None]], None]
 

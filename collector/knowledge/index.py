@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import URL, select
 from sqlmodel import Session
 
-from collector.db import get_engine
-from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
 from collector.knowledge.passages import Passage
 from collector.knowledge.store import product_names, revision_reads
 from collector.knowledge.topics import ProductMatcher
-from collector.settings import Settings
+from core.db import get_engine
+from core.knowledge_models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
+from core.settings import Settings
 
 # --- tokens --------------------------------------------------------------------------------------------------------
 

@@ -11,10 +11,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from collector.errors import InputError
 from collector.knowledge.chunking import TITLE_JOINER, ChunkText, chunk_document
 from collector.knowledge.documents import DocumentKind, LoadedDocument, Section, clean, unique
 from collector.knowledge.parsers import FaqEntry, load_faq, load_html, load_markdown, load_text
+from core.errors import InputError
 
 KINDS: dict[str, DocumentKind] = {
     ".md": "markdown",

@@ -1,4 +1,4 @@
-"""The knowledge block of a system prompt: the passages that fit a size (rendered by `collector.prompts`, so training
+"""The knowledge block of a system prompt: the passages that fit a size (rendered by `core.prompts`, so training
 and serving render the same prompt)."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from collector.knowledge.passages import Passage
+
 # the block itself is rendered by the one prompt builder, so training and serving prompts cannot drift apart
-from collector.prompts import KNOWLEDGE_HEADER, grounded_system_prompt, render_knowledge
+from core.prompts import KNOWLEDGE_HEADER, grounded_system_prompt, render_knowledge
 
 __all__ = ["KNOWLEDGE_HEADER", "fit_passages", "grounded_system_prompt", "render_knowledge"]
 

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Sequence
 
 from sqlmodel import Session
 
-from collector import db
 from collector.knowledge.draft_groundings import groundings_for, passages_by_id, record_grounding
 from collector.knowledge.index import KnowledgeIndex, knowledge_index, recent_index, tokenize
 from collector.knowledge.passages import Grounding, Passage
 from collector.knowledge.prompt_block import KNOWLEDGE_HEADER, fit_passages, grounded_system_prompt, render_knowledge
-from collector.settings import Settings
+from core import db
+from core.settings import Settings
 
 CUSTOMER = "user"
 

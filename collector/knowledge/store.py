@@ -11,13 +11,13 @@ from pydantic import BaseModel
 from sqlalchemy import delete, event, func, select, update
 from sqlmodel import Session
 
-from collector.errors import InputError, NotFoundError
 from collector.knowledge.chunking import chunk_document
 from collector.knowledge.documents import clean, unique
 from collector.knowledge.loaders import load_document
-from collector.knowledge.models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
-from collector.models import utcnow
-from collector.settings import Settings
+from core.errors import InputError, NotFoundError
+from core.knowledge_models import KnowledgeChunk, KnowledgeDocument, KnowledgeRevision
+from core.models import utcnow
+from core.settings import Settings
 
 SAMPLE_DIR = Path(__file__).parent.parent / "sample"
 PRODUCT_SHEET_PATH = SAMPLE_DIR / "gadgetcorp_products.md"  # GadgetCorp's products: specs, warranty, troubleshooting

@@ -7,9 +7,9 @@ from collections import Counter
 
 from pydantic import BaseModel, Field, computed_field
 
-from collector.settings import Settings
 from collector.split import SPLITS
 from collector.stats import VersionStats
+from core.settings import Settings
 
 
 class CoverageThresholds(BaseModel):

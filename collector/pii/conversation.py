@@ -32,7 +32,7 @@ from collector.pii.entities import KnownValues, PiiSpan, PiiType, resolve_overla
 from collector.pii.placeholders import PLACEHOLDER, PlaceholderTable, canonical, name_parts
 from collector.pii.recognizers import AnswerRecognizer, asked_types
 from collector.pii.replies import FilledReply, fill_placeholders
-from collector.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 Turn = tuple[str, str | None]  # (role, text), roles as stored: "user", "assistant", "system"...
 

@@ -13,7 +13,6 @@ import spacy
 from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
-from collector.errors import InputError
 from collector.pii.entities import PiiType
 from collector.pii.recognizers import (
     AddressRecognizer,
@@ -26,6 +25,7 @@ from collector.pii.recognizers import (
     OfflineEmailRecognizer,
     PhoneRecognizer,
 )
+from core.errors import InputError
 
 # only NER is used: everything else costs time (the tagger and its shared tok2vec are ~40% of the small model's)
 _UNUSED_COMPONENTS = ("parser", "lemmatizer", "senter")

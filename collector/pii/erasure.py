@@ -15,11 +15,11 @@ from pathlib import Path
 from pydantic import BaseModel
 from sqlalchemy import delete, func, or_, select, union, update
 
-from collector.db import session_scope
-from collector.errors import InputError
-from collector.knowledge.models import DraftGrounding
-from collector.models import AdapterVersion, AuditEvent, Conversation, Draft, Message, Review, utcnow
-from collector.settings import Settings
+from core.db import session_scope
+from core.errors import InputError
+from core.knowledge_models import DraftGrounding
+from core.models import AdapterVersion, AuditEvent, Conversation, Draft, Message, Review, utcnow
+from core.settings import Settings
 
 CONVERSATION_IDS = "conversation_ids.tsv"  # written by every export (collector.export.pipeline)
 PURGE_BATCH = 500

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from sqlalchemy import bindparam, func, select, union, update
 
-from collector.db import session_scope
-from collector.models import Conversation, Draft, Message, Review, WorkerMark, utcnow
 from collector.pii.entities import KnownValues
-from collector.settings import Settings
+from core.db import session_scope
+from core.models import Conversation, Draft, Message, Review, WorkerMark, utcnow
+from core.settings import Settings
 
 MARKS = {"redact:message": Message, "redact:draft": Draft, "redact:review": Review}
 SWEEP_LIMIT = 500  # conversations one sweep (the full scan) redacts

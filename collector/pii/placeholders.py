@@ -3,7 +3,7 @@
 The same value always gets the same placeholder in one conversation, whatever its case or spacing ("Crystal"
 and "crystal minh" are one person; "(383) 730-0068" and "383-730-0068" one phone); numbering starts at 1 for
 each type in each conversation, in order of first appearance. Upper case inside angle brackets: the prompt
-builder (collector.prompts) leaves exactly these shapes alone.
+builder (core.prompts) leaves exactly these shapes alone.
 """
 
 from __future__ import annotations

@@ -11,17 +11,17 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from collector.db import open_store
-from collector.group_commit import GroupCommit
-from collector.settings import Settings
-from plugin.connectors.chatwoot import close_client as close_chatwoot_client
+from core.db import open_store
+from core.group_commit import GroupCommit
+from core.settings import Settings
 from plugin.api.brand_scope import BrandDirectory
 from plugin.api.deps import KeyCache, new_rate_limits
 from plugin.api.errors import install_error_handlers
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
-from plugin.api.schemas import CONVERSATION_TOKEN_HEADER, ERROR_RESPONSES
 from plugin.api.routes import admin, chatwoot, coverage, dashboard, health, openai, pages, refresh, reviews, widget
+from plugin.api.schemas import CONVERSATION_TOKEN_HEADER, ERROR_RESPONSES
+from plugin.connectors.chatwoot import close_client as close_chatwoot_client
 from plugin.loop.scheduler import LoopScheduler
 from plugin.redaction_worker import RedactionWorker
 from plugin.redrafter import Redrafter

@@ -15,10 +15,10 @@ from fastapi import Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from collector.brands import list_brands, settings_for
-from collector.db import session_scope
-from collector.errors import InputError, NotFoundError
-from collector.models import DEFAULT_BRAND_ID
-from collector.settings import Settings
+from core.db import session_scope
+from core.errors import InputError, NotFoundError
+from core.models import DEFAULT_BRAND_ID
+from core.settings import Settings
 from plugin.api.deps import Caller, authenticate
 
 BRAND_QUERY = Query(max_length=50, description="The brand's name (`housestyle brands list`); default: the "

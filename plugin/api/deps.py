@@ -19,10 +19,10 @@ from pydantic import BaseModel
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from collector.db import session_scope
-from collector.errors import InputError
-from collector.models import ApiKeyRole
-from collector.settings import Settings
+from core.db import session_scope
+from core.errors import InputError
+from core.models import ApiKeyRole
+from core.settings import Settings
 from plugin.api.keys import find_active_key, hash_key
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.ratelimit import RateLimits, TokenBuckets

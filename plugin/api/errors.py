@@ -11,7 +11,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from collector.errors import ConflictError, HouseStyleError, InputError, NotFoundError, StoreError
+from core.errors import ConflictError, HouseStyleError, InputError, NotFoundError, StoreError
 
 log = logging.getLogger("housestyle.errors")
 

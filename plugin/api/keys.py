@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from collector.brands import brand_id
-from collector.errors import InputError, NotFoundError
-from collector.models import DEFAULT_BRAND_ID, ApiKey, ApiKeyRole, utcnow
+from core.errors import InputError, NotFoundError
+from core.models import DEFAULT_BRAND_ID, ApiKey, ApiKeyRole, utcnow
 
 KEY_PREFIX = "hs_"
 

@@ -8,8 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.db import session_scope
 from collector.stats import DRAFT_OUTCOMES, version_stats
+from core.db import session_scope
 
 
 class DraftDecisionCollector(Collector):

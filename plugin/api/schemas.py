@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from collector.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
-from collector.registry import VERSION_ID_PATTERN
 from collector.stats import BASE_LABEL
+from core.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
+from core.registry import VERSION_ID_PATTERN
 
 LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
 CONVERSATION_TOKEN_HEADER = "X-Conversation-Token"

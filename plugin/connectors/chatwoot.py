@@ -3,7 +3,7 @@
 Chatwoot calls the bot's webhook with `message_created` events. A customer's (incoming) message gets a draft,
 posted as a private note for the agents (assist mode) or as the reply itself (auto mode). An agent's public
 (outgoing) message is matched to the conversation's latest pending draft: the same text is an approval; a text at
-least `chatwoot_edit_threshold` similar (`collector.changes.similarity`, 1 - normalised edit distance, default
+least `chatwoot_edit_threshold` similar (`core.changes.similarity`, 1 - normalised edit distance, default
 0.5) is an edit; anything less was written from scratch, so the draft counts as rejected and the agent's text is
 kept as the reply. Light edits (a greeting, a fixed order number) keep most characters and score well above 0.5;
 replies written anew share little beyond common words and score below it.
@@ -21,11 +21,11 @@ from sqlmodel import Session
 
 from collector import recorder
 from collector.brands import brand_id
-from collector.changes import same_text, similarity
-from collector.db import session_scope
-from collector.errors import HouseStyleError, InputError
-from collector.models import DEFAULT_BRAND_ID, Draft, DraftStatus, ReplyMode, ReviewDecision, Role
-from collector.settings import Settings
+from core.changes import same_text, similarity
+from core.db import session_scope
+from core.errors import HouseStyleError, InputError
+from core.models import DEFAULT_BRAND_ID, Draft, DraftStatus, ReplyMode, ReviewDecision, Role
+from core.settings import Settings
 from plugin import assistant
 from plugin.api.metrics import ServiceMetrics
 from plugin.api.schemas import ChatwootEvent, EventOutcome

@@ -8,13 +8,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.brands import brand_id
+from collector.brands import brand_id, entry_settings
 from collector.cli import BrandOption
-from collector.db import entry_settings, session_scope
-from collector.errors import HouseStyleError
-from collector.models import RunStatus
-from collector.settings import Settings
 from collector.stats import version_stats
+from core.db import session_scope
+from core.errors import HouseStyleError
+from core.models import RunStatus
+from core.settings import Settings
 from plugin.loop.decision import RemoteSwapper
 
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
-from collector.settings import Settings
+from core.settings import Settings
 from serving.remote import canary_version, promote_version
 
 

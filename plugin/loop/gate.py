@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from collector.settings import Settings
+from core.settings import Settings
 from trainer.evaluate import VersionScores
 from trainer.preference_eval import PreferenceScores
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from collector.export import ExportOptions, export_dataset
-from collector.runs import RunLog
-from collector.settings import Settings
+from core.runs import RunLog
+from core.settings import Settings
 from plugin.evaluation import reply_engine
 from plugin.loop.gate import MethodCandidate, MethodChoice, choose_method
 from trainer.generate import LoadedModels

@@ -2,7 +2,7 @@
 the same held-out replies and golden set, gate, and apply the verdict (promote, or canary).
 
 One refresh runs at a time across every process sharing the store (a job lock in the database). Each refresh is a
-`TrainingRun` row (kind "refresh", written through `collector.runs.RunLog`) whose step, progress and log admins can
+`TrainingRun` row (kind "refresh", written through `core.runs.RunLog`) whose step, progress and log admins can
 watch. A failure at any step leaves the live version untouched: the candidate, if one was trained, stays a
 candidate with the reason recorded.
 """
@@ -11,22 +11,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+
 from pydantic import BaseModel
 
 from collector.brands import brand_id
-from collector.db import session_scope
 from collector.export import ExportOptions, export_dataset
-from collector.locks import job_lock
-from collector.models import DEFAULT_BRAND, AdapterEvent, RunStatus
 from collector.pii.ingest import redact_everything, redactor_for
-from collector.registry import live_adapter
-from collector.runs import RunLog
-from collector.settings import Settings
+from core.db import session_scope
+from core.locks import job_lock
+from core.models import DEFAULT_BRAND, AdapterEvent, RunStatus
+from core.registry import live_adapter
+from core.runs import RunLog
+from core.settings import Settings
 from plugin.coverage_routing import refresh_coverage
+from plugin.evaluation import score_versions
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
 from plugin.loop.methods import method_candidates
-from plugin.evaluation import score_versions
 from trainer.train import train_adapter
 
 log = logging.getLogger("housestyle.refresh")

@@ -15,11 +15,11 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from collector.brands import brand_id
-from collector.db import session_scope
-from collector.models import AdapterEvent, AdapterVersion
-from collector.registry import live_adapter
-from collector.settings import Settings
 from collector.stats import BASE_LABEL, VersionStats, version_stats
+from core.db import session_scope
+from core.models import AdapterEvent, AdapterVersion
+from core.registry import live_adapter
+from core.settings import Settings
 
 
 class RegressionTest(BaseModel):

@@ -10,11 +10,11 @@ from collections.abc import Callable
 from sqlalchemy import func, select
 
 from collector.brands import brand_id, brand_settings, every_brand
-from collector.db import session_scope
-from collector.errors import ConflictError
-from collector.models import DEFAULT_BRAND_ID, Conversation, Draft, Review, TrainingRun
-from collector.settings import Settings
 from collector.stats import IMPORT_AGENT
+from core.db import session_scope
+from core.errors import ConflictError
+from core.models import DEFAULT_BRAND_ID, Conversation, Draft, Review, TrainingRun
+from core.settings import Settings
 from plugin.loop.decision import GatewaySwapper
 from plugin.loop.refresh import RefreshOutcome, run_refresh
 from plugin.loop.rollback import check_live_regression

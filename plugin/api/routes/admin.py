@@ -15,13 +15,12 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from collector import registry
-from collector.errors import NotFoundError
-from collector.models import Conversation
-from collector.registry import VERSION_ID_PATTERN
-from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
 from collector.export import export_dataset, export_options
-from plugin.assistant import require_gateway
+from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
+from core import registry
+from core.errors import NotFoundError
+from core.models import Conversation
+from core.registry import VERSION_ID_PATTERN
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import AdminCaller, Caller, GatewayDep, Store, StoreDep
 from plugin.api.schemas import (
@@ -35,6 +34,7 @@ from plugin.api.schemas import (
     StatsOut,
     VersionDrafts,
 )
+from plugin.assistant import require_gateway
 from serving.gateway import SwapResult
 
 router = APIRouter(prefix="/admin", tags=["admin"])

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from plugin.connectors import chatwoot
 from plugin.api.schemas import ChatwootEvent, EventOutcome
+from plugin.connectors import chatwoot
 from plugin.connectors.chatwoot import BOT_SENDER_TYPES
 
 router = APIRouter(prefix="/chatwoot", tags=["chatwoot"])

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 from sqlalchemy import func, select
 
-from collector import registry
-from collector.errors import InputError, NotFoundError
-from collector.models import Conversation, Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
 from collector.stats import BASE_LABEL, IMPORT_AGENT, correction_rate
+from core import registry
+from core.errors import InputError, NotFoundError
+from core.models import Conversation, Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
 from plugin.api.brand_scope import BrandFilter, ChosenBrand, DirectoryDep, visible_brands
 from plugin.api.deps import AdminCaller, Caller, StoreDep, authenticate
 from plugin.api.schemas import (

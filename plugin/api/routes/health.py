@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.db import can_write
+from core.db import can_write
 from plugin.api.deps import AdminCaller, GatewayDep, MetricsDep, SettingsDep
 from plugin.api.schemas import HealthOut, ReadyOut
 

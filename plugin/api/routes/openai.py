@@ -1,13 +1,13 @@
 """OpenAI-compatible API: `/v1/models` and `/v1/chat/completions`, so the official SDK works unchanged against us.
 
 Access: agent and admin keys. Widget keys live in public web pages, so they may not use the model as a general API.
-The messages go through the one prompt builder (`collector.prompts`): the caller's first system/developer message
+The messages go through the one prompt builder (`core.prompts`): the caller's first system/developer message
 is the system prompt, else the company's, followed by the brand's knowledge passages retrieved for the conversation
 (as the widget does), so a plain user question gets the prompt the adapter was trained with; the passages are kept
 with the recorded draft, so its training example carries them too.
 Every call is recorded as a conversation on channel "api" in auto mode: the reply is a draft that was sent. The
 recording is queued to the service's store writer after the answer has gone out (no added latency; the writer
-commits the calls that arrive together in one transaction: `collector.group_commit`); when no model can answer,
+commits the calls that arrive together in one transaction: `core.group_commit`); when no model can answer,
 the caller's messages are stored before the 503.
 """
 
@@ -29,10 +29,10 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
 from collector import recorder
-from collector.errors import HouseStyleError, NotFoundError
 from collector.knowledge import Grounding, ground, ground_from_memory, record_grounding
-from collector.models import DEFAULT_BRAND_ID, Role
-from collector.prompts import build_messages
+from core.errors import HouseStyleError, NotFoundError
+from core.models import DEFAULT_BRAND_ID, Role
+from core.prompts import build_messages
 from plugin import assistant
 from plugin.api.brand_scope import BrandEntry, DirectoryDep, visible_brands
 from plugin.api.deps import AgentCaller, Caller

@@ -9,13 +9,21 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session
 
 from collector import recorder
-from collector.errors import NotFoundError
 from collector.knowledge import groundings_for
-from collector.models import Draft, ReviewDecision
+from core.errors import NotFoundError
+from core.models import Draft, ReviewDecision
 from plugin.api.brand_scope import BrandFilter
 from plugin.api.deps import AgentCaller, Caller, MetricsDep, SettingsDep, Store, StoreDep
 from plugin.api.schemas import (
-    ApproveIn, ClaimIn, ClaimOut, EditIn, MessageOut, PassageOut, PendingDraft, RejectIn, ReviewOut,
+    ApproveIn,
+    ClaimIn,
+    ClaimOut,
+    EditIn,
+    MessageOut,
+    PassageOut,
+    PendingDraft,
+    RejectIn,
+    ReviewOut,
 )
 from plugin.api.worddiff import word_diff
 

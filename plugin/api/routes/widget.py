@@ -18,9 +18,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
-from collector.db import session_scope
-from collector.errors import HouseStyleError, NotFoundError
-from collector.models import ApiKeyRole, Conversation, Draft, DraftStatus, ReplyMode, Role
+from core.db import session_scope
+from core.errors import HouseStyleError, NotFoundError
+from core.models import ApiKeyRole, Conversation, Draft, DraftStatus, ReplyMode, Role
 from plugin import assistant
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import Caller, ReaderCaller, SettingsDep, StoreDep, WidgetCaller, limit_conversation

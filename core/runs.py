@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlmodel import Session
 
-from collector.db import session_scope
-from collector.models import DEFAULT_BRAND_ID, RunStatus, TrainingRun, utcnow
+from core.db import session_scope
+from core.models import DEFAULT_BRAND_ID, RunStatus, TrainingRun, utcnow
 
 log = logging.getLogger("housestyle.runs")
 

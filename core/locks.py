@@ -21,10 +21,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 
-from collector.db import session_scope
-from collector.errors import ConflictError, StoreError
-from collector.models import JobLock, utcnow
-from collector.runs import close_runs_of
+from core.db import session_scope
+from core.errors import ConflictError, StoreError
+from core.models import JobLock, utcnow
+from core.runs import close_runs_of
 
 log = logging.getLogger("housestyle.locks")
 

@@ -1,11 +1,13 @@
-"""Alembic environment: runs the collector's migrations on the connection `collector.db.upgrade` hands in."""
+"""Alembic environment: runs the collector's migrations on the connection `core.db.upgrade` hands in."""
 
 from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-from collector import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from collector.knowledge import models as knowledge_models  # noqa: F401  (and the knowledge base's)
+from core import (
+    knowledge_models,  # noqa: F401  (and the knowledge base's)
+    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
+)
 
 target_metadata = SQLModel.metadata
 config = context.config

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlmodel import Session
 
-from collector.db import session_scope
+from core.db import session_scope
 
 log = logging.getLogger("housestyle.store")
 
@@ -36,7 +36,7 @@ class GroupCommit:
     """`submit(write)` queues `write(session)`; `close()` stores what is queued and stops the writer thread.
 
     The thread starts with the first write. On SQLite it is the one writer of the batch's transaction, so its write
-    lock is taken once per batch (`collector.db.SerialWriteConnection` queues it behind the other threads' writes).
+    lock is taken once per batch (`core.db.SerialWriteConnection` queues it behind the other threads' writes).
     """
 
     def __init__(self, url: str, *, max_batch: int = 64, name: str = "housestyle-writer") -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from collector.checksums import sha256_file
+from core.checksums import sha256_file
 
 MANIFEST_NAME = "housestyle_manifest.json"
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from collector.models import utcnow
+from core.models import utcnow
 
 
 class KnowledgeDocument(SQLModel, table=True):
