@@ -98,7 +98,6 @@ class PiiGate:
         self._database.scan(data, match_event_handler=on_match, scratch=scratch)
         return opened
 
-import re  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from enum import StrEnum  # noqa: E402

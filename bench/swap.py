@@ -29,11 +29,10 @@ QUESTION = {"messages": [{"role": "user", "content": "Where is my order?"}], "ma
 
 def pick_base(explicit: str | None, scratch: Path) -> Path:
     from core.settings import Settings
-    from serving.vllm_server import resolved_base_model
 
     if explicit:
         return Path(explicit).resolve()
-    configured = Path(resolved_base_model(Settings()))  # the user's settings, read before prepare() points HOME away
+    configured = Path(Settings().resolved_base_model)  # the user's settings, read before prepare() points HOME away
     if configured.is_dir():
         return configured
     from tests.fixtures.vllm import _build_scratch_base

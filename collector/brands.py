@@ -73,6 +73,17 @@ def brand_id(session: Session, slug: str) -> int:
     return int(get_brand(session, slug).id)
 
 
+def brand_id_of(settings: Settings, session: Session | None = None) -> int:
+    """The id of the brand `settings` are for: carried by settings from `settings_for` (no query), else looked up in
+    `session` or in a session of their store (settings made without `collector.brands`, e.g. `get_settings()`)."""
+    if settings.brand_id is not None:
+        return settings.brand_id
+    if session is not None:
+        return brand_id(session, settings.brand)
+    with session_scope(settings.resolved_database_url) as own:
+        return brand_id(own, settings.brand)
+
+
 def list_brands(session: Session) -> list[Brand]:
     return list(session.execute(select(Brand).order_by(Brand.id)).scalars())
 
@@ -128,11 +139,12 @@ def _check_public_name(session: Session, name: str, settings: Settings, slug: st
 
 
 def settings_for(settings: Settings, brand: Brand) -> Settings:
-    """The installation's settings with the brand's own values over them (and `brand` naming it)."""
+    """The installation's settings with the brand's own values over them (and `brand` naming it, with its id)."""
     values: dict[str, Any] = {name: getattr(brand, name) for name in OVERRIDES if getattr(brand, name) is not None}
     golden = values.pop("golden_path", None)
     values["golden_set"] = golden or settings.golden_set or (str(GOLDEN_PATH) if brand.slug == DEFAULT_BRAND else None)
-    return settings.model_copy(update={**values, "brand": brand.slug})
+    resolved = settings.model_copy(update={**values, "brand": brand.slug})
+    return resolved.with_brand_id(brand.id) if brand.id is not None else resolved  # a brand not stored yet has none
 
 
 def brand_settings(settings: Settings, session: Session, slug: str | None = None) -> Settings:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from collector.brands import entry_settings
-from core import db
+from collector.brands import brand_id_of, entry_settings
 from core.errors import InputError
 from core.settings import Settings
 
@@ -60,11 +59,8 @@ def import_command(
     if sum((sample, business_sample, path is not None)) != 1:
         raise InputError("give one of: a PATH to import, --sample or --business-sample")
     bundled = SAMPLE_PATH if sample else BUSINESS_SAMPLE_PATH if business_sample else None
-    from collector.brands import brand_id
-
     settings = entry_settings(brand)
-    with db.session_scope(settings.resolved_database_url) as session:
-        into = brand_id(session, settings.brand)
+    into = brand_id_of(settings)
     try:
         report = import_file(
             bundled or path, url=settings.resolved_database_url, strict=strict, channel=channel,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from sqlalchemy import bindparam, func, insert, or_, select, union_all, update
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+from collector.review_queue import reviewable_draft
 from collector.rows import forget_loaded, held_or_loaded, loaded, refresh_loaded, with_defaults, writing
 from core.changes import edit_distance, same_text
 from core.errors import ConflictError, InputError, NotFoundError
@@ -27,9 +27,6 @@ from core.models import (
     Role,
     utcnow,
 )
-
-# how long one "agent is typing" signal lasts: the console refreshes it every few seconds while the agent types
-TYPING_SIGNAL = timedelta(seconds=8)
 
 
 def start_conversation(
@@ -92,6 +89,27 @@ def find_conversation(
     return session.exec(  # type: ignore[call-overload]
         select(Conversation).where(Conversation.channel == channel, Conversation.external_id == external_id,
                                    Conversation.brand_id == brand_id)
+    ).scalar_one_or_none()
+
+
+def conversations_named(session: Session, external_id: str) -> list[Conversation]:
+    """Every conversation known by this public id, in any brand and channel (the caller filters what it may see)."""
+    return list(session.execute(select(Conversation).where(Conversation.external_id == external_id)).scalars())
+
+
+def pending_drafts_of(session: Session, conversation_id: int) -> list[Draft]:
+    """The drafts of one conversation still waiting for an agent, oldest first."""
+    return list(session.execute(
+        select(Draft).where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+        .order_by(Draft.id)
+    ).scalars())
+
+
+def pending_draft(session: Session, conversation_id: int) -> Draft | None:
+    """The newest draft of one conversation still waiting for an agent, if any."""
+    return session.execute(
+        select(Draft).where(Draft.conversation_id == conversation_id, Draft.status == DraftStatus.PENDING)
+        .order_by(Draft.id.desc()).limit(1)  # type: ignore[union-attr]
     ).scalar_one_or_none()
 
 
@@ -330,80 +348,6 @@ def record_exchange(
     return draft_id
 
 
-def awaits_agent(draft: Draft, mode: ReplyMode | str) -> bool:
-    """Whether the customer waits for an agent on this draft: assist mode, or an auto-mode draft handed over."""
-    return draft.status == DraftStatus.PENDING and (ReplyMode(mode) == ReplyMode.ASSIST or draft.handoff_reason is not None)
-
-
-def get_draft(session: Session, draft_id: int) -> Draft:
-    draft = session.get(Draft, draft_id)
-    if draft is None:
-        raise NotFoundError(f"draft {draft_id} does not exist")
-    return draft
-
-
-def _pending_draft_of(session: Session, draft_id: int, agent_id: str, *, refused: str = "") -> Draft:
-    """The draft, row-locked, if it still waits for a decision and no other agent holds a live claim on it."""
-    draft = session.get(Draft, draft_id, with_for_update=True)
-    if draft is None:
-        raise NotFoundError(f"draft {draft_id} does not exist")
-    if draft.status == DraftStatus.REVIEWED:
-        raise ConflictError(f"draft {draft_id} is already reviewed")
-    if draft.claimed_by not in (None, agent_id) and draft.claimed_until and draft.claimed_until > utcnow():
-        raise ConflictError(
-            f"draft {draft_id} is being reviewed by {draft.claimed_by} until {draft.claimed_until:%H:%M:%S} UTC{refused}"
-        )
-    return draft
-
-
-def claim_draft(session: Session, draft_id: int, agent_id: str, *, ttl: timedelta = timedelta(minutes=5)) -> Draft:
-    """Reserve a draft for one agent so two agents never review the same one; a stale claim can be taken over."""
-    draft = _pending_draft_of(session, draft_id, agent_id)
-    draft.claimed_by = agent_id
-    draft.claimed_until = utcnow() + ttl
-    session.add(draft)
-    session.flush()
-    return draft
-
-
-def release_claim(session: Session, draft_id: int, agent_id: str) -> Draft:
-    """The agent moved on without deciding: the draft goes back to the queue for everyone at once."""
-    draft = _pending_draft_of(session, draft_id, agent_id, refused=f", not {agent_id}; only they can release it")
-    draft.claimed_by = draft.claimed_until = draft.typing_until = None
-    session.add(draft)
-    session.flush()
-    return draft
-
-
-def mark_typing(
-    session: Session, draft_id: int, agent_id: str, *, ttl: timedelta, typing_for: timedelta = TYPING_SIGNAL
-) -> Draft:
-    """The claiming agent is writing: keep their claim and tell the customer for `typing_for` (refresh to extend)."""
-    draft = claim_draft(session, draft_id, agent_id, ttl=ttl)
-    draft.typing_until = utcnow() + typing_for
-    session.add(draft)
-    session.flush()
-    return draft
-
-
-def agent_activity(draft: Draft | None, *, now: datetime | None = None) -> str | None:
-    """What the customer may know about their pending draft: "typing", "reviewing" (claimed), "waiting", or None."""
-    if draft is None or draft.status != DraftStatus.PENDING:
-        return None
-    now = now or utcnow()
-    if draft.typing_until and draft.typing_until > now and draft.claimed_until and draft.claimed_until > now:
-        return "typing"
-    if draft.claimed_until and draft.claimed_until > now:
-        return "reviewing"
-    return "waiting"
-
-
-def conversation_activity(pending: Iterable[Draft], *, now: datetime | None = None) -> str | None:
-    """The furthest along of a conversation's pending drafts: typing beats reviewing beats waiting."""
-    order = (None, "waiting", "reviewing", "typing")
-    return max((agent_activity(draft, now=now) for draft in pending), key=order.index, default=None)
-
-
 def record_review(
     session: Session,
     draft_id: int,
@@ -422,14 +366,14 @@ def record_review(
     if final_text is not None and not final_text.strip():
         final_text = None
     if decision == ReviewDecision.EDITED and final_text is None:
-        _pending_draft_of(session, draft_id, agent_id)  # a missing or taken draft says so first, as it always did
+        reviewable_draft(session, draft_id, agent_id)  # a missing or taken draft says so first, as it always did
         raise InputError("an edit needs the final text the agent sent")
     connection = writing(session)
     now = utcnow()
     taken = connection.execute(_TAKE_DRAFT_FOR_REVIEW, {"draft_id": draft_id, "agent_id": agent_id, "now": now}).first()
     if taken is None:
         forget_loaded(session, Draft, draft_id)  # read it afresh to say why
-        _pending_draft_of(session, draft_id, agent_id)  # raises: missing, reviewed, or claimed by another agent
+        reviewable_draft(session, draft_id, agent_id)  # raises: missing, reviewed, or claimed by another agent
         raise ConflictError(f"draft {draft_id} changed while it was being reviewed; load it again")
     conversation_id, position, content = taken
     refresh_loaded(session, Draft, draft_id, status=DraftStatus.REVIEWED, claimed_by=None, claimed_until=None,
@@ -456,23 +400,3 @@ def record_review(
             content=final_text, draft_id=draft_id, created_at=now,
         ))
     return loaded(session, Review, values)
-
-
-def pending_drafts(session: Session, *, limit: int = 50, brand_ids: Iterable[int] | None = None) -> list[Draft]:
-    """The review queue, oldest first (of the given brands only, when named)."""
-    query = select(Draft).where(Draft.status == DraftStatus.PENDING)
-    if brand_ids is not None:
-        query = query.join(Conversation, Conversation.id == Draft.conversation_id).where(
-            Conversation.brand_id.in_(list(brand_ids)))
-    return list(
-        session.exec(query.order_by(Draft.created_at, Draft.id).limit(limit)).scalars()  # type: ignore[call-overload]
-    )
-
-
-def close_conversation(session: Session, conversation_id: int) -> Conversation:
-    conversation = get_conversation(session, conversation_id)
-    conversation.status = ConversationStatus.CLOSED
-    conversation.updated_at = utcnow()
-    session.add(conversation)
-    session.flush()
-    return conversation

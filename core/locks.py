@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from core.db import session_scope
 from core.errors import ConflictError, StoreError
 from core.models import JobLock, utcnow
+from core.processes import pid_alive
 from core.runs import close_runs_of
 
 log = logging.getLogger("housestyle.locks")
@@ -43,21 +44,6 @@ def this_machine() -> str:
 def new_holder_id() -> str:
     """`machine:pid:random`, unique per acquisition; the machine and pid tell a waiter whether the holder lives."""
     return f"{this_machine()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` of this machine still runs (a zombie, killed but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: it exists
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True  # no /proc here: trust kill(0)
 
 
 def why_holder_is_gone(

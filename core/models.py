@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import JSON, Column, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -13,6 +13,17 @@ from sqlmodel import Field, SQLModel
 def utcnow() -> datetime:
     """Timezone-aware UTC now: the store keeps every time in UTC, the same way on SQLite and Postgres."""
     return datetime.now(UTC)
+
+
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
+def as_utc(moment: datetime | None) -> datetime | None:
+    """Times without a zone are UTC, as everywhere in the store (SQLite hands them back without one)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # Enum columns are stored as their plain string values, so later migrations can add values without ALTER TYPE.

@@ -16,6 +16,7 @@ from core.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, AdapterVe
 # vLLM adapter names, so no '/', '?', '%', spaces, or a leading '.' ('..' would walk up a path).
 VERSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _VERSION_ID = re.compile(VERSION_ID_PATTERN)
+WENT_LIVE = ("promote", "rollback")  # the events that make a version its brand's live one
 
 
 def check_version_id(version: str) -> str:
@@ -137,6 +138,29 @@ def history(session: Session, version: str | None = None, *, limit: int = 100,
     return list(session.execute(query).scalars())
 
 
+def went_live(session: Session, version: str) -> AdapterEvent | None:
+    """The event that last made `version` live (its newest promote or rollback), if any did."""
+    return session.execute(
+        select(AdapterEvent).where(AdapterEvent.version == version, AdapterEvent.action.in_(WENT_LIVE))
+        .order_by(AdapterEvent.id.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def previous_live(session: Session, current: str | None, brand_id: int = DEFAULT_BRAND_ID) -> str | None:
+    """THE version live before `current` (the brand's live version; None: none is): the newest promote or rollback of
+    another of the brand's versions. None when there is none: before it, the base model served alone.
+
+    Every promote or rollback retires the version it replaces, so with `current` live no other version went live
+    after it: this is the version it replaced, whichever way it went live."""
+    query = select(AdapterEvent.version).where(
+        AdapterEvent.action.in_(WENT_LIVE),
+        AdapterEvent.version.in_(select(AdapterVersion.version).where(AdapterVersion.brand_id == brand_id)),
+    )
+    if current is not None:
+        query = query.where(AdapterEvent.version != current)
+    return session.execute(query.order_by(AdapterEvent.id.desc()).limit(1)).scalar_one_or_none()
+
+
 # ---- promote / rollback / canary: one transaction each, by store URL (the swap protocol's registry side) ----
 
 
@@ -206,9 +230,9 @@ def brand_of(version: str, *, database_url: str) -> int:
 
 
 def previous_live_version(current: str | None, *, database_url: str, brand_id: int = DEFAULT_BRAND_ID) -> str:
-    """The version that was live before `current` in its brand (the newest promote/rollback of another version)."""
+    """`previous_live`, for a rollback that names no version: there must be one to go back to."""
     with session_scope(database_url) as session:
-        for event in history(session, limit=10_000, brand_id=brand_id):
-            if event.action in ("promote", "rollback") and event.version != current:
-                return event.version
+        previous = previous_live(session, current, brand_id)
+    if previous is not None:
+        return previous
     raise NotFoundError("there is no earlier live version to roll back to; name one: `housestyle adapters rollback VERSION`")

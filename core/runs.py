@@ -1,4 +1,5 @@
-"""Training and refresh runs in the store: the one writer of `TrainingRun` rows (start, steps, progress, log, end).
+"""Training and refresh runs in the store: the one writer of `TrainingRun` rows (start, steps, progress, log, end),
+and where they are read back.
 
 A run row is what admins watch (`/admin/runs`, the dashboard): its step, progress within the step, a log with
 timestamps, and at the end its status, metrics, adapter version or error. Training (`trainer.train`) and the
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlmodel import Session
 
 from core.db import session_scope
@@ -92,3 +95,18 @@ def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
     for run_id in ids:
         log.warning("run %s closed as failed: %s", run_id, reason)
     return sorted(ids)
+
+
+def recent_runs(session: Session, *, limit: int, brand_ids: Iterable[int] | None = None) -> list[TrainingRun]:
+    """The newest runs first (of the given brands only, when named)."""
+    query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
+    if brand_ids is not None:
+        query = query.where(TrainingRun.brand_id.in_(list(brand_ids)))
+    return list(session.execute(query).scalars())
+
+
+def last_started(session: Session, kind: str, brand_id: int = DEFAULT_BRAND_ID) -> datetime | None:
+    """When the brand's newest run of this kind ("train", "refresh") started; None if none ever did."""
+    return session.execute(
+        select(func.max(TrainingRun.started_at)).where(TrainingRun.kind == kind, TrainingRun.brand_id == brand_id)
+    ).scalar()

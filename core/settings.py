@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -184,7 +184,32 @@ class Settings(BaseSettings):
         "Micro-batches shrink (gradients accumulate) and activation checkpointing turns on to stay under it.",
     )
 
-    # --- the feedback loop (plugin/refresh.py, plugin/scheduler.py) ------------------------------
+    # --- memorisation audit and differential privacy (trainer/audit/, trainer/dp/) ---------------
+    audit_on_refresh: bool = Field(
+        False, description="Every refresh also audits its candidate for memorisation (`housestyle audit`: a shadow "
+        "adapter trained with canaries, about one more training run) and the gate refuses it on the rule below.",
+    )
+    audit_max_exposure: float = Field(
+        3.5, description="The audit refuses a candidate whose canaries planted once show more than this exposure in "
+        "bits (never-planted ones average about 1.4; a model that memorised nothing tops 3.5 in 1 audit of 150), or "
+        "whose extraction probe repeats another customer's personal value.",
+    )
+    train_dp_epsilon: float | None = Field(
+        None, description="Train SFT adapters with differential privacy per customer (Opacus) at this epsilon; "
+        "unset: no DP. DPO and KTO refuse it.",
+    )
+    train_dp_delta: float = Field(
+        1e-5, description="The delta of that guarantee; it must be below 1 / the customers in the training split."
+    )
+    train_dp_max_grad_norm: float = Field(
+        1.0, description="The most one customer's gradient may weigh in a DP step (the L2 clipping bound)."
+    )
+    train_dp_customers_per_step: int = Field(
+        64, ge=1, description="Customers a DP step samples on average (Poisson sampling); more per step need less "
+        "noise each.",
+    )
+
+    # --- the feedback loop (plugin/loop/: refresh.py, scheduler.py) ------------------------------
     train_preset: str | None = Field(
         None, description="Training preset for refreshes: default (real 1-8B models), small (SmolLM2-135M) or tiny "
         "(the test base); unset: the preset the base was built for (its housestyle_base.json), else default.",
@@ -236,7 +261,7 @@ class Settings(BaseSettings):
     rollback_alpha: float = Field(0.05, description="... at this significance (one-sided two-proportion z-test) ...")
     rollback_min_reviews: int = Field(30, description="... once both versions have at least this many reviews.")
 
-    # --- knowledge and coverage (collector/knowledge/) -------------------------------------------
+    # --- knowledge and coverage (collector/knowledge/, collector/coverage/) ----------------------
     knowledge_grounding: bool = Field(
         True, description="Add the best knowledge-base passages for the conversation to the system prompt of drafts "
         "and training examples; false: prompts without them."
@@ -281,12 +306,35 @@ class Settings(BaseSettings):
         True, description="In auto mode, send a message on a product or intent that is not learned to an agent first."
     )
 
+    # (where the store is, brand, its id) once `collector.brands.settings_for` looked the brand up: not a field, so
+    # no HOUSESTYLE_* variable sets it, and a copy made for another brand or store never answers with a stale id
+    _brand_key: tuple[str | None, Path, str, int] | None = PrivateAttr(None)
+
+    @property
+    def brand_id(self) -> int | None:
+        """The store's id of `brand` when these settings came from `collector.brands` (None: not looked up; ask
+        `collector.brands.brand_id_of`)."""
+        key = self._brand_key
+        return key[3] if key is not None and key[:3] == (self.database_url, self.home, self.brand) else None
+
+    def with_brand_id(self, brand_id: int) -> Settings:
+        """A copy that knows `brand`'s id in this store."""
+        resolved = self.model_copy()
+        resolved._brand_key = (self.database_url, self.home, self.brand, brand_id)
+        return resolved
+
     @property
     def resolved_database_url(self) -> str:
         """The store URL: the configured one, else a SQLite file inside HOME."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'housestyle.db').resolve()}"
+
+    @property
+    def resolved_base_model(self) -> str:
+        """The base model vLLM serves and adapters train on: HOUSESTYLE_BASE_MODEL, else the base built into
+        HOME/models/base."""
+        return self.base_model or str((self.models_dir / "base").resolve())
 
     @property
     def exports_dir(self) -> Path:

@@ -1,53 +1,37 @@
-"""Answering customers: store their message, ask the serving gateway for a reply, and record it as a draft."""
+"""The one reply path, whoever asks (the widget, Chatwoot, the OpenAI API, the redrafter): store the customer's
+message, ground it in the knowledge base, build the prompt, relay it to the model server (whole or streamed), guard
+the reply, record it as a draft and count it."""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from collector import recorder
 from collector.brands import settings_for
-from collector.knowledge import Grounding, ground, record_grounding
+from collector.coverage.handoff import coverage_handoff
+from collector.knowledge import Grounding, ground, ground_from_memory, record_grounding
 from collector.pii.entities import KnownValues
 from core.db import session_scope
 from core.errors import InputError, StoreError
-from core.models import DEFAULT_BRAND_ID, Brand, Draft, ReplyMode, Role
-from core.prompts import build_messages, fit_messages
+from core.models import Brand, Conversation, Draft, ReplyMode, Role
+from core.prompts import build_messages
 from core.settings import Settings
-from plugin.api.errors import MessageNotStored, ModelServersUnavailable
-from plugin.api.metrics import ServiceMetrics
-from plugin.coverage_routing import coverage_handoff
+from plugin.metrics import ServiceMetrics
+from plugin.reply.errors import MessageNotStored
+from plugin.reply.turns import Delta, Reply, Turn
+from plugin.reply.upstream import chunk_dicts, chunk_text, message_text, open_reply
 from plugin.reply_guard import ReplyGuard
-from serving.errors import UpstreamError
 
-
-@dataclass
-class Turn:
-    """A customer message that is stored and waits for the assistant's reply."""
-
-    conversation_id: int
-    conversation_key: str  # stable per conversation: keeps it on one side of a canary split
-    channel: str
-    mode: ReplyMode
-    prompt: list[dict[str, str]]
-    guard: ReplyGuard  # fills the reply's placeholders from what this conversation knows
-    handoff: str | None = None  # why this auto-mode turn goes to an agent before the customer sees it
-    grounding: Grounding | None = None  # the knowledge passages its prompt carries (recorded with the draft)
-    brand_id: int = DEFAULT_BRAND_ID  # whose adapters answer it
-    model: str | None = None  # the brand's public model name (None: the installation's)
-
-
-@dataclass
-class Reply:
-    draft: Draft | None  # None where the caller records the draft itself
-    version: str | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+# how old a read of the knowledge revision a turn the store does not hold trusts: a document added by another
+# process (the CLI) is used within this, one added by this service at once
+KNOWLEDGE_RECHECK_S = 2.0
+NO_REPLY = "the model gave no usable reply; an agent answers instead"
 
 
 def receive_customer_message(settings: Settings, conversation_id: int, content: str) -> Turn:
@@ -61,7 +45,7 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
         raise MessageNotStored(f"the message was NOT stored ({error}); send it again in a moment") from None
 
 
-def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
+def turn_of(settings: Settings, session: Session, conversation: Conversation) -> Turn:
     """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it, under
     its brand's system prompt, with the knowledge passages retrieved for it; in auto mode, a topic the live version
     has not learned hands it over."""
@@ -75,15 +59,32 @@ def turn_of(settings: Settings, session: Any, conversation: Any) -> Turn:
         conversation.channel,
         mode,
         build_messages(brand.system_prompt, transcript, grounding.passages),
-        ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
+        reply_parameters(settings, brand.public_model_name or settings.public_model_name),
+        guard=ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
         handoff=coverage_handoff(brand, session, mode, transcript),
         grounding=grounding,
         brand_id=conversation.brand_id,
-        model=brand.public_model_name,
     )
 
 
-NO_REPLY = "the model gave no usable reply; an agent answers instead"
+def reply_parameters(settings: Settings, model: str) -> dict[str, Any]:
+    """The service's own request for a reply (HOUSESTYLE_REPLY_MAX_TOKENS, HOUSESTYLE_REPLY_TEMPERATURE)."""
+    return {"model": model, "max_tokens": settings.reply_max_tokens, "temperature": settings.reply_temperature}
+
+
+async def ground_turns(settings: Settings, turns: Iterable[tuple[str, str]]) -> Grounding | None:
+    """The brand's passages for a conversation the store does not hold (an API call's messages); None when the brand
+    has grounding off. From the index in memory when its revision was read lately, else in a thread (retrieval
+    reads the store, may rebuild the index)."""
+    if not settings.knowledge_grounding:
+        return None
+    turns = list(turns)
+    recent = ground_from_memory(settings.resolved_database_url, turns, brand=settings.brand, settings=settings,
+                                max_age_s=KNOWLEDGE_RECHECK_S)
+    if recent is not None:
+        return recent
+    return await asyncio.to_thread(ground, settings.resolved_database_url, turns, brand=settings.brand,
+                                   settings=settings)
 
 
 def record_reply(settings: Settings, turn: Turn, text: str, version: str | None, latency_ms: float) -> Draft:
@@ -100,142 +101,89 @@ def record_reply(settings: Settings, turn: Turn, text: str, version: str | None,
         return draft
 
 
-def require_gateway(gateway: Any) -> Any:
-    if gateway is None:
-        raise ModelServersUnavailable(
-            "no model server is configured for this service; start it with `housestyle serve` (not --no-vllm) "
-            "or set HOUSESTYLE_VLLM_URLS"
-        )
-    return gateway
-
-
-# conservative: English runs about 4 characters a token; digits, ids, names and emoji fewer
-CHARS_PER_TOKEN = 2.0
-TEMPLATE_TOKENS = 64  # what a chat template adds around the messages
-
-
-def prompt_budget(settings: Settings, gateway: Any, *, shrink: int = 1) -> int | None:
-    """Characters of conversation that fit the served model's context beside the reply (None: window unknown)."""
-    window = getattr(gateway, "max_model_len", None)
-    if not window:
-        return None
-    tokens = max(window - settings.reply_max_tokens - TEMPLATE_TOKENS, TEMPLATE_TOKENS)
-    return int(tokens * CHARS_PER_TOKEN) // shrink
-
-
-def too_long(error: UpstreamError) -> bool:
-    """vLLM's answer to a prompt longer than its context window."""
-    message = str(error).lower()
-    return error.status_code == 400 and ("context" in message or "too long" in message or "maximum" in message)
-
-
-def fitted(settings: Settings, gateway: Any, turn: Turn, *, shrink: int = 1) -> Turn:
-    """The turn with its prompt cut to the model's context (older turns first); a long history never blocks a reply."""
-    budget = prompt_budget(settings, gateway, shrink=shrink)
-    if budget is not None:
-        turn.prompt = fit_messages(turn.prompt, budget)
-    return turn
-
-
-def reply_request(settings: Settings, turn: Turn, *, stream: bool) -> dict[str, Any]:
-    request: dict[str, Any] = {
-        "model": turn.model or settings.public_model_name,
-        "messages": turn.prompt,
-        "max_tokens": settings.reply_max_tokens,
-        "temperature": settings.reply_temperature,
-    }
-    if stream:
-        request["stream"] = True
-        request["stream_options"] = {"include_usage": True}
-    return request
-
-
-async def chunk_dicts(chunks: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
-    """The gateway's stream as chunk dicts, whether it yields parsed chunks or raw server-sent-event text."""
-    async for chunk in chunks:
-        if isinstance(chunk, dict):
-            yield chunk
-            continue
-        text = chunk.decode() if isinstance(chunk, bytes) else str(chunk)
-        for line in text.splitlines():
-            line = line.strip()
-            if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
-                yield json.loads(line[5:])
-
-
-def chunk_text(chunk: dict[str, Any]) -> str:
-    choices = chunk.get("choices") or []
-    return (choices[0].get("delta") or {}).get("content") or "" if choices else ""
+def record_exchange(
+    session: Session, turn: Turn, *, turns: Iterable[tuple[Role, str]], customer_ref: str | None, reply: Reply | None
+) -> None:
+    """A turn whose conversation was not stored (an API call), stored now as one auto-mode conversation on its
+    channel: its messages, then the reply as a sent draft (if any) with the passages its prompt carried."""
+    draft_id = recorder.record_exchange(
+        session,
+        turns=[(role, text) for role, text in turns if text.strip()],
+        reply=reply.text if reply is not None else None,
+        prompt=turn.prompt,
+        adapter_version=reply.version if reply is not None else None,
+        latency_ms=reply.latency_ms if reply is not None else None,
+        external_id=turn.conversation_key,
+        channel=turn.channel,
+        customer_ref=customer_ref,
+        source=turn.channel,  # API calls: channel and source "api"
+        brand_id=turn.brand_id,
+    )
+    if draft_id is not None and turn.grounding is not None:
+        record_grounding(session, draft_id, turn.grounding)
 
 
 async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn) -> Reply:
-    """Ask the model for a reply to the stored turn and record it as a draft (auto mode: also sent)."""
-    gateway = require_gateway(gateway)
+    """Ask the model for the whole reply to the turn and record it as a draft (auto mode: also sent)."""
     started = time.perf_counter()
-    try:
-        route, body = await gateway.chat(
-            reply_request(settings, fitted(settings, gateway, turn), stream=False),
-            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
-        )
-    except UpstreamError as error:
-        if not too_long(error):
-            raise
-        route, body = await gateway.chat(  # the estimate was off for this text: once more with half the room
-            reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=False),
-            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
-        )
-    latency_ms = (time.perf_counter() - started) * 1000
-    text = turn.guard.whole((body.get("choices") or [{}])[0].get("message", {}).get("content") or "")
-    draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
-    usage = body.get("usage") or {}
-    reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-    observe_reply(metrics, turn, reply)
-    return reply
+    route, answer = await open_reply(settings, gateway, turn, stream=False)
+    text = message_text(answer)
+    guarded = turn.guard.whole(text) if turn.guard is not None else text
+    return await conclude(settings, metrics, turn, route, guarded, answer.get("usage"), started, answer)
 
 
-async def open_reply_stream(settings: Settings, gateway: Any, turn: Turn) -> tuple[Any, AsyncIterator[dict]]:
-    """Start streaming a reply; raises (→ 503) before anything is sent when no model server can take it."""
-    gateway = require_gateway(gateway)
-    try:
-        route, chunks = await gateway.stream_chat(
-            reply_request(settings, fitted(settings, gateway, turn), stream=True),
-            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
-        )
-    except UpstreamError as error:
-        if not too_long(error):
-            raise
-        route, chunks = await gateway.stream_chat(
-            reply_request(settings, fitted(settings, gateway, turn, shrink=2), stream=True),
-            conversation_key=turn.conversation_key, brand_id=turn.brand_id,
-        )
-    return route, chunk_dicts(chunks)
+class ReplyStream:
+    """A reply as the model streams it: iterate it for `Delta`s, then the recorded `Reply`; `aclose()` ends it (the
+    replica stops generating and the version's in-flight count is released)."""
 
+    def __init__(
+        self, settings: Settings, metrics: ServiceMetrics, turn: Turn, route: Any, chunks: Any, started: float
+    ) -> None:
+        self.settings, self.metrics, self.turn, self.route = settings, metrics, turn, route
+        self._chunks = chunks
+        self._started = started
 
-async def stream_reply(
-    settings: Settings, metrics: ServiceMetrics, turn: Turn, route: Any, chunks: AsyncIterator[dict], started: float
-) -> AsyncIterator[str | Reply]:
-    """Yield the reply's text a sentence at a time (placeholders filled), then the recorded `Reply`."""
-    pieces: list[str] = []
-    usage: dict[str, int] = {}
-    async for chunk in chunks:
-        usage = chunk.get("usage") or usage
-        piece = turn.guard.feed(chunk_text(chunk))
-        if piece:
+    def __aiter__(self) -> AsyncIterator[Delta | Reply]:
+        return self._relay()
+
+    async def _relay(self) -> AsyncIterator[Delta | Reply]:
+        guard = self.turn.guard
+        pieces: list[str] = []
+        usage: dict[str, int] | None = None
+        async for chunk in chunk_dicts(self._chunks):
+            usage = chunk.get("usage") or usage
+            text = chunk_text(chunk)
+            piece = guard.feed(text) if guard is not None else text  # guarded: a sentence at a time
             pieces.append(piece)
-            yield piece
-    if rest := turn.guard.finish():
-        pieces.append(rest)
-        yield rest
+            yield Delta(piece, chunk)
+        if guard is not None and (rest := guard.finish()):
+            pieces.append(rest)
+            yield Delta(rest)
+        yield await conclude(self.settings, self.metrics, self.turn, self.route, "".join(pieces), usage,
+                             self._started)
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()
+
+
+async def open_reply_stream(settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn) -> ReplyStream:
+    """Start streaming the turn's reply; raises (→ 503) before anything is sent when no model server can take it."""
+    started = time.perf_counter()
+    route, chunks = await open_reply(settings, gateway, turn, stream=True)
+    return ReplyStream(settings, metrics, turn, route, chunks, started)
+
+
+async def conclude(
+    settings: Settings, metrics: ServiceMetrics, turn: Turn, route: Any, text: str, usage: dict[str, int] | None,
+    started: float, answer: dict[str, Any] | None = None,
+) -> Reply:
+    """The reply once the model has finished: recorded as the turn's draft and counted."""
     latency_ms = (time.perf_counter() - started) * 1000
-    draft = await run_in_threadpool(record_reply, settings, turn, "".join(pieces), route.version, latency_ms)
-    reply = Reply(draft, route.version, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-    observe_reply(metrics, turn, reply)
-    yield reply
-
-
-def observe_reply(metrics: ServiceMetrics, turn: Turn, reply: Reply) -> None:
-    metrics.generations.labels(turn.channel, reply.version or "base").inc()
-    metrics.count_tokens(reply.version, reply.prompt_tokens, reply.completion_tokens)
+    draft = None
+    if turn.conversation_id is not None:  # a turn not stored yet is recorded by its caller, with its messages
+        draft = await run_in_threadpool(record_reply, settings, turn, text, route.version, latency_ms)
+    metrics.count_reply(turn.channel, route.version, usage)
+    return Reply(draft, route.version, text, latency_ms, usage, answer)
 
 
 def mode_for_channel(settings: Settings, channel: str) -> ReplyMode:

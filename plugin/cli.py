@@ -8,6 +8,7 @@ import sys
 import typer
 
 from collector.cli import register as register_collector
+from collector.coverage.cli import register as register_coverage
 from collector.knowledge.cli import register as register_knowledge
 from core.errors import HouseStyleError
 from plugin.commands import register as register_plugin
@@ -33,6 +34,7 @@ app = typer.Typer(
 
 register_collector(app)
 register_knowledge(app)
+register_coverage(app)
 register_serving(app)
 register_plugin(app)
 register_trainer(app)

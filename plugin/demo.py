@@ -31,6 +31,7 @@ from rich.table import Table
 from collector.importer import import_file
 from collector.sample import SAMPLE_PATH
 from collector.sample.make_sample import SEED, build_records
+from collector.stats import BASE_LABEL
 from core.changes import same_text
 from core.db import open_store, session_scope
 from core.errors import HouseStyleError
@@ -254,7 +255,7 @@ def run_demo(settings: Settings, *, model: BaseName = "smollm2", per_round: int 
             console.print(f"  {line}")
         table, rates = quality_table(service)
         console.print(table)
-        before_rate, after_rate = rates.get("base", 0.0), rates.get(candidate, 0.0)
+        before_rate, after_rate = rates.get(BASE_LABEL, 0.0), rates.get(candidate, 0.0)
         verdict = "at least halved" if after_rate <= before_rate / 2 else "did NOT halve"
         console.print(f"drafts agents had to correct: {before_rate:.0%} (base) -> {after_rate:.0%} ({candidate}): {verdict}")
         if keep_serving:

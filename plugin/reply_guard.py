@@ -49,5 +49,5 @@ class ReplyGuard:
         if not _MAYBE_PLACEHOLDER.search(text):
             return text
         trailing = text[len(text.rstrip()):]  # the space between sentences is the stream's, keep it
-        filled = fill_placeholders(text, self.placeholders, self.known).text
+        filled = fill_placeholders(text.rstrip(), self.placeholders, self.known).text
         return filled + trailing if filled else ""

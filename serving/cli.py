@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.brands import brand_id, entry_settings
+from collector.brands import brand_id_of, entry_settings
 from collector.cli import BrandOption, default_actor
 from core.db import session_scope
 from core.registry import get_adapter, list_adapters
@@ -39,7 +39,7 @@ def list_command(brand: BrandOption = None) -> None:
         table.add_column(column, no_wrap=True)
     table.add_column("path", overflow="fold")
     with session_scope(settings.resolved_database_url) as session:
-        for adapter in list_adapters(session, brand_id(session, settings.brand)):
+        for adapter in list_adapters(session, brand_id_of(settings, session)):
             share = f"{adapter.canary_share:.0%}" if adapter.status == "canary" else ""
             table.add_row(adapter.version, str(adapter.status), share, str(adapter.rank),
                           adapter.created_at.strftime("%Y-%m-%d %H:%M"), adapter.path)
@@ -112,7 +112,7 @@ def history_command(
     with session_scope(settings.resolved_database_url) as session:
         if version:
             get_adapter(session, version)
-        for event in history(session, version, brand_id=brand_id(session, settings.brand)):
+        for event in history(session, version, brand_id=brand_id_of(settings, session)):
             table.add_row(event.created_at.strftime("%Y-%m-%d %H:%M:%S"), event.version, event.action, event.actor,
                           event.reason or "")
     Console().print(table)

@@ -12,6 +12,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from core.errors import ConflictError, HouseStyleError, InputError, NotFoundError
+from core.processes import pid_alive
 from core.registry import check_version_id
 from core.settings import Settings
 from serving.errors import AdapterRejectedError, NoHealthyReplicaError, UpstreamError
@@ -52,16 +53,6 @@ def remove_control_file(settings: Settings, pid: int | None = None) -> None:
     if control is not None and pid is not None and control.pid != pid:
         return
     path.unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_control_file(settings: Settings, *, require_alive: bool = True) -> ControlFile | None:

@@ -31,7 +31,7 @@ from pydantic import BaseModel
 from collector.brands import list_brands, settings_for
 from core.db import open_store, session_scope
 from core.errors import InputError
-from core.models import DEFAULT_BRAND_ID, AdapterStatus
+from core.models import DEFAULT_BRAND_ID, AdapterStatus, AdapterVersion
 from core.registry import adapters_with_status
 from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError
@@ -40,7 +40,7 @@ from serving.replicas import Replica, ReplicaPool, ReplicaStatus
 from serving.routing import BrandRoutes, LoadedVersion, Route
 from serving.swaps import AdapterSwaps, SwapResult
 from serving.validation import validate_adapter
-from serving.vllm_server import BASE_SERVED_NAME, VllmServer, lora_slots, replica_cpu_lists, resolved_base_model
+from serving.vllm_server import BASE_SERVED_NAME, VllmServer, lora_slots, replica_cpu_lists
 
 log = logging.getLogger("housestyle.serving")
 
@@ -91,7 +91,7 @@ class ServingGateway:
             on_recovered=self._reload_replica,
         )
         self.routes = BrandRoutes(BASE_SERVED_NAME, public_names)
-        self.base_model = resolved_base_model(settings) if (self.managed or settings.base_model) else ""
+        self.base_model = settings.resolved_base_model if (self.managed or settings.base_model) else ""
         # vLLM names this service owns: only these are ever unloaded as leftovers when a replica rejoins
         self.name_prefix = f"{VLLM_NAME_PREFIX}{hashlib.sha256(self.database_url.encode()).hexdigest()[:6]}-"
         self.relay = Relay(self.pool, self.routes, self._repair)
@@ -151,20 +151,25 @@ class ServingGateway:
         """True when at least one replica is healthy with the live (and canary) versions loaded."""
         return self._started and bool(self.pool.healthy())
 
-    async def _restore_from_registry(self) -> None:
-        """Fill each brand's routing table from the registry (live + canary); a version that fails validation is
-        skipped."""
+    def _registry_versions(self) -> list[tuple[AdapterVersion, str]]:
+        """Each brand's live and canary version in the registry, with its role (blocking: run it in a thread)."""
         wanted = []
         with session_scope(self.database_url) as session:
             for brand in self.routes.public_names:
-                self.routes.table(brand)
                 for role, status in (("live", AdapterStatus.LIVE), ("canary", AdapterStatus.CANARY)):
                     wanted += [(adapter, role) for adapter in adapters_with_status(session, status, brand)[:1]]
-        for adapter, role in wanted:
+        return wanted
+
+    async def _restore_from_registry(self) -> None:
+        """Fill each brand's routing table from the registry (live + canary); a version that fails validation is
+        skipped."""
+        for brand in self.routes.public_names:
+            self.routes.table(brand)
+        for adapter, role in await asyncio.to_thread(self._registry_versions):
+            served_base = await self._served_base()
             try:
-                validated = validate_adapter(
-                    adapter.path, served_base_model=await self._served_base(), max_lora_rank=self.settings.max_lora_rank
-                )
+                validated = await asyncio.to_thread(validate_adapter, adapter.path, served_base_model=served_base,
+                                                    max_lora_rank=self.settings.max_lora_rank)
             except InputError as exc:
                 log.error("not serving %s version %s: %s", role, adapter.version, exc)
                 continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collector.brands import brand_id
+from collector.brands import brand_id, brand_id_of
 from core import registry
 from core.db import session_scope
 from core.errors import ConflictError, InputError
@@ -10,7 +10,6 @@ from core.registry import check_version_id
 from core.settings import Settings
 from serving.control import AdminClient, read_control_file
 from serving.validation import validate_adapter
-from serving.vllm_server import resolved_base_model
 
 NEXT_START = "the next `housestyle serve` loads it"
 
@@ -26,7 +25,7 @@ def validate_offline(version: str, *, actor: str, settings: Settings) -> None:
     url = settings.resolved_database_url
     try:
         validate_adapter(registry.adapter_path(version, database_url=url),
-                         served_base_model=resolved_base_model(settings), max_lora_rank=settings.max_lora_rank)
+                         served_base_model=settings.resolved_base_model, max_lora_rank=settings.max_lora_rank)
     except InputError as exc:
         registry.mark_rejected(version, actor=actor, reason=str(exc), database_url=url)
         raise
@@ -66,8 +65,7 @@ def promote_version(version: str, *, actor: str, reason: str | None, settings: S
 def rollback_version(version: str | None, *, actor: str, reason: str | None, settings: Settings) -> str:
     """Go back to the brand's (HOUSESTYLE_BRAND, --brand) previous live version, or to any kept `version` of it."""
     url = settings.resolved_database_url
-    with session_scope(url) as session:
-        brand = brand_id(session, settings.brand)
+    brand = brand_id_of(settings)
     if version is not None:
         check_version_id(version)
         check_brand_of(version, settings.brand, settings)

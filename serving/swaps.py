@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import BaseModel
 
 from core import registry
+from core.db import session_scope
 from core.errors import ConflictError, InputError
 from core.models import DEFAULT_BRAND_ID
 from core.settings import Settings
@@ -75,36 +76,46 @@ class AdapterSwaps:
         if version is None:
             table = self.routes.table(brand_id)
             current = table.live.version if table.live else None
-            version = registry.previous_live_version(current, database_url=self.database_url, brand_id=brand_id)
+            version = await asyncio.to_thread(registry.previous_live_version, current,
+                                              database_url=self.database_url, brand_id=brand_id)
         return await self._make_live(version, action="rollback", actor=actor, reason=reason)
 
-    def _table(self, version: str) -> RoutingTable:
-        """The routing table of the version's brand (raises NotFoundError for an unknown version)."""
-        return self.routes.table(registry.brand_of(version, database_url=self.database_url))
+    def _registered(self, version: str) -> tuple[int, str]:
+        """(brand, adapter folder) of a registered version; NotFoundError for an unknown one. Blocking: run it in a
+        thread, before taking the lock (a registered version's brand and folder never change)."""
+        with session_scope(self.database_url) as session:
+            adapter = registry.get_adapter(session, version)
+            return adapter.brand_id, adapter.path
+
+    async def _record(self, change: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """A registry write, in a thread so the event loop keeps serving; awaited under the lock, so the registry
+        records the swaps in the order they happened."""
+        await asyncio.to_thread(change, *args, database_url=self.database_url, **kwargs)
 
     async def canary(self, version: str, share: float, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """Route `share` (0..1) of new conversations to `version`; share 0 ends the canary (it becomes a candidate)."""
         if not 0.0 <= share <= 1.0:
             raise InputError(f"canary share {share} is not between 0 and 1; use e.g. --share 0.1")
-        table = self._table(version)
+        brand, path = await asyncio.to_thread(self._registered, version)
+        table = self.routes.table(brand)
         async with self.lock:
             previous = table.canary
             if share == 0.0:
                 if previous is None or previous.version != version:
                     raise ConflictError(f"{version} is not the canary; nothing to end")
                 table.canary, table.canary_share = None, 0.0
-                registry.end_canary(version, actor=actor, reason=reason, database_url=self.database_url)
+                await self._record(registry.end_canary, version, actor=actor, reason=reason)
                 await self._retire_name(table, previous)
                 return SwapResult(action="canary-end", version=None, previous=version, replicas=self._urls())
             if table.live is not None and table.live.version == version:
                 raise ConflictError(f"{version} is already live; a canary must be another version")
             if previous is not None and previous.version == version:
                 table.canary_share = share
-                registry.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+                await self._record(registry.mark_canary, version, share, actor=actor, reason=reason)
                 return SwapResult(action="canary", version=version, previous=version, replicas=self._urls())
-            loaded = await self._load_everywhere(version, actor=actor)
+            loaded = await self._load_everywhere(version, path, actor=actor)
             table.canary, table.canary_share = loaded, share
-            registry.mark_canary(version, share, actor=actor, reason=reason, database_url=self.database_url)
+            await self._record(registry.mark_canary, version, share, actor=actor, reason=reason)
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action="canary", version=version, previous=previous.version if previous else None,
@@ -112,7 +123,8 @@ class AdapterSwaps:
 
     async def _make_live(self, version: str, *, action: str, actor: str, reason: str | None) -> SwapResult:
         started = time.perf_counter()
-        table = self._table(version)
+        brand, path = await asyncio.to_thread(self._registered, version)
+        table = self.routes.table(brand)
         async with self.lock:
             previous = table.live
             if previous is not None and previous.version == version:
@@ -123,25 +135,25 @@ class AdapterSwaps:
                 loaded = canary
                 table.canary, table.canary_share = None, 0.0
             else:
-                loaded = await self._load_everywhere(version, actor=actor)
+                loaded = await self._load_everywhere(version, path, actor=actor)
             table.live = loaded  # the atomic flip: every new request of this brand from here on gets the new version
             flipped = time.perf_counter()
-            registry.mark_live(version, action=action, actor=actor, reason=reason, database_url=self.database_url)
+            await self._record(registry.mark_live, version, action=action, actor=actor, reason=reason)
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action=action, version=version, previous=previous.version if previous else None,
                               replicas=self._urls(), flip_ms=(flipped - started) * 1000,
                               total_ms=(time.perf_counter() - started) * 1000)
 
-    async def _load_everywhere(self, version: str, *, actor: str) -> LoadedVersion:
-        """Validate, then load under a fresh name + list check + smoke request on each replica; undo all on failure."""
-        path = registry.adapter_path(version, database_url=self.database_url)
-        try:
-            validated = validate_adapter(
-                path, served_base_model=await self.served_base(), max_lora_rank=self.settings.max_lora_rank
-            )
+    async def _load_everywhere(self, version: str, path: str, *, actor: str) -> LoadedVersion:
+        """Validate the adapter in `path`, then load it under a fresh name + list check + smoke request on each
+        replica; undo all on failure."""
+        served_base = await self.served_base()
+        try:  # validation reads the adapter's files: off the event loop too
+            validated = await asyncio.to_thread(validate_adapter, path, served_base_model=served_base,
+                                                max_lora_rank=self.settings.max_lora_rank)
         except InputError as exc:
-            registry.mark_rejected(version, actor=actor, reason=str(exc), database_url=self.database_url)
+            await self._record(registry.mark_rejected, version, actor=actor, reason=str(exc))
             raise
         replicas = self.pool.healthy()
         if not replicas:

@@ -33,11 +33,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def resolved_base_model(settings: Settings) -> str:
-    """The base model to serve: HOUSESTYLE_BASE_MODEL, else the base built into HOME/models/base."""
-    return settings.base_model or str((settings.models_dir / "base").resolve())
-
-
 def lora_slots(configured: int | None, brands: int) -> int:
     """Adapters each vLLM must hold at once: every brand's live and canary version, plus one being swapped in.
 
@@ -61,7 +56,7 @@ def vllm_command(settings: Settings, *, port: int, max_loras: int | None = None)
     # the `vllm` console script fails on the CPU build; the module entry point works everywhere
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", resolved_base_model(settings),
+        "--model", settings.resolved_base_model,
         "--served-model-name", BASE_SERVED_NAME,
         "--host", "127.0.0.1",
         "--port", str(port),
@@ -125,7 +120,7 @@ class VllmServer:
 
     def launch(self) -> None:
         """Start the process (returns at once; `wait_healthy` waits for it)."""
-        base = resolved_base_model(self.settings)
+        base = self.settings.resolved_base_model
         if "/" in base and not Path(base).exists() and Path(base).is_absolute():
             raise VllmStartError(f"base model {base} does not exist; run `housestyle base build` or set HOUSESTYLE_BASE_MODEL")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

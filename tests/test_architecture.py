@@ -1,9 +1,12 @@
 """Imports flow one way: core uses none of the others, collector only core, trainer and serving core and collector,
-plugin all."""
+plugin all; inside a package its layers (LAYERS) flow one way too; and no module imports itself back, counting the
+package `__init__`s an import runs."""
 
 from __future__ import annotations
 
 import ast
+from collections import deque
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -16,27 +19,185 @@ ALLOWED = {
     "serving": {"core", "collector", "serving"},
     "plugin": {"core", "collector", "trainer", "serving", "plugin"},
 }
+# Layers inside a package, lowest first: a module (or package, with everything under it) may import its own layer and
+# those listed before it, never one listed after. Modules not named here are not ranked.
+LAYERS: dict[str, list[tuple[str, ...]]] = {
+    "collector": [
+        ("collector.knowledge",),  # product knowledge: documents, retrieval, what replies are grounded on
+        ("collector.export",),  # training data; its exchanges carry knowledge passages
+        ("collector.coverage",),  # what the knowledge base and the exports cover, and routing on the gaps
+    ],
+    "plugin": [
+        (  # the reply path and the loop: what the service does, whoever asks
+            "plugin.assistant",
+            "plugin.reply",
+            "plugin.reply_guard",
+            "plugin.redrafter",
+            "plugin.openai",
+            "plugin.connectors",
+            "plugin.loop",
+            "plugin.evaluation",
+            "plugin.metrics",
+            "plugin.storable",
+            "plugin.redaction_worker",
+            "plugin.jsonlog",
+        ),
+        ("plugin.api",),  # the HTTP layer over it: routes, auth, bodies
+        ("plugin.service", "plugin.commands", "plugin.demo", "plugin.cli"),  # what starts the service and the CLI
+    ],
+}
 
 
-def imported_packages(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names = set()
-    for node in ast.walk(tree):
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path, importer: str) -> set[str]:
+    """Every dotted name `path` imports anywhere, inside functions too (a hidden import is still a dependency);
+    `from a import b` gives both `a` and `a.b`, since b may be a module."""
+    is_package = path.name == "__init__.py"
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-    return names & set(ALLOWED)
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = importer.split(".")[: len(importer.split(".")) - node.level + is_package] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def runs_when_imported(importer: str, name: str, known: set[str]) -> set[str]:
+    """The project modules importing `name` from `importer` executes: the module itself and each parent package's
+    `__init__` (`a.b.c` runs `a` and `a.b` first), except packages that contain the importer, which already run."""
+    parts = name.split(".")
+    prefixes = [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+    return {
+        module
+        for module in prefixes
+        if module in known and module != importer and not importer.startswith(module + ".")
+    }
+
+
+@cache
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the project modules it runs by importing (see `runs_when_imported`), for every module under root's
+    packages."""
+    paths = {module_name(path, root): path for package in ALLOWED for path in (root / package).rglob("*.py")}
+    known = set(paths)
+    return {
+        importer: set().union(*(runs_when_imported(importer, name, known) for name in imported_names(path, importer)))
+        for importer, path in paths.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle, as "a -> b -> a", for each group of modules that import each other (a strongly connected component,
+    found with Tarjan's algorithm); the shortest through the group's first module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[set[str]] = []
+
+    def connect(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if target not in index:
+                connect(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = set()
+            while module not in group:
+                group.add(stack.pop())
+            if len(group) > 1:
+                groups.append(group)
+
+    for module in sorted(graph):
+        if module not in index:
+            connect(module)
+    return [" -> ".join(shortest_cycle(graph, group, min(group))) for group in groups]
+
+
+def shortest_cycle(graph: dict[str, set[str]], group: set[str], start: str) -> list[str]:
+    """The shortest path from `start` back to itself inside `group` (breadth first)."""
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        module = queue.popleft()
+        for target in sorted(graph[module] & group):
+            if target == start:
+                path = [module]
+                while path[-1] != start:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), start]
+            if target not in came_from:
+                came_from[target] = module
+                queue.append(target)
+    raise AssertionError(f"{start} is in a cycle it cannot be reached back from")
+
+
+def layer_of(module: str, layers: list[tuple[str, ...]]) -> int | None:
+    for rank, prefixes in enumerate(layers):
+        if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
+            return rank
+    return None
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_what_the_architecture_allows(package: str) -> None:
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(imported_packages(path) - ALLOWED[package])
-        for path in (ROOT / package).rglob("*.py")
-        if imported_packages(path) - ALLOWED[package]
+    offenders = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if module.split(".")[0] == package
+        for target in targets
+        if target.split(".")[0] not in ALLOWED[package]
+    )
+    assert offenders == [], "imports the architecture does not allow:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_layers_inside_a_package_import_only_downwards(package: str) -> None:
+    layers = LAYERS[package]
+    offenders = sorted(
+        f"{module} -> {target}"
+        for module, targets in import_graph().items()
+        if (rank := layer_of(module, layers)) is not None
+        for target in targets
+        if (above := layer_of(target, layers)) is not None and above > rank
+    )
+    assert offenders == [], "imports of a higher layer (see LAYERS):\n" + "\n".join(offenders)
+
+
+def test_the_layer_table_names_modules_that_exist() -> None:
+    missing = [prefix for layers in LAYERS.values() for prefixes in layers for prefix in prefixes
+               if prefix not in import_graph()]
+    assert missing == []
+
+
+def test_no_module_imports_itself_back_through_others() -> None:
+    found = cycles(import_graph())
+    assert found == [], "import cycles (an edge to a package runs its __init__):\n" + "\n".join(found)
+
+
+def test_a_cycle_through_a_parent_packages_init_is_found(tmp_path: Path) -> None:
+    """The cycle the check exists for: nothing imports a module that imports it back, but a.x's import of b.y runs
+    b/__init__.py, which imports b.z, which imports a.x, hidden inside a function."""
+    files = {
+        "core/__init__.py": "",
+        "core/a/__init__.py": "",
+        "core/a/x.py": "from core.b.y import thing\n",
+        "core/b/__init__.py": "from core.b.z import other\n",
+        "core/b/y.py": "thing = 1\n",
+        "core/b/z.py": "def other():\n    from core.a.x import thing\n",
     }
-    assert offenders == {}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cycles(import_graph(tmp_path)) == ["core.a.x -> core.b -> core.b.z -> core.a.x"]
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
@@ -44,51 +205,6 @@ def test_every_module_says_what_it_is_for(package: str) -> None:
     undocumented = [str(path.relative_to(ROOT)) for path in (ROOT / package).rglob("*.py")
                     if path.stat().st_size and ast.get_docstring(ast.parse(path.read_text())) is None]
     assert undocumented == []
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported_modules(path: Path, known: set[str]) -> set[str]:
-    """The project modules `path` imports anywhere, inside functions too (a hidden import is still a dependency)."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found |= {name for name in names if name in known}
-    return found
-
-
-def test_no_module_imports_itself_back_through_others() -> None:
-    paths = [path for package in ALLOWED for path in (ROOT / package).rglob("*.py")]
-    graph = {module_name(path): set() for path in paths}
-    for path in paths:
-        graph[module_name(path)] = imported_modules(path, set(graph)) - {module_name(path)}
-    # a package's __init__ re-exporting its own modules is not a cycle: drop edges from a package to its children
-    for name, targets in graph.items():
-        graph[name] = {t for t in targets if not t.startswith(name + ".")}
-    cycles = []
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-
-    def visit(name: str, trail: list[str]) -> None:
-        state[name] = 1
-        for target in sorted(graph[name]):
-            if state.get(target) == 1:
-                cycles.append(" -> ".join(trail[trail.index(target):] + [target]))
-            elif target not in state:
-                visit(target, [*trail, target])
-        state[name] = 2
-
-    for name in sorted(graph):
-        if name not in state:
-            visit(name, [name])
-    assert cycles == []
 
 
 def test_the_cli_starts_without_loading_the_model_stack() -> None:

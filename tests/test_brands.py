@@ -112,6 +112,22 @@ def test_a_brands_settings_are_the_installations_with_its_own_over_them(store_ur
     assert business.gate_min_chrf_gain == settings.gate_min_chrf_gain  # not set: the installation's
 
 
+def test_a_brands_settings_carry_its_id_and_settings_made_without_the_brands_look_it_up(store_url: str) -> None:
+    from collector.brands import brand_id_of, brand_settings
+
+    business_id = make_business(store_url)
+    settings = get_settings()
+    with session_scope(store_url) as session:
+        business = brand_settings(settings, session, "business")
+    assert settings.brand_id is None and business.brand_id == business_id
+    assert brand_id_of(business) == business_id and brand_id_of(settings) == DEFAULT_BRAND_ID
+    # a copy for another brand or another store never answers with the id it was made with
+    assert business.model_copy(update={"brand": "default"}).brand_id is None
+    assert business.model_copy(update={"database_url": "sqlite:///elsewhere.db"}).brand_id is None
+    assert business.model_copy(update={"system_prompt": "Hi."}).brand_id == business_id
+    assert brand_id_of(business.model_copy(update={"brand": "default"})) == DEFAULT_BRAND_ID
+
+
 # --- keys and routes ----------------------------------------------------------------------------------------------
 def seed_pending(url: str, brand: int, question: str) -> tuple[str, int]:
     with session_scope(url) as session:

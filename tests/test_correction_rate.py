@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from collector import recorder
-from collector.stats import correction_rate, version_stats
+from collector.stats import correction_rate, is_live_review, version_stats
 from core.db import session_scope
-from core.models import AdapterStatus, Role
+from core.models import AdapterStatus, Review, Role
 from core.registry import register_adapter, set_status
 from core.settings import get_settings
 from plugin.cli import app
@@ -24,6 +25,20 @@ from plugin.loop.rollback import check_live_regression
 )
 def test_the_correction_rate_counts_edits_and_rejections_over_reviews(edited, rejected, reviews, rate) -> None:
     assert correction_rate(edited, rejected, reviews) == pytest.approx(rate)
+
+
+@pytest.mark.parametrize(("agent_id", "live"), [("alice", True), ("import", False), ("auto-rollback", True)])
+def test_a_live_review_is_any_agents_but_imported_historys_in_python_and_in_sql(
+    store_url: str, agent_id: str, live: bool
+) -> None:
+    with session_scope(store_url) as session:
+        conversation = recorder.start_conversation(session)
+        recorder.add_message(session, conversation.id, Role.USER, "a question")
+        draft = recorder.record_draft(session, conversation.id, "a draft")
+        recorder.record_review(session, draft.id, "approved", agent_id=agent_id)
+        counted = session.execute(select(func.count(Review.id)).where(is_live_review(Review.agent_id))).scalar_one()
+    assert is_live_review(agent_id) is live
+    assert counted == int(live)
 
 
 def reviews_of(url: str, version: str, *, approved: int, edited: int, rejected: int) -> None:

@@ -8,10 +8,17 @@ from pathlib import Path
 import pytest
 
 from collector import recorder
+from collector.coverage import (
+    CoverageReport,
+    CoverageThresholds,
+    TopicCoverage,
+    coverage_report,
+    route_by_coverage,
+    topic_gaps,
+)
 from collector.export import ExportOptions, export_dataset
 from collector.importer import import_file
-from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document, coverage_report, route_by_coverage
-from collector.knowledge.coverage import CoverageReport, CoverageThresholds, TopicCoverage, topic_gaps
+from collector.knowledge import PRODUCT_SHEET_PATH, SAMPLE_DOCUMENTS, add_document
 from collector.knowledge.topics import DEFAULT_INTENTS, ProductMatcher, intent_classifier
 from collector.sample import SAMPLE_PATH, make_sample
 from collector.split import SplitRatios, assign_split
@@ -313,7 +320,10 @@ def test_the_keyword_intents_agree_with_every_complaint_the_sample_was_generated
 # --- the CLI ------------------------------------------------------------------------------------------------------------
 
 
-def test_cli_prints_the_report_with_its_gaps_and_json_for_the_dashboard(tmp_path: Path) -> None:
+def test_cli_prints_the_report_with_its_gaps_and_json_for_the_dashboard(
+    tmp_path: Path, tiny_base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOUSESTYLE_BASE_MODEL", str(tiny_base))  # what a prompt-completion export renders with
     assert housestyle("import", "--sample", home=tmp_path).returncode == 0
     assert housestyle("knowledge", "add", "--sample", home=tmp_path).returncode == 0
     printed = housestyle("coverage", "--include-imported", home=tmp_path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sacrebleu.metrics import CHRF
 
 from core.settings import Settings
@@ -43,3 +44,15 @@ def test_adapter_beats_base_and_few_shot_on_held_out_replies(
     assert adapter["loss"] < base["loss"]
     assert adapter["style"]["greeting_rate"] > base["style"]["greeting_rate"]
     assert "| adapter |" in (tmp_path / "report.md").read_text()
+
+
+def test_eval_refuses_a_prompt_completion_export_with_the_format_to_use(tmp_path: Path) -> None:
+    """`housestyle eval` replays chat turns; a prompt-completion export (served text) gets one error naming chat."""
+    from core.errors import InputError
+    from trainer.evaluate import held_out_split
+
+    row = json.dumps({"prompt": "<|user|>My SuperWidget is dead.<|assistant|>", "completion": "Sorry!<|end|>"})
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(row + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match="--format chat"):
+        held_out_split(tmp_path, settings=Settings())

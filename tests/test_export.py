@@ -24,6 +24,8 @@ from core.errors import InputError, StoreError
 from core.models import ReplyMode
 from core.settings import get_settings
 from tests.fixtures.stores import redact_store
+from trainer.chat_format import END_TAG
+from trainer.model_loading import load_tokenizer
 
 SYSTEM = get_settings().system_prompt
 
@@ -48,6 +50,14 @@ def export(out: Path, **options) -> ExportManifest:
     """Redact what arrived (the service's worker would have), then export."""
     redact_store(get_settings().resolved_database_url)
     return export_dataset(ExportOptions(out=out, **options), settings=get_settings(), progress=False)
+
+
+@pytest.fixture
+def served_base(tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOUSESTYLE_BASE_MODEL: the base whose chat template a prompt-completion export renders prompts with."""
+    monkeypatch.setenv("HOUSESTYLE_BASE_MODEL", str(tiny_base))
+    get_settings.cache_clear()
+    return tiny_base
 
 
 def lines(folder: Path, split: str | None = None) -> list[dict]:
@@ -121,7 +131,7 @@ def sample_store(store_url: str) -> str:
     return store_url
 
 
-def test_every_exported_line_passes_the_format_rules(sample_store: str, tmp_path: Path) -> None:
+def test_every_exported_line_passes_the_format_rules(sample_store: str, served_base: Path, tmp_path: Path) -> None:
     chat = export(tmp_path / "chat")
     records = lines(tmp_path / "chat")
     assert len(records) == chat.total_conversations > 50
@@ -138,12 +148,18 @@ def test_every_exported_line_passes_the_format_rules(sample_store: str, tmp_path
     )
     for pair in pairs:
         PromptCompletionRecord.model_validate(pair)
-        assert pair["prompt"].startswith(SYSTEM + "\n\nCustomer: ") and pair["prompt"].endswith("\nAgent:")
-        assert pair["completion"].startswith(" ") and not pair["completion"].startswith("  ")
+    # each line is a chat record's reply: the served base's chat template of the messages before it (what vLLM is
+    # sent), then the reply and its end-of-turn marker
+    tokenizer = load_tokenizer(served_base)
+    replies = {(tokenizer.apply_chat_template(record["messages"][:end], tokenize=False, add_generation_prompt=True),
+                record["messages"][end]["content"] + END_TAG)
+               for record in records for end in range(2, len(record["messages"]), 2)}
+    assert {(pair["prompt"], pair["completion"]) for pair in pairs} == replies
     assert completions.conversations == chat.conversations
 
 
-def test_split_is_deterministic_and_never_splits_a_conversation(store_url: str, tmp_path: Path) -> None:
+def test_split_is_deterministic_and_never_splits_a_conversation(store_url: str, served_base: Path, tmp_path: Path
+                                                                ) -> None:
     with db.session_scope(store_url) as session:
         for number in range(60):
             conversation(
@@ -254,7 +270,7 @@ def test_hf_export_loads_with_datasets(store_url: str, tmp_path: Path) -> None:
     assert (len(dataset["train"]), len(dataset["validation"]), len(dataset["test"])) == (20, 0, 0)
 
 
-def test_cli_prints_the_summary_and_one_line_errors(sample_store: str, tmp_path: Path) -> None:
+def test_cli_prints_the_summary_and_one_line_errors(sample_store: str, served_base: Path, tmp_path: Path) -> None:
     housestyle = Path(sys.executable).parent / "housestyle"
     env = {**os.environ, "HOUSESTYLE_DATABASE_URL": sample_store}
     done = subprocess.run(
@@ -271,3 +287,10 @@ def test_cli_prints_the_summary_and_one_line_errors(sample_store: str, tmp_path:
     )
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error: unknown format 'parquet'")
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    no_base = subprocess.run(  # prompt-completion renders with the served base's chat template: none, no export
+        [str(housestyle), "export", "--format", "prompt-completion", "--out", str(tmp_path / "no-base")],
+        capture_output=True, text=True, env={**env, "HOUSESTYLE_BASE_MODEL": str(tmp_path / "models" / "base")},
+        timeout=300,
+    )
+    assert no_base.returncode == 1 and no_base.stderr.startswith(f"error: there is no base model at {tmp_path}")
+    assert len(no_base.stderr.strip().splitlines()) == 1 and not (tmp_path / "no-base").exists()

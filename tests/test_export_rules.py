@@ -101,17 +101,20 @@ def mark_redacted(url: str) -> None:
         session.execute(update(Review).values(redacted_final_text=Review.final_text))
 
 
+@pytest.mark.parametrize("fmt", ["chat", "prompt-completion"])  # prompt-completion: each worker loads the tokenizer
 def test_the_parallel_export_writes_exactly_what_the_serial_export_writes(
-    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fmt: str, store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
+    if fmt == "prompt-completion":
+        monkeypatch.setenv("HOUSESTYLE_BASE_MODEL", str(request.getfixturevalue("tiny_base")))
     import_file(many_conversations(tmp_path / "bulk.jsonl", PARALLEL_FROM + 500), url=store_url)
     mark_redacted(store_url)
     exports = {}
     for workers in (1, 2):
         monkeypatch.setenv("HOUSESTYLE_EXPORT_WORKERS", str(workers))
         get_settings.cache_clear()
-        exports[workers] = export_dataset(ExportOptions(out=tmp_path / f"workers-{workers}"), settings=get_settings(),
-                                          progress=False)
+        exports[workers] = export_dataset(ExportOptions(out=tmp_path / f"workers-{workers}", format=fmt),
+                                          settings=get_settings(), progress=False)
     serial, parallel = exports[1], exports[2]
     assert serial.total_conversations > PARALLEL_FROM / 2 and serial.dedup.exact_duplicates > 400
     assert serial.redactions["ORDER_ID"] > 1000 and serial.redactions["PERSON"] > 1000

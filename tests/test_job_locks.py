@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core import locks
+from core import locks, processes
 from core.db import session_scope
 from core.errors import ConflictError
 from core.models import RunStatus, TrainingRun
@@ -76,6 +76,33 @@ def test_a_holder_is_gone_when_its_process_died_here_or_its_lease_ran_out(
     why = locks.why_holder_is_gone(holder, NOW + timedelta(seconds=expires_in_s), now=NOW, machine=HERE,
                                    alive=lambda pid: pid in alive_pids)
     assert (why is None) if gone_because is None else (gone_because in why)
+
+
+@pytest.mark.parametrize(
+    ("stat", "state"),
+    [
+        (b"4242 (python) S 1 4242 4242 0 -1", b"S"),
+        (b"4242 (python) Z 1 4242 4242 0 -1", b"Z"),  # a zombie: killed, not yet reaped by its parent
+        (b"4242 (a) b) Z 1 4242", b"Z"),  # a command name holding ') ' is read past its last ')'
+        (b"4242 (my (vllm)) R 1", b"R"),
+        (b"garbage", None),
+        (b"4242 (python)", None),
+    ],
+)
+def test_the_state_letter_is_read_after_the_command_name(stat: bytes, state: bytes | None) -> None:
+    assert processes.stat_state(stat) == state
+
+
+def test_a_zombie_or_a_vanished_process_is_not_alive_and_a_running_one_is() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while processes.pid_alive(child.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # it exits at once and stays a zombie: we do not reap it yet
+    zombie_alive = processes.pid_alive(child.pid)
+    child.wait()
+    assert processes.pid_alive(os.getpid()) is True
+    assert zombie_alive is False
+    assert processes.pid_alive(child.pid) is False  # reaped: the pid is gone
 
 
 HOLDER_SCRIPT = textwrap.dedent(

@@ -448,14 +448,8 @@ def test_removing_an_unknown_document_names_the_fix(store_url: str) -> None:
 
 
 def housestyle(*args: str, home: Path, database_url: str | None = None) -> subprocess.CompletedProcess[str]:
-    """The real `housestyle` entry point, with the knowledge commands registered if plugin/cli.py does not yet."""
-    launcher = (
-        "import plugin.cli as cli\n"
-        "from collector.knowledge.cli import register\n"
-        "if not any(group.name == 'knowledge' for group in cli.app.registered_groups):\n"
-        "    register(cli.app)\n"
-        "cli.main()\n"
-    )
+    """The real `housestyle` entry point."""
+    launcher = "import plugin.cli as cli\ncli.main()\n"
     env = {**os.environ, "HOUSESTYLE_HOME": str(home)}
     env.pop("HOUSESTYLE_DATABASE_URL", None)
     if database_url:

@@ -242,8 +242,8 @@ def api_draft_once_recorded(url: str, question: str, timeout_s: float = 30.0) ->
 def test_an_api_client_asking_what_a_widget_customer_asked_gets_the_same_grounded_prompt(
     plugin_service: RunningService, store_url: str
 ) -> None:
-    from plugin.api.protocol import ChatCompletionRequest
-    from plugin.api.routes.openai import ApiCall, ground_call
+    from plugin.openai.protocol import ChatCompletionRequest
+    from plugin.openai.serving import ApiCall, ground_call
 
     add_knowledge(store_url)
     conversation = customer_writes(plugin_service, "assist", MEGAGADGET_QUESTION)
@@ -291,7 +291,7 @@ def test_the_console_shows_why_a_draft_waits_and_what_it_was_given_and_the_dashb
 def test_routing_judges_by_the_coverage_the_live_versions_refresh_recorded(
     plugin_service: RunningService, store_url: str
 ) -> None:
-    from collector.knowledge import coverage_report
+    from collector.coverage import coverage_report
     from core.models import AdapterStatus, RunStatus, TrainingRun
     from core.registry import register_adapter, set_status
 
@@ -335,15 +335,18 @@ RETURNS = ["Returns", "Return it within 30 days."]
          "different-passages-one-record-per-reply", "prompt-completion-each-reply-its-own"],
 )
 def test_each_training_reply_is_rendered_with_the_passages_its_prompt_carried(
-    fmt: str, exchanges: list, expected: list[tuple[str, int]]
+    fmt: str, exchanges: list, expected: list[tuple[str, int]], request: pytest.FixtureRequest
 ) -> None:
     from collector.export.render import records
+    from core.chat_template import chat_tokenizer
 
-    rendered = records(fmt, "SYSTEM", exchanges)
+    # prompt-completion renders the served prompt with the base's chat template (the tiny base's `<|system|>`...)
+    tokenizer = chat_tokenizer(str(request.getfixturevalue("tiny_base"))) if fmt == "prompt-completion" else None
+    rendered = records(fmt, "SYSTEM", exchanges, tokenizer=tokenizer)
     if fmt == "chat":
         shown = [(m[0]["content"], len(m) - 1) for m in (r["messages"] for r in rendered)]
     else:
-        shown = [(r["prompt"].split("\nCustomer:")[0], 0) for r in rendered]
+        shown = [(r["prompt"].split("<|system|>\n")[1].split("<|end|>")[0], 0) for r in rendered]
     assert len(shown) == len(expected)
     for (system, turns), (fact, expected_turns) in zip(shown, expected, strict=True):
         assert system.startswith("SYSTEM")

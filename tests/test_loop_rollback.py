@@ -10,8 +10,8 @@ from sqlalchemy import select
 from collector import recorder
 from collector.stats import BASE_LABEL, VersionStats
 from core.db import session_scope
-from core.models import AdapterEvent, AdapterStatus, Role
-from core.registry import live_adapter, register_adapter, set_status
+from core.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, Brand, Role
+from core.registry import live_adapter, previous_live, register_adapter, set_status
 from core.settings import get_settings
 from plugin.loop.rollback import RegressionCheck, check_live_regression, correction_rate_regressed
 from plugin.loop.scheduler import LoopScheduler
@@ -114,6 +114,35 @@ def test_a_version_that_makes_agents_correct_more_is_rolled_back_automatically(
         ).scalars().first()
     assert rollback.actor == "auto-rollback" and "z=" in rollback.reason and second in rollback.reason
     assert check_live_regression(get_settings()) is None  # a rollback is never undone automatically
+
+
+@pytest.mark.parametrize(
+    ("events", "current", "previous"),
+    [
+        ([], None, None),  # nothing ever went live: the base model served alone
+        ([("v1", "promote")], "v1", None),  # a first adapter replaced the base model
+        ([("v1", "promote"), ("v2", "promote")], "v2", "v1"),
+        ([("v1", "promote"), ("v2", "promote")], None, "v2"),  # none live now: the last one that was
+        ([("v1", "promote"), ("v2", "promote"), ("v1", "rollback")], "v1", "v2"),  # back again: the one rolled back
+        ([("v1", "promote"), ("v2", "canary"), ("v2", "canary-end"), ("v3", "promote")], "v3", "v1"),  # canaries never
+        ([("v1", "promote"), ("v2", "register"), ("v2", "reject"), ("v3", "promote")], "v3", "v1"),  # were live
+        ([("v1", "promote"), ("other", "promote"), ("v3", "promote")], "v3", "v1"),  # another brand's lineage
+    ],
+)
+def test_the_version_live_before_is_the_newest_other_one_that_went_live_in_the_brand(
+    store_url: str, events: list[tuple[str, str]], current: str | None, previous: str | None
+) -> None:
+    with session_scope(store_url) as session:
+        other = Brand(slug="other-brand", company_name="Other", system_prompt="Hi.", public_model_name="other-a")
+        session.add(other)
+        session.flush()
+        for version in ("v1", "v2", "v3", "other"):
+            register_adapter(session, version=version, path=f"/adapters/{version}", base_model="base", rank=8,
+                             brand_id=other.id if version == "other" else DEFAULT_BRAND_ID)
+        for version, action in events:
+            session.add(AdapterEvent(version=version, action=action, actor="test"))
+            session.flush()
+        assert previous_live(session, current) == previous
 
 
 def test_regression_check_needs_enough_reviews_before_any_verdict(store_url: str) -> None:

@@ -71,25 +71,29 @@ def test_a_single_value_of_a_type_fills_an_unnumbered_placeholder() -> None:
     assert fill_placeholders("Account <ACCOUNT_ID_1> is open.", {}, known).text == "Account 4VEJCYVP8U is open."
 
 
-@pytest.fixture(scope="module")
-def redactor():
-    from collector.pii import ConversationRedactor, RedactorConfig
+SERVED = [
+    # the conversation's own values, filled in, stay
+    ("Thanks, <PERSON_1>! Order <ORDER_ID_1> ships today.", "Thanks, Crystal! Order 5545781356 ships today."),
+    # what cannot be filled is written out with the words around it
+    ("Thanks, <PERSON_2>! Your order <ORDER_ID_2> has shipped. Anything else?",
+     "Thanks! Your order has shipped. Anything else?"),
+    # the company's own text passes untouched
+    ("Write to support@gadgetcorp.com any time.", "Write to support@gadgetcorp.com any time."),
+]
 
-    return ConversationRedactor(RedactorConfig(allow_list=("GadgetCorp", "support@gadgetcorp.com")))
+
+@pytest.mark.parametrize(("reply", "expected"), SERVED)
+def test_a_served_reply_keeps_the_values_the_conversation_knows(reply: str, expected: str) -> None:
+    """The live path (`plugin.reply_guard`, what the service runs on every draft before anyone sees it)."""
+    from plugin.reply_guard import ReplyGuard
+
+    assert ReplyGuard(TABLE, None).whole(reply) == expected
 
 
-@pytest.mark.parametrize(
-    ("reply", "expected"),
-    [
-        # the conversation's own values, filled in, stay
-        ("Thanks, <PERSON_1>! Order <ORDER_ID_1> ships today.", "Thanks, Crystal! Order 5545781356 ships today."),
-        # a value the model made up is written out like a placeholder nobody can fill
-        ("Your order 9912345678 has shipped. Anything else?", "Your order has shipped. Anything else?"),
-        ("I've emailed bob.smith@example.com the label. Have a nice day!", "Have a nice day!"),
-        ("Thanks, Jennifer! It ships today.", "Thanks! It ships today."),
-        # the company's own address is allow-listed
-        ("Write to support@gadgetcorp.com any time.", "Write to support@gadgetcorp.com any time."),
-    ],
-)
-def test_a_served_reply_keeps_only_values_the_conversation_knows(redactor, reply: str, expected: str) -> None:
-    assert redactor.safe_reply(reply, TABLE, None).text == expected
+@pytest.mark.parametrize(("reply", "expected"), SERVED)
+def test_a_streamed_reply_is_the_whole_reply_a_sentence_at_a_time(reply: str, expected: str) -> None:
+    from plugin.reply_guard import ReplyGuard
+
+    streamed = ReplyGuard(TABLE, None)
+    pieces = [streamed.feed(reply[start:start + 3]) for start in range(0, len(reply), 3)]
+    assert "".join(pieces) + streamed.finish() == expected

@@ -60,5 +60,7 @@ def test_agents_chatwoot_reply_reviews_the_pending_draft(
         transcript = recorder.transcript(session, draft.conversation_id)
     assert review.decision == decision and review.agent_id == "chatwoot:Alice Agent"
     assert transcript[-1].content == agent_text  # what the customer actually got
+    metrics = connected.client("admin").get("/metrics").text  # counted as the review queue counts its reviews
+    assert f'housestyle_reviews_total{{adapter_version="v0001-aaaa",decision="{decision}"}} 1.0' in metrics
     # no model server here: nothing was posted to Chatwoot, and nothing crashed
     assert fake_chatwoot.calls == []

@@ -8,14 +8,17 @@ from pathlib import Path
 import pytest
 
 from collector import recorder
-from collector.export import ExportOptions, export_dataset
+from collector.export import EXPORT_FORMATS, ExportOptions, export_dataset
+from collector.knowledge import add_document
 from core.db import session_scope
 from core.models import ReplyMode, Role
 from core.prompts import build_messages, neutralise_control_strings
-from core.settings import get_settings
-from plugin.assistant import receive_customer_message
-from trainer.chat_format import encode_conversation
+from core.settings import Settings, get_settings
+from plugin.assistant import receive_customer_message, record_reply
+from trainer.chat_format import END_TAG, encode_conversation
+from trainer.data import IGNORE, encode_example, load_export
 from trainer.model_loading import load_tokenizer
+from trainer.preference import load_preference_export
 
 
 @pytest.mark.parametrize(
@@ -77,3 +80,108 @@ def test_the_served_prompt_is_the_trained_prompt_token_for_token(
         served_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
                                                    return_dict=True)["input_ids"]
         assert list(served_ids) == trained_ids[:start]
+
+
+# two replies, the second after two customer turns in a row; both edited, so every format has rows (dpo: the edit
+# over the draft, kto: the draft and the edit)
+CONVERSATION = (
+    (["My SuperWidget is dead."], "Try charging it.", "I'm sorry! Have you tried another outlet?"),
+    (["It worked", "thanks a lot!"], "Great.", "Glad to hear it! Anything else?"),
+)
+WARRANTY = "# Warranty\n\nEvery SuperWidget has a 12-month warranty; a dead SuperWidget is replaced for free.\n"
+THANKS = "# Thanks\n\nWhen a customer thanks us a lot, we say we are glad to help.\n"
+KNOWLEDGE = {  # what the knowledge base holds, and the settings that make each reply's passages so
+    "plain": ("", {}),
+    "same-passages": (WARRANTY, {}),  # both replies' queries reach back to the dead SuperWidget
+    "passages-per-reply": (WARRANTY + "\n" + THANKS,  # each reply's query is its own turn: its own passage
+                           {"HOUSESTYLE_KNOWLEDGE_QUERY_TURNS": "1", "HOUSESTYLE_KNOWLEDGE_TOP_K": "1"}),
+}
+
+
+def serve_and_review(settings: Settings) -> list[list[dict[str, str]]]:
+    """CONVERSATION through the service's own path (its prompt, the draft with its grounding, the agent's edit);
+    the prompts it sent, in order."""
+    with session_scope(settings.resolved_database_url) as session:
+        conversation_id = recorder.start_conversation(session, mode=ReplyMode.ASSIST, channel="web").id
+    served = []
+    for customer_turns, draft, final in CONVERSATION:
+        with session_scope(settings.resolved_database_url) as session:  # the first of several turns in a row
+            for text in customer_turns[:-1]:
+                recorder.add_message(session, conversation_id, Role.USER, text)
+        turn = receive_customer_message(settings, conversation_id, customer_turns[-1])  # what the service sends
+        served.append(turn.prompt)
+        row = record_reply(settings, turn, draft, None, 1.0)
+        with session_scope(settings.resolved_database_url) as session:
+            recorder.record_review(session, row.id, "edited", agent_id="ana", final_text=final)
+    return served
+
+
+def trained_rows(fmt: str, folder: Path) -> list:
+    """The export's training rows as the trainer reads them: SFT through `load_export`, dpo / kto through
+    `load_preference_export`, each as one conversation (prompt and the reply it learns)."""
+    if fmt in ("dpo", "kto"):
+        rows = load_preference_export(folder, fmt)["train"]
+        return [[*row["prompt"], *(row["chosen"] if fmt == "dpo" else row["completion"])] for row in rows]
+    return load_export(folder)["train"]
+
+
+def learned_spans(tokenizer, row) -> list[tuple[list[int], str]]:
+    """(the tokens before a learned reply, the reply's text) for each reply the trainer learns in `row`."""
+    example = encode_example(tokenizer, row, max_length=4096)
+    learned = [t + 1 for t, target in enumerate(example.targets) if target != IGNORE]  # positions of learned tokens
+    spans: list[list[int]] = []
+    for position in learned:
+        if spans and spans[-1][-1] == position - 1:
+            spans[-1].append(position)
+        else:
+            spans.append([position])
+    return [(example.input_ids[: span[0]], tokenizer.decode([example.input_ids[i] for i in span])) for span in spans]
+
+
+KNOWN_GAPS = {  # (format, knowledge) -> why its training prompts are not (all) the served ones yet
+    **{(fmt, grounding): "dpo / kto prompts are built without the knowledge passages the service's prompt carried "
+       "(collector.export.reading grounds chat exchanges only)"
+       for fmt in ("dpo", "kto") for grounding in ("same-passages", "passages-per-reply")},
+    **{(fmt, "passages-per-reply"): "a chat record cut at each reply keeps the earlier replies, and the trainer "
+       "learns every assistant turn of a record: an earlier reply is also learned under a later reply's passages"
+       for fmt in ("chat", "hf")},
+}
+CASES = [pytest.param(fmt, grounding, id=f"{fmt}-{grounding}",
+                      marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[fmt, grounding])]
+                      if (fmt, grounding) in KNOWN_GAPS else [])
+         for fmt in EXPORT_FORMATS for grounding in KNOWLEDGE]
+
+
+@pytest.mark.parametrize(("fmt", "grounding"), CASES)
+def test_every_export_format_trains_on_the_prompts_the_service_sent(
+    fmt: str, grounding: str, store_url: str, tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each prompt the trainer learns a reply after is, token for token, one the service sent for that reply (the
+    SFT formats through `trainer.data`, dpo / kto as `trainer.preference` reads them); and every reply is learned."""
+    knowledge, environment = KNOWLEDGE[grounding]
+    for name, value in {"HOUSESTYLE_BASE_MODEL": str(tiny_base),  # prompt-completion renders with the served base
+                        "HOUSESTYLE_KNOWLEDGE_MIN_SCORE": "0",  # a base of a passage or two scores low
+                        **environment}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    tokenizer = load_tokenizer(tiny_base)
+    if knowledge:
+        (tmp_path / "knowledge.md").write_text(knowledge)
+        with session_scope(store_url) as session:
+            add_document(session, tmp_path / "knowledge.md", settings=settings)
+    served = serve_and_review(settings)
+    systems = [prompt[0]["content"] for prompt in served]
+    assert ("12-month warranty" in systems[0]) == bool(knowledge)
+    assert (systems[0] != systems[1]) == (grounding == "passages-per-reply")
+    export_dataset(ExportOptions(format=fmt, out=tmp_path / "export", redact=False, dedup=False,
+                                 ratios={"train": 1.0, "validation": 0.0, "test": 0.0}), settings=settings,
+                   progress=False)
+
+    trained = [span for row in trained_rows(fmt, tmp_path / "export") for span in learned_spans(tokenizer, row)]
+    served_ids = [list(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
+                                                     return_dict=True)["input_ids"]) for prompt in served]
+    # every prompt trained on is, token for token, one the service sent; and every reply's prompt is trained on
+    assert {tuple(prompt) for prompt, _ in trained} == {tuple(ids) for ids in served_ids}
+    finals = {final + END_TAG for _, _, final in CONVERSATION}  # each learned with the end of its turn
+    assert finals <= {reply for _, reply in trained}

@@ -1,7 +1,7 @@
 """The real base, end to end: SmolLM2 built from the package, a LoRA trained on it, served by real vLLM.
 
 Kept to a small subset and one epoch (a couple of minutes on 2 cores) so the real path cannot rot; the full-sample
-quality figures (seed reply, held-out chrF) are bench/style_quality.py's job.
+quality figures (seed reply, held-out chrF) are bench/smollm2_quality.py's job.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import select
 
-from collector import recorder
+from collector import recorder, review_queue
 from core import db
 from core.errors import ConflictError, InputError, StoreError
 from core.models import Draft, DraftStatus, Message, ReplyMode, Review, ReviewDecision, Role
@@ -66,9 +66,9 @@ def test_a_draft_is_reviewed_once_and_claims_keep_agents_apart(store_url: str) -
         conversation = recorder.start_conversation(session)
         recorder.add_message(session, conversation.id, "user", "Hello?")
         draft = recorder.record_draft(session, conversation.id, "Hi! How can I help?")
-        recorder.claim_draft(session, draft.id, "alice")
+        review_queue.claim_draft(session, draft.id, "alice")
         with pytest.raises(ConflictError, match="alice"):
-            recorder.claim_draft(session, draft.id, "bob")
+            review_queue.claim_draft(session, draft.id, "bob")
         recorder.record_review(session, draft.id, "approved", agent_id="alice")
         with pytest.raises(ConflictError, match="already reviewed"):
             recorder.record_review(session, draft.id, "rejected", agent_id="alice")
@@ -104,20 +104,20 @@ def test_the_customer_learns_an_agent_has_the_draft_and_is_typing_until_the_sign
         conversation = recorder.start_conversation(session, channel="web", mode=ReplyMode.ASSIST)
         recorder.add_message(session, conversation.id, Role.USER, "Is my SuperWidget still under warranty?")
         draft = recorder.record_draft(session, conversation.id, "Yes.")
-        assert recorder.agent_activity(draft) == "waiting"
-        recorder.claim_draft(session, draft.id, "alice", ttl=timedelta(minutes=5))
-        assert recorder.agent_activity(draft) == "reviewing"
+        assert review_queue.agent_activity(draft) == "waiting"
+        review_queue.claim_draft(session, draft.id, "alice", ttl=timedelta(minutes=5))
+        assert review_queue.agent_activity(draft) == "reviewing"
         recorder.add_message(session, conversation.id, Role.USER, "And the charger too?")  # a follow-up, own draft
         follow_up = recorder.record_draft(session, conversation.id, "The charger has one year.")
         assert follow_up.position == draft.position + 2
-        assert recorder.conversation_activity([follow_up, draft]) == "reviewing"  # the furthest along wins
-        recorder.mark_typing(session, draft.id, "alice", ttl=timedelta(minutes=5))
-        assert recorder.agent_activity(draft) == "typing"
+        assert review_queue.conversation_activity([follow_up, draft]) == "reviewing"  # the furthest along wins
+        review_queue.mark_typing(session, draft.id, "alice", ttl=timedelta(minutes=5))
+        assert review_queue.agent_activity(draft) == "typing"
         with pytest.raises(ConflictError, match="alice"):
-            recorder.mark_typing(session, draft.id, "bob", ttl=timedelta(minutes=5))
-        assert recorder.agent_activity(draft, now=draft.typing_until + timedelta(seconds=1)) == "reviewing"
+            review_queue.mark_typing(session, draft.id, "bob", ttl=timedelta(minutes=5))
+        assert review_queue.agent_activity(draft, now=draft.typing_until + timedelta(seconds=1)) == "reviewing"
         recorder.record_review(session, draft.id, ReviewDecision.APPROVED, agent_id="alice")
-        assert recorder.agent_activity(draft) is None
+        assert review_queue.agent_activity(draft) is None
 
 
 @contextmanager

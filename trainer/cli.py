@@ -1,4 +1,4 @@
-"""The trainer's commands: `base build`, `train`, `generate` and `eval`."""
+"""The trainer's commands: `base build`, `train` (with opt-in differential privacy), `generate` and `audit`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from collector.cli import BrandOption
 from core.errors import InputError
 from core.settings import Settings, get_settings
+from trainer.audit.command import audit_command
 
 base_app = typer.Typer(help="Base models to fine-tune: SmolLM2-135M-Instruct, or HouseStyle's tiny test base.",
                        no_args_is_help=True)
@@ -74,6 +75,9 @@ def train_command(
     sft_adapter: Annotated[Path | None, typer.Option(
         "--sft-adapter", help="dpo / kto: the SFT adapter to start from and stay near; unset: a fresh LoRA.")] = None,
     beta: Annotated[float | None, typer.Option(help="dpo / kto: how near the SFT adapter to stay (TRL's beta).")] = None,
+    dp_epsilon: Annotated[float | None, typer.Option(
+        "--dp-epsilon", help="sft: train with differential privacy per customer at this epsilon (Opacus); "
+                             "default HOUSESTYLE_TRAIN_DP_EPSILON, unset: no DP.")] = None,
 ) -> None:
     """Fine-tune a LoRA adapter on approved and corrected replies, and register it as a candidate version of the
     export's brand (--brand must agree with it).
@@ -93,6 +97,13 @@ def train_command(
         settings = get_settings().model_copy(update={"brand": export_brand(data, brand) or get_settings().brand})
     if method not in ("sft", "dpo", "kto"):
         raise InputError(f"unknown --method {method!r}; choose sft, dpo or kto")
+    if dp_epsilon is not None:
+        settings = settings.model_copy(update={"train_dp_epsilon": dp_epsilon})
+    private = settings.train_dp_epsilon is not None
+    if private:
+        from trainer.dp.train import refuse_preference
+
+        refuse_preference(method)
     if method != "sft":
         _train_preference(method, base, data, out, sft_adapter=sft_adapter, rank=rank, alpha=alpha, lr=lr,
                           epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed, beta=beta,
@@ -100,6 +111,10 @@ def train_command(
         return
     if sft_adapter is not None or beta is not None:
         raise InputError("--sft-adapter and --beta are for --method dpo or kto")
+    if private:
+        _train_private(base, data, out, settings=settings, preset=preset, rank=rank, alpha=alpha, dropout=dropout,
+                       lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length, seed=seed)
+        return
     try:
         trained = train_adapter(base, data, out, settings=settings, preset=preset, rank=rank, alpha=alpha,
                                 dropout=dropout, lr=lr, epochs=epochs, batch_size=batch_size, max_length=max_length,
@@ -108,6 +123,17 @@ def train_command(
             _print_trained(trained)
     finally:
         shutdown()
+
+
+def _train_private(base: str, data: Path, out: Path | None, *, settings: Settings, **values: Any) -> None:
+    """SFT with differential privacy per customer; prints the epsilon spent before the usual lines."""
+    from trainer.dp.fitting import PrivacySpent
+    from trainer.dp.train import describe, privacy_from_settings, train_private_adapter
+
+    trained = train_private_adapter(base, data, out, settings=settings, privacy=privacy_from_settings(settings),
+                                    **values)
+    typer.echo(describe(PrivacySpent(**trained.manifest.hyperparameters["dp"])))
+    _print_trained(trained)
 
 
 def _train_preference(method: str, base: str, data: Path, out: Path | None, *, sft_adapter: Path | None,
@@ -152,3 +178,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(base_app, name="base")
     app.command("train")(train_command)
     app.command("generate")(generate_command)
+    app.command("audit")(audit_command)

@@ -13,15 +13,26 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
+from collector.split import SPLITS
 from core.errors import InputError
 from trainer.chat_format import Messages, encode_conversation
 
 IGNORE = -100
-SPLITS = ("train", "validation", "test")
+
+
+class RenderedExample(TypedDict):
+    """A prompt-completion row: the served prompt as text (the base's chat template already applied, by
+    `core.chat_template`) and the completion after it (the reply and its end-of-turn marker)."""
+
+    prompt: str
+    completion: str
+
+
+Conversation = Messages | RenderedExample  # what an export's split holds, one per training example
 
 
 @dataclass
@@ -50,12 +61,15 @@ class Batch:
 # --- reading exports --------------------------------------------------------------------------------------------
 
 
-def _messages_of(row: dict[str, Any]) -> Messages:
-    """Chat rows carry `messages`; prompt/completion rows carry the two halves (as message lists or plain text)."""
+def _conversation_of(row: dict[str, Any]) -> Conversation:
+    """Chat rows carry `messages`; prompt/completion rows carry the two halves, as message lists (conversational)
+    or as text, which `housestyle export --format prompt-completion` renders with the chat template already."""
     if "messages" in row:
         return [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
     if "prompt" in row and "completion" in row:
         prompt, completion = row["prompt"], row["completion"]
+        if isinstance(prompt, str) and isinstance(completion, str):
+            return RenderedExample(prompt=prompt, completion=completion)
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         if isinstance(completion, str):
@@ -65,25 +79,26 @@ def _messages_of(row: dict[str, Any]) -> Messages:
                      "export with `housestyle export --format chat`")
 
 
-def load_export(folder: Path) -> dict[str, list[Messages]]:
-    """The splits of an export folder: chat JSONL files (train/validation/test.jsonl) or a saved DatasetDict."""
+def load_export(folder: Path) -> dict[str, list[Conversation]]:
+    """The splits of an export folder: chat or prompt-completion JSONL files (train/validation/test.jsonl) or a
+    saved DatasetDict."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"data folder {folder} does not exist; create it with `housestyle export --out {folder}`")
-    splits: dict[str, list[Messages]] = {}
+    splits: dict[str, list[Conversation]] = {}
     if (folder / "train.jsonl").is_file():
         for split in SPLITS:
             path = folder / f"{split}.jsonl"
             if path.is_file():
                 lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-                splits[split] = [_messages_of(json.loads(line)) for line in lines]
+                splits[split] = [_conversation_of(json.loads(line)) for line in lines]
     elif saved := next((f for f in (folder, folder / "hf") if (f / "dataset_dict.json").is_file()), None):
         from datasets import load_from_disk
 
         dataset = load_from_disk(str(saved))
         for split in SPLITS:
             if split in dataset:
-                splits[split] = [_messages_of(row) for row in dataset[split]]
+                splits[split] = [_conversation_of(row) for row in dataset[split]]
     else:
         raise InputError(f"{folder} holds no export (no train.jsonl, no saved dataset); run `housestyle export --out {folder}`")
     if not splits.get("train"):
@@ -109,8 +124,22 @@ def dataset_hash(folder: Path) -> str:
 # --- tokenising -------------------------------------------------------------------------------------------------
 
 
-def encode_example(tokenizer: Any, messages: Messages, max_length: int, *, assistant_only: bool = True) -> Example:
-    input_ids, assistant_mask = encode_conversation(tokenizer, messages)
+def encode_rendered(tokenizer: Any, example: RenderedExample) -> tuple[list[int], list[int]]:
+    """Token ids of a rendered prompt and its completion, and a mask that is 1 on the completion's tokens.
+
+    Each half is tokenised on its own, no special tokens added: vLLM tokenises the served prompt alone, and the
+    model's reply continues from the prompt's last token."""
+    prompt = tokenizer(example["prompt"], add_special_tokens=False)["input_ids"]
+    completion = tokenizer(example["completion"], add_special_tokens=False)["input_ids"]
+    return [*prompt, *completion], [0] * len(prompt) + [1] * len(completion)
+
+
+def encode_example(tokenizer: Any, conversation: Conversation, max_length: int, *, assistant_only: bool = True
+                   ) -> Example:
+    if isinstance(conversation, dict):
+        input_ids, assistant_mask = encode_rendered(tokenizer, conversation)
+    else:
+        input_ids, assistant_mask = encode_conversation(tokenizer, conversation)
     input_ids, assistant_mask = input_ids[:max_length], assistant_mask[:max_length]
     learn = assistant_mask if assistant_only else [1] * len(input_ids)
     targets = [input_ids[t + 1] if learn[t + 1] else IGNORE for t in range(len(input_ids) - 1)] + [IGNORE]
@@ -118,7 +147,7 @@ def encode_example(tokenizer: Any, messages: Messages, max_length: int, *, assis
 
 
 def encode_examples(
-    tokenizer: Any, conversations: list[Messages], max_length: int, *, assistant_only: bool = True
+    tokenizer: Any, conversations: list[Conversation], max_length: int, *, assistant_only: bool = True
 ) -> list[Example]:
     """Tokenised conversations; those with nothing left to learn (e.g. cut off before any reply) are dropped."""
     examples = [encode_example(tokenizer, m, max_length, assistant_only=assistant_only) for m in conversations]

@@ -186,6 +186,9 @@ def held_out_split(data: str | Path, *, settings: Settings, limit: int | None = 
                    ) -> tuple[dict[str, list[Messages]], list[Messages], list[tuple[Messages, str]]]:
     """The export's splits, the held-out conversations (test, else validation) and their first `limit` replies."""
     splits = load_export(Path(data))
+    if any(not isinstance(example, list) for examples in splits.values() for example in examples):
+        raise InputError(f"the export in {data} is prompt-completion text, which `housestyle eval` cannot replay "
+                         "turn by turn; export with `housestyle export --format chat`")
     test = splits.get("test") or splits.get("validation") or []
     tasks = reply_tasks(test, settings.system_prompt)
     tasks = tasks[:limit] if limit else tasks

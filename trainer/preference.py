@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field, model_validator
 
+from collector.split import SPLITS
 from core.errors import ConflictError, InputError
 from core.models import RunStatus
 from core.runs import RunLog
@@ -33,7 +34,6 @@ from trainer.train import TrainConfig, TrainedAdapter, _publish, add_lora, check
 
 PreferenceMethod = Literal["dpo", "kto"]
 PREFERENCE_METHODS: tuple[PreferenceMethod, ...] = ("dpo", "kto")
-SPLITS = ("train", "validation", "test")
 
 
 class PreferenceConfig(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, Field
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
 from core.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
 from core.db import session_scope
 from core.errors import ConflictError, InputError
@@ -179,7 +179,7 @@ def train_adapter(
     run = None
     if world.is_main:  # the other processes of a torchrun never touch the store
         with session_scope(url) as session:
-            brand = brand_id(session, settings.brand)  # the adapter joins this brand's lineage (--brand)
+            brand = brand_id_of(settings, session)  # the adapter joins this brand's lineage (--brand)
         run = RunLog(url, kind="train", step="train", params={**config.model_dump(), "base": str(base),
                                                                "data": str(data)}, brand_id=brand)
     try:
@@ -282,7 +282,7 @@ def _publish(
                 session, version=version, path=str(published), base_model=base_id, rank=config.rank,
                 base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
                 manifest=manifest.model_dump(mode="json"), training_run_id=run_id,
-                brand_id=brand_id(session, settings.brand),
+                brand_id=brand_id_of(settings, session),
             )
             if run is not None:
                 run.finish(RunStatus.SUCCEEDED, metrics=metrics, version=version, session=session)

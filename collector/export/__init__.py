@@ -17,9 +17,11 @@ Records:
   {"role": "assistant", ...}, ...]}`, built by `core.prompts` (the same builder the live service uses): the
   company system prompt first, then strictly alternating user/assistant turns, ending with an assistant turn
   (checked with `collector.formats.ChatRecord`). hf rows have the same `messages` column.
-- prompt-completion: one line per reply, `{"prompt": ..., "completion": ...}`. The prompt is the system prompt,
-  a blank line, then the history as `Customer: ...` / `Agent: ...` lines, ending with `Agent:`; the completion is
-  a space followed by the reply, so `prompt + completion` reads as the transcript.
+- prompt-completion: one line per reply, `{"prompt": ..., "completion": ...}`, both text. The prompt is the served
+  prompt: the same `core.prompts` messages (that reply's passages included) rendered with the chat template of the
+  base model the service serves (`core.chat_template`; HOUSESTYLE_BASE_MODEL, else HOME/models/base), generation
+  prompt included, so it tokenises to what vLLM is sent; the completion is the reply and the template's end-of-turn
+  marker (what `housestyle train` learns of a chat record's reply).
 
 What goes in (`collector.export.exchanges`): only reviewed data, the agents' final texts, never a draft's own text.
 

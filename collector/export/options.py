@@ -2,27 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
+from collector.export.preference import PREFERENCE_FORMATS
 from collector.formats import first_problem
 from collector.split import SplitRatios
 from core.errors import InputError
-from core.models import ReviewDecision
+from core.models import ReviewDecision, as_utc
 
-EXPORT_FORMATS = ("chat", "prompt-completion", "hf", "dpo", "kto")
 ExportFormat = Literal["chat", "prompt-completion", "hf", "dpo", "kto"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)  # the one list, for checks and messages
 PREFERENCE_DECISIONS = [ReviewDecision.APPROVED, ReviewDecision.EDITED, ReviewDecision.REJECTED]
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """Times without a zone are UTC, as everywhere in the store."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class ExportOptions(BaseModel):
@@ -69,7 +63,7 @@ class ExportOptions(BaseModel):
     @model_validator(mode="after")
     def _preference_formats_keep_every_decision(self) -> ExportOptions:
         # dpo / kto learn from edits and rejections too (collector.export.preference); say otherwise to filter
-        if self.format in ("dpo", "kto") and "decisions" not in self.model_fields_set:
+        if self.format in PREFERENCE_FORMATS and "decisions" not in self.model_fields_set:
             self.decisions = list(PREFERENCE_DECISIONS)
         return self
 

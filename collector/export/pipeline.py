@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
 from collector.dedup import DedupPlan, DuplicateFinder
 from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
@@ -38,8 +38,7 @@ def export_dataset(options: ExportOptions, *, settings: Settings, progress: bool
     """Write the export folder described in `collector.export` and return its manifest: one brand's conversations
     (settings.brand's), never several brands' mixed."""
     if options.brand_id is None:
-        with session_scope(settings.resolved_database_url) as session:
-            options = options.model_copy(update={"brand_id": brand_id(session, settings.brand)})
+        options = options.model_copy(update={"brand_id": brand_id_of(settings)})
     staging = prepare_target(options.out)
     try:
         manifest = _write_export(options, staging, settings, progress)
@@ -71,9 +70,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
     url = settings.resolved_database_url
     threshold = options.near_duplicate_threshold or settings.near_duplicate_threshold
     max_macro_copies = options.max_macro_copies or settings.max_macro_copies
-    render = RenderPlan(format=options.format, system_prompt=settings.system_prompt, seed=options.seed,
-                        ratios=options.ratios, holdout_after=options.holdout_after,
-                        kept=[decision.value for decision in options.decisions])
+    render = RenderPlan.of(options, settings)
     if options.redact and (unredacted := count_unredacted(url, options)):
         raise InputError(
             f"{unredacted} texts of these conversations are not redacted yet; run `housestyle redact` (or let the "

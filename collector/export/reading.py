@@ -11,10 +11,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import case, func, null, select
 
 from collector.export.exchanges import DraftOutcome, Exchange, StoredTurn, build_exchanges
-from collector.export.options import ExportOptions, as_utc
+from collector.export.options import ExportOptions
 from collector.export.preference import PREFERENCE_FORMATS, build_preference_exchanges
+from collector.knowledge.export_grounding import export_grounder
 from core import db
-from core.models import Conversation, Draft, Message, Review
+from core.models import Conversation, Draft, Message, Review, as_utc
 from core.settings import Settings
 
 CHUNK = 1000  # conversations per store round trip
@@ -174,8 +175,6 @@ def read_page(
     count those skipped and why.
 
     `knowledge`: the settings to ground exchanges with (each gets its reply's passages, `export_grounding`)."""
-    from collector.knowledge.export_grounding import export_grounder  # collector.knowledge imports the export
-
     kept = {decision.value for decision in options.decisions}
     preference = options.format in PREFERENCE_FORMATS
     attach = export_grounder(session, knowledge) if knowledge is not None and not preference else None

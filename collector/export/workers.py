@@ -90,7 +90,6 @@ _exporter: PageExporter | None = None  # a worker process's own exporter (see th
 def start_worker(exporter: PageExporter) -> None:
     global _exporter
     _exporter = exporter
-    import collector.knowledge.export_grounding  # noqa: F401 - imported before the freeze below, not by the first page
 
     # the modules' objects live as long as the worker: keep the collector from walking them again and again while
     # pages allocate rows and records by the hundred thousand (a sixth of a worker's time otherwise)

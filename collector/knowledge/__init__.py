@@ -1,15 +1,16 @@
-"""Product knowledge for grounded replies, the coverage report, and routing what the live version has not learned.
+"""Product knowledge for grounded replies: documents, retrieval, and what drafts and training data are grounded on.
 
-    store       add_document / list_documents / remove_document, the knowledge revision, the bundled GadgetCorp files
-    retrieval   retrieve(), ground() for a conversation, grounded_system_prompt(), what a draft records (Grounding)
-    coverage    coverage_report(): products and intents per split, correction rates, gaps before training
-    routing     route_by_coverage(): should auto mode hand this message to an agent, and why
-    cli         `housestyle knowledge add|list|remove|search` and `housestyle coverage`
+    store             add_document / list_documents / remove_document, the knowledge revision, the GadgetCorp files
+    retrieval         retrieve(), ground() for a conversation, grounded_system_prompt(), a draft's Grounding
+    export_grounding  the passages each exported exchange carries (`collector.export` reads them)
+    topics            the product names and support intents a message is about
+    cli               `housestyle knowledge add|list|remove|search`
 
-Tables live in `core.knowledge_models`; importing this package registers them on SQLModel.metadata.
+Tables live in `core.knowledge_models`; importing this package registers them on SQLModel.metadata. The coverage
+report and routing on it are `collector.coverage`, above this package and `collector.export`: nothing here imports
+either.
 """
 
-from collector.knowledge.coverage import CoverageReport, CoverageThresholds, TopicCoverage, coverage_report
 from collector.knowledge.retrieval import (
     Grounding,
     Passage,
@@ -24,7 +25,6 @@ from collector.knowledge.retrieval import (
     retrieve,
     training_grounding,
 )
-from collector.knowledge.routing import RouteDecision, route_by_coverage
 from collector.knowledge.store import (
     FAQ_PATH,
     PRODUCT_SHEET_PATH,
@@ -42,15 +42,10 @@ __all__ = [
     "PRODUCT_SHEET_PATH",
     "QUESTIONS_PATH",
     "SAMPLE_DOCUMENTS",
-    "CoverageReport",
-    "CoverageThresholds",
     "Grounding",
     "Passage",
-    "RouteDecision",
-    "TopicCoverage",
     "add_document",
     "conversation_query",
-    "coverage_report",
     "current_revision",
     "ground",
     "ground_from_memory",
@@ -62,6 +57,5 @@ __all__ = [
     "remove_document",
     "render_knowledge",
     "retrieve",
-    "route_by_coverage",
     "training_grounding",
 ]

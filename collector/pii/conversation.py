@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from presidio_anonymizer import AnonymizerEngine
@@ -29,10 +29,9 @@ from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
 from collector.pii import lexicon
 from collector.pii.engine import build_analyzer
 from collector.pii.entities import KnownValues, PiiSpan, PiiType, resolve_overlaps
-from collector.pii.placeholders import PLACEHOLDER, PlaceholderTable, canonical, name_parts
+from collector.pii.placeholders import PlaceholderTable, name_parts
 from collector.pii.recognizers import AnswerRecognizer, asked_types
-from collector.pii.replies import FilledReply, fill_placeholders
-from core.settings import Settings, get_settings
+from core.settings import Settings
 
 Turn = tuple[str, str | None]  # (role, text), roles as stored: "user", "assistant", "system"...
 
@@ -215,30 +214,6 @@ class ConversationRedactor:
         redacted = self.redact_conversation([("user", text)], known)
         return RedactedText(redacted.texts[0], redacted.placeholders, redacted.counts)
 
-    def safe_reply(self, reply: str, placeholders: Mapping[str, str] | None = None,
-                   known: KnownValues | None = None) -> FilledReply:
-        """Reply time with the redactor at hand: `fill_placeholders`, then any personal value left in the reply
-        that neither the conversation's table nor the platform knows (a model's invention: an order id, an
-        e-mail, a name) is written out of it the same way. Allow-listed values (the company's own contact
-        details, its products) stay."""
-        filled = fill_placeholders(reply, placeholders, known)
-        allowed: set[tuple[PiiType, str]] = set()
-        for name, value in (placeholders or {}).items():
-            match = PLACEHOLDER.fullmatch(name.upper())
-            if match:
-                allowed |= _allowed_forms(PiiType(match.group("type")), value)
-        for pii_type, value in (known.values() if known else []):
-            allowed |= _allowed_forms(pii_type, value)
-        text = filled.text
-        invented = [s for s in self.find([("assistant", text)])[0]
-                    if (s.type, canonical(s.type, text[s.start:s.end])) not in allowed]
-        if not invented:
-            return filled
-        for span in sorted(invented, key=lambda s: -s.start):
-            text = text[:span.start] + f"<{span.type.value}>" + text[span.end:]
-        rewritten = fill_placeholders(text)
-        return FilledReply(rewritten.text, filled.filled, filled.removed + [f"<{s.type.value}>" for s in invented])
-
     def _replace(self, text: str, spans: list[PiiSpan], table: PlaceholderTable, counts: Counter[str]) -> str:
         if not spans:
             return text
@@ -259,14 +234,6 @@ _NUMERIC = {PiiType.PHONE, PiiType.CARD, PiiType.LAST_DIGITS}
 
 def _texts(turns: Sequence[Turn]) -> list[str]:
     return [text or "" for _, text in turns]  # a turn without text (None: an attachment, a tool call) has no PII
-
-
-def _allowed_forms(pii_type: PiiType, value: str) -> set[tuple[PiiType, str]]:
-    """The canonical forms under which a known value may appear in a reply: a person's name and each part."""
-    forms = {(pii_type, canonical(pii_type, value))}
-    if pii_type is PiiType.PERSON:
-        forms |= {(PiiType.PERSON, canonical(PiiType.PERSON, part)) for part in name_parts(value)}
-    return forms
 
 
 def _patterns_for(pii_type: PiiType, value: str, allow_words: frozenset[str]) -> list[tuple[PiiType, str]]:

@@ -185,19 +185,3 @@ def redactor_once(build: Callable[[], ConversationRedactor]) -> Callable[[], Con
     """`build`, called at most once however often the result is asked for."""
     built: list[ConversationRedactor] = []
     return lambda: built[0] if built else built.append(build()) or built[0]
-
-
-def pending_texts(session, conversation_ids: Iterable[int] | None = None) -> int:
-    """How many texts are not redacted yet (of these conversations, or of the whole store)."""
-    ids = list(conversation_ids) if conversation_ids is not None else None
-    total = 0
-    for table, column in ((Message, Message.redacted_content), (Draft, Draft.redacted_content)):
-        query = select(func.count()).select_from(table).where(column.is_(None))
-        if ids is not None:
-            query = query.where(table.conversation_id.in_(ids))
-        total += session.execute(query).scalar() or 0
-    query = select(func.count()).select_from(Review).join(Draft, Draft.id == Review.draft_id).where(
-        Review.redacted_final_text.is_(None), Review.final_text.is_not(None))
-    if ids is not None:
-        query = query.where(Draft.conversation_id.in_(ids))
-    return total + (session.execute(query).scalar() or 0)

@@ -17,12 +17,12 @@ from core.settings import Settings
 from plugin.api.brand_scope import BrandDirectory
 from plugin.api.deps import KeyCache, new_rate_limits
 from plugin.api.errors import install_error_handlers
-from plugin.api.metrics import ServiceMetrics
 from plugin.api.middleware import AccessLogAndMetrics, BodySizeLimit
 from plugin.api.routes import admin, chatwoot, coverage, dashboard, health, openai, pages, refresh, reviews, widget
 from plugin.api.schemas import CONVERSATION_TOKEN_HEADER, ERROR_RESPONSES
 from plugin.connectors.chatwoot import close_client as close_chatwoot_client
 from plugin.loop.scheduler import LoopScheduler
+from plugin.metrics import ServiceMetrics
 from plugin.redaction_worker import RedactionWorker
 from plugin.redrafter import Redrafter
 

@@ -24,8 +24,8 @@ from core.errors import InputError
 from core.models import ApiKeyRole
 from core.settings import Settings
 from plugin.api.keys import find_active_key, hash_key
-from plugin.api.metrics import ServiceMetrics
 from plugin.api.ratelimit import RateLimits, TokenBuckets
+from plugin.metrics import ServiceMetrics
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `housestyle keys create`, as `Bearer KEY`.")
 

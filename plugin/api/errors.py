@@ -15,7 +15,7 @@ from core.errors import ConflictError, HouseStyleError, InputError, NotFoundErro
 
 log = logging.getLogger("housestyle.errors")
 
-STORED_HEADER = "X-Message-Stored"
+STORED_HEADER = "X-Message-Stored"  # on errors that say whether a customer's message was kept (plugin.reply.errors)
 
 STATUS_BY_ERROR: dict[type[HouseStyleError], int] = {
     InputError: 422,
@@ -23,31 +23,6 @@ STATUS_BY_ERROR: dict[type[HouseStyleError], int] = {
     ConflictError: 409,
     StoreError: 503,
 }
-
-
-class ModelServersUnavailable(HouseStyleError):
-    """The service runs without a serving gateway (e.g. `--no-vllm` and no vLLM URLs): nothing can generate."""
-
-    retry_after_s = 30.0
-
-
-class MessageNotStored(HouseStyleError):
-    """The store refused to keep a customer's message (full disk, database down): unlike a model outage, nothing
-    was kept, so the client must send it again (503, `X-Message-Stored: false`)."""
-
-    retry_after_s = 10.0
-    stored = False
-
-
-class ReplyDelayed(HouseStyleError):
-    """The customer's message is stored but no model server can answer now (503, `X-Message-Stored: true`): the
-    service drafts the reply once one is back; the client polls the conversation instead of sending it again."""
-
-    stored = True
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 def _retry_after(exc: Exception, default: float) -> dict[str, str]:

@@ -9,7 +9,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from plugin.api.metrics import ServiceMetrics
+from plugin.metrics import ServiceMetrics
 
 access_log = logging.getLogger("housestyle.access")
 

@@ -1,6 +1,7 @@
-"""Every request and response body of the plugin's own API (widget, reviews, admin, web UI, Chatwoot webhook).
+"""Every request and response body of the plugin's own API (widget, reviews, admin, web UI).
 
-The OpenAI wire format lives apart, in `plugin.api.protocol`.
+The OpenAI wire format lives apart, in `plugin.openai.protocol`; Chatwoot's payloads beside its connector, in
+`plugin.connectors.chatwoot_payloads`.
 """
 
 from __future__ import annotations
@@ -8,26 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from collector.stats import BASE_LABEL
 from core.models import ApiKeyRole, ReplyMode, ReviewDecision, Role, RunStatus
 from core.registry import VERSION_ID_PATTERN
+from plugin.storable import storable
 
 LOG_TAIL_CHARS = 2000  # the dashboard shows the end of a run's log; the whole log can be megabytes
 CONVERSATION_TOKEN_HEADER = "X-Conversation-Token"
-
-
-def storable(text: str) -> str:
-    """Text every store can keep: no NUL (Postgres refuses it) and no lone surrogate (not encodable as UTF-8)."""
-    if "\x00" in text:
-        raise ValueError("contains a NUL character; remove it")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains an unpaired surrogate (not valid Unicode text); send UTF-8 text") from None
-    return text
-
 
 Text = Annotated[str, AfterValidator(storable)]
 
@@ -328,42 +318,6 @@ class AdapterEventOut(BaseModel):
     actor: str
     reason: str | None
     created_at: datetime
-
-
-# --- Chatwoot agent-bot webhook -----------------------------------------------------------------
-class ChatwootRef(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: int
-
-
-class ChatwootSender(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    id: int | None = None
-    name: str | None = None
-    type: str | None = None  # contact, user (an agent), agent_bot
-
-
-class ChatwootEvent(BaseModel):
-    """The parts of a Chatwoot webhook payload the connector reads; everything else is accepted and ignored."""
-
-    model_config = ConfigDict(extra="allow")
-
-    event: str
-    id: int | None = None  # the message id
-    content: str | None = None
-    message_type: str | int | None = None  # incoming, outgoing, activity, template (older payloads: 0, 1, 2, 3)
-    private: bool = False
-    conversation: ChatwootRef | None = None
-    account: ChatwootRef | None = None
-    inbox: ChatwootRef | None = None  # HOUSESTYLE_CHATWOOT_INBOX_BRANDS maps it to a brand
-    sender: ChatwootSender | None = None
-
-
-class EventOutcome(BaseModel):
-    """What the webhook did with an event, returned to Chatwoot (which ignores it) and handy in logs and tests."""
-
-    action: str  # draft-requested, review-recorded, message-recorded, ignored
-    detail: str | None = None
 
 
 # --- health -----------------------------------------------------------------------------------

@@ -16,19 +16,20 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select
 from sqlmodel import Session
 
-from collector import recorder
+from collector import recorder, review_queue
 from collector.brands import brand_id
 from core.changes import same_text, similarity
 from core.db import session_scope
 from core.errors import HouseStyleError, InputError
-from core.models import DEFAULT_BRAND_ID, Draft, DraftStatus, ReplyMode, ReviewDecision, Role
+from core.models import DEFAULT_BRAND_ID, ReplyMode, ReviewDecision, Role
 from core.settings import Settings
 from plugin import assistant
-from plugin.api.metrics import ServiceMetrics
-from plugin.api.schemas import ChatwootEvent, EventOutcome
+from plugin.connectors.chatwoot_payloads import ChatwootEvent, EventOutcome
+from plugin.metrics import ServiceMetrics
+from plugin.reply.turns import Turn
+from plugin.storable import storable_text
 
 log = logging.getLogger("housestyle.chatwoot")
 
@@ -98,12 +99,6 @@ def external_id(event: ChatwootEvent) -> str:
     return f"{event.account.id}:{event.conversation.id}"  # type: ignore[union-attr]
 
 
-def storable_text(text: str) -> str:
-    """A platform's message as the store can keep it: a NUL or lone surrogate cannot be refused back to Chatwoot
-    (the customer's message would be lost), so it is replaced by U+FFFD."""
-    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
-
-
 def contact_values(event: ChatwootEvent) -> dict[str, str]:
     """The contact's name, email and phone as Chatwoot sends them with the customer's message."""
     sender = event.sender.model_dump() if event.sender else {}
@@ -117,7 +112,7 @@ def brand_of_inbox(session: Session, settings: Settings, event: ChatwootEvent) -
     return DEFAULT_BRAND_ID if slug is None else brand_id(session, slug)
 
 
-def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistant.Turn:
+def store_customer_message(settings: Settings, event: ChatwootEvent) -> Turn:
     """Find or open the conversation for this Chatwoot conversation and store the customer's message.
 
     The contact's name, email and phone are kept with the conversation: redacted exactly wherever they appear, and
@@ -144,8 +139,9 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> assistan
     return assistant.receive_customer_message(settings, conversation_id, storable_text(event.content or ""))
 
 
-def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutcome:
-    """An agent's public reply: the review of the latest pending draft, or a plain turn when there is none."""
+def record_agent_message(settings: Settings, metrics: ServiceMetrics, event: ChatwootEvent) -> EventOutcome:
+    """An agent's public reply: the review of the latest pending draft (counted as the review queue counts its
+    reviews), or a plain turn when there is none."""
     agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"
     content = storable_text(event.content or "")
     with session_scope(settings.resolved_database_url) as session:
@@ -153,14 +149,7 @@ def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutco
                                                   brand_id=brand_of_inbox(session, settings, event))
         if conversation is None:
             return EventOutcome(action="ignored", detail="conversation started before HouseStyle was connected")
-        draft = None
-        if conversation.mode == ReplyMode.ASSIST:
-            draft = session.execute(
-                select(Draft)
-                .where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-                .order_by(Draft.id.desc())
-                .limit(1)  # type: ignore[union-attr]
-            ).scalar_one_or_none()
+        draft = recorder.pending_draft(session, conversation.id) if conversation.mode == ReplyMode.ASSIST else None
         if draft is None:
             recorder.add_message(session, conversation.id, Role.ASSISTANT, content)
             return EventOutcome(action="message-recorded", detail="no pending draft: kept as the agent's own reply")
@@ -173,10 +162,12 @@ def record_agent_message(settings: Settings, event: ChatwootEvent) -> EventOutco
             final_text=None if decision == ReviewDecision.APPROVED else content,
             reason="agent wrote the reply from scratch in Chatwoot" if decision == ReviewDecision.REJECTED else None,
         )
-        return EventOutcome(action="review-recorded", detail=f"draft {draft.id} {review.decision.value}")
+        decided, version, draft_id = review.decision, draft.adapter_version, draft.id
+    metrics.count_review(decided, version)  # once committed
+    return EventOutcome(action="review-recorded", detail=f"draft {draft_id} {decided.value}")
 
 
-async def draft_and_post(app: FastAPI, turn: assistant.Turn, account_id: int, conversation_id: int) -> None:
+async def draft_and_post(app: FastAPI, turn: Turn, account_id: int, conversation_id: int) -> None:
     """Generate the draft and post it: a private note for agents (assist) or the reply itself (auto).
 
     Runs after the webhook has answered (Chatwoot does not wait for the model); failures are logged, the customer's
@@ -191,7 +182,7 @@ async def draft_and_post(app: FastAPI, turn: assistant.Turn, account_id: int, co
             conversation_id,
             reply.draft.content,
             # assist, or auto handed to an agent (a topic not learned): a note for agents, never the customer
-            private=recorder.awaits_agent(reply.draft, turn.mode),  # type: ignore[arg-type]
+            private=review_queue.awaits_agent(reply.draft, turn.mode),  # type: ignore[arg-type]
         )
     except (HouseStyleError, httpx.HTTPError) as exc:
         log.error("no draft for chatwoot conversation %s:%s: %s", account_id, conversation_id, exc)

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from collector.brands import brand_id, entry_settings
+from collector.brands import brand_id_of, entry_settings
 from collector.cli import BrandOption
 from collector.stats import version_stats
 from core.db import session_scope
@@ -50,7 +50,7 @@ def stats_table(settings: Settings, title: str = "Agents' reviews per version") 
     for column in ("reviews", "corrected", "accepted", "edited", "rejected", "edit distance"):
         table.add_column(column, justify="right")
     with session_scope(settings.resolved_database_url) as session:
-        for row in version_stats(session, brand_id=brand_id(session, settings.brand)):
+        for row in version_stats(session, brand_id=brand_id_of(settings, session)):
             table.add_row(row.version, str(row.reviews), f"{row.correction_rate:.0%}", f"{row.acceptance_rate:.0%}",
                           f"{row.edit_rate:.0%}", f"{row.rejection_rate:.0%}", f"{row.mean_edit_distance:.2f}")
     return table

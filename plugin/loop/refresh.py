@@ -14,16 +14,17 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
+from collector.coverage.handoff import refresh_coverage
 from collector.export import ExportOptions, export_dataset
 from collector.pii.ingest import redact_everything, redactor_for
+from collector.stats import BASE_LABEL
 from core.db import session_scope
 from core.locks import job_lock
 from core.models import DEFAULT_BRAND, AdapterEvent, RunStatus
 from core.registry import live_adapter
 from core.runs import RunLog
 from core.settings import Settings
-from plugin.coverage_routing import refresh_coverage
 from plugin.evaluation import score_versions
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
@@ -71,9 +72,8 @@ def run_refresh(
     own); None: HOUSESTYLE_VLLM_URLS, else a short-lived one (with HOUSESTYLE_EVAL_ENGINE=vllm).
     """
     url = settings.resolved_database_url
-    base = settings.base_model or str(settings.models_dir / "base")
-    with session_scope(url) as session:
-        brand = brand_id(session, settings.brand)
+    base = settings.resolved_base_model
+    brand = brand_id_of(settings)
     params = {"base": base, "preset": settings.train_preset, "brand": settings.brand, **(train_overrides or {})}
     with job_lock(refresh_lock(settings.brand), url=url) as held:  # renewed as we work; a dead holder's is taken over
         run = RunLog(url, kind="refresh", params=params, step="export", holder=held.holder, brand_id=brand)
@@ -107,7 +107,7 @@ def run_refresh(
 
             with session_scope(url) as session:
                 live = live_adapter(session, brand)
-                live_version, live_path = (live.version, live.path) if live else ("base", None)
+                live_version, live_path = (live.version, live.path) if live else (BASE_LABEL, None)
             run.step("evaluate", f"scoring {candidate} and {live_version} on the same held-out split "
                                  f"({settings.eval_engine} generates)")
             candidate_scores, live_scores = score_versions(

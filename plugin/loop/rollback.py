@@ -12,13 +12,11 @@ import math
 from statistics import NormalDist
 
 from pydantic import BaseModel
-from sqlalchemy import select
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
 from collector.stats import BASE_LABEL, VersionStats, version_stats
 from core.db import session_scope
-from core.models import AdapterEvent, AdapterVersion
-from core.registry import live_adapter
+from core.registry import live_adapter, previous_live, went_live
 from core.settings import Settings
 
 
@@ -86,28 +84,15 @@ def check_live_regression(settings: Settings) -> RegressionCheck | None:
     The previous version's figures are all live reviews of its drafts.
     """
     with session_scope(settings.resolved_database_url) as session:
-        brand = brand_id(session, settings.brand)
+        brand = brand_id_of(settings, session)
         live = live_adapter(session, brand)
         if live is None:
             return None
-        went_live = session.execute(
-            select(AdapterEvent)
-            .where(AdapterEvent.version == live.version, AdapterEvent.action.in_(("promote", "rollback")))
-            .order_by(AdapterEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        if went_live is None or went_live.action == "rollback":
+        made_live = went_live(session, live.version)
+        if made_live is None or made_live.action == "rollback":
             return None
-        earlier = session.execute(
-            select(AdapterEvent.version)
-            .where(AdapterEvent.action.in_(("promote", "rollback")), AdapterEvent.id < went_live.id,
-                   AdapterEvent.version != live.version,
-                   AdapterEvent.version.in_(select(AdapterVersion.version).where(AdapterVersion.brand_id == brand)))
-            .order_by(AdapterEvent.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        previous = earlier or BASE_LABEL
-        since_live = version_stats(session, since=went_live.created_at, brand_id=brand)
+        previous = previous_live(session, live.version, brand) or BASE_LABEL
+        since_live = version_stats(session, since=made_live.created_at, brand_id=brand)
         new = {s.version: s for s in since_live}.get(live.version)
         old = {s.version: s for s in version_stats(session, brand_id=brand)}.get(previous)
     test = correction_rate_regressed(

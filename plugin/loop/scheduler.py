@@ -7,13 +7,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from sqlalchemy import func, select
-
-from collector.brands import brand_id, brand_settings, every_brand
-from collector.stats import IMPORT_AGENT
+from collector.brands import brand_id_of, brand_settings, every_brand
+from collector.stats import reviews_since
 from core.db import session_scope
 from core.errors import ConflictError
-from core.models import DEFAULT_BRAND_ID, Conversation, Draft, Review, TrainingRun
+from core.models import DEFAULT_BRAND_ID
+from core.runs import last_started
 from core.settings import Settings
 from plugin.loop.decision import GatewaySwapper
 from plugin.loop.refresh import RefreshOutcome, run_refresh
@@ -27,16 +26,7 @@ CHECK_EVERY_S = 30.0
 def reviews_since_last_refresh(url: str, brand_id: int = DEFAULT_BRAND_ID) -> int:
     """Live reviews of the brand recorded since its newest refresh started (all of them if none ever ran)."""
     with session_scope(url) as session:
-        last = session.execute(
-            select(func.max(TrainingRun.started_at)).where(TrainingRun.kind == "refresh",
-                                                           TrainingRun.brand_id == brand_id)
-        ).scalar()
-        query = (select(func.count(Review.id)).join(Draft, Draft.id == Review.draft_id)
-                 .join(Conversation, Conversation.id == Draft.conversation_id)
-                 .where(Review.agent_id != IMPORT_AGENT, Conversation.brand_id == brand_id))
-        if last is not None:
-            query = query.where(Review.created_at >= last)
-        return int(session.execute(query).scalar() or 0)
+        return reviews_since(session, last_started(session, "refresh", brand_id), brand_id=brand_id)
 
 
 def refresh_due(settings: Settings, *, minutes_since_last: float, new_reviews: Callable[[], int]) -> str | None:
@@ -82,8 +72,7 @@ class LoopScheduler:
     def refresh_due(self, brand: Settings) -> str | None:
         url = self.settings.resolved_database_url
         last = self.last_refresh.get(brand.brand, self.started_at)
-        with session_scope(url) as session:
-            brand_key = brand_id(session, brand.brand)
+        brand_key = brand_id_of(brand)
         return refresh_due(brand, minutes_since_last=(time.monotonic() - last) / 60,
                            new_reviews=lambda: reviews_since_last_refresh(url, brand_key))
 
@@ -130,8 +119,7 @@ class LoopScheduler:
             return
         log.warning("brand %s: rolling back %s to %s: %s", settings.brand, check.live, check.previous,
                     check.test.reason)
-        with session_scope(self.settings.resolved_database_url) as session:
-            brand_key = brand_id(session, settings.brand)
+        brand_key = await asyncio.to_thread(brand_id_of, settings)  # known already for settings from the brands
         await self.gateway.rollback(check.previous, actor="auto-rollback", reason=check.test.reason,
                                     brand_id=brand_key)
 

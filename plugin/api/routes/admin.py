@@ -11,15 +11,13 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Path
-from sqlalchemy import func, select
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from collector.export import export_dataset, export_options
-from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
+from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, conversations_by_channel, version_stats
 from core import registry
 from core.errors import NotFoundError
-from core.models import Conversation
 from core.registry import VERSION_ID_PATTERN
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import AdminCaller, Caller, GatewayDep, Store, StoreDep
@@ -34,7 +32,7 @@ from plugin.api.schemas import (
     StatsOut,
     VersionDrafts,
 )
-from plugin.assistant import require_gateway
+from plugin.reply.upstream import require_gateway
 from serving.gateway import SwapResult
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -116,10 +114,7 @@ async def canary_adapter(
 def store_stats(session: Session, brand_id: int | None = None) -> StatsOut:
     """Every draft of the brand (None: of every brand) counts here, imported history and drafts still waiting for
     an agent included."""
-    query = select(Conversation.channel, func.count(Conversation.id)).group_by(Conversation.channel)
-    if brand_id is not None:
-        query = query.where(Conversation.brand_id == brand_id)
-    by_channel = dict(session.execute(query).all())
+    by_channel = conversations_by_channel(session, brand_id)
     per_version = [
         VersionDrafts(
             adapter_version=None if row.version == BASE_LABEL else row.version,

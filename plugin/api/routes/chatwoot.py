@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from plugin.api.schemas import ChatwootEvent, EventOutcome
 from plugin.connectors import chatwoot
 from plugin.connectors.chatwoot import BOT_SENDER_TYPES
+from plugin.connectors.chatwoot_payloads import ChatwootEvent, EventOutcome
 
 router = APIRouter(prefix="/chatwoot", tags=["chatwoot"])
 
@@ -52,5 +52,5 @@ async def chatwoot_webhook(event: ChatwootEvent, request: Request, background: B
         background.add_task(chatwoot.draft_and_post, request.app, turn, event.account.id, event.conversation.id)
         return EventOutcome(action="draft-requested", detail=f"mode {turn.mode.value}")
     if kind == "outgoing" and not event.private:
-        return await run_in_threadpool(chatwoot.record_agent_message, settings, event)
+        return await run_in_threadpool(chatwoot.record_agent_message, settings, request.app.state.metrics, event)
     return EventOutcome(action="ignored", detail="private notes and activity messages are not conversation turns")

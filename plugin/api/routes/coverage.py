@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from collector.knowledge import CoverageReport
+from collector.coverage import CoverageReport, live_coverage
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import AdminCaller, StoreDep
-from plugin.coverage_routing import live_coverage
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

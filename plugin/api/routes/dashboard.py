@@ -6,12 +6,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy import func, select
 
-from collector.stats import BASE_LABEL, IMPORT_AGENT, correction_rate
-from core import registry
+from collector.stats import correction_rate_series
+from core import registry, runs
 from core.errors import InputError, NotFoundError
-from core.models import Conversation, Draft, Review, ReviewDecision, RunStatus, TrainingRun, utcnow
+from core.models import RunStatus, TrainingRun, as_utc, utcnow
 from plugin.api.brand_scope import BrandFilter, ChosenBrand, DirectoryDep, visible_brands
 from plugin.api.deps import AdminCaller, Caller, StoreDep, authenticate
 from plugin.api.schemas import (
@@ -45,11 +44,8 @@ def recent_runs(
     _: AdminCaller, brands: BrandFilter, store: StoreDep, limit: Annotated[int, Query(ge=1, le=100)] = 10
 ) -> list[RunOut]:
     """Of the brand named (?brand=), else of every brand the key may act on."""
-    query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)
-    if brands is not None:
-        query = query.where(TrainingRun.brand_id.in_(brands))
     with store.session() as session:
-        return [run_out(run) for run in session.execute(query).scalars().all()]
+        return [run_out(run) for run in runs.recent_runs(session, limit=limit, brand_ids=brands)]
 
 
 @router.get("/admin/runs/{run_id}", response_model=RunOut, responses={404: {"description": "Unknown run"}},
@@ -80,11 +76,6 @@ def run_out(run: TrainingRun) -> RunOut:
     )
 
 
-def as_utc(moment: datetime) -> datetime:
-    """SQLite hands datetimes back without a zone; the store writes UTC only."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 @router.get("/admin/correction-rate", response_model=CorrectionRateOut,
             summary="Correction rate (edited + rejected) of each adapter version over time")
 def correction_rate_over_time(
@@ -107,32 +98,11 @@ def correction_rate_over_time(
         raise InputError("since must be before until; e.g. ?since=2026-01-01T00:00:00Z")
     if (until - since) / bucket > 5000:
         raise InputError("more than 5000 time buckets asked for; raise bucket_minutes or shorten since..until")
-    label = func.coalesce(Draft.adapter_version, BASE_LABEL)
-    query = (
-        select(label, Review.decision, Review.created_at)
-        .join(Draft, Draft.id == Review.draft_id)
-        .join(Conversation, Conversation.id == Draft.conversation_id)
-        .where(Review.agent_id != IMPORT_AGENT, Review.created_at >= since, Review.created_at < until,
-               Conversation.brand_id == brand.id)
-    )
-    counts: dict[str, dict[int, dict[str, int]]] = {}
     with store.session() as session:
-        # bucketing in Python keeps one query that reads the same on SQLite and Postgres
-        for version, decision, reviewed_at in session.execute(query):
-            index = int((as_utc(reviewed_at) - since) / bucket)
-            cell = counts.setdefault(version, {}).setdefault(index, dict.fromkeys(ReviewDecision, 0))
-            cell[ReviewDecision(decision)] += 1
-    series = []
-    for version, buckets in sorted(counts.items()):
-        points = []
-        for index, cell in sorted(buckets.items()):
-            reviews = sum(cell.values())
-            edited, rejected = cell[ReviewDecision.EDITED], cell[ReviewDecision.REJECTED]
-            points.append(CorrectionRatePoint(
-                start=since + index * bucket, reviews=reviews, approved=cell[ReviewDecision.APPROVED],
-                edited=edited, rejected=rejected, correction_rate=correction_rate(edited, rejected, reviews),
-            ))
-        series.append(CorrectionRateSeries(version=version, points=points))
+        rates = correction_rate_series(session, since=since, until=until, bucket=bucket, brand_id=brand.id)
+    series = [CorrectionRateSeries(version=version, points=[CorrectionRatePoint(**point.model_dump())
+                                                            for point in points])
+              for version, points in rates.items()]
     return CorrectionRateOut(since=since, until=until, bucket_minutes=bucket_minutes, series=series)
 
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from collector.stats import version_stats
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import AdminCaller, StoreDep
-from plugin.api.errors import ModelServersUnavailable
 from plugin.api.schemas import RefreshStarted, VersionQuality
+from plugin.reply.errors import ModelServersUnavailable
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

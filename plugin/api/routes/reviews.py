@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Request
 from sqlmodel import Session
 
 from collector import recorder
+from collector import review_queue as queue  # the routes below reuse its function names
 from collector.knowledge import groundings_for
 from core.errors import NotFoundError
 from core.models import Draft, ReviewDecision
@@ -35,7 +36,7 @@ CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"
 
 def in_scope(session: Session, caller: Caller, draft_id: int) -> Draft:
     """The draft, if it belongs to a brand the key may act on; another brand's draft answers as a missing one."""
-    draft = recorder.get_draft(session, draft_id)
+    draft = queue.get_draft(session, draft_id)
     conversation = recorder.get_conversation(session, draft.conversation_id)
     caller.check_brand(conversation.brand_id, NotFoundError(f"draft {draft_id} does not exist"))
     return draft
@@ -79,7 +80,7 @@ def review_queue(
     """Of the brand named (?brand=), else of every brand the key may act on."""
     with store.session() as session:
         return [_pending_draft(session, draft)
-                for draft in recorder.pending_drafts(session, limit=limit, brand_ids=brands)]
+                for draft in queue.pending_drafts(session, limit=limit, brand_ids=brands)]
 
 
 @router.get("/{draft_id}", response_model=PendingDraft, summary="One draft with its conversation")
@@ -97,7 +98,7 @@ def claim_draft(
     # sqlite has no row locks: this process's claims and reviews go one at a time (Postgres also locks the row)
     with request.app.state.review_lock, store.session() as session:
         in_scope(session, caller, draft_id)
-        draft = recorder.claim_draft(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
+        draft = queue.claim_draft(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until)
 
 
@@ -107,7 +108,7 @@ def release_draft(draft_id: DraftId, body: ClaimIn, caller: AgentCaller, store: 
     agent holds it)."""
     with request.app.state.review_lock, store.session() as session:
         in_scope(session, caller, draft_id)
-        draft = recorder.release_claim(session, draft_id, caller.acting_as(body.agent))
+        draft = queue.release_claim(session, draft_id, caller.acting_as(body.agent))
         return _pending_draft(session, draft)
 
 
@@ -120,7 +121,7 @@ def agent_typing(
     ttl = timedelta(seconds=settings.claim_ttl_seconds)
     with request.app.state.review_lock, store.session() as session:
         in_scope(session, caller, draft_id)
-        draft = recorder.mark_typing(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
+        draft = queue.mark_typing(session, draft_id, caller.acting_as(body.agent), ttl=ttl)
     return ClaimOut(draft_id=draft.id, claimed_by=draft.claimed_by, claimed_until=draft.claimed_until,
                     typing_until=draft.typing_until)
 
@@ -141,8 +142,8 @@ def _review(
         review = recorder.record_review(
             session, draft_id, decision, agent_id=caller.acting_as(agent), final_text=final_text, reason=reason
         )
-        draft = recorder.get_draft(session, draft_id)
-    metrics.reviews.labels(review.decision.value, draft.adapter_version or "base").inc()
+        draft = queue.get_draft(session, draft_id)
+    metrics.count_review(review.decision, draft.adapter_version)
     return ReviewOut(
         draft_id=draft_id,
         decision=review.decision,

@@ -7,24 +7,21 @@ import hmac
 import json
 import logging
 import secrets
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
-from sqlalchemy import select
 from sqlmodel import Session
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.concurrency import run_in_threadpool
 
-from collector import recorder
+from collector import recorder, review_queue
 from core.db import session_scope
 from core.errors import HouseStyleError, NotFoundError
-from core.models import ApiKeyRole, Conversation, Draft, DraftStatus, ReplyMode, Role
+from core.models import ApiKeyRole, Conversation, ReplyMode, Role
 from plugin import assistant
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import Caller, ReaderCaller, SettingsDep, StoreDep, WidgetCaller, limit_conversation
-from plugin.api.errors import ModelServersUnavailable, ReplyDelayed
 from plugin.api.schemas import (
     CONVERSATION_TOKEN_HEADER,
     ConversationOut,
@@ -34,6 +31,8 @@ from plugin.api.schemas import (
     MessageOut,
     ReplyOut,
 )
+from plugin.reply.errors import ModelServersUnavailable, ReplyDelayed
+from plugin.reply.turns import Reply, Turn
 from serving.errors import NoHealthyReplicaError
 
 router = APIRouter(prefix="/widget", tags=["widget"])
@@ -62,9 +61,7 @@ def conversation_for(session: Session, public_id: str, caller: Caller, token: st
     404 as a conversation that does not exist, so ids cannot be probed."""
     missing = NotFoundError(f"conversation {public_id} does not exist for this widget; start one with "
                             f"POST /widget/conversations and send its conversation_token as {CONVERSATION_TOKEN_HEADER}")
-    rows = [conversation
-            for conversation in session.execute(
-                select(Conversation).where(Conversation.external_id == public_id)).scalars().all()
+    rows = [conversation for conversation in recorder.conversations_named(session, public_id)
             if caller.may_act_on(conversation.brand_id)]  # another brand's conversation: as if it did not exist
     if caller.role != ApiKeyRole.WIDGET:
         if not rows:
@@ -116,11 +113,9 @@ def conversation_history(
     limit_conversation(request, caller, conversation_id)
     with store.session() as session:
         conversation = conversation_for(session, conversation_id, caller, token)
-        pending = session.execute(
-            select(Draft).where(Draft.conversation_id == conversation.id, Draft.status == DraftStatus.PENDING)
-        ).scalars().all()
+        pending = recorder.pending_drafts_of(session, conversation.id)
         messages = recorder.transcript(session, conversation.id)
-    waiting = [draft for draft in pending if recorder.awaits_agent(draft, conversation.mode)]
+    waiting = [draft for draft in pending if review_queue.awaits_agent(draft, conversation.mode)]
     awaiting = bool(waiting)
     return History(
         conversation_id=conversation.external_id,
@@ -129,7 +124,7 @@ def conversation_history(
         messages=[MessageOut.model_validate(m, from_attributes=True) for m in messages],
         awaiting_agent=awaiting,
         awaiting_reply=bool(messages) and messages[-1].role == Role.USER,
-        agent_activity=recorder.conversation_activity(waiting) if awaiting else None,
+        agent_activity=review_queue.conversation_activity(waiting) if awaiting else None,
     )
 
 
@@ -153,7 +148,7 @@ async def send_customer_message(
     state = request.app.state
     settings = state.settings
 
-    def find_and_store() -> assistant.Turn:
+    def find_and_store() -> Turn:
         with session_scope(settings.resolved_database_url) as session:
             internal_id = conversation_for(session, conversation_id, caller, token).id
         return assistant.receive_customer_message(settings, internal_id, body.content)
@@ -163,18 +158,17 @@ async def send_customer_message(
         if not body.stream:
             reply = await assistant.generate_reply(settings, state.gateway, state.metrics, turn)
             return _reply_out(turn, reply)
-        started = time.perf_counter()
-        route, chunks = await assistant.open_reply_stream(settings, state.gateway, turn)
+        stream = await assistant.open_reply_stream(settings, state.gateway, state.metrics, turn)
     except (NoHealthyReplicaError, ModelServersUnavailable) as outage:
         raise ReplyDelayed(f"{outage}; the message is kept and the reply follows once a model server answers: poll "
                            f"GET /widget/conversations/{conversation_id} rather than sending it again",
                            getattr(outage, "retry_after_s", settings.retry_after_seconds)) from None
-    return EventSourceResponse(_reply_events(request, turn, route, chunks, started), sep="\n")
+    return EventSourceResponse(_reply_events(turn, stream), sep="\n")
 
 
-def _reply_out(turn: assistant.Turn, reply: assistant.Reply) -> ReplyOut:
+def _reply_out(turn: Turn, reply: Reply) -> ReplyOut:
     draft = reply.draft
-    waits = recorder.awaits_agent(draft, turn.mode)
+    waits = review_queue.awaits_agent(draft, turn.mode)
     message = None
     if not waits:  # auto mode: the reply went out
         message = MessageOut(
@@ -183,20 +177,17 @@ def _reply_out(turn: assistant.Turn, reply: assistant.Reply) -> ReplyOut:
     return ReplyOut(reply=message, awaiting_agent=waits, adapter_version=reply.version)
 
 
-async def _reply_events(
-    request: Request, turn: assistant.Turn, route, chunks, started: float
-) -> AsyncIterator[ServerSentEvent]:
-    state = request.app.state
+async def _reply_events(turn: Turn, stream: assistant.ReplyStream) -> AsyncIterator[ServerSentEvent]:
     try:
-        async for item in assistant.stream_reply(state.settings, state.metrics, turn, route, chunks, started):
-            if isinstance(item, assistant.Reply):
+        async for item in stream:
+            if isinstance(item, Reply):
                 out = _reply_out(turn, item)
                 yield ServerSentEvent(out.model_dump_json(), event="awaiting_agent" if out.awaiting_agent else "reply")
-            elif turn.mode == ReplyMode.AUTO and turn.handoff is None:  # assist, or handed over: no draft shown
-                yield ServerSentEvent(json.dumps({"text": item}), event="delta")
+            elif item.text and turn.mode == ReplyMode.AUTO and turn.handoff is None:  # assist, handed over: no draft
+                yield ServerSentEvent(json.dumps({"text": item.text}), event="delta")
     except Exception as exc:  # the status line is sent already: report the failure as an event, never a traceback
         log.exception("reply stream failed")
         detail = str(exc) if isinstance(exc, HouseStyleError) else "the reply failed; try again"
         yield ServerSentEvent(json.dumps({"detail": detail}), event="error")
     finally:
-        await chunks.aclose()
+        await stream.aclose()

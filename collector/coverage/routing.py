@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel
 
-from collector.knowledge.coverage import CoverageReport
-from collector.knowledge.topic_coverage import TopicCoverage
+from collector.coverage.gaps import TopicCoverage
+from collector.coverage.report import CoverageReport
 from collector.knowledge.topics import ProductMatcher, intent_classifier
 
 

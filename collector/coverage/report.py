@@ -22,15 +22,15 @@ from pydantic import BaseModel, computed_field
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from collector.coverage.export_counts import count_export
+from collector.coverage.gaps import CoverageThresholds, TopicCoverage, TopicTally, topic_gaps
 from collector.export import ExportOptions
 from collector.export.exchanges import build_exchanges
 from collector.export.reading import stored_conversations
-from collector.knowledge.coverage_export import count_export
 from collector.knowledge.store import product_names
-from collector.knowledge.topic_coverage import CoverageThresholds, TopicCoverage, TopicTally, topic_gaps
 from collector.knowledge.topics import DEFAULT_INTENTS, NO_INTENT, NO_PRODUCT, ProductMatcher, intent_classifier
 from collector.split import SPLITS, assign_split
-from collector.stats import BASE_LABEL, IMPORT_AGENT
+from collector.stats import BASE_LABEL, is_live_review
 from core.knowledge_models import KnowledgeChunk, KnowledgeDocument
 from core.models import Role
 from core.settings import Settings
@@ -149,7 +149,7 @@ def coverage_report(
                 (outcome.decision, float(outcome.edit_distance or 0.0))
                 for outcome in stored.drafts.values()
                 if outcome.decision is not None
-                and (include_imported or outcome.agent_id != IMPORT_AGENT)
+                and (include_imported or is_live_review(outcome.agent_id))
                 and (version is None or (outcome.adapter_version or BASE_LABEL) == version)
             ]
             exchanges = build_exchanges(stored.turns, stored.drafts, kept, Counter())

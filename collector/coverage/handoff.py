@@ -21,12 +21,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlmodel import Session
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
+from collector.coverage.gaps import CoverageThresholds, topic_gaps
+from collector.coverage.report import CoverageReport, coverage_report
+from collector.coverage.routing import route_by_coverage
 from collector.export import ExportOptions
-from collector.knowledge import CoverageReport, CoverageThresholds, coverage_report, route_by_coverage
 from collector.knowledge.store import current_revision
-from collector.knowledge.topic_coverage import topic_gaps
 from collector.knowledge.topics import NO_INTENT, NO_PRODUCT
+from collector.stats import BASE_LABEL
 from core.db import session_scope
 from core.models import ReplyMode, RunStatus, TrainingRun
 from core.prompts import USER
@@ -44,7 +46,7 @@ class LiveCoverage:
     """The coverage report that stands for the live version, and where it came from."""
 
     report: CoverageReport
-    live_version: str  # "base" while no adapter is live
+    live_version: str  # BASE_LABEL while no adapter is live
     run_id: int | None  # the refresh run that recorded it; None: computed from the store
 
 
@@ -75,9 +77,9 @@ def with_thresholds(report: CoverageReport, thresholds: CoverageThresholds) -> C
 def live_coverage(settings: Settings, session: Session) -> LiveCoverage:
     """The live version's coverage report of the settings' brand (cached per store and brand; see the module
     docstring)."""
-    brand = brand_id(session, settings.brand)
+    brand = brand_id_of(settings, session)
     live = live_adapter(session, brand)
-    version = live.version if live is not None else "base"
+    version = live.version if live is not None else BASE_LABEL
     run_id = _refresh_run(session, version) if live is not None else None
     stamp = (version, run_id, current_revision(session))
     key = (settings.resolved_database_url, brand)

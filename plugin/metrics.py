@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from collector.stats import DRAFT_OUTCOMES, version_stats
+from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
 from core.db import session_scope
+from core.models import ReviewDecision
 
 
 class DraftDecisionCollector(Collector):
@@ -70,6 +71,16 @@ class ServiceMetrics:
         self.registry.register(DraftDecisionCollector(database_url))
 
     def count_tokens(self, version: str | None, prompt: int, completion: int) -> None:
-        label = version or "base"
+        label = version or BASE_LABEL
         self.tokens.labels("prompt", label).inc(prompt)
         self.tokens.labels("completion", label).inc(completion)
+
+    def count_reply(self, channel: str, version: str | None, usage: Mapping[str, int] | None) -> None:
+        """One generated reply on a channel, and its tokens when the model reported them."""
+        self.generations.labels(channel, version or BASE_LABEL).inc()
+        if usage is not None:
+            self.count_tokens(version, usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+
+    def count_review(self, decision: ReviewDecision | str, adapter_version: str | None) -> None:
+        """One agent review of a draft, whoever recorded it (the review queue, a platform connector)."""
+        self.reviews.labels(ReviewDecision(decision).value, adapter_version or BASE_LABEL).inc()

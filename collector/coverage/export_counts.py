@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from collector.coverage.gaps import TopicTally
 from collector.export import ExportManifest
-from collector.knowledge.topic_coverage import TopicTally
 from collector.knowledge.topics import NO_INTENT, NO_PRODUCT, ProductMatcher
 from core.errors import InputError
 from core.models import Role

@@ -1,4 +1,4 @@
-"""The OpenAI chat-completions wire format, as pydantic models, separate from the route that serves it."""
+"""The OpenAI chat-completions wire format, as pydantic models, apart from the serving logic and the route."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from plugin.api.schemas import storable
+from plugin.storable import storable
 
 
 class ChatMessage(BaseModel):
