@@ -2,7 +2,8 @@
 with DP off and at epsilon 1, 4 and 8 (per customer, delta 1e-5), on the tiny base (or --base) and the sample.
 
 Every (setting, seed) runs in a fresh process (its peak RSS is its own): train the candidate on the sample export
-(DP: `trainer.dp`, Poisson-sampled customers; off: the plain recipe), score its greedy replies on the held-out split
+(DP: `trainer.dp`, Poisson-sampled customers; off: the plain recipe; `--epsilons base clip` add the base alone and
+DP's sampling and clipping without noise, for scale), score its greedy replies on the held-out split
 (chrF), save it, then `housestyle audit` it (`trainer.audit.run_audit`): a shadow adapter trained by the same
 recipe with canaries planted 1, 4 and 16 times (exposure in bits, never-planted canaries as the baseline) and the
 extraction probe on the candidate (verbatim overlaps with other customers' conversations, personal values of the
@@ -81,10 +82,16 @@ def worker(args: argparse.Namespace) -> None:
     world = current_world(settings)
     started = time.perf_counter()
     dp = None
-    if args.epsilon == "off":
+    if args.epsilon == "base":  # no training: what the base alone scores, for scale
+        from trainer.model_loading import load_model
+
+        result, model = None, load_model(base_path, world.device)
+    elif args.epsilon == "off":
         result, model = _fit(base_path, splits, config, world, settings)
-    else:
-        privacy = PrivacyConfig(epsilon=float(args.epsilon), delta=DELTA, noise_seed=args.seed)
+    else:  # "clip": DP's sampling and clipping without noise, to tell the noise's cost from the few large steps'
+        noise = 0.0 if args.epsilon == "clip" else None
+        privacy = PrivacyConfig(epsilon=None if noise == 0.0 else float(args.epsilon), delta=DELTA,
+                                noise_multiplier=noise, noise_seed=args.seed)
         customers = customer_groups(splits["train"], train_rows(data))
         result, spent, model = fit_private(base_path, splits, customers, config, privacy, world, settings)
         dp = spent.as_dict()
@@ -96,6 +103,12 @@ def worker(args: argparse.Namespace) -> None:
     replies = greedy_replies(ReplyModel(tokenizer, model.eval(), world.device), [prompt for prompt, _ in tasks],
                              max_new_tokens=96)
     chrf, _ = score(replies, [reference for _, reference in tasks])
+    if result is None:
+        print(json.dumps({"epsilon": args.epsilon, "seed": args.seed, "epsilon_spent": None, "noise_multiplier": 0.0,
+                          "chrf": chrf, "train_seconds": 0.0, "train_loss": None, "val_loss": None,
+                          "peak_rss_mib": peak_mib, "exposure": {}, "extraction_hits": 0, "pii_hits": 0,
+                          "common_overlaps": 0, "audit_seconds": 0.0, "shadow_seconds": None}))
+        return
     folder = Path(args.work) / f"candidate-{args.epsilon}-{args.seed}"
     model.save_pretrained(folder)
     (folder / MANIFEST_NAME).write_text(json.dumps({"hyperparameters": {**config.model_dump(), "dp": dp}}))
@@ -123,16 +136,20 @@ def spread(values: list[float]) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| DP | epsilon spent | exposure never / 1x / 4x / 16x (bits) | extraction hits | personal values | "
-             "held-out chrF | train s | peak RSS MiB |", "|---|---:|---|---:|---:|---:|---:|---:|"]
+             "held-out chrF | validation loss | train s | peak RSS MiB |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for epsilon in dict.fromkeys(row["epsilon"] for row in rows):
         mine = [row for row in rows if row["epsilon"] == epsilon]
-        exposure = " / ".join(spread([row["exposure"].get(count, float("nan")) for row in mine])
+        exposure = " / ".join(spread([row["exposure"][count] for row in mine if count in row["exposure"]])
                               for count in ("0", "1", "4", "16"))
         spent = [row["epsilon_spent"] for row in mine if row["epsilon_spent"] is not None]
-        lines.append(f"| {'off' if epsilon == 'off' else 'on, ε=' + epsilon} | {spread(spent)} | {exposure} | "
+        label = {"off": "off", "base": "base alone (no adapter)", "clip": "DP steps, noise 0"}.get(
+            epsilon, f"on, ε={epsilon}")
+        lines.append(f"| {label} | {spread(spent)} | {exposure} | "
                      f"{spread([row['extraction_hits'] for row in mine])} | "
                      f"{spread([row['pii_hits'] for row in mine])} "
-                     f"| {spread([row['chrf'] for row in mine])} | {spread([row['train_seconds'] for row in mine])} | "
+                     f"| {spread([row['chrf'] for row in mine])} "
+                     f"| {spread([row['val_loss'] for row in mine if row['val_loss'] is not None])} "
+                     f"| {spread([row['train_seconds'] for row in mine])} | "
                      f"{spread([row['peak_rss_mib'] for row in mine])} |")
     return "\n".join(lines)
 

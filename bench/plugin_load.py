@@ -319,6 +319,7 @@ def start_plugin(home: Path, upstream: Upstream, key: str, *, tree: Path | None)
         # 200 customers from one loopback address: the per-address widget limit would refuse most of them
         "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "100000",
         "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "100000",
+        "HOUSESTYLE_CHANNEL_MODES": '{"web": "auto"}',  # the operator's choice: a widget key may not pick auto
         **({"PYTHONPATH": str(tree)} if tree else {}),
     }
     housestyle = [sys.executable, "-m", "plugin.cli"]  # run in `tree` (or here): `-m` imports from there first

@@ -154,6 +154,7 @@ def main() -> None:
     for name in list(env):
         if name.startswith("HOUSESTYLE_") and name not in ("HOUSESTYLE_HOME", "HOUSESTYLE_CPU_THREADS"):
             env.pop(name)  # the default settings, whatever this shell has set
+    env["HOUSESTYLE_CHANNEL_MODES"] = '{"web": "auto"}'  # the operator's choice: a widget key may not pick auto
     base = args.base
     if base is None:
         print("building the tiny base ...", flush=True)

@@ -75,17 +75,21 @@ def forget_command(
     email: Annotated[str | None, typer.Option(help="The customer's email address.")] = None,
     phone: Annotated[str | None, typer.Option(help="The customer's phone number, in any format.")] = None,
     conversation: Annotated[str | None, typer.Option(help="A conversation's id (its external id, or store id).")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be deleted and why; delete nothing.")] = False,
 ) -> None:
     """Erase a customer: delete their conversations, drafts and reviews from the store, in one transaction.
+
+    An email matches only as a whole address (case aside), a phone only as the same number once parsed
+    (libphonenumber, national numbers read in HOUSESTYLE_PHONE_REGION): run --dry-run first to see what and why.
 
     Prints which adapter versions were trained on them (retire or retrain those); the next export and refresh no
     longer include them. The erasure is audit-logged without the personal value itself.
     """
     from collector.pii.erasure import describe, forget
 
-    result = forget(entry_settings().resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
-                    phone=phone, conversation=conversation)
+    settings = entry_settings()
+    result = forget(settings.resolved_database_url, actor=default_actor(), dry_run=dry_run, email=email,
+                    phone=phone, conversation=conversation, region=settings.phone_region)
     typer.echo(describe(result))
 
 
@@ -99,7 +103,7 @@ def export_command(
     channel: Annotated[list[str] | None, typer.Option(help="Only these channels (repeat the option).")] = None,
     decisions: Annotated[str | None, typer.Option(
         help="Review decisions to keep, comma separated (default approved,edited; dpo and kto: all three).")] = None,
-    redact: Annotated[bool, typer.Option(help="Replace PII with placeholders.")] = True,
+    redact: Annotated[bool, typer.Option(help="Replace PII with placeholders (--no-redact: raw personal data, CLI only).")] = True,
     dedup: Annotated[bool, typer.Option(help="Drop exact and near-duplicate conversations.")] = True,
     holdout_after: Annotated[
         datetime | None, typer.Option(help="Conversations started at or after this time all go to the test split.")
@@ -127,6 +131,9 @@ def export_command(
         holdout_after=holdout_after,
         seed=seed,
     )
+    if not redact:  # said loudly: raw emails, phone numbers and names go to disk
+        typer.secho(f"warning: writing UNREDACTED personal data (names, emails, phone numbers) to {out}; the files "
+                    "are readable by you only (0600); delete them when done", fg=typer.colors.RED, bold=True, err=True)
     manifest = export_dataset(options, settings=entry_settings(brand))
     typer.echo(manifest.summary())
 

@@ -25,7 +25,7 @@ from core.db import session_scope
 from core.errors import ConflictError, StoreError
 from core.models import JobLock, utcnow
 from core.processes import pid_alive
-from core.runs import close_runs_of
+from core.runs import close_runs_of, working_under
 
 log = logging.getLogger("housestyle.locks")
 
@@ -161,7 +161,8 @@ def job_lock(name: str, *, ttl: timedelta = LEASE, url: str) -> Iterator[HeldLoc
                             name=f"housestyle-lock-{name}", daemon=True)
     beat.start()
     try:
-        yield held
+        with working_under(holder):  # a run this block starts without a holder (a refresh's training) is ours
+            yield held
     finally:
         stop.set()
         beat.join()

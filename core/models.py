@@ -279,3 +279,22 @@ class HealthProbe(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class MemoryOutdated(SQLModel, table=True):
+    """An agent's mark on a reviewed exchange: outdated, so answer memory never offers it again (`collector.memory`)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    review_id: int = Field(foreign_key="review.id", unique=True, ondelete="CASCADE")
+    actor: str = Field(max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MemoryUse(SQLModel, table=True):
+    """A past exchange (its review) a draft's prompt carried as an example, best first (rank 0): what the console
+    shows under the draft, and what a correction of that draft supersedes."""
+
+    draft_id: int = Field(foreign_key="draft.id", primary_key=True, ondelete="CASCADE")
+    review_id: int = Field(foreign_key="review.id", primary_key=True, index=True, ondelete="CASCADE")
+    rank: int = 0
+    score: float = 0.0

@@ -3,11 +3,12 @@
 Export, training, evaluation, generation and the live service all call `build_messages`, so the prompt a model
 was trained on and the prompt it is served are the same messages (and so the same tokens under one chat template):
 - the system prompt first (the company's, unless the caller brings its own), followed by the knowledge block: the
-  passages retrieved for this reply (`collector.knowledge`), numbered under one header, when there are any;
+  passages retrieved for this reply (`collector.knowledge`), numbered under one header, when there are any; then the
+  answer-memory block: the brand's past reviewed exchanges most like this one (`collector.memory`), when there are any;
 - then the turns as the customer saw them, stored system turns left out;
 - consecutive turns of one role joined with a blank line (a customer who writes twice before an answer);
-- chat-template control strings in anyone's text (`<|assistant|>`, `<|im_start|>`, `</s>`...) neutralised, so a
-  customer cannot forge a turn boundary.
+- chat-template control strings in anyone's text (`<|assistant|>`, `<|im_start|>`, `</s>`, `<｜User｜>`, `[INST]`,
+  `<<SYS>>`...) neutralised, so a customer cannot forge a turn boundary.
 """
 
 from __future__ import annotations
@@ -20,12 +21,24 @@ SYSTEM, USER, ASSISTANT = "system", "user", "assistant"
 TURN_JOINER = "\n\n"
 # U+2060 WORD JOINER: invisible, and any tokenizer then sees "<", a joiner and "|im_start|>", not the control token
 _JOINER = "\u2060"
-# the shapes special tokens take in chat templates: <|name|>, and <name> / </name> in lower case (<s>, </s>,
-# <file_sep>); upper-case <PERSON_1> is HouseStyle's own redaction placeholder and stays as it is
-_CONTROL = re.compile(r"<(?=/?\|[^\s<>|]{1,40}\|>|/?[a-z_][a-z0-9_.-]{0,29}>)")
+# the shapes special tokens and turn markers take in chat templates, each broken by a joiner after its first
+# character: <|name|> (ChatML, Llama 3, Phi), <｜name｜> with full-width bars (DeepSeek), <name> / </name> in lower
+# case (<s>, </s>, <start_of_turn>), <<SYS>> / <</SYS>> (Llama 2) and [NAME] / [/NAME] in upper case ([INST],
+# [/INST], [SYSTEM_PROMPT], [TOOL_CALLS]: Mistral); upper-case <PERSON_1> is HouseStyle's own redaction placeholder
+# and stays as it is, and so do numbered references such as [1]
+_CONTROL = re.compile(
+    r"<(?=/?\|[^\s<>|]{1,40}\|>"  # <|im_start|>
+    r"|/?\uff5c[^\s<>\uff5c]{1,40}\uff5c>"  # <｜User｜>
+    r"|/?[a-z_][a-z0-9_.-]{0,29}>"  # </s>
+    r"|</?[A-Z][A-Z_]{0,29}>>)"  # <<SYS>>
+    r"|\[(?=/?[A-Z][A-Z0-9_]{1,29}\])"  # [INST]
+)
+_CONTROL_STARTS = ("<", "[")
 
 Messages = list[dict[str, Any]]
 KNOWLEDGE_HEADER = "Product information (use it when it answers the customer; never make up facts that are not here):"
+MEMORY_HEADER = ("How our agents answered similar questions before (follow what they said when it is the same "
+                 "question; placeholders such as <PERSON_1> stand for another customer's details):")
 
 
 class KnowledgePassage(Protocol):
@@ -35,11 +48,18 @@ class KnowledgePassage(Protocol):
     text: str
 
 
+class MemoryExample(Protocol):
+    """What the prompt shows of a past reviewed exchange (`collector.memory.Example` is one)."""
+
+    customer: str
+    reply: str
+
+
 def neutralise_control_strings(text: str) -> str:
     """`text` with every chat-template control string broken by an invisible joiner after its `<`."""
-    if "<" not in text:
+    if not any(start in text for start in _CONTROL_STARTS):
         return text
-    return _CONTROL.sub("<" + _JOINER, text)
+    return _CONTROL.sub(lambda found: found.group(0) + _JOINER, text)
 
 
 def render_knowledge(passages: Sequence[KnowledgePassage]) -> str:
@@ -50,18 +70,35 @@ def render_knowledge(passages: Sequence[KnowledgePassage]) -> str:
     return KNOWLEDGE_HEADER + "\n\n" + "\n\n".join(items)
 
 
-def grounded_system_prompt(system_prompt: str, passages: Sequence[KnowledgePassage]) -> str:
-    """The system prompt with the knowledge block after it; exactly `system_prompt` when there are no passages."""
-    block = render_knowledge(passages)
-    return f"{system_prompt}\n\n{block}" if block else system_prompt
+def render_examples(examples: Sequence[MemoryExample]) -> str:
+    """The answer-memory block of a system prompt: a header and numbered past exchanges; "" for none. Their
+    placeholders stay placeholders: only the current conversation's own values are ever filled into a reply."""
+    if not examples:
+        return ""
+    items = [f"[{number}] Customer: {example.customer.strip()}\nAgent: {example.reply.strip()}"
+             for number, example in enumerate(examples, start=1)]
+    return MEMORY_HEADER + "\n\n" + "\n\n".join(items)
+
+
+def grounded_system_prompt(
+    system_prompt: str, passages: Sequence[KnowledgePassage], examples: Sequence[MemoryExample] = ()
+) -> str:
+    """The system prompt with the knowledge block, then the answer-memory block, after it; exactly `system_prompt`
+    when there are neither passages nor examples."""
+    blocks = [block for block in (render_knowledge(passages), render_examples(examples)) if block]
+    return "\n\n".join([system_prompt, *blocks])
 
 
 def build_messages(
-    system_prompt: str, turns: Iterable[tuple[str, str]], passages: Sequence[KnowledgePassage] = ()
+    system_prompt: str,
+    turns: Iterable[tuple[str, str]],
+    passages: Sequence[KnowledgePassage] = (),
+    examples: Sequence[MemoryExample] = (),
 ) -> Messages:
     """The messages a model sees for a conversation: `turns` are (role, text) in the order the customer saw them;
-    `passages`: what retrieval found for the reply that follows them (none: the plain system prompt)."""
-    system = grounded_system_prompt(system_prompt, passages)
+    `passages`: what retrieval found for the reply that follows them; `examples`: the brand's past exchanges most
+    like this one (answer memory); none of either: the plain system prompt."""
+    system = grounded_system_prompt(system_prompt, passages, examples)
     messages: Messages = [{"role": SYSTEM, "content": neutralise_control_strings(system)}]
     for role, content in turns:
         role = str(role)

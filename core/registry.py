@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from core.db import session_scope
@@ -17,6 +17,9 @@ from core.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, AdapterVe
 VERSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 _VERSION_ID = re.compile(VERSION_ID_PATTERN)
 WENT_LIVE = ("promote", "rollback")  # the events that make a version its brand's live one
+# Postgres channel every change of what is served is NOTIFYed on (in the change's own transaction, so a listener
+# wakes only once it is committed); the services on the store LISTEN on it (`serving.follow`)
+REGISTRY_CHANNEL = "housestyle_registry"
 
 
 def check_version_id(version: str) -> str:
@@ -123,7 +126,15 @@ def set_status(
     session.add(adapter)
     session.add(AdapterEvent(version=version, action=action, actor=actor, reason=reason))
     session.flush()
+    notify_registry_change(session)
     return adapter
+
+
+def notify_registry_change(session: Session) -> None:
+    """Postgres: NOTIFY the services following the registry, delivered when this transaction commits (and
+    once per transaction, however many changes it holds). Other stores: nothing; the services re-read periodically."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {REGISTRY_CHANNEL}"))
 
 
 def history(session: Session, version: str | None = None, *, limit: int = 100,

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +24,20 @@ from core.models import DEFAULT_BRAND_ID, RunStatus, TrainingRun, utcnow
 
 log = logging.getLogger("housestyle.runs")
 
+# the job lock this thread works under (`core.locks.job_lock` sets it): a run started inside it without a holder of
+# its own (a refresh's inner training run) is closed with it when its process dies
+HELD_LOCK: ContextVar[str | None] = ContextVar("housestyle_held_lock", default=None)
+
+
+@contextmanager
+def working_under(holder: str) -> Iterator[None]:
+    """Runs started in this block (and this thread) belong to the lock `holder`, unless they name their own."""
+    token = HELD_LOCK.set(holder)
+    try:
+        yield
+    finally:
+        HELD_LOCK.reset(token)
+
 
 class RunLog:
     """One run row: `step()` as the run moves on, `finish()` once at the end (in the caller's session if given)."""
@@ -30,10 +46,12 @@ class RunLog:
         self, url: str | None, *, kind: str, params: dict[str, Any], step: str, holder: str | None = None,
         brand_id: int = DEFAULT_BRAND_ID,
     ) -> None:
-        """`holder`: the job lock's holder id the run works under; if that process dies, the next taker of the
-        lock closes the row as failed (`close_runs_of`). `brand_id`: whose run it is."""
+        """`holder`: the job lock's holder id the run works under (default: the lock this thread holds, if any); if
+        that process dies, the next taker of the lock closes the row as failed (`close_runs_of`). `brand_id`: whose
+        run it is."""
         self.url = url
         self.started = time.monotonic()
+        holder = holder or HELD_LOCK.get()
         with session_scope(url) as session:
             run = TrainingRun(kind=kind, status=RunStatus.RUNNING, step=step, params=params, holder=holder,
                               brand_id=brand_id)

@@ -88,6 +88,14 @@ class Settings(BaseSettings):
     channel_modes: dict[str, str] = Field(
         default_factory=dict, description='Reply mode per channel, JSON, e.g. {"web": "auto", "chatwoot": "assist"}.'
     )
+    widget_channels: list[str] = Field(
+        default_factory=lambda: ["web"], description='Channels a widget key may start a conversation on, JSON list '
+        '(a site\'s data-channel must be one); any other is refused.',
+    )
+    widget_modes: list[str] = Field(
+        default_factory=list, description='Reply modes a widget key may ask for, JSON list, e.g. ["assist"]; empty: '
+        'a customer never chooses, the channel\'s configured mode applies (asking for it is allowed).',
+    )
     widget_origins: list[str] = Field(
         default_factory=list, description='Web origins allowed to call the API from a browser (CORS), JSON list.'
     )
@@ -106,6 +114,13 @@ class Settings(BaseSettings):
         2.0, description="Requests per second the widget may make on one conversation (its history polls included)."
     )
     widget_burst_per_conversation: int = Field(20, description="Widget requests one conversation may take at once.")
+    unknown_key_rate_per_client: float = Field(
+        1.0, ge=0, description="Requests per second one client address may make with an unknown or revoked API key "
+        "(each costs a store lookup); beyond it and UNKNOWN_KEY_BURST_PER_CLIENT, 429 without a lookup.",
+    )
+    unknown_key_burst_per_client: int = Field(
+        10, ge=1, description="Requests with an unknown or revoked API key one client address may make at once."
+    )
     trusted_proxies: str = Field(
         "127.0.0.1", description="Comma-separated addresses of reverse proxies whose X-Forwarded-For names the "
         "client (the per-address widget limit uses it); '*' trusts any.",
@@ -169,6 +184,11 @@ class Settings(BaseSettings):
     canary_share: float = Field(0.1, description="Default share (0..1) of new conversations routed to a canary version.")
     swap_drain_timeout_s: float = Field(
         600.0, description="How long a swap waits for requests on the old version to finish before unloading it anyway."
+    )
+    registry_follow_seconds: float = Field(
+        2.0, description="Seconds between a service's re-reads of the adapter registry, so that every service on one "
+        "store serves the live and canary versions a swap on any of them made (on Postgres a NOTIFY also wakes it at "
+        "once); 0: off, the registry is read only at start.",
     )
 
     # --- training and evaluation (trainer/) ----------------------------------------------------
@@ -284,9 +304,26 @@ class Settings(BaseSettings):
     knowledge_chunk_words: int = Field(
         120, ge=20, description="Longest passage, in words, a document section is cut into when it is added."
     )
+    knowledge_max_file_mb: float = Field(
+        40.0, gt=0, description="Largest knowledge file, in MB, `housestyle knowledge add` accepts (every index "
+        "rebuild reads every passage: a huge file stalls replies); split a bigger one.",
+    )
     knowledge_embedding_model: str | None = Field(
         None, description="Local path of a Hugging Face embedding model (e.g. a BGE or E5 checkpoint); set: retrieval "
         "fuses its cosine ranking with BM25; unset: BM25 alone."
+    )
+
+    # --- answer memory (collector/memory/) ------------------------------------------------------
+    memory_examples: int = Field(
+        0, ge=0, description="Past reviewed exchanges of the brand (the customer's question and the reply the agent "
+        "sent, redacted) most like the conversation that go into a prompt as examples; 0: none (answer memory off)."
+    )
+    memory_min_score: float = Field(
+        2.0, ge=0, description="BM25 score a past exchange needs to be offered as an example, so a \"thanks\" gets none."
+    )
+    memory_max_prompt_chars: int = Field(
+        2000, ge=100, description="Longest block of past exchanges (characters) added to a system prompt; lower ones "
+        "are left out."
     )
     coverage_min_training_conversations: int = Field(
         5, ge=0, description="A product or intent with fewer conversations in the training split counts as not learned."

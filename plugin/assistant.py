@@ -1,5 +1,5 @@
 """The one reply path, whoever asks (the widget, Chatwoot, the OpenAI API, the redrafter): store the customer's
-message, ground it in the knowledge base, build the prompt, relay it to the model server (whole or streamed), guard
+message, ground it in the knowledge base and the brand's answer memory, build the prompt, relay it to the model server (whole or streamed), guard
 the reply, record it as a draft and count it."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from collector import recorder
 from collector.brands import settings_for
 from collector.coverage.handoff import coverage_handoff
 from collector.knowledge import Grounding, ground, ground_from_memory, record_grounding
+from collector.memory import Recall, recall, recall_from_memory, record_recall
 from collector.pii.entities import KnownValues
 from core.db import session_scope
 from core.errors import InputError, StoreError
@@ -47,22 +48,24 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
 
 def turn_of(settings: Settings, session: Session, conversation: Conversation) -> Turn:
     """The turn awaiting a reply in this conversation: its prompt is the transcript as the customer saw it, under
-    its brand's system prompt, with the knowledge passages retrieved for it; in auto mode, a topic the live version
+    its brand's system prompt, with the knowledge passages and the brand's past exchanges retrieved for it; in auto mode, a topic the live version
     has not learned hands it over."""
     brand = settings_for(settings, session.get(Brand, conversation.brand_id))
     transcript = recorder.transcript_turns(session, conversation.id)
     grounding = ground(session, transcript, brand=brand.brand, settings=brand)
+    recalled = recall(session, transcript, brand_id=conversation.brand_id, settings=brand)
     mode = ReplyMode(conversation.mode)
     return Turn(
         conversation.id,
         conversation.external_id,
         conversation.channel,
         mode,
-        build_messages(brand.system_prompt, transcript, grounding.passages),
+        build_messages(brand.system_prompt, transcript, grounding.passages, recalled.examples),
         reply_parameters(settings, brand.public_model_name or settings.public_model_name),
         guard=ReplyGuard(conversation.placeholders, KnownValues.from_stored(conversation.known_values)),
         handoff=coverage_handoff(brand, session, mode, transcript),
         grounding=grounding,
+        recall=recalled,
         brand_id=conversation.brand_id,
     )
 
@@ -70,6 +73,20 @@ def turn_of(settings: Settings, session: Session, conversation: Conversation) ->
 def reply_parameters(settings: Settings, model: str) -> dict[str, Any]:
     """The service's own request for a reply (HOUSESTYLE_REPLY_MAX_TOKENS, HOUSESTYLE_REPLY_TEMPERATURE)."""
     return {"model": model, "max_tokens": settings.reply_max_tokens, "temperature": settings.reply_temperature}
+
+
+async def recall_turns(settings: Settings, brand_id: int, turns: Iterable[tuple[str, str]]) -> Recall | None:
+    """The brand's past exchanges most like a conversation the store does not hold (an API call's messages); None
+    when answer memory is off. From the index in memory when the store's stamp was read lately, else in a thread."""
+    if settings.memory_examples <= 0:
+        return None
+    turns = list(turns)
+    recent = recall_from_memory(settings.resolved_database_url, turns, brand_id=brand_id, settings=settings,
+                                max_age_s=KNOWLEDGE_RECHECK_S)
+    if recent is not None:
+        return recent
+    return await asyncio.to_thread(recall, settings.resolved_database_url, turns, brand_id=brand_id,
+                                   settings=settings)
 
 
 async def ground_turns(settings: Settings, turns: Iterable[tuple[str, str]]) -> Grounding | None:
@@ -98,6 +115,8 @@ def record_reply(settings: Settings, turn: Turn, text: str, version: str | None,
         )
         if turn.grounding is not None:
             record_grounding(session, draft.id, turn.grounding)
+        if turn.recall is not None:
+            record_recall(session, draft.id, turn.recall)
         return draft
 
 
@@ -121,6 +140,8 @@ def record_exchange(
     )
     if draft_id is not None and turn.grounding is not None:
         record_grounding(session, draft_id, turn.grounding)
+    if draft_id is not None and turn.recall is not None:
+        record_recall(session, draft_id, turn.recall)
 
 
 async def generate_reply(settings: Settings, gateway: Any, metrics: ServiceMetrics, turn: Turn) -> Reply:

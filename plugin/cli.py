@@ -10,7 +10,9 @@ import typer
 from collector.cli import register as register_collector
 from collector.coverage.cli import register as register_coverage
 from collector.knowledge.cli import register as register_knowledge
+from collector.memory.cli import register as register_memory
 from core.errors import HouseStyleError
+from core.files import keep_files_private
 from plugin.commands import register as register_plugin
 from plugin.demo import register as register_demo
 from plugin.evaluation import register as register_eval
@@ -34,6 +36,7 @@ app = typer.Typer(
 
 register_collector(app)
 register_knowledge(app)
+register_memory(app)
 register_coverage(app)
 register_serving(app)
 register_plugin(app)
@@ -53,6 +56,7 @@ def main() -> None:
     SIGTERM (`timeout`, systemd, docker stop) stops a command as Ctrl-C does, so nothing is left behind: the demo's
     service and vLLM stop, a refresh closes its run and lock (`serve` handles the signal its own way)."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    keep_files_private()  # exports, adapters, knowledge copies, logs: 0600 / 0700 (SECURITY.md)
     try:
         app()
     except HouseStyleError as exc:

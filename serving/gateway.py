@@ -35,6 +35,7 @@ from core.models import DEFAULT_BRAND_ID, AdapterStatus, AdapterVersion
 from core.registry import adapters_with_status
 from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError
+from serving.follow import RegistryFollower, Wanted
 from serving.relay import ChatStream, Relay
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus
 from serving.routing import BrandRoutes, LoadedVersion, Route
@@ -100,6 +101,12 @@ class ServingGateway:
                                   max_loras=self.max_loras)
         self._repair_lock = asyncio.Lock()
         self._started = False
+        # every instance on the store serves what the registry says: re-read it periodically (and on NOTIFY)
+        self.follower = RegistryFollower(
+            interval_s=settings.registry_follow_seconds, database_url=self.database_url,
+            brand_ids=lambda: list(self.routes.public_names), generation=lambda: self.swaps.generation,
+            apply=self._follow,
+        )
         self.max_model_len: int | None = None  # tokens of prompt + reply the served base takes (from /v1/models)
 
     # ---- lifecycle --------------------------------------------------------------------------------------------
@@ -130,11 +137,13 @@ class ServingGateway:
                 "check HOUSESTYLE_VLLM_URLS and that the servers are running"
             )
         self.pool.start()
+        self.follower.start()
         self._started = True
 
     async def stop(self) -> None:
         """Stop health checks, close the upstream clients and stop managed vLLM servers (no orphans)."""
         self._started = False
+        await self.follower.stop()
         await self.pool.close()
         await asyncio.gather(*(server.stop() for server in self.servers))
 
@@ -180,6 +189,11 @@ class ServingGateway:
                 table.live = loaded
             else:
                 table.canary, table.canary_share = loaded, adapter.canary_share
+
+    async def _follow(self, wanted: dict[int, Wanted], generation: int) -> None:
+        """Apply one registry read to every brand's table (`serving.follow`); a brand already in step costs nothing."""
+        for brand, brand_wanted in wanted.items():
+            await self.swaps.follow(brand, brand_wanted, generation=generation)
 
     async def _reload_replica(self, replica: Replica) -> None:
         """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded)."""

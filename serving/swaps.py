@@ -23,7 +23,8 @@ from core.db import session_scope
 from core.errors import ConflictError, InputError
 from core.models import DEFAULT_BRAND_ID
 from core.settings import Settings
-from serving.errors import SwapFailedError, UpstreamError
+from serving.errors import NoHealthyReplicaError, SwapFailedError, UpstreamError
+from serving.follow import Serving, Step, Wanted, decide
 from serving.replicas import Replica, ReplicaPool
 from serving.routing import BrandRoutes, LoadedVersion, RoutingTable
 from serving.validation import validate_adapter
@@ -61,6 +62,10 @@ class AdapterSwaps:
         self.database_url = database_url
         self.new_name, self.served_base = new_name, served_base
         self.lock = asyncio.Lock()  # swaps, and replicas rejoining, never interleave
+        # +1 each time a swap made here takes the lock: a registry read begun before it may predate the swap's
+        # registry write, so following skips a round whose read saw another generation (`follow`)
+        self.generation = 0
+        self.unservable: set[str] = set()  # versions this instance failed to validate while following (logged once)
 
     async def promote(self, version: str, *, actor: str = "system", reason: str | None = None) -> SwapResult:
         """Make `version` live on every replica with no failed request; the old version is retired (kept for rollback).
@@ -99,6 +104,7 @@ class AdapterSwaps:
         brand, path = await asyncio.to_thread(self._registered, version)
         table = self.routes.table(brand)
         async with self.lock:
+            self.generation += 1
             previous = table.canary
             if share == 0.0:
                 if previous is None or previous.version != version:
@@ -126,6 +132,7 @@ class AdapterSwaps:
         brand, path = await asyncio.to_thread(self._registered, version)
         table = self.routes.table(brand)
         async with self.lock:
+            self.generation += 1
             previous = table.live
             if previous is not None and previous.version == version:
                 raise ConflictError(f"{version} is already live")
@@ -145,15 +152,17 @@ class AdapterSwaps:
                               replicas=self._urls(), flip_ms=(flipped - started) * 1000,
                               total_ms=(time.perf_counter() - started) * 1000)
 
-    async def _load_everywhere(self, version: str, path: str, *, actor: str) -> LoadedVersion:
+    async def _load_everywhere(self, version: str, path: str, *, actor: str, record: bool = True) -> LoadedVersion:
         """Validate the adapter in `path`, then load it under a fresh name + list check + smoke request on each
-        replica; undo all on failure."""
+        replica; undo all on failure. `record`: a version failing validation is recorded as rejected (not when
+        following: another instance served it, the fault may be this host's copy)."""
         served_base = await self.served_base()
         try:  # validation reads the adapter's files: off the event loop too
             validated = await asyncio.to_thread(validate_adapter, path, served_base_model=served_base,
                                                 max_lora_rank=self.settings.max_lora_rank)
         except InputError as exc:
-            await self._record(registry.mark_rejected, version, actor=actor, reason=str(exc))
+            if record:
+                await self._record(registry.mark_rejected, version, actor=actor, reason=str(exc))
             raise
         replicas = self.pool.healthy()
         if not replicas:
@@ -189,6 +198,62 @@ class AdapterSwaps:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("unloading %s failed (it stays loaded until that replica restarts): %s", loaded.vllm_name, result)
+
+    async def follow(self, brand_id: int, wanted: Wanted, *, generation: int) -> list[Step]:
+        """Make the brand's table serve what the registry says (`wanted`, read while `self.generation` was
+        `generation`): the steps of `serving.follow.decide`, each by this protocol, nothing written to the registry.
+        Returns the steps taken; none when a swap made here since the read may not be in it (the next round
+        reads again). A step that fails (validation, a replica) is logged and the table keeps what it had."""
+        table = self.routes.table(brand_id)
+        async with self.lock:
+            if self.generation != generation:
+                return []
+            steps = decide(wanted, Serving(live=table.live.version if table.live else None,
+                                           canary=table.canary.version if table.canary else None,
+                                           canary_share=table.canary_share if table.canary else 0.0))
+            done: list[Step] = []
+            for step in steps:
+                if step.version is not None and step.version in self.unservable:
+                    continue
+                try:
+                    await self._follow_step(table, step)
+                except (InputError, SwapFailedError, UpstreamError, NoHealthyReplicaError) as exc:
+                    if isinstance(exc, InputError):
+                        self.unservable.add(step.version or "")
+                    log.error("brand %s: could not follow the registry's %s of %s (this instance keeps serving "
+                              "what it served): %s", brand_id, step.action, step.version, exc)
+                    break
+                log.info("brand %s: followed the registry's %s of %s", brand_id, step.action, step.version)
+                done.append(step)
+            return done
+
+    async def _follow_step(self, table: RoutingTable, step: Step) -> None:
+        if step.action == "end-canary":
+            previous, table.canary, table.canary_share = table.canary, None, 0.0
+            if previous is not None:
+                await self._retire_name(table, previous)
+            return
+        if step.action == "canary":
+            previous = table.canary
+            if previous is not None and previous.version == step.version:
+                table.canary_share = step.share
+                return
+            assert step.version is not None and step.path is not None
+            table.canary = await self._load_everywhere(step.version, step.path, actor="follow", record=False)
+            table.canary_share = step.share
+            if previous is not None:
+                await self._retire_name(table, previous)
+            return
+        previous = table.live  # promote / rollback
+        if step.version is None:
+            table.live = None
+        elif table.canary is not None and table.canary.version == step.version:
+            table.live, table.canary, table.canary_share = table.canary, None, 0.0
+        else:
+            assert step.path is not None
+            table.live = await self._load_everywhere(step.version, step.path, actor="follow", record=False)
+        if previous is not None:
+            await self._retire_name(table, previous)
 
     def _urls(self) -> list[str]:
         return [replica.url for replica in self.pool.healthy()]

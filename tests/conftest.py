@@ -5,6 +5,9 @@ import os
 # The bundled sample holds enough edited drafts for a preference candidate: every refresh test would also train
 # and score SFT+DPO. Tests of the method choice set their own threshold (tests/test_preference_training.py).
 os.environ.setdefault("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "1000000")
+# The tests' widget starts auto and assist conversations on purpose, to drive both reply paths; a real widget key may
+# choose no mode (HOUSESTYLE_WIDGET_MODES defaults to none: tests/test_hostile_two.py pins that).
+os.environ.setdefault("HOUSESTYLE_WIDGET_MODES", '["auto", "assist"]')
 
 pytest_plugins = [
     "tests.fixtures.stores",

@@ -24,6 +24,7 @@ ALLOWED = {
 LAYERS: dict[str, list[tuple[str, ...]]] = {
     "collector": [
         ("collector.knowledge",),  # product knowledge: documents, retrieval, what replies are grounded on
+        ("collector.memory",),  # answer memory: past reviewed exchanges as examples (BM25 tokens from knowledge)
         ("collector.export",),  # training data; its exchanges carry knowledge passages
         ("collector.coverage",),  # what the knowledge base and the exports cover, and routing on the gaps
     ],

@@ -14,12 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import select
 
 from core import locks, processes
 from core.db import session_scope
 from core.errors import ConflictError
-from core.models import RunStatus, TrainingRun
+from core.models import JobLock, RunStatus, TrainingRun, utcnow
 from core.settings import get_settings
 from plugin.loop.decision import RemoteSwapper
 from plugin.loop.refresh import REFRESH_LOCK, run_refresh
@@ -107,7 +108,7 @@ def test_a_zombie_or_a_vanished_process_is_not_alive_and_a_running_one_is() -> N
 
 HOLDER_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import select, sys
     from datetime import timedelta
     from core import locks
     from core.db import open_store
@@ -117,17 +118,19 @@ HOLDER_SCRIPT = textwrap.dedent(
     with locks.job_lock("refresh", ttl=ttl, url=url) as held:
         run = RunLog(url, kind="refresh", params={}, step="train", holder=held.holder)
         print(run.run_id, held.holder, flush=True)
-        time.sleep(float(sys.argv[3]))
+        select.select([sys.stdin], [], [], float(sys.argv[3]))  # until the test writes a line, or hold_s
     print("released", flush=True)
     """
 )
 
 
 def start_holder(url: str, *, ttl_s: float = 60, hold_s: float = 600) -> tuple[subprocess.Popen, int, str]:
-    """A real `housestyle`-like process holding the refresh lock with a running run row; (process, run id, holder)."""
+    """A real `housestyle`-like process holding the refresh lock with a running run row; (process, run id, holder).
+    It lets go once the test writes a line to its stdin (or after `hold_s`)."""
     child = subprocess.Popen(
         [sys.executable, "-c", HOLDER_SCRIPT, url, str(ttl_s), str(hold_s)],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, text=True,
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        text=True,
     )
     run_id, holder = child.stdout.readline().split()
     return child, int(run_id), holder
@@ -160,14 +163,30 @@ def test_a_refresh_killed_while_holding_the_lock_is_taken_over_at_once_and_its_r
     assert "its process died" in orphan.error and holder in orphan.error
 
 
+def lease_expiry(url: str) -> datetime:
+    with session_scope(url) as session:
+        expires = session.exec(select(JobLock.expires_at).where(JobLock.name == REFRESH_LOCK)).one()
+    return expires if expires.tzinfo else expires.replace(tzinfo=UTC)
+
+
+@pytest.mark.slow
 def test_a_live_holder_renews_its_lease_so_nobody_takes_it_while_it_works(store_url: str) -> None:
-    child, run_id, holder = start_holder(store_url, ttl_s=1.5, hold_s=6)
+    """Catches the heartbeat's `renew(...)` dropped or never run (plugin's job_lock in core/locks.py): the lease would
+    lapse and another process take the lock from a live holder. Real time, with margins of seconds: a 6 s lease
+    renewed every 2 s, watched until well past the first lease's end."""
+    child, run_id, holder = start_holder(store_url, ttl_s=6)
     try:
-        deadline = time.monotonic() + 4.5  # three leases long: without renewal it would lapse twice
-        while time.monotonic() < deadline:
-            assert not locks.try_acquire(REFRESH_LOCK, locks.new_holder_id(), ttl=timedelta(minutes=1), url=store_url)
-            assert locks.current_holder(REFRESH_LOCK, url=store_url).holder == holder
-            time.sleep(0.25)
+        first_expiry = lease_expiry(store_url)
+        deadline = time.monotonic() + 60
+        while lease_expiry(store_url) <= first_expiry and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert lease_expiry(store_url) > first_expiry, "the lease was never renewed"
+        while datetime.now(UTC) < first_expiry + timedelta(seconds=1):  # the first lease is over by now
+            time.sleep(0.2)
+        assert not locks.try_acquire(REFRESH_LOCK, locks.new_holder_id(), ttl=timedelta(minutes=1), url=store_url)
+        assert locks.current_holder(REFRESH_LOCK, url=store_url).holder == holder
+        child.stdin.write("done\n")
+        child.stdin.flush()
         assert child.stdout.readline().strip() == "released"
         assert child.wait(30) == 0
         assert run_row(store_url, run_id).status == RunStatus.RUNNING  # alive the whole time: not closed by others
@@ -178,14 +197,18 @@ def test_a_live_holder_renews_its_lease_so_nobody_takes_it_while_it_works(store_
 
 
 def test_a_holder_on_another_machine_is_taken_over_only_once_its_lease_ran_out(store_url: str) -> None:
+    """Catches the lease's end ignored for a holder elsewhere (taken over at once, or never). No real time passes:
+    the lease is ended in the store (a 2 s lease with a 0.1 s margin raced a loaded machine)."""
     elsewhere = "gpu-box~4026531836:4242:abcd1234"
-    assert locks.try_acquire(REFRESH_LOCK, elsewhere, ttl=timedelta(seconds=2), url=store_url)
+    assert locks.try_acquire(REFRESH_LOCK, elsewhere, ttl=timedelta(minutes=5), url=store_url)
     with session_scope(store_url) as session:
         session.add(TrainingRun(kind="refresh", status=RunStatus.RUNNING, holder=elsewhere))
     with pytest.raises(ConflictError, match="gpu-box"):
         with locks.job_lock(REFRESH_LOCK, url=store_url):
             pass
-    time.sleep(2.1)
+    with session_scope(store_url) as session:  # its lease ran out
+        session.execute(update(JobLock).where(JobLock.name == REFRESH_LOCK).values(
+            expires_at=utcnow() - timedelta(seconds=1)))
     with locks.job_lock(REFRESH_LOCK, url=store_url):
         pass
     with session_scope(store_url) as session:

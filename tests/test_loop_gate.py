@@ -51,3 +51,25 @@ def test_gate_rules_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("HOUSESTYLE_GATE_MIN_LOSS_GAIN", "0.2")
     monkeypatch.setenv("HOUSESTYLE_GATE_GOLDEN_TOLERANCE", "0")
     assert GateRules.from_settings(Settings()) == GateRules(min_chrf_gain=7.5, min_loss_gain=0.2, golden_tolerance=0)
+
+
+@pytest.mark.parametrize(
+    ("scores", "audit", "passed", "named"),
+    [
+        (candidate(), None, True, []),  # no audit ran (HOUSESTYLE_AUDIT_ON_REFRESH off)
+        (candidate(), (True, "exposure 1.2 bits at 1 repetition"), True, []),
+        (candidate(), (False, "canaries planted once exposed at 4.5 bits"), False, ["memorisation audit"]),
+        # a refused audit is named beside the quality rules that failed too
+        (candidate(chrf=30.0), (False, "an email of another customer"), False, ["held-out chrF", "memorisation audit"]),
+    ],
+)
+def test_a_refused_memorisation_audit_refuses_an_otherwise_winning_candidate(
+    scores: VersionScores, audit: tuple[bool, str] | None, passed: bool, named: list[str]
+) -> None:
+    """Catches the gate ignoring the audit's verdict (or refusing on a passed one)."""
+    decision = gate(scores, LIVE, RULES, audit=audit)
+    assert decision.passed is passed
+    for rule in ("held-out chrF", "memorisation audit"):
+        assert (rule in decision.reason) is (rule in named), (rule, decision.reason)
+    if audit is not None and not audit[0]:
+        assert audit[1] in decision.reason

@@ -203,3 +203,30 @@ def test_gate_refuses_a_candidate_trained_on_shuffled_replies_and_one_refresh_ru
     assert "PicoSpeaker: 0 conversations, 0 in training (need 5)" in coverage["gaps"]
     assert coverage["splits"] == run.metrics["export"]["conversations"]
     assert "] export: coverage: " in run.log and "PicoSpeaker: 0 conversations" in run.log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_private_audited_refresh_trains_sft_with_dp_and_gates_on_the_audit(
+    loop_settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HOUSESTYLE_TRAIN_DP_EPSILON makes the refresh's candidate a DP one (epsilon in its manifest, no preference
+    method), and HOUSESTYLE_AUDIT_ON_REFRESH audits it: the verdict is in the run and decides the gate (catches the
+    refresh training without DP, skipping the audit, or a gate that ignores a refused audit)."""
+    monkeypatch.setenv("HOUSESTYLE_TRAIN_DP_EPSILON", "8")
+    monkeypatch.setenv("HOUSESTYLE_AUDIT_ON_REFRESH", "true")
+    get_settings.cache_clear()
+    settings = get_settings()
+    swapper = RecordingSwapper()
+    outcome = run_refresh(settings, swapper, actor="test", train_overrides={"epochs": 1})
+
+    assert outcome.status == RunStatus.SUCCEEDED, outcome.error
+    with session_scope(settings.resolved_database_url) as session:
+        run = session.get(TrainingRun, outcome.run_id)
+        candidate = get_adapter(session, outcome.candidate)
+    assert candidate.manifest["hyperparameters"]["dp"]["epsilon"] <= 8.0 + 1e-6
+    assert "SFT only" in run.log and run.metrics["method"] is None
+    audit = run.metrics["audit"]
+    assert set(audit["exposure_bits"]) >= {"1", "4", "16"}
+    assert ("memorisation audit" in outcome.gate.reason) is (not audit["passed"])
+    assert "] audit: " in run.log

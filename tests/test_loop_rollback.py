@@ -27,8 +27,10 @@ def stats(version: str, approved: int, corrected: int) -> VersionStats:
 @pytest.mark.parametrize(
     ("old", "new", "margin", "alpha", "min_reviews", "regressed", "z", "p"),
     [
-        # 10% -> 17% is worse, but not by more than the 5% margin: no rollback
-        ((45, 5), (20, 4), 0.05, 0.05, 30, False, None, None),
+        # 10% -> 14% of 50 each is worse, but by less than the 5% margin: no rollback, decided by the z-test (both
+        # have the 30 reviews). z by hand: pooled 12/100, spread sqrt(.12*.88*(2/50)) = .06499,
+        # z = (.14 - .10 - .05) / .06499 = -0.1539, p = 1 - Phi(z)
+        ((45, 5), (43, 7), 0.05, 0.05, 30, False, -0.1539, 0.5611),
         # 10% -> 60%: far beyond the margin. z by hand: pooled 35/100, spread sqrt(.35*.65*(1/50+1/50)) = .09539,
         # z = (.6 - .1 - .05) / .09539 = 4.7173, p = 1 - Phi(z)
         ((45, 5), (20, 30), 0.05, 0.05, 30, True, 4.7173, 1.195e-06),
@@ -45,9 +47,12 @@ def stats(version: str, approved: int, corrected: int) -> VersionStats:
 def test_the_z_test_rejects_only_a_significant_regression_beyond_the_margin(
     old, new, margin, alpha, min_reviews, regressed, z, p
 ) -> None:
+    """Catches `z = (p_new - p_old - margin)` -> `+ margin` or without the margin, and `p_value < alpha` -> `>`;
+    every case but the last has the minimum reviews, so the z-test (not the review guard) decides it."""
     test = correction_rate_regressed(stats("v1", *old), stats("v2", *new), margin=margin, alpha=alpha,
                                      min_reviews=min_reviews)
     assert test.regressed is regressed
+    assert test.enough_reviews is (min(sum(old), sum(new)) >= min_reviews)
     if z is not None:
         assert test.z == pytest.approx(z, abs=1e-4) and test.p_value == pytest.approx(p, rel=1e-3)
     if test.enough_reviews:
@@ -97,10 +102,12 @@ def test_a_version_that_makes_agents_correct_more_is_rolled_back_automatically(
             replay_reviews(url, first, approved=45, edited=5)
             await gateway.promote(second, actor="test")
             scheduler = LoopScheduler(get_settings(), gateway)
-            replay_reviews(url, second, approved=20, edited=4)
-            await scheduler.guard_live_version()  # 17% vs 10%: not worse by more than the 5% margin
+            replay_reviews(url, second, approved=43, edited=7)
+            # 14% vs 10% of 50 reviews each: enough reviews for a verdict, and not worse by more than the 5% margin
+            assert check_live_regression(get_settings()).test.enough_reviews
+            await scheduler.guard_live_version()
             assert gateway.status().live == second
-            replay_reviews(url, second, approved=0, edited=26)
+            replay_reviews(url, second, approved=0, edited=30)  # 37 of 80 corrected: 46%
             await scheduler.guard_live_version()
             assert gateway.status().live == first
         finally:

@@ -95,11 +95,16 @@ def app_routes(service: RunningService) -> set[tuple[str, str]]:
 
 
 def test_every_route_checks_the_callers_role(plugin_service: RunningService) -> None:
+    """Catches a route's `require(...)` roles widened or narrowed, and (for allowed roles) a route that crashes with
+    a 500 where the old check, "not 401/403", let it pass."""
     assert app_routes(plugin_service) == set(ACCESS), "a route was added or removed: list who may call it in ACCESS"
     anonymous = plugin_service.client()
     clients = {role: plugin_service.client(role) for role in (W, A, ADM)}
+    schema = anonymous.get("/openapi.json").json()["paths"]
+    documented = {(method, template): set(schema[template][method.lower()]["responses"])
+                  for method, template in ACCESS if template in schema}
     for (method, template), allowed in sorted(ACCESS.items()):
-        path = re.sub(r"\{[^}]+\}", "1", template)  # no body: allowed callers get 422/404/503, never 401/403
+        path = re.sub(r"\{[^}]+\}", "1", template)  # no body: allowed callers get 422/404 (documented), never 401/403/5xx
         if allowed == PUBLIC:
             assert anonymous.request(method, path).status_code == 200 or template == "/ready", (method, path)
             continue
@@ -115,7 +120,12 @@ def test_every_route_checks_the_callers_role(plugin_service: RunningService) -> 
                 continue
             response = client.request(method, path)
             if role in allowed:
-                assert response.status_code not in (401, 403), (role, method, path, response.text)
+                # the route's own answer: a success, or a 4xx its OpenAPI entry documents; never a 5xx, a crash
+                # that the old check ("not 401/403") let pass as "let through"
+                status = response.status_code
+                assert status < 500 and status not in (401, 403), (role, method, path, status, response.text)
+                if status >= 400:
+                    assert str(status) in documented[(method, template)], (role, method, path, status, response.text)
             else:
                 assert response.status_code == 403, (role, method, path, response.text)
                 assert "needs a key with role" in response.json()["detail"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
+from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy import update
 
 from collector import recorder
 from core.db import session_scope
+from core.models import Draft, utcnow
 from tests.fixtures.service import RunningService, WidgetConversation, start_widget_conversation
 
 DRAFT = "Please try charging your SuperWidget for an hour."
@@ -96,12 +99,16 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
 def test_a_stale_claim_expires_and_another_agent_takes_the_draft(
     housestyle_home: Path, store_url: str, start_service
 ) -> None:
-    service = start_service(claim_ttl_seconds=1)
+    """Catches `draft.claimed_until > utcnow()` -> `<` (or the expiry ignored) in collector/review_queue.py. No real
+    time passes: the claim's expiry is moved into the past in the store, as if alice's claim TTL had run out (a 1 s
+    TTL raced bob's first request on a loaded machine)."""
+    service = start_service(claim_ttl_seconds=600)
     _, draft_id = customer_asks(service, store_url, "Where is order GC-123456?", "It ships today.")
     alice, bob = service.person("alice"), service.person("bob")
     assert alice.post(f"/reviews/{draft_id}/claim", json={}).status_code == 200
     assert bob.post(f"/reviews/{draft_id}/claim", json={}).status_code == 409
-    time.sleep(1.5)  # alice walked away; her claim lapses
+    with session_scope(store_url) as session:  # alice walked away; her claim lapses
+        session.execute(update(Draft).where(Draft.id == draft_id).values(claimed_until=utcnow() - timedelta(seconds=1)))
     assert bob.post(f"/reviews/{draft_id}/claim", json={}).json()["claimed_by"] == "bob"
     approved = bob.post(f"/reviews/{draft_id}/approve", json={}).json()
     assert approved["decision"] == "approved" and approved["final_text"] == "It ships today."

@@ -185,3 +185,109 @@ def test_every_export_format_trains_on_the_prompts_the_service_sent(
     assert {tuple(prompt) for prompt, _ in trained} == {tuple(ids) for ids in served_ids}
     finals = {final + END_TAG for _, _, final in CONVERSATION}  # each learned with the end of its turn
     assert finals <= {reply for _, reply in trained}
+
+
+# answer memory on: past exchanges of the brand, reviewed before the served conversation, that its prompt is shown
+PAST = (
+    ("My SuperWidget is dead and will not charge.", "So sorry! Charge it for an hour with the original cable."),
+    ("The SuperWidget screen stays dead after charging.", "Sorry about that! Hold the power button for ten seconds."),
+    ("How do I return my MegaGadget?", "Print the prepaid label from your order page."),
+)
+
+
+def reviewed_conversation(url: str, question: str, final: str) -> int:
+    """A conversation of one question and an approved reply (an imported exchange, say): its id."""
+    with session_scope(url) as session:
+        conversation_id = recorder.start_conversation(session, mode=ReplyMode.ASSIST, channel="web").id
+        recorder.add_message(session, conversation_id, Role.USER, question)
+        row = recorder.record_draft(session, conversation_id, final)
+        recorder.record_review(session, row.id, "approved", agent_id="ana")
+    return conversation_id
+
+
+@pytest.mark.parametrize("fmt", EXPORT_FORMATS)
+def test_with_answer_memory_on_every_format_trains_on_the_prompt_the_service_sent_with_its_examples(
+    fmt: str, store_url: str, tiny_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The served prompt carries the brand's past exchanges (answer memory); the training row of the same reply is
+    shown the same ones, recalled the same way at export, so the prompt trained on is the served one, token for
+    token (and the reply's own exchange, in memory by then, is never its own example)."""
+    from tests.fixtures.stores import redact_store
+
+    for name, value in {"HOUSESTYLE_BASE_MODEL": str(tiny_base), "HOUSESTYLE_MEMORY_EXAMPLES": "2",
+                        "HOUSESTYLE_MEMORY_MIN_SCORE": "0"}.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    for question, reply in PAST:
+        reviewed_conversation(store_url, question, reply)
+    redact_store(store_url)  # memory holds redacted text only: now they are retrievable
+    tokenizer = load_tokenizer(tiny_base)
+    question, draft, final = "My SuperWidget is dead.", "Try charging it.", "I'm sorry! Have you tried another outlet?"
+    with session_scope(store_url) as session:
+        conversation_id = recorder.start_conversation(session, mode=ReplyMode.ASSIST, channel="web").id
+    turn = receive_customer_message(settings, conversation_id, question)
+    served = turn.prompt
+    assert "Agent: So sorry! Charge it for an hour" in served[0]["content"]  # memory is in the served prompt
+    row = record_reply(settings, turn, draft, None, 1.0)
+    with session_scope(store_url) as session:
+        recorder.record_review(session, row.id, "edited", agent_id="ana", final_text=final)
+    redact_store(store_url)  # its own exchange is in memory now: a training row must not be shown it
+
+    export_dataset(ExportOptions(format=fmt, out=tmp_path / "export", redact=False, dedup=False,
+                                 ratios={"train": 1.0, "validation": 0.0, "test": 0.0}), settings=settings,
+                   progress=False)
+    trained = [span for row in trained_rows(fmt, tmp_path / "export") for span in learned_spans(tokenizer, row)]
+    served_ids = list(tokenizer.apply_chat_template(served, tokenize=True, add_generation_prompt=True,
+                                                    return_dict=True)["input_ids"])
+    assert [reply for prompt, reply in trained if prompt == served_ids] == [final + END_TAG]
+    assert not any(final in tokenizer.decode(prompt) for prompt, _ in trained)  # nobody is shown its own reply
+
+
+def test_a_held_out_exchange_is_never_recalled_into_any_exported_example(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Training rows (and held-out rows: they are scored as served) are shown train-split exchanges only; the
+    held-out split's replies never reach a prompt."""
+    from datetime import UTC, datetime
+
+    from core.prompts import MEMORY_HEADER
+    from tests.fixtures.stores import redact_store
+
+    monkeypatch.setenv("HOUSESTYLE_MEMORY_EXAMPLES", "3")
+    monkeypatch.setenv("HOUSESTYLE_MEMORY_MIN_SCORE", "0")
+    get_settings.cache_clear()
+    settings = get_settings()
+    for question, reply in PAST:
+        reviewed_conversation(store_url, question, reply)
+    holdout_after = datetime.now(UTC)
+    held_out = [("My SuperWidget died, it will not charge at all.", "HELD-OUT: a new SuperWidget is on its way."),
+                ("How can I return the MegaGadget I bought?", "HELD-OUT: the return label is in your email.")]
+    for question, reply in held_out:
+        reviewed_conversation(store_url, question, reply)
+    redact_store(store_url)
+    for fmt in ("chat", "kto"):
+        export_dataset(ExportOptions(format=fmt, out=tmp_path / fmt, redact=True, dedup=False,
+                                     ratios={"train": 1.0, "validation": 0.0, "test": 0.0},
+                                     holdout_after=holdout_after), settings=settings, progress=False)
+        train = (tmp_path / fmt / "train.jsonl").read_text()
+        test = (tmp_path / fmt / "test.jsonl").read_text()
+        # the two SuperWidget rows are shown each other; the MegaGadget return, whose only twin is held out, none
+        assert train.count(MEMORY_HEADER) == 2
+        assert "HELD-OUT" not in train
+        assert test.count("HELD-OUT") == len(held_out)  # held-out rows: their own replies, and train examples only
+        assert "So sorry! Charge it for an hour" in test
+
+
+def test_with_answer_memory_off_an_export_carries_no_examples(store_url: str, tmp_path: Path) -> None:
+    from core.prompts import MEMORY_HEADER
+    from tests.fixtures.stores import redact_store
+
+    for question, reply in PAST:
+        reviewed_conversation(store_url, question, reply)
+    redact_store(store_url)
+    export_dataset(ExportOptions(out=tmp_path / "export", dedup=False,
+                                 ratios={"train": 1.0, "validation": 0.0, "test": 0.0}), settings=get_settings(),
+                   progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "export" / "train.jsonl").read_text().splitlines()]
+    assert len(rows) == len(PAST) and all(MEMORY_HEADER not in row["messages"][0]["content"] for row in rows)

@@ -165,11 +165,7 @@ def train_adapter(
     transaction that registers the adapter.
     """
     base_path, data = resolve_base(base), Path(data)
-    if config is not None:
-        config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    else:
-        overrides["preset"] = preset_for(base_path, overrides.get("preset"))
-        config = train_config(**overrides)
+    config = recipe(base_path, config, overrides)
     world = current_world(settings)
     url = database_url or settings.resolved_database_url
     splits = load_export(data)
@@ -195,6 +191,13 @@ def train_adapter(
         if run is not None:
             run.finish(RunStatus.FAILED, error=str(exc) or type(exc).__name__)
         raise
+
+
+def recipe(base_path: Path, config: TrainConfig | None, overrides: dict[str, Any]) -> TrainConfig:
+    """The config a run trains with: `config` with the overrides that are set, else the base's preset with them."""
+    if config is not None:
+        return config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    return train_config(**{**overrides, "preset": preset_for(base_path, overrides.get("preset"))})
 
 
 def canonical_order(conversations: list[Messages]) -> list[Messages]:

@@ -27,7 +27,7 @@ from collector.coverage.gaps import CoverageThresholds, TopicCoverage, TopicTall
 from collector.export import ExportOptions
 from collector.export.exchanges import build_exchanges
 from collector.export.reading import stored_conversations
-from collector.knowledge.store import product_names
+from collector.knowledge.store import of_brand, product_names
 from collector.knowledge.topics import DEFAULT_INTENTS, NO_INTENT, NO_PRODUCT, ProductMatcher, intent_classifier
 from collector.split import SPLITS, assign_split
 from collector.stats import BASE_LABEL, is_live_review
@@ -134,7 +134,7 @@ def coverage_report(
     thresholds = CoverageThresholds.from_settings(settings)
     intents_table = settings.coverage_intents or DEFAULT_INTENTS
     classifier = intent_classifier(intents_table)
-    products = product_names(session)
+    products = product_names(session, settings.brand)  # another brand's private products stay its own
     matcher = ProductMatcher(products)
     kept = {decision.value for decision in options.decisions}
 
@@ -169,7 +169,11 @@ def coverage_report(
     if export_dir is not None:
         totals = count_export(Path(export_dir), matcher, classifier, product_tallies, intent_tallies)
 
-    chunk_rows = session.execute(select(KnowledgeChunk.title, KnowledgeChunk.text)).all()
+    chunk_rows = session.execute(
+        select(KnowledgeChunk.title, KnowledgeChunk.text)
+        .join(KnowledgeDocument, KnowledgeDocument.id == KnowledgeChunk.document_id)
+        .where(of_brand(settings.brand))
+    ).all()
     product_passages: Counter[str] = Counter()
     intent_passages: Counter[str] = Counter()
     for title, text in chunk_rows:
@@ -186,7 +190,9 @@ def coverage_report(
             mode="json", include={"seed", "ratios", "holdout_after", "since", "until", "channels", "decisions"}
         ),
         intents_table={name: list(keywords) for name, keywords in intents_table.items()},
-        documents=session.execute(select(func.count(KnowledgeDocument.id))).scalar_one(),
+        documents=session.execute(
+            select(func.count(KnowledgeDocument.id)).where(of_brand(settings.brand))
+        ).scalar_one(),
         passages=len(chunk_rows),
         conversations=conversations,
         splits={split: totals.get(split, 0) for split in SPLITS},

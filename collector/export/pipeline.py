@@ -21,6 +21,7 @@ from collector.export.manifest import DedupCounts, ExportManifest
 from collector.export.options import ExportOptions
 from collector.export.preference import PREFERENCE_FORMATS, hf_features
 from collector.export.reading import CHUNK, ConversationRow, conversation_pages, count_conversations, count_unredacted
+from collector.export.recalled import training_memory
 from collector.export.render import RenderPlan, render_conversation
 from collector.export.staging import prepare_target, publish, save_hf
 from collector.export.workers import PageExporter, PreparedChunk, in_order, read_spool_line, start_worker
@@ -76,7 +77,9 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
             f"{unredacted} texts of these conversations are not redacted yet; run `housestyle redact` (or let the "
             "running service's redaction worker finish) and export again, or export with --no-redact"
         )
-    exporter = PageExporter(render, options, url, knowledge=settings)
+    with session_scope(url) as session:  # the split of every selected conversation, when memory is on
+        memory = training_memory(session.connection(), options, settings)
+    exporter = PageExporter(render, options, url, knowledge=settings, memory=memory)
     dropped: Counter[str] = Counter()
     dropped_turns: Counter[str] = Counter()
     redactions: Counter[str] = Counter({pii_type.value: 0 for pii_type in PiiType})

@@ -20,14 +20,15 @@ conversational layout: `{"prompt": [messages], "chosen": [{"role": "assistant", 
 `{"prompt": [messages], "completion": [{"role": "assistant", ...}], "label": bool}`.
 
 In the export's spool, a conversation's "exchanges" are its answers as `[customer, sent, draft, decision, then]`
-("" for no text; `then`: replies an agent sent after it before the customer wrote again); `dedup_pairs` gives the (customer, reply) pairs de-duplication and the macro cap look at: what
+("" for no text; `then`: replies an agent sent after it before the customer wrote again; with answer memory on, a
+sixth item: the past exchanges its prompt is shown, `collector.export.recalled`); `dedup_pairs` gives the (customer, reply) pairs de-duplication and the macro cap look at: what
 the customer saw, or the draft when nothing went out.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -40,6 +41,13 @@ PREFERENCE_FORMATS = ("dpo", "kto")
 PreferenceFormat = Literal["dpo", "kto"]
 NO_EXAMPLE = "no preference example"  # the reason a conversation none of whose replies gives a row is skipped
 PreferenceExchange = list[str]  # [customer text, sent or "", draft or "", decision, replies sent after it or ""]
+
+
+class PastExchange(NamedTuple):
+    """An answer-memory example as a preference prompt shows it (what `core.prompts.render_examples` reads)."""
+
+    customer: str
+    reply: str
 
 
 def _text(value: str | None) -> str:
@@ -134,10 +142,11 @@ def preference_records(
     """
     records: list[dict[str, Any]] = []
     turns: list[tuple[str, str]] = []
-    for customer, sent, draft, decision, then in exchanges:
+    for customer, sent, draft, decision, then, *recalled in exchanges:
         turns.append((USER, customer))
         if kept is None or decision in kept:
-            prompt = build_messages(system_prompt, turns)
+            examples = [PastExchange(*pair) for pair in recalled[0]] if recalled else []
+            prompt = build_messages(system_prompt, turns, (), examples)
             for kind, (text, other) in rows_of_answer(fmt, sent, draft):
                 if kind == "pair":
                     record = {"prompt": prompt, "chosen": _reply(text), "rejected": _reply(other)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -170,11 +170,14 @@ def read_page(
     dropped_turns: Counter[str],
     *,
     knowledge: Settings | None = None,
+    examples: Callable[[int, list[list]], None] | None = None,
 ) -> list[ReadConversation]:
     """(id, split key, created_at, exchanges) of every exportable conversation of one page of `conversation_pages`;
     count those skipped and why.
 
-    `knowledge`: the settings to ground exchanges with (each gets its reply's passages, `export_grounding`)."""
+    `knowledge`: the settings to ground exchanges with (each gets its reply's passages, `export_grounding`);
+    `examples`: what attaches answer memory's examples to a conversation's exchanges (`collector.export.recalled`;
+    None: memory off)."""
     kept = {decision.value for decision in options.decisions}
     preference = options.format in PREFERENCE_FORMATS
     attach = export_grounder(session, knowledge) if knowledge is not None and not preference else None
@@ -189,6 +192,8 @@ def read_page(
             result = build_exchanges(conversation.turns, conversation.drafts, kept, dropped_turns, replied_by)
             if attach is not None and isinstance(result, list) and result:
                 attach(result, replied_by)
+        if examples is not None and isinstance(result, list) and result:
+            examples(conversation.id, result)
         if isinstance(result, str):
             dropped[result] += 1
         elif not result:

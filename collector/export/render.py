@@ -55,13 +55,26 @@ def passages_of(exchange: Exchange) -> list[ShownPassage]:
     return [ShownPassage(title, text) for title, text in exchange[2]] if len(exchange) > 2 else []
 
 
+class ShownExample(NamedTuple):
+    """A past exchange as a training prompt shows it (what `core.prompts.render_examples` reads)."""
+
+    customer: str
+    reply: str
+
+
+def examples_of(exchange: Exchange) -> list[ShownExample]:
+    """The answer-memory examples an exchange carries (its fourth item, `collector.export.recalled`)."""
+    return [ShownExample(customer, reply) for customer, reply in exchange[3]] if len(exchange) > 3 else []
+
+
 def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange], kept: list[str] | None = None,
             *, tokenizer: Any = None) -> list[dict[str, Any]]:
     """The validated output records of one conversation; ValidationError if any breaks the format's rules.
 
-    Each reply's prompt carries its own passages, as the service built it. A chat record holds a whole conversation
-    under one system prompt, so a conversation whose replies had different passages becomes one record per reply
-    (its history, its passages); with the same passages throughout (or none) it stays one record. A
+    Each reply's prompt carries its own passages and answer-memory examples, as the service built it. A chat record
+    holds a whole conversation under one system prompt, so a conversation whose replies had different passages or
+    examples becomes one record per reply (its history, its passages and examples); with the same throughout (or
+    none) it stays one record. A
     prompt-completion record is one reply: the served prompt as text, rendered by `tokenizer` (the served base's,
     `core.chat_template`) from the same messages, and the reply with the template's end-of-turn marker. Preference
     formats (`kept`: the decisions exported) are `collector.export.preference`'s.
@@ -70,21 +83,23 @@ def records(fmt: ExportFormat, system_prompt: str, exchanges: list[Exchange], ke
         return preference_records(fmt, system_prompt, exchanges, set(kept) if kept is not None else None)
     turns = [turn for exchange in exchanges for turn in ((USER, exchange[0]), (ASSISTANT, exchange[1]))]
     shown = [passages_of(exchange) for exchange in exchanges]
+    examples = [examples_of(exchange) for exchange in exchanges]
     lines = []
     if fmt == "prompt-completion":
         if tokenizer is None:
             raise ValueError("prompt-completion renders the served prompt: pass the base model's tokenizer")
         for end in range(1, len(exchanges) + 1):
             prompt, completion = prompt_and_completion(
-                tokenizer, build_messages(system_prompt, turns[: 2 * end], shown[end - 1]))
+                tokenizer, build_messages(system_prompt, turns[: 2 * end], shown[end - 1], examples[end - 1]))
             record = {"prompt": prompt, "completion": completion}
             if not surely_valid(record):
                 PromptCompletionRecord.model_validate(record)
             lines.append(record)
         return lines
-    ends = [len(exchanges)] if all(passages == shown[0] for passages in shown) else range(1, len(exchanges) + 1)
+    same = all(passages == shown[0] for passages in shown) and all(found == examples[0] for found in examples)
+    ends = [len(exchanges)] if same else range(1, len(exchanges) + 1)
     for end in ends:
-        record = {"messages": build_messages(system_prompt, turns[: 2 * end], shown[end - 1])}
+        record = {"messages": build_messages(system_prompt, turns[: 2 * end], shown[end - 1], examples[end - 1])}
         if not surely_valid(record):
             ChatRecord.model_validate(record)
         lines.append(record)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import InputError
+from core.files import PRIVATE_FOLDER, make_private
 
 
 def prepare_target(out: Path) -> Path:
@@ -21,16 +22,18 @@ def prepare_target(out: Path) -> Path:
             f"--out {out} is a folder with other files in it; give a new or empty folder (an earlier export is replaced)"
         )
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(mode=PRIVATE_FOLDER, parents=True, exist_ok=True)
         staging = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
-        staging.mkdir()
+        staging.mkdir(mode=PRIVATE_FOLDER)
     except OSError as exc:
         raise InputError(f"cannot write an export beside {out}: {exc.strerror}; pick a writable folder") from None
     return staging
 
 
 def publish(staging: Path, out: Path) -> None:
-    """Swap the finished export into place; an earlier export is removed only once the new one is there."""
+    """Swap the finished export into place (private: files 0600, folders 0700); an earlier export is removed only
+    once the new one is there."""
+    make_private(staging)
     previous = None
     if out.exists():
         previous = out.parent / f".{out.name}.previous-{uuid.uuid4().hex[:8]}"

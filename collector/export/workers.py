@@ -22,8 +22,9 @@ from typing import Any, NamedTuple
 from collector.dedup import BatchFingerprints, fingerprint_batch
 from collector.export.exchanges import Exchange
 from collector.export.options import ExportOptions
-from collector.export.preference import dedup_pairs
+from collector.export.preference import PREFERENCE_FORMATS, dedup_pairs
 from collector.export.reading import ConversationRow, read_page
+from collector.export.recalled import TrainingMemory, example_attacher
 from collector.export.render import RenderPlan, render_conversation
 from collector.split import assign_split
 from core import db
@@ -65,12 +66,16 @@ class PageExporter:
     options: ExportOptions
     url: str
     knowledge: Settings | None  # the settings exchanges are grounded with (`reading.read_page`)
+    memory: TrainingMemory | None = None  # answer memory's examples for each exchange (`recalled`; None: off)
 
     def __call__(self, page: list[ConversationRow]) -> PreparedChunk:
         dropped: Counter[str] = Counter()
         dropped_turns: Counter[str] = Counter()
         with db.session_scope(self.url) as session:
-            batch = read_page(session, self.options, page, dropped, dropped_turns, knowledge=self.knowledge)
+            examples = example_attacher(session, self.memory, preference=self.options.format in PREFERENCE_FORMATS
+                                        ) if self.memory is not None else None
+            batch = read_page(session, self.options, page, dropped, dropped_turns, knowledge=self.knowledge,
+                              examples=examples)
         plan = self.render
         spool = []
         for conversation_id, key, created_at, exchanges in batch:

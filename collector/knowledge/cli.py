@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +19,20 @@ knowledge_app = typer.Typer(
 )
 
 
+def folder_files(folder: Path, suffixes: Iterable[str]) -> list[Path]:
+    """The regular files under `folder` with one of `suffixes`; a symbolic link anywhere in it is refused (it could
+    point out of the folder: /etc/passwd would become a searchable passage)."""
+    wanted = {suffix.lower() for suffix in suffixes}
+    found: list[Path] = []
+    for root, folders, files in os.walk(folder, followlinks=False):
+        for name in [*folders, *files]:
+            if os.path.islink(os.path.join(root, name)):
+                raise InputError(f"{Path(root) / name} is a symbolic link; knowledge add takes only the folder's own "
+                                 "files: copy the file in, or add it by its own path")
+        found += [Path(root) / name for name in files if Path(name).suffix.lower() in wanted]
+    return sorted(path for path in found if path.is_file())
+
+
 def _files(paths: list[Path]) -> list[tuple[Path, str | None]]:
     """(file, name) for each PATH; a folder gives its Markdown, HTML, text and JSONL files, named by relative path."""
     from collector.knowledge.loaders import KINDS
@@ -25,7 +41,7 @@ def _files(paths: list[Path]) -> list[tuple[Path, str | None]]:
     for path in paths:
         path = path.expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in KINDS)
+            found = folder_files(path, KINDS)
             if not found:
                 raise InputError(f"{path} has no .md, .html, .txt or .jsonl files to add")
             files += [(p, str(p.relative_to(path))) for p in found]

@@ -52,10 +52,26 @@ def kind_of(path: Path, kind: str | None = None) -> DocumentKind:
     return found
 
 
-def load_document(path: Path, *, kind: str | None = None) -> LoadedDocument:
-    """Parse one file into a LoadedDocument; InputError (one line naming the fix) if it cannot be used."""
+def unstorable(text: str) -> str | None:
+    """What keeps `text` out of every store (a NUL, a lone surrogate), or None when it can be kept."""
+    if "\x00" in text:
+        return "a NUL character (is it a binary file?)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "an unpaired surrogate (not valid Unicode text)"
+    return None
+
+
+def load_document(path: Path, *, kind: str | None = None, max_bytes: int | None = None) -> LoadedDocument:
+    """Parse one file into a LoadedDocument; InputError (one line naming the fix) if it cannot be used.
+    `max_bytes`: refuse a bigger file (HOUSESTYLE_KNOWLEDGE_MAX_FILE_MB)."""
     found = kind_of(path, kind)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes and not path.is_dir():
+            raise InputError(f"{path} is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:g} MB a knowledge file may "
+                             "be (HOUSESTYLE_KNOWLEDGE_MAX_FILE_MB); split it into smaller files")
         data = path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path} does not exist; give the path of a Markdown, HTML, text or JSONL FAQ file") from None
@@ -82,6 +98,9 @@ def load_document(path: Path, *, kind: str | None = None) -> LoadedDocument:
             title, meta, sections = None, {}, load_text(text)
             products = []
     sections = [section for section in sections if section.blocks]
+    for section in sections:
+        if problem := next(filter(None, map(unstorable, [*section.headings, *section.blocks])), None):
+            raise InputError(f"{path} contains {problem}; remove it and add the file again")
     if not sections:
         raise InputError(f"{path} has no text to add; check it is the file you meant")
     brand = clean(str(meta["brand"])) if meta.get("brand") else None

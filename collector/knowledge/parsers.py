@@ -226,6 +226,8 @@ def load_faq(text: str, path: Path) -> tuple[list[str], list[Section]]:
             entry = FaqEntry.model_validate(json.loads(line))
         except json.JSONDecodeError as exc:
             raise InputError(f"{path} line {number}: not JSON ({exc.msg}); each line must be one JSON object") from None
+        except RecursionError:
+            raise InputError(f"{path} line {number}: nested too deeply; each line must be one flat JSON object") from None
         except ValidationError as exc:
             problems = ", ".join(
                 f"{'.'.join(str(part) for part in error['loc']) or 'line'}: {error['msg']}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from sqlalchemy import delete, event, func, select, update
@@ -97,7 +97,7 @@ def add_document(
 ) -> AddResult:
     """Parse, chunk and store one file. The same (brand, name) again replaces the earlier one (unchanged: no-op)."""
     path = Path(path).expanduser()
-    loaded = load_document(path, kind=kind)
+    loaded = load_document(path, kind=kind, max_bytes=int(settings.knowledge_max_file_mb * 1_000_000))
     name = clean(name or path.name)
     if not name:
         raise InputError("a knowledge document needs a name; give --name")
@@ -174,9 +174,15 @@ def remove_document(session: Session, ref: str, *, brand: str | None = None) -> 
     return summary
 
 
-def product_names(session: Session) -> list[str]:
-    """The products the knowledge base declares, in the order documents were added."""
+def of_brand(brand: str) -> Any:
+    """The SQL condition for one brand's documents and the shared ones: all a brand may see of the knowledge base."""
+    return KnowledgeDocument.brand.in_(["", brand])  # type: ignore[attr-defined]
+
+
+def product_names(session: Session, brand: str | None = None) -> list[str]:
+    """The products the knowledge base declares (one brand's and the shared; None: every brand's), oldest first."""
     names: list[str] = []
-    for products in session.execute(select(KnowledgeDocument.products).order_by(KnowledgeDocument.id)).scalars():
+    query = select(KnowledgeDocument.products).order_by(KnowledgeDocument.id)
+    for products in session.execute(query if brand is None else query.where(of_brand(brand))).scalars():
         names += products or []
     return unique(names)

@@ -131,14 +131,19 @@ async def authenticate(
     if control_token and hmac.compare_digest(token.encode(), control_token.encode()):
         request.state.caller = Caller(name="housestyle-cli", role=ApiKeyRole.ADMIN)
         return request.state.caller
+    limits: RateLimits = request.app.state.rate_limits
     caller = request.app.state.key_cache.get(token)
     if caller is None:
+        guessing = limits.unknown_keys.wait(client_address(request)) if limits.unknown_keys else 0.0
+        if guessing > 0:  # too many unknown keys from this address: refused before any store lookup
+            raise too_many(f"too many unknown API keys from {client_address(request)}; retry later", guessing)
         caller = await run_in_threadpool(_lookup_key, settings.resolved_database_url, token)
         if caller is not None:
             request.app.state.key_cache.put(token, caller)
     if caller is None:
+        if limits.unknown_keys is not None:
+            limits.unknown_keys.take(client_address(request))
         raise _unauthorized("this API key is unknown or revoked; `housestyle keys list` shows the active keys")
-    limits: RateLimits = request.app.state.rate_limits
     if caller.role == ApiKeyRole.WIDGET:  # one public key for every customer: limit each client address instead
         address = client_address(request)
         wait = limits.clients.take(address)
@@ -223,4 +228,5 @@ def new_rate_limits(settings: Settings) -> RateLimits:
         keys=TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst),
         clients=TokenBuckets(settings.widget_rate_per_client, settings.widget_burst_per_client),
         conversations=TokenBuckets(settings.widget_rate_per_conversation, settings.widget_burst_per_conversation),
+        unknown_keys=TokenBuckets(settings.unknown_key_rate_per_client, settings.unknown_key_burst_per_client),
     )

@@ -34,6 +34,16 @@ class TokenBuckets:
                 self._forget_idle(now)
             return (1 - tokens) / self.rate if self.rate > 0 else math.inf
 
+    def wait(self, key: str) -> float:
+        """The seconds until `key` has a token (0: it has one now), spending none."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            return 0.0
+        return (1 - tokens) / self.rate if self.rate > 0 else math.inf
+
     def _forget_idle(self, now: float) -> None:
         """Drop the buckets that have refilled: forgetting one changes nothing for its caller."""
         full = [key for key, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
@@ -43,8 +53,9 @@ class TokenBuckets:
 
 @dataclass
 class RateLimits:
-    """The service's three kinds of bucket."""
+    """The service's kinds of bucket."""
 
     keys: TokenBuckets  # agent and admin keys
     clients: TokenBuckets  # widget callers, by client address
     conversations: TokenBuckets  # widget calls on one conversation
+    unknown_keys: TokenBuckets | None = None  # calls with a key that is not (or no longer) ours, by client address

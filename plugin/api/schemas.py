@@ -54,9 +54,11 @@ class Identified(BaseModel):
 
 # --- widget -----------------------------------------------------------------------------------
 class ConversationStart(BaseModel):
-    channel: Text = Field("web", min_length=1, max_length=100)
+    channel: Text = Field("web", min_length=1, max_length=100,
+                          description="For a widget key, one of HOUSESTYLE_WIDGET_CHANNELS.")
     customer_ref: Text | None = Field(None, max_length=200)
-    mode: ReplyMode | None = Field(None, description="auto or assist; default: the channel's configured mode.")
+    mode: ReplyMode | None = Field(None, description="auto or assist; default: the channel's configured mode. A "
+                                   "widget key may ask only for that one or one in HOUSESTYLE_WIDGET_MODES.")
     customer_name: Text | None = Field(None, max_length=200, description="A signed-in customer's name, if your site "
                                        "knows it: redacted exactly wherever it appears, and used in replies.")
     customer_email: Text | None = Field(None, max_length=320, description="A signed-in customer's email, likewise.")

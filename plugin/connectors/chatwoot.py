@@ -26,7 +26,7 @@ from core.errors import HouseStyleError, InputError
 from core.models import DEFAULT_BRAND_ID, ReplyMode, ReviewDecision, Role
 from core.settings import Settings
 from plugin import assistant
-from plugin.connectors.chatwoot_payloads import ChatwootEvent, EventOutcome
+from plugin.connectors.chatwoot_payloads import NAME_CHARS, ChatwootEvent, EventOutcome
 from plugin.metrics import ServiceMetrics
 from plugin.reply.turns import Turn
 from plugin.storable import storable_text
@@ -142,7 +142,7 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> Turn:
 def record_agent_message(settings: Settings, metrics: ServiceMetrics, event: ChatwootEvent) -> EventOutcome:
     """An agent's public reply: the review of the latest pending draft (counted as the review queue counts its
     reviews), or a plain turn when there is none."""
-    agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"
+    agent = f"chatwoot:{(event.sender.name or event.sender.id) if event.sender else 'agent'}"[:NAME_CHARS]
     content = storable_text(event.content or "")
     with session_scope(settings.resolved_database_url) as session:
         conversation = recorder.find_conversation(session, CHANNEL, external_id(event),

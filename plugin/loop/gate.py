@@ -37,8 +37,12 @@ class GateDecision(BaseModel):
     live: VersionScores
 
 
-def gate(candidate: VersionScores, live: VersionScores, rules: GateRules) -> GateDecision:
-    """Pass only if every rule holds; the reason names each failed rule, or the winning figures."""
+def gate(candidate: VersionScores, live: VersionScores, rules: GateRules,
+         audit: tuple[bool, str] | None = None) -> GateDecision:
+    """Pass only if every rule holds; the reason names each failed rule, or the winning figures.
+
+    `audit`: the memorisation audit's verdict (`trainer.audit.audit_verdict`) when the refresh ran one; a refused
+    audit refuses the candidate like a quality rule."""
     problems = []
     if candidate.chrf < live.chrf + rules.min_chrf_gain:
         problems.append(f"held-out chrF {candidate.chrf:.1f} does not beat {live.version}'s {live.chrf:.1f} "
@@ -49,6 +53,8 @@ def gate(candidate: VersionScores, live: VersionScores, rules: GateRules) -> Gat
     if candidate.golden_chrf < live.golden_chrf - rules.golden_tolerance:
         problems.append(f"golden-set chrF {candidate.golden_chrf:.1f} regresses from {live.version}'s "
                         f"{live.golden_chrf:.1f} by more than {rules.golden_tolerance:g}")
+    if audit is not None and not audit[0]:
+        problems.append(f"memorisation audit: {audit[1]}")
     if problems:
         return GateDecision(passed=False, reason="; ".join(problems), candidate=candidate, live=live)
     return GateDecision(

@@ -29,6 +29,9 @@ from plugin.evaluation import score_versions
 from plugin.loop.decision import Applied, Swapper, apply_decision
 from plugin.loop.gate import GateDecision, GateRules, gate
 from plugin.loop.methods import method_candidates
+from trainer.audit.report import audit_verdict
+from trainer.audit.runner import run_audit
+from trainer.dp.train import privacy_from_settings, train_private_adapter
 from trainer.train import train_adapter
 
 log = logging.getLogger("housestyle.refresh")
@@ -94,14 +97,26 @@ def run_refresh(
             run.step("export", f"coverage: {'; '.join(gaps) if gaps else 'no gaps'}" if gaps is not None
                      else f"coverage report failed: {coverage.get('coverage_error')}", 1.0)
 
-            run.step("train", f"LoRA on {base} (preset {settings.train_preset or 'of the base'})")
-            trained = train_adapter(base, data, settings=settings, preset=settings.train_preset, database_url=url,
-                                    **(train_overrides or {}))
+            privacy = privacy_from_settings(settings)  # HOUSESTYLE_TRAIN_DP_EPSILON: per-customer DP, SFT only
+            run.step("train", f"LoRA on {base} (preset {settings.train_preset or 'of the base'})"
+                              + (f", differentially private at epsilon {privacy.epsilon:g}" if privacy else ""))
+            if privacy is not None:
+                trained = train_private_adapter(base, data, settings=settings, privacy=privacy,
+                                                preset=settings.train_preset, database_url=url,
+                                                **(train_overrides or {}))
+            else:
+                trained = train_adapter(base, data, settings=settings, preset=settings.train_preset,
+                                        database_url=url, **(train_overrides or {}))
             candidate = trained.version
             run.step("train", f"candidate {candidate} at {trained.path}", 1.0)
             candidate_path = trained.path
-            # SFT+DPO (or KTO) beside it once there are HOUSESTYLE_PREFERENCE_MIN_PAIRS pairs; the better one goes on
-            method = method_candidates(settings, base, trained, data, run, brand_id=brand, vllm=vllm)
+            # SFT+DPO (or KTO) beside it once there are HOUSESTYLE_PREFERENCE_MIN_PAIRS pairs; the better one goes on.
+            # Preference training has no DP path: a private refresh keeps its SFT candidate.
+            method = None
+            if privacy is None:
+                method = method_candidates(settings, base, trained, data, run, brand_id=brand, vllm=vllm)
+            else:
+                run.step("train", "differential privacy is on: SFT only (no DP path for preference methods)", 1.0)
             if method is not None:
                 candidate, candidate_path = method[0].winner.version, method[1]
 
@@ -117,10 +132,23 @@ def run_refresh(
             run.step("evaluate", f"{candidate}: {candidate_scores.model_dump_json()}", 0.5)
             run.step("evaluate", f"{live_version}: {live_scores.model_dump_json()}", 1.0)
 
-            decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings))
+            audit, verdict = None, None
+            if settings.audit_on_refresh:  # a shadow adapter with canaries, and an extraction probe on the candidate
+                run.step("audit", f"memorisation audit of {candidate}")
+                audit = run_audit(base, data, settings=settings, candidate=candidate_path,
+                                  progress=lambda message: run.step("audit", message))
+                verdict = audit_verdict(audit, settings.audit_max_exposure)
+                run.step("audit", ("passed: " if verdict[0] else "refused: ") + verdict[1], 1.0)
+
+            decision = gate(candidate_scores, live_scores, GateRules.from_settings(settings), audit=verdict)
             run.step("gate", ("passed: " if decision.passed else "refused: ") + decision.reason, 1.0)
             metrics = {"gate": decision.model_dump(mode="json"), "export": manifest.model_dump(mode="json"),
                        "method": method[0].model_dump(mode="json") if method is not None else None, **coverage}
+            if audit is not None and verdict is not None:  # the verdict's reason names kinds, never the values
+                metrics["audit"] = {"passed": verdict[0], "reason": verdict[1],
+                                    "exposure_bits": {str(count): bits for count, bits in audit.exposure.items()},
+                                    "extraction_hits": len(audit.extraction.hits),
+                                    "personal_values": len(audit.extraction.pii_hits)}
             if not decision.passed:
                 with session_scope(url) as session:
                     session.add(AdapterEvent(version=candidate, action="gate-refused", actor=actor,

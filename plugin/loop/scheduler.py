@@ -46,10 +46,12 @@ class LoopScheduler:
     Every brand has its own schedule, lock and rollback guard; at most HOUSESTYLE_REFRESH_PARALLEL_BRANDS brands
     refresh at once (default one at a time: training is the machine's heaviest job)."""
 
-    def __init__(self, settings: Settings, gateway, *, check_every_s: float = CHECK_EVERY_S) -> None:
+    def __init__(self, settings: Settings, gateway, *, check_every_s: float = CHECK_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.gateway = settings, gateway
         self.check_every_s = check_every_s
-        self.started_at = time.monotonic()
+        self.clock = clock  # seconds, monotonic; tests pass their own
+        self.started_at = clock()
         self.last_refresh: dict[str, float] = {}
         self.running: dict[str, asyncio.Task] = {}
 
@@ -73,7 +75,7 @@ class LoopScheduler:
         url = self.settings.resolved_database_url
         last = self.last_refresh.get(brand.brand, self.started_at)
         brand_key = brand_id_of(brand)
-        return refresh_due(brand, minutes_since_last=(time.monotonic() - last) / 60,
+        return refresh_due(brand, minutes_since_last=(self.clock() - last) / 60,
                            new_reviews=lambda: reviews_since_last_refresh(url, brand_key))
 
     async def start_refresh(self, reason: str, *, actor: str = "scheduler", brand: str | None = None) -> int:
@@ -107,7 +109,7 @@ class LoopScheduler:
             outcome = await asyncio.to_thread(run_refresh, settings, swapper, actor=actor, on_started=on_started,
                                               vllm=self.gateway.eval_target())
         finally:
-            self.last_refresh[settings.brand] = time.monotonic()
+            self.last_refresh[settings.brand] = self.clock()
         log.info("refresh run %s (brand %s): %s", outcome.run_id, settings.brand,
                  outcome.model_dump_json(exclude={"gate"}))
         return outcome

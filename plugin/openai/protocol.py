@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plugin.storable import storable
+
+Text = Annotated[str, AfterValidator(storable)]  # what the store can keep: no NUL, no lone surrogate
 
 
 class ChatMessage(BaseModel):
@@ -18,7 +21,16 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
-    name: str | None = None
+    name: Text | None = Field(default=None, max_length=200)
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        """A text part's `text` is a string: anything else is the caller's mistake (422), not our crash."""
+        for part in content if isinstance(content, list) else ():
+            if part.get("type") == "text" and not isinstance(part.get("text"), str):
+                raise ValueError("a content part of type 'text' needs a string 'text'")
+        return content
 
     @model_validator(mode="after")
     def _storable(self) -> ChatMessage:
@@ -41,7 +53,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str
+    model: Text = Field(min_length=1, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -54,7 +66,17 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    user: str | None = None
+    user: Text | None = Field(default=None, max_length=200,
+                              description="Your end user's id; kept as the recorded conversation's customer_ref.")
+
+    @model_validator(mode="after")
+    def _extras_storable(self) -> ChatCompletionRequest:
+        """Unknown fields go on to vLLM as JSON: refuse what cannot be sent as UTF-8 (a lone surrogate)."""
+        try:
+            json.dumps(self.model_extra or {}, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise ValueError(f"an extra field cannot be sent on as JSON: {type(exc).__name__}") from None
+        return self
 
 
 class AssistantMessage(BaseModel):

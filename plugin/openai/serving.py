@@ -2,8 +2,8 @@
 answer an OpenAI completion or its chunks, and the call a recorded conversation.
 
 The messages go through the one prompt builder (`core.prompts`): the caller's first system/developer message is the
-system prompt, else the brand's, followed by the brand's knowledge passages retrieved for the conversation (as the
-widget does), so a plain user question gets the prompt the adapter was trained with; the passages are kept with the
+system prompt, else the brand's, followed by the brand's knowledge passages and past exchanges (answer memory)
+retrieved for the conversation (as the widget does), so a plain user question gets the prompt the adapter was trained with; the passages are kept with the
 recorded draft, so its training example carries them too. The caller's own fields (sampling, limits) go to vLLM
 untouched, its messages are not cut to the context, and the answer comes back as the model wrote it.
 Every call is recorded as a conversation on channel "api" in auto mode: the reply is a draft that was sent. The
@@ -25,6 +25,7 @@ from sqlmodel import Session
 from sse_starlette import ServerSentEvent
 
 from collector.knowledge import Grounding
+from collector.memory import Recall
 from core.errors import HouseStyleError
 from core.group_commit import GroupCommit
 from core.models import DEFAULT_BRAND_ID, ReplyMode, Role
@@ -64,21 +65,23 @@ class ApiCall:
     @classmethod
     def from_request(
         cls, body: ChatCompletionRequest, company_prompt: str, brand_id: int = DEFAULT_BRAND_ID,
-        grounding: Grounding | None = None,
+        grounding: Grounding | None = None, recall: Recall | None = None,
     ) -> ApiCall:
         turns = request_turns(body)
         system = next((text for role, text in turns if role == Role.SYSTEM), company_prompt)
         passages = grounding.passages if grounding is not None else ()
+        examples = recall.examples if recall is not None else ()
         return cls(body, Turn(
             conversation_id=None,  # stored with its reply, once answered
             conversation_key=uuid.uuid4().hex,
             channel=API_CHANNEL,
             mode=ReplyMode.AUTO,
-            prompt=build_messages(system, turns, passages),
+            prompt=build_messages(system, turns, passages, examples),
             parameters=body.model_dump(exclude_none=True, exclude={"messages", "stream", "stream_options"}),
             guard=None,  # the caller owns what it does with the model's words
             fit_prompt=False,  # the caller's messages go as sent: too long is vLLM's 400, not a silent cut
             grounding=grounding,
+            recall=recall,
             brand_id=brand_id,
         ))
 
@@ -110,7 +113,9 @@ class ChatServing:
     writer: GroupCommit
 
     async def call_for(self, body: ChatCompletionRequest, brand: AnsweringBrand) -> ApiCall:
-        return ApiCall.from_request(body, brand.settings.system_prompt, brand.id, await ground_call(body, brand))
+        turns = request_turns(body)
+        return ApiCall.from_request(body, brand.settings.system_prompt, brand.id, await ground_call(body, brand),
+                                    await assistant.recall_turns(brand.settings, brand.id, turns))
 
     async def complete(
         self, body: ChatCompletionRequest, brand: AnsweringBrand

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collector.knowledge import Grounding
+from collector.memory import Recall
 from core.models import DEFAULT_BRAND_ID, Draft, ReplyMode
 from plugin.reply_guard import ReplyGuard
 
@@ -24,6 +25,7 @@ class Turn:
     fit_prompt: bool = True  # cut to the model's context; an API caller's prompt goes as it was sent
     handoff: str | None = None  # why this auto-mode turn goes to an agent before the customer sees it
     grounding: Grounding | None = None  # the knowledge passages its prompt carries (recorded with the draft)
+    recall: Recall | None = None  # the brand's past exchanges its prompt carries as examples (recorded too)
     brand_id: int = DEFAULT_BRAND_ID  # whose adapters answer it
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from collector.brands import brand_id
+from collector.brands import brand_id_of
 from core.db import session_scope
 from core.errors import ConflictError, InputError
 from core.models import RunStatus
@@ -27,7 +27,7 @@ from trainer.dp.customers import customer_of, group_by_customer, train_rows
 from trainer.dp.fitting import PrivacyConfig, PrivacySpent, PrivateFitter
 from trainer.fitting import FitConfig, FitResult
 from trainer.model_loading import load_model, load_tokenizer, resolve_base
-from trainer.train import TrainConfig, TrainedAdapter, _publish, add_lora, check_rank, preset_for, train_config
+from trainer.train import TrainConfig, TrainedAdapter, _publish, add_lora, check_rank, recipe
 
 SUPPORTED_METHODS = ("sft",)
 # customers' rows per forward/backward: a step's dozens of customers go through in pieces (the per-customer
@@ -99,11 +99,7 @@ def train_private_adapter(
 ) -> TrainedAdapter:
     """`trainer.train.train_adapter` with customer-level DP: a registered candidate whose manifest says the epsilon."""
     base_path, data = resolve_base(base), Path(data)
-    if config is not None:
-        config = config.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    else:
-        overrides["preset"] = preset_for(base_path, overrides.get("preset"))
-        config = train_config(**overrides)
+    config = recipe(base_path, config, overrides)
     world = current_world(settings)
     if world.size > 1:
         raise InputError("differentially private training runs in one process; start it without torchrun")
@@ -114,7 +110,7 @@ def train_private_adapter(
         raise ConflictError(f"--out {target} already exists; adapters are never overwritten, choose a new folder")
     customers = customer_groups(splits["train"], train_rows(data))
     with session_scope(url) as session:
-        brand = brand_id(session, settings.brand)
+        brand = brand_id_of(settings, session)
     run = RunLog(url, kind="train", step="train", brand_id=brand,
                  params={**config.model_dump(), "base": str(base), "data": str(data),
                          "dp": {"target_epsilon": privacy.epsilon, "delta": privacy.delta,

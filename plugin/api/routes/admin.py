@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from collector.export import export_dataset, export_options
 from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, conversations_by_channel, version_stats
 from core import registry
-from core.errors import NotFoundError
+from core.errors import InputError, NotFoundError
 from core.registry import VERSION_ID_PATTERN
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import AdminCaller, Caller, GatewayDep, Store, StoreDep
@@ -59,10 +59,13 @@ def list_adapters(_: AdminCaller, brand: ChosenBrand, store: StoreDep, gateway: 
 
 def version_in_scope(store: Store, caller: Caller, version: str) -> str:
     """The version, if it belongs to a brand the key may act on; another brand's answers as an unknown version."""
+    missing = NotFoundError(f"adapter version {version} is not registered; GET /admin/adapters lists them")
     with store.session() as session:
-        adapter = registry.get_adapter(session, version)
-        caller.check_brand(adapter.brand_id, NotFoundError(f"adapter version {version} is not registered; "
-                                                           "GET /admin/adapters lists them"))
+        try:
+            adapter = registry.get_adapter(session, version)
+        except NotFoundError:
+            raise missing from None  # the same words as another brand's: existence does not leak
+        caller.check_brand(adapter.brand_id, missing)
     return version
 
 
@@ -144,7 +147,10 @@ def data_stats(_: AdminCaller, brand: ChosenBrand, store: StoreDep) -> StatsOut:
 @router.post("/export", response_model=ExportOut, summary="Write reviewed conversations as training data")
 async def export_training_data(body: ExportIn, _: AdminCaller, brand: ChosenBrand) -> ExportOut:
     """Runs the collector's export of one brand (?brand=) into HOUSESTYLE_HOME/exports/<UTC time>; the agents' final
-    texts replace drafts."""
+    texts replace drafts. Always redacted: `redact: false` is refused (422), an unredacted export is CLI-only."""
+    if not body.redact:
+        raise InputError("an unredacted export is written only from the CLI on the server, said loudly: "
+                         "`housestyle export --no-redact --out FOLDER`")
     settings = brand.settings
     out = settings.exports_dir / datetime.now(UTC).strftime("api-%Y%m%dT%H%M%S%fZ")
     options = export_options(

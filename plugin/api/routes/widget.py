@@ -17,8 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from collector import recorder, review_queue
 from core.db import session_scope
-from core.errors import HouseStyleError, NotFoundError
+from core.errors import HouseStyleError, InputError, NotFoundError
 from core.models import ApiKeyRole, Conversation, ReplyMode, Role
+from core.settings import Settings
 from plugin import assistant
 from plugin.api.brand_scope import ChosenBrand
 from plugin.api.deps import Caller, ReaderCaller, SettingsDep, StoreDep, WidgetCaller, limit_conversation
@@ -85,13 +86,28 @@ def _conversation_out(conversation: Conversation, token: str | None = None) -> C
     )
 
 
+def chosen_mode(settings: Settings, role: ApiKeyRole, channel: str, asked: ReplyMode | None) -> ReplyMode:
+    """The mode a new conversation gets: an admin's choice, else the channel's configured mode; a customer (widget
+    key) may pick only a channel in HOUSESTYLE_WIDGET_CHANNELS and a mode in HOUSESTYLE_WIDGET_MODES."""
+    configured = assistant.mode_for_channel(settings, channel)
+    if role != ApiKeyRole.WIDGET:
+        return asked or configured
+    if channel not in settings.widget_channels:
+        raise InputError(f"channel '{channel}' is not one a widget may use; the operator lists them in "
+                         f"HOUSESTYLE_WIDGET_CHANNELS ({', '.join(settings.widget_channels) or 'none'})")
+    if asked is not None and asked != configured and asked.value not in settings.widget_modes:
+        raise InputError(f"mode '{asked.value}' is not one a customer may choose here; the operator sets it "
+                         "(HOUSESTYLE_CHANNEL_MODES, HOUSESTYLE_WIDGET_MODES): leave mode out")
+    return asked or configured
+
+
 @router.post("/conversations", response_model=ConversationOut, status_code=201, summary="Start a conversation")
 def start_conversation(
-    body: ConversationStart, _: WidgetCaller, brand: ChosenBrand, store: StoreDep, settings: SettingsDep
+    body: ConversationStart, caller: WidgetCaller, brand: ChosenBrand, store: StoreDep, settings: SettingsDep
 ) -> ConversationOut:
     """The answer carries the conversation's secret once: keep it (the widget keeps it in the tab's sessionStorage).
-    The conversation belongs to the widget key's brand."""
-    mode = body.mode or assistant.mode_for_channel(settings, body.channel)
+    The conversation belongs to the widget key's brand; its channel and mode are the operator's to allow."""
+    mode = chosen_mode(settings, caller.role, body.channel, body.mode)
     token = secrets.token_urlsafe(24)
     with store.session() as session:
         conversation = recorder.start_conversation(

@@ -1,0 +1,315 @@
+"""A mutation run you can repeat: one-line changes to the loop's decision modules, each run against the tests that
+should catch it. Not part of the default `pytest` run (pytest collects test_*.py only).
+
+    .venv/bin/python tests/mutations.py            # every mutation; exit 1 if any survives
+    .venv/bin/python tests/mutations.py -k rollback  # those whose id contains "rollback"
+    .venv/bin/python tests/mutations.py --list
+
+The repository is copied once to a temporary folder (without .venv, .git and caches); each change is made there,
+the listed tests run there (`python -m pytest` of this repository's interpreter, cwd and PYTHONPATH at the copy),
+and the file is restored before the next change. The checkout itself is never modified. A baseline run first checks
+that every listed test passes unchanged, so a "killed" always means the change made it fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MARKS = "not vllm and not browser and not postgres"
+IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
+                                ".mypy_cache", "test-artifacts", "*.pyc")
+
+DB = "tests/test_decision_boundaries.py"
+SCHED = "tests/test_loop_scheduler.py"
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    file: str
+    old: str  # must occur exactly once in the file
+    new: str
+    tests: tuple[str, ...]  # pytest node ids that should fail with the change
+
+
+MUTATIONS: list[Mutation] = [
+    # --- the gate ---------------------------------------------------------------------------------------------------
+    Mutation("gate-chrf-gain-inclusive", "plugin/loop/gate.py",
+             "if candidate.chrf < live.chrf + rules.min_chrf_gain:",
+             "if candidate.chrf <= live.chrf + rules.min_chrf_gain:",
+             ("tests/test_loop_gate.py::test_each_gate_rule_holds_on_its_own",)),
+    Mutation("gate-loss-gain-inclusive", "plugin/loop/gate.py",
+             "if candidate.loss > live.loss - rules.min_loss_gain:",
+             "if candidate.loss >= live.loss - rules.min_loss_gain:",
+             ("tests/test_loop_gate.py::test_each_gate_rule_holds_on_its_own",)),
+    Mutation("gate-golden-tolerance-inclusive", "plugin/loop/gate.py",
+             "if candidate.golden_chrf < live.golden_chrf - rules.golden_tolerance:",
+             "if candidate.golden_chrf <= live.golden_chrf - rules.golden_tolerance:",
+             ("tests/test_loop_gate.py::test_each_gate_rule_holds_on_its_own",)),
+    Mutation("gate-golden-tolerance-sign", "plugin/loop/gate.py",
+             "if candidate.golden_chrf < live.golden_chrf - rules.golden_tolerance:",
+             "if candidate.golden_chrf < live.golden_chrf + rules.golden_tolerance:",
+             ("tests/test_loop_gate.py::test_each_gate_rule_holds_on_its_own",)),
+    # --- the method choice ------------------------------------------------------------------------------------------
+    Mutation("method-margin-0.05", "plugin/loop/gate.py",
+             "MIN_EDIT_DISTANCE_GAIN = 0.01", "MIN_EDIT_DISTANCE_GAIN = 0.05",
+             (f"{DB}::test_the_preference_method_margin_is_one_hundredth_of_edit_distance",)),
+    Mutation("method-margin-0.005", "plugin/loop/gate.py",
+             "MIN_EDIT_DISTANCE_GAIN = 0.01", "MIN_EDIT_DISTANCE_GAIN = 0.005",
+             (f"{DB}::test_the_preference_method_margin_is_one_hundredth_of_edit_distance",)),
+    Mutation("method-margin-inclusive", "plugin/loop/gate.py",
+             "if distance > best_sft - min_edit_gain:", "if distance >= best_sft - min_edit_gain:",
+             (f"{DB}::test_a_preference_candidate_exactly_the_margin_below_sft_wins",)),
+    Mutation("method-golden-inclusive", "plugin/loop/gate.py",
+             "and candidate.scores.golden_chrf < sft.scores.golden_chrf - golden_tolerance):",
+             "and candidate.scores.golden_chrf <= sft.scores.golden_chrf - golden_tolerance):",
+             (f"{DB}::test_the_method_choice_golden_tolerance_holds_exactly_at_the_tolerance",)),
+    Mutation("method-tie-accuracy-sign", "plugin/loop/gate.py",
+             "-c.preference.preference_accuracy,", "c.preference.preference_accuracy,",
+             (f"{DB}::test_ties_go_to_the_higher_preference_accuracy_then_to_sft",)),
+    Mutation("method-tie-prefers-sft", "plugin/loop/gate.py",
+             "c is not sft))", "c is sft))",
+             (f"{DB}::test_ties_go_to_the_higher_preference_accuracy_then_to_sft",)),
+    # --- the rollback -----------------------------------------------------------------------------------------------
+    Mutation("rollback-min-reviews-old-strict", "plugin/loop/rollback.py",
+             "enough = old.reviews >= min_reviews", "enough = old.reviews > min_reviews",
+             (f"{DB}::test_the_rollback_decides_at_exactly_the_minimum_reviews_and_not_one_below",)),
+    Mutation("rollback-min-reviews-new-strict", "plugin/loop/rollback.py",
+             "and new.reviews >= min_reviews", "and new.reviews > min_reviews",
+             (f"{DB}::test_the_rollback_decides_at_exactly_the_minimum_reviews_and_not_one_below",)),
+    Mutation("rollback-min-reviews-either", "plugin/loop/rollback.py",
+             "enough = old.reviews >= min_reviews and", "enough = old.reviews >= min_reviews or",
+             (f"{DB}::test_the_rollback_decides_at_exactly_the_minimum_reviews_and_not_one_below",)),
+    Mutation("rollback-margin-sign", "plugin/loop/rollback.py",
+             "z = (p_new - p_old - margin) / spread", "z = (p_new - p_old + margin) / spread",
+             ("tests/test_loop_rollback.py::test_the_z_test_rejects_only_a_significant_regression_beyond_the_margin",)),
+    Mutation("rollback-margin-ignored", "plugin/loop/rollback.py",
+             "z = (p_new - p_old - margin) / spread", "z = (p_new - p_old) / spread",
+             ("tests/test_loop_rollback.py::test_the_z_test_rejects_only_a_significant_regression_beyond_the_margin",)),
+    Mutation("rollback-alpha-direction", "plugin/loop/rollback.py",
+             "regressed = p_value < alpha", "regressed = p_value > alpha",
+             ("tests/test_loop_rollback.py::test_the_z_test_rejects_only_a_significant_regression_beyond_the_margin",)),
+    Mutation("rollback-to-bare-base", "plugin/loop/rollback.py",
+             "return self.test.regressed and self.previous != BASE_LABEL", "return self.test.regressed",
+             ("tests/test_loop_rollback.py::test_the_guard_acts_on_a_regression_but_never_back_to_the_bare_base",)),
+    Mutation("rollback-other-brands-lineage", "plugin/loop/rollback.py",
+             "previous = previous_live(session, live.version, brand) or BASE_LABEL",
+             "previous = previous_live(session, live.version) or BASE_LABEL",
+             (f"{SCHED}::test_a_business_brand_regression_rolls_back_to_its_own_previous_version_never_the_default_brands",)),
+    Mutation("rollback-undoes-a-rollback", "plugin/loop/rollback.py",
+             'if made_live is None or made_live.action == "rollback":', "if made_live is None:",
+             (f"{SCHED}::test_a_business_brand_regression_rolls_back_to_its_own_previous_version_never_the_default_brands",)),
+    Mutation("guard-acts-without-regression", "plugin/loop/scheduler.py",
+             "if check is None or not check.roll_back:", "if check is None:",
+             (f"{SCHED}::test_a_business_brand_regression_rolls_back_to_its_own_previous_version_never_the_default_brands",)),
+    Mutation("guard-rolls-back-default-brand", "plugin/loop/scheduler.py",
+             "                                    brand_id=brand_key)",
+             "                                    brand_id=DEFAULT_BRAND_ID)",
+             (f"{SCHED}::test_a_business_brand_regression_rolls_back_to_its_own_previous_version_never_the_default_brands",)),
+    # --- the refresh triggers and the scheduler ---------------------------------------------------------------------
+    Mutation("trigger-interval-strict", "plugin/loop/scheduler.py",
+             "if interval and minutes_since_last >= interval:", "if interval and minutes_since_last > interval:",
+             ("tests/test_loop_triggers.py::test_a_refresh_is_due_after_the_interval_or_enough_new_reviews",)),
+    Mutation("trigger-reviews-strict", "plugin/loop/scheduler.py",
+             "if threshold and (count := new_reviews()) >= threshold:",
+             "if threshold and (count := new_reviews()) > threshold:",
+             ("tests/test_loop_triggers.py::test_a_refresh_is_due_after_the_interval_or_enough_new_reviews",)),
+    Mutation("scheduler-seconds-as-hours", "plugin/loop/scheduler.py",
+             "minutes_since_last=(self.clock() - last) / 60,", "minutes_since_last=(self.clock() - last) / 3600,",
+             (f"{SCHED}::test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes",)),
+    Mutation("scheduler-seconds-as-half-minutes", "plugin/loop/scheduler.py",
+             "minutes_since_last=(self.clock() - last) / 60,", "minutes_since_last=(self.clock() - last) / 30,",
+             (f"{SCHED}::test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes",)),
+    Mutation("scheduler-one-clock-for-all-brands", "plugin/loop/scheduler.py",
+             "last = self.last_refresh.get(brand.brand, self.started_at)", "last = self.started_at",
+             (f"{SCHED}::test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes",)),
+    Mutation("scheduler-forgets-last-refresh", "plugin/loop/scheduler.py",
+             "            self.last_refresh[settings.brand] = self.clock()", "            self.clock()",
+             (f"{SCHED}::test_one_brand_at_a_time_skips_a_second_due_brand_until_the_first_ends",)),
+    Mutation("scheduler-parallel-off-by-one", "plugin/loop/scheduler.py",
+             "if len(self.refreshing()) >= self.settings.refresh_parallel_brands:",
+             "if len(self.refreshing()) > self.settings.refresh_parallel_brands:",
+             (f"{SCHED}::test_one_brand_at_a_time_skips_a_second_due_brand_until_the_first_ends",)),
+    Mutation("scheduler-stops-on-error", "plugin/loop/scheduler.py",
+             'log.exception("the refresh scheduler hit an error; it keeps running")', "return",
+             (f"{SCHED}::test_the_scheduler_keeps_running_after_an_error_or_a_conflict",)),
+    Mutation("new-reviews-since-any-brands-refresh", "plugin/loop/scheduler.py",
+             'last_started(session, "refresh", brand_id)', 'last_started(session, "refresh")',
+             (f"{SCHED}::test_a_default_brand_refresh_does_not_reset_the_business_brands_new_review_count",)),
+    # --- retention --------------------------------------------------------------------------------------------------
+    Mutation("retention-hours-not-days", "collector/pii/erasure.py",
+             "cutoff = utcnow() - timedelta(days=settings.raw_retention_days)",
+             "cutoff = utcnow() - timedelta(hours=settings.raw_retention_days)",
+             (f"{DB}::test_raw_text_is_purged_a_day_past_the_retention_period_and_kept_a_day_before_it",)),
+    Mutation("retention-newer-not-older", "collector/pii/erasure.py",
+             "Conversation.created_at < cutoff", "Conversation.created_at > cutoff",
+             (f"{DB}::test_raw_text_is_purged_a_day_past_the_retention_period_and_kept_a_day_before_it",)),
+    Mutation("erasure-phone-min-digits-6", "collector/pii/erasure.py",
+             "if len(_digits(phone or \"\")) < 7:", "if len(_digits(phone or \"\")) < 6:",
+             (f"{DB}::test_erasure_by_phone_needs_seven_digits_exactly",)),
+    Mutation("erasure-phone-min-digits-8", "collector/pii/erasure.py",
+             "if len(_digits(phone or \"\")) < 7:", "if len(_digits(phone or \"\")) < 8:",
+             (f"{DB}::test_erasure_by_phone_needs_seven_digits_exactly",)),
+    # --- the canary split -------------------------------------------------------------------------------------------
+    Mutation("canary-split-inclusive", "serving/routing.py",
+             "if bucket < self.canary_share:", "if bucket <= self.canary_share:",
+             (f"{DB}::test_a_conversation_exactly_at_the_share_stays_on_the_live_version",)),
+    Mutation("canary-split-complement", "serving/routing.py",
+             "if bucket < self.canary_share:", "if bucket > self.canary_share:",
+             (f"{DB}::test_the_canary_serves_its_share_of_conversations_and_each_stays_on_its_side",)),
+    Mutation("canary-not-sticky", "serving/routing.py",
+             "bucket = canary_bucket(conversation_key) if conversation_key else random.random()",
+             "bucket = random.random()",
+             (f"{DB}::test_the_canary_serves_its_share_of_conversations_and_each_stays_on_its_side",)),
+    Mutation("canary-bucket-scale", "serving/routing.py",
+             'return int.from_bytes(digest[:8], "big") / 2**64', 'return int.from_bytes(digest[:8], "big") / 2**63',
+             (f"{DB}::test_canary_buckets_are_uniform_over_zero_to_one",)),
+    Mutation("canary-full-share-ignored", "serving/routing.py",
+             "if self.canary is not None and self.canary_share > 0:",
+             "if self.canary is not None and 0 < self.canary_share < 1:",
+             (f"{DB}::test_share_zero_never_and_share_one_always_routes_to_the_canary",)),
+    Mutation("verdict-canary-at-zero-share", "plugin/loop/decision.py",
+             "if canary_share > 0:", "if canary_share >= 0:",
+             (f"{DB}::test_a_refresh_verdict_goes_through_the_gateway_as_a_promotion_or_a_canary_at_its_share",)),
+    Mutation("verdict-canary-share-dropped", "plugin/loop/decision.py",
+             "self._run(self.gateway.canary(version, share, actor=actor, reason=reason))",
+             "self._run(self.gateway.canary(version, 1.0, actor=actor, reason=reason))",
+             (f"{DB}::test_a_refresh_verdict_goes_through_the_gateway_as_a_promotion_or_a_canary_at_its_share",)),
+    # --- brand scope ------------------------------------------------------------------------------------------------
+    Mutation("brand-scope-unchecked", "plugin/api/brand_scope.py",
+             "if entry is None or not caller.may_act_on(entry.id):", "if entry is None:",
+             (f"{DB}::test_a_key_acts_only_on_its_brands_and_others_look_missing",)),
+    Mutation("brand-scope-several-as-one", "plugin/api/brand_scope.py",
+             "if len(caller.brands) == 1:", "if len(caller.brands) >= 1:",
+             (f"{DB}::test_a_key_acts_only_on_its_brands_and_others_look_missing",)),
+    Mutation("brand-scope-lists-every-brand", "plugin/api/brand_scope.py",
+             "for brand_id, entry in sorted(entries.items()) if caller.may_act_on(brand_id)]",
+             "for brand_id, entry in sorted(entries.items())]",
+             (f"{DB}::test_lists_show_only_the_keys_brands",)),
+    Mutation("brand-filter-none", "plugin/api/brand_scope.py",
+             "return None if caller.brands is None else list(caller.brands)", "return None",
+             (f"{DB}::test_lists_show_only_the_keys_brands",)),
+    Mutation("brand-may-act-and", "plugin/api/deps.py",
+             "return self.brands is None or brand_id in self.brands",
+             "return self.brands is not None and brand_id in self.brands",
+             (f"{DB}::test_a_key_acts_only_on_its_brands_and_others_look_missing",)),
+    # --- redaction thresholds ---------------------------------------------------------------------------------------
+    Mutation("redaction-score-threshold-0.75", "collector/pii/conversation.py",
+             "_SCORE_THRESHOLD = 0.5", "_SCORE_THRESHOLD = 0.75",
+             ("tests/test_pii_conversation.py",)),
+    Mutation("redaction-names-common-first-name-4.3", "collector/pii/recognizers/names.py",
+             "not lexicon.is_common_word(first, 5.3)", "not lexicon.is_common_word(first, 4.3)",
+             (f"{DB}::test_a_first_name_that_is_also_a_word_opens_a_full_name_only_below_zipf_5_3",)),
+    Mutation("redaction-names-common-first-name-5.5", "collector/pii/recognizers/names.py",
+             "not lexicon.is_common_word(first, 5.3)", "not lexicon.is_common_word(first, 5.5)",
+             (f"{DB}::test_a_first_name_that_is_also_a_word_opens_a_full_name_only_below_zipf_5_3",)),
+    Mutation("redaction-label-value-common", "collector/pii/recognizers/labels.py",
+             "return not lexicon.is_common_word(value, threshold=3.0)",
+             "return not lexicon.is_common_word(value, threshold=5.0)",
+             ("tests/test_pii_conversation.py", "tests/test_redaction.py")),
+]
+
+
+def copy_repo() -> Path:
+    target = Path(tempfile.mkdtemp(prefix="housestyle-mutants-")) / "repo"
+    shutil.copytree(REPO, target, ignore=IGNORE, symlinks=True)
+    return target
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", "--rootdir", str(copy),
+               "-m", MARKS, *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return -1, "timed out"
+    return done.returncode, done.stdout + done.stderr
+
+
+def first_failure(output: str) -> str:
+    match = re.search(r"^FAILED (\S+)", output, re.MULTILINE)
+    if match:
+        return match.group(1)
+    match = re.search(r"^ERROR (\S+)", output, re.MULTILINE)
+    return f"ERROR {match.group(1)}" if match else "(no failing test named)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-k", default="", help="run only the mutations whose id contains this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per pytest run")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if args.k in m.id]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id}: {m.file}: {m.old!r} -> {m.new!r}")
+        return 0
+
+    for m in chosen:  # every change must apply to the checkout as it is now
+        count = (REPO / m.file).read_text(encoding="utf-8").count(m.old)
+        if count != 1:
+            print(f"{m.id}: {m.old!r} occurs {count} times in {m.file}; fix the mutation list", file=sys.stderr)
+            return 2
+
+    copy = copy_repo()
+    print(f"copy at {copy}", flush=True)
+    try:
+        probe = subprocess.run([sys.executable, "-c", "import plugin.loop.gate as g; print(g.__file__)"], cwd=copy,
+                               env={**os.environ, "PYTHONPATH": str(copy)}, capture_output=True, text=True,
+                               check=False)
+        if not probe.stdout.strip().startswith(str(copy)):
+            print(f"the copy's modules are not the ones imported: {probe.stdout}{probe.stderr}", file=sys.stderr)
+            return 2
+        every_test = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+        started = time.monotonic()
+        code, output = run_tests(copy, every_test, args.timeout)
+        if code != 0:
+            print(f"baseline: the listed tests do not pass unchanged (exit {code}):\n{output[-3000:]}")
+            return 2
+        print(f"baseline: {len(every_test)} test groups pass unchanged ({time.monotonic() - started:.0f}s)", flush=True)
+
+        survivors, rows = [], []
+        for m in chosen:
+            path = copy / m.file
+            original = path.read_text(encoding="utf-8")
+            path.write_text(original.replace(m.old, m.new, 1), encoding="utf-8")
+            try:
+                started = time.monotonic()
+                code, output = run_tests(copy, m.tests, args.timeout)
+            finally:
+                path.write_text(original, encoding="utf-8")
+            seconds = time.monotonic() - started
+            if code == 1:
+                verdict = f"killed   by {first_failure(output)}"
+            elif code == 0:
+                verdict = "SURVIVED"
+                survivors.append(m.id)
+            else:
+                verdict = f"killed   (pytest exit {code}: {first_failure(output)})"
+            rows.append(f"{m.id:40s} {verdict}  [{seconds:.0f}s]")
+            print(rows[-1], flush=True)
+
+        print(f"\n{len(chosen) - len(survivors)} of {len(chosen)} mutations killed; "
+              f"{len(survivors)} survived{': ' + ', '.join(survivors) if survivors else ''}")
+        return 1 if survivors else 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(copy.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
