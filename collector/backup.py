@@ -5,7 +5,15 @@ SQLite's online backup API, safe while the service runs) or a `pg_dump` custom-f
 to a temporary file beside `--out` with mode 0600 and renamed into place when complete: never a half-written backup.
 
 A restore first checks that the file is a HouseStyle backup (the store's tables and a schema revision this code
-knows) and refuses anything else. It never half-restores:
+knows) and refuses anything else, treating the file as untrusted input (issue 28): a SQLite file holding triggers,
+views or tables the schema does not have is refused (a planted trigger survived a restore and undid a later
+`forget`); a pg_dump archive holding anything but tables, their data, sequences, defaults, constraints and indexes
+(functions, procedures, triggers, views, rules, extensions ...) or a table the schema does not have is refused
+before pg_restore runs (a CHECK constraint calling a planted function ran `COPY ... TO PROGRAM`), and so is one
+whose schema has a CHECK constraint, a generated column or a default calling anything but its sequence. A SQLite backup is
+restored into a fresh temporary database and swapped in only after an integrity check: every table and column of
+the current schema present (a file with hollow tables broke the store with "no such table: brand"). It never
+half-restores:
 - SQLite: the backup is copied into a temporary database beside the store and upgraded to the current schema
   there; then SQLite's backup API copies it over the store in one write transaction (readers see the old store or
   the new one, never a mix), and the temporary file goes.
@@ -25,6 +33,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -107,6 +116,47 @@ def _refuse(path: Path, why: str) -> InputError:
     return InputError(f"{path} is not a HouseStyle backup ({why}); give a file written by `housestyle db backup`")
 
 
+SQLITE_INTERNAL_TABLES = frozenset({"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"})
+# what a pg_dump of a HouseStyle store holds (pg_restore --list entry types); anything else is someone's code
+PG_ALLOWED_ENTRIES = ("TABLE DATA", "TABLE", "SEQUENCE SET", "SEQUENCE OWNED BY", "SEQUENCE", "DEFAULT",
+                      "FK CONSTRAINT", "CONSTRAINT", "INDEX")
+PG_ENTRY = re.compile(r"^\d+; \d+ \d+ (?P<rest>.*)$")
+
+
+@cache
+def current_schema() -> dict[str, frozenset[str]]:
+    """Table -> column names of a store at the current schema, read from a fresh SQLite store made for the purpose
+    (the same tables and columns on Postgres: one set of migrations)."""
+    with tempfile.TemporaryDirectory(prefix="housestyle-schema-") as folder:
+        url = f"sqlite:///{Path(folder) / 'schema.db'}"
+        upgrade(url)
+        engine = get_engine(url)
+        try:
+            inspector = inspect(engine)
+            return {table: frozenset(column["name"] for column in inspector.get_columns(table))
+                    for table in inspector.get_table_names() if table not in SQLITE_INTERNAL_TABLES}
+        finally:
+            engine.dispose()
+
+
+def _foreign_tables(tables: set[str]) -> set[str]:
+    """Tables no HouseStyle schema has (an older backup may lack some of today's, never hold others)."""
+    return tables - set(current_schema()) - SQLITE_INTERNAL_TABLES
+
+
+def _check_integrity(url: str, path: Path) -> None:
+    """After the restore into a fresh database and its upgrade: every table and column of the current schema is
+    there (hollow tables are refused), before anything is swapped in."""
+    inspector = inspect(get_engine(normalise_url(url)))
+    present = set(inspector.get_table_names())
+    for table, columns in sorted(current_schema().items()):
+        if table not in present:
+            raise _refuse(path, f"after upgrading it still lacks the table {table}")
+        missing = columns - {column["name"] for column in inspector.get_columns(table)}
+        if missing:
+            raise _refuse(path, f"its table {table} lacks the columns {', '.join(sorted(missing))}")
+
+
 def _check_revision(path: Path, revision: str | None) -> str:
     if not revision:
         raise _refuse(path, "it has no schema revision")
@@ -139,6 +189,12 @@ def _check_sqlite_backup(path: Path) -> str:
         missing = REQUIRED_TABLES - tables
         if missing:
             raise _refuse(path, f"it lacks the tables {', '.join(sorted(missing))}")
+        code = connection.execute(
+            "SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY type, name").fetchall()
+        if code:
+            raise _refuse(path, f"it holds {code[0][0]} {code[0][1]!r}; HouseStyle stores have no triggers or views")
+        if foreign := _foreign_tables(tables):
+            raise _refuse(path, f"it holds tables HouseStyle does not have: {', '.join(sorted(foreign))}")
         row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
     except sqlite3.DatabaseError as exc:
         raise _refuse(path, f"SQLite cannot read it: {exc}") from None
@@ -168,7 +224,16 @@ def _restore_sqlite(path: Path, url: str) -> None:
         dst.close()
         temp_url = f"sqlite:///{temp}"
         upgrade(temp_url)  # an older backup comes back at the current schema, before the store is touched
-        get_engine(temp_url).dispose()
+        try:
+            _check_integrity(temp_url, path)
+            check = sqlite3.connect(temp)
+            try:
+                if check.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    raise _refuse(path, "it is damaged: SQLite's integrity_check failed")
+            finally:
+                check.close()
+        finally:
+            get_engine(temp_url).dispose()
         # one step = one write transaction on the store: it is the old store or the restored one, never a mix
         with sqlite3.connect(temp) as src, sqlite3.connect(target, timeout=30) as dst:
             src.backup(dst)
@@ -218,12 +283,37 @@ def _run_tool(command: list[str], env: dict[str, str], doing: str) -> str:
     return result.stdout
 
 
+NEXTVAL = re.compile(r"nextval\('[\w.\"]+'::regclass\)")
+
+
+def _check_postgres_expressions(path: Path, restore: str) -> None:
+    """A HouseStyle schema has no CHECK constraints, no generated columns and no default but a constant or its
+    sequence's nextval: an archive whose DDL has one could call a built-in (or worse) while restored or used."""
+    ddl = subprocess.run([restore, "--schema-only", "--file=-", str(path)], capture_output=True, text=True,
+                         check=False).stdout
+    for line in ddl.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        if re.search(r"\bCHECK\s*\(|\bGENERATED\b", line):
+            raise _refuse(path, f"its schema has an expression HouseStyle's has not: {line.strip()[:80]}")
+        default = re.search(r"\bDEFAULT\b(.*)", line)
+        if default and "(" in NEXTVAL.sub("", default.group(1)):
+            raise _refuse(path, f"its schema has a default HouseStyle's has not: {line.strip()[:80]}")
+
+
 def _check_postgres_backup(path: Path) -> str:
     restore = postgres_tool("pg_restore")
     listing = subprocess.run([restore, "--list", str(path)], capture_output=True, text=True, check=False)
     if listing.returncode != 0:
         raise _refuse(path, "pg_restore cannot read it")
-    tables = set(re.findall(r"^\d+; \d+ \d+ TABLE \S+ (\S+) ", listing.stdout, flags=re.M))
+    for line in listing.stdout.splitlines():
+        entry = PG_ENTRY.match(line)
+        if entry and not entry["rest"].startswith(tuple(f"{kind} " for kind in PG_ALLOWED_ENTRIES)):
+            raise _refuse(path, f"it holds code or objects a HouseStyle store has not: {entry['rest'][:80]}")
+    _check_postgres_expressions(path, restore)
+    tables = set(re.findall(r"^\d+; \d+ \d+ TABLE (?!DATA )\S+ (\S+) ", listing.stdout, flags=re.M))
+    if foreign := _foreign_tables(tables):
+        raise _refuse(path, f"it holds tables HouseStyle does not have: {', '.join(sorted(foreign))}")
     missing = REQUIRED_TABLES - tables
     if missing:
         raise _refuse(path, f"it lacks the tables {', '.join(sorted(missing))}")

@@ -65,6 +65,7 @@ def import_command(
         report = import_file(
             bundled or path, url=settings.resolved_database_url, strict=strict, channel=channel,
             source="sample" if bundled else "import", max_message_chars=settings.max_message_chars, brand_id=into,
+            max_line_bytes=settings.import_max_line_bytes,
         )
     except ImportRefused as refused:
         echo_bad_lines(refused.report)

@@ -51,6 +51,7 @@ from core.models import (
     Role,
     utcnow,
 )
+from core.settings import Settings
 
 BATCH_SIZE = 500  # conversations per round of multi-row inserts: few round trips, bounded memory
 # Postgres plans the duplicate lookups from table statistics, which never see rows added inside this one transaction
@@ -140,19 +141,37 @@ def check_file(path: Path) -> int:
     return offset
 
 
-def iter_lines(path: Path) -> Iterator[tuple[int, str, int]]:
+DEFAULT_MAX_LINE_BYTES: int = Settings.model_fields["import_max_line_bytes"].default
+
+
+def iter_lines(path: Path, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[int, str | int, int]]:
     """(line number, text, bytes read so far), one line in memory at a time (`check_file` vouched for the bytes).
+
+    A line longer than `max_line_bytes` (without its line ending) comes as its length in bytes instead of its text:
+    at most `max_line_bytes` and a few bytes of it are ever held, the rest is skipped in 1 MiB reads (issue 28: a 60
+    MB line of 3,200 messages was accepted and its redaction ran past 10 minutes at 4.2 GB).
 
     Lines end at '\n' only (a '\r' before it is dropped): JSON strings may hold U+2028 or U+0085 unescaped, and
     those must not split a record the way `str.splitlines` would.
     """
+    read_at_most = max_line_bytes + len(UTF8_BOM) + 2  # the longest good line with a BOM and "\r\n"
     with path.open("rb") as handle:
-        consumed = 0
-        for number, raw in enumerate(handle, start=1):
+        consumed, number = 0, 0
+        while raw := handle.readline(read_at_most):
+            number += 1
             consumed += len(raw)
             if number == 1:
                 raw = raw.removeprefix(UTF8_BOM)
-            line, raw = raw.rstrip(b"\r\n").decode("utf-8"), b""  # drop the bytes before the caller parses
+            content = raw.rstrip(b"\r\n")
+            if len(content) > max_line_bytes:
+                size = len(content)
+                while not raw.endswith(b"\n") and (raw := handle.readline(CHECK_CHUNK_BYTES)):
+                    consumed += len(raw)
+                    size += len(raw.rstrip(b"\r\n"))
+                content = raw = b""
+                yield number, size, consumed
+                continue
+            line, content, raw = content.decode("utf-8"), b"", b""  # drop the bytes before the caller parses
             yield number, line, consumed
 
 
@@ -190,14 +209,19 @@ def parse_line(
 
 
 def parsed_batches(path: Path, report: ImportReport, *, max_message_chars: int, size: int = BATCH_SIZE,
-                   brand_id: int = DEFAULT_BRAND_ID) -> Iterator[tuple[list[_Parsed], int]]:
+                   brand_id: int = DEFAULT_BRAND_ID, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[tuple[list[_Parsed], int]]:
     """The file's good lines in batches of `size`, each with the bytes read so far. Nothing is kept from one batch
     to the next: a repeat of a line of an earlier batch is found in the store, where that batch is by then (in the
     import's own transaction); keeping every hash of the file took ~150 MB at a million conversations."""
     seen: set[str] = set()  # this batch's hashes
     batch: list[_Parsed] = []
     consumed = 0
-    for number, line, consumed in iter_lines(path):
+    for number, line, consumed in iter_lines(path, max_line_bytes):
+        if isinstance(line, int):
+            report.errors.append(LineError(line=number, reason=(
+                f"line is {line:,} bytes, over the {max_line_bytes:,}-byte limit; not read (split the conversation, "
+                "or raise HOUSESTYLE_IMPORT_MAX_LINE_BYTES)")))
+            continue
         if not line.strip():
             continue
         parsed = parse_line(number, line, seen, report, max_message_chars=max_message_chars, brand_id=brand_id)
@@ -370,11 +394,12 @@ def import_file(
     source: str = "import",
     max_message_chars: int = DEFAULT_MAX_MESSAGE_CHARS,
     brand_id: int = DEFAULT_BRAND_ID,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> ImportReport:
     """Import a JSONL file of OpenAI chat, prompt/completion or HouseStyle lines (detected per line).
 
     `channel` is recorded on conversations whose line names none. Bad lines (a message longer than
-    `max_message_chars` among them) are reported and skipped; with `strict`, any bad line raises ImportRefused and
+    `max_message_chars`, a line longer than `max_line_bytes`, among them) are reported and skipped; with `strict`, any bad line raises ImportRefused and
     the store is left as it was. The file is read one line at a time and stored in batches inside one
     transaction, so memory stays flat however large the file is. The conversations belong to `brand_id`.
     """
@@ -390,7 +415,7 @@ def import_file(
             with Progress(console=console, transient=True, disable=quiet) as progress:
                 task = progress.add_task(f"importing {path.name}", total=size)
                 for batch, consumed in parsed_batches(path, report, max_message_chars=max_message_chars,
-                                                      brand_id=brand_id):
+                                                      brand_id=brand_id, max_line_bytes=max_line_bytes):
                     progress.update(task, completed=consumed)
                     if strict and report.errors:
                         continue  # refused below (every bad line still listed); the transaction rolls back

@@ -202,6 +202,17 @@ def _next_position(session: Session, conversation_id: int) -> int:
     return max(session.execute(_NEXT_POSITION, {"conversation_id": conversation_id}).one()) + 1
 
 
+def reopen_idle_closed(session: Session, conversation: Conversation) -> bool:
+    """Open again a live conversation `housestyle serve` closed while idle (HOUSESTYLE_CONVERSATION_IDLE_CLOSE_MINUTES)
+    when someone writes in it again, so the message is stored, not refused; False: it was not such a conversation."""
+    if conversation.status != ConversationStatus.CLOSED or conversation.source != "live":
+        return False
+    conversation.status, conversation.updated_at = ConversationStatus.OPEN, utcnow()
+    session.add(conversation)
+    session.flush()
+    return True
+
+
 def _refuse_turn(session: Session, conversation_id: int) -> NoReturn:
     """Why a turn could not be added (the conversation is missing or closed)."""
     forget_loaded(session, Conversation, conversation_id)  # read it afresh: the UPDATE found it missing or closed

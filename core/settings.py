@@ -55,6 +55,10 @@ class Settings(BaseSettings):
         20_000, description="Longest message (characters) `housestyle import` accepts; a longer one makes its line a bad "
         "line. The service's own limit on a customer message is 8,000."
     )
+    import_max_line_bytes: int = Field(
+        2_000_000, ge=1, description="Longest line (bytes) `housestyle import` reads: a longer one is a bad line, "
+        "skipped without being read whole (a conversation that long is a dump, and redacting it would take minutes)."
+    )
     near_duplicate_threshold: float = Field(
         0.8, description="Word-bigram Jaccard similarity (0..1) from which two conversations count as near duplicates."
     )
@@ -141,6 +145,11 @@ class Settings(BaseSettings):
     redraft_after_s: float = Field(
         120.0, description="A customer message unanswered this long (and no draft waiting) gets its draft once a model "
         "server is back: in the queue (assist), as the reply (auto), or posted to Chatwoot.",
+    )
+    conversation_idle_close_minutes: float = Field(
+        1440.0, ge=0, description="Live conversations (not API calls) untouched this many minutes are closed by "
+        "`housestyle serve` and stop being redraft candidates; the next message in one (widget or Chatwoot) opens "
+        "it again. 0: never closed.",
     )
     chatwoot_url: str | None = Field(None, description="Base URL of your Chatwoot, e.g. https://chatwoot.example.com.")
     chatwoot_api_token: str | None = Field(None, description="The agent bot's access token (api_access_token header).")

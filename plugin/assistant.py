@@ -19,7 +19,7 @@ from collector.knowledge import Grounding, ground, ground_from_memory, record_gr
 from collector.memory import Recall, recall, recall_from_memory, record_recall
 from collector.pii.entities import KnownValues
 from core.db import session_scope
-from core.errors import InputError, StoreError
+from core.errors import ConflictError, InputError, StoreError
 from core.models import Brand, Conversation, Draft, ReplyMode, Role
 from core.prompts import build_messages
 from core.settings import Settings
@@ -39,7 +39,12 @@ def receive_customer_message(settings: Settings, conversation_id: int, content: 
     """Store the customer's message (committed before any generation, so a model outage never loses it)."""
     try:
         with session_scope(settings.resolved_database_url) as session:
-            recorder.add_message(session, conversation_id, Role.USER, content)  # missing or closed: says so
+            try:
+                recorder.add_message(session, conversation_id, Role.USER, content)  # missing or closed: says so
+            except ConflictError:  # closed while idle: the customer came back to the same conversation
+                if not recorder.reopen_idle_closed(session, recorder.get_conversation(session, conversation_id)):
+                    raise
+                recorder.add_message(session, conversation_id, Role.USER, content)
             conversation = recorder.get_conversation(session, conversation_id)  # the row add_message locked: no SQL
             return turn_of(settings, session, conversation)
     except StoreError as error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -66,6 +66,11 @@ class ServiceMetrics:
             "housestyle_reviews",
             "Agent reviews recorded by this process",
             ["decision", "adapter_version"],
+            registry=self.registry,
+        )
+        self.redraft_backlog = Gauge(
+            "housestyle_redraft_backlog",
+            "Conversations whose customer message still waits for a reply after the redrafter's last pass",
             registry=self.registry,
         )
         self.registry.register(DraftDecisionCollector(database_url))

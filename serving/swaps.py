@@ -12,9 +12,10 @@ another brand's requests never wait for, or see, the swap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import BaseModel
 
@@ -103,8 +104,7 @@ class AdapterSwaps:
             raise InputError(f"canary share {share} is not between 0 and 1; use e.g. --share 0.1")
         brand, path = await asyncio.to_thread(self._registered, version)
         table = self.routes.table(brand)
-        async with self.lock:
-            self.generation += 1
+        async with self._local_swap():
             previous = table.canary
             if share == 0.0:
                 if previous is None or previous.version != version:
@@ -131,8 +131,7 @@ class AdapterSwaps:
         started = time.perf_counter()
         brand, path = await asyncio.to_thread(self._registered, version)
         table = self.routes.table(brand)
-        async with self.lock:
-            self.generation += 1
+        async with self._local_swap():
             previous = table.live
             if previous is not None and previous.version == version:
                 raise ConflictError(f"{version} is already live")
@@ -198,6 +197,17 @@ class AdapterSwaps:
         for result in results:
             if isinstance(result, Exception):
                 log.warning("unloading %s failed (it stays loaded until that replica restarts): %s", loaded.vllm_name, result)
+
+    @contextlib.asynccontextmanager
+    async def _local_swap(self) -> AsyncIterator[None]:
+        """The lock, for a swap made here: `generation` moves on as it starts and as it ends, so a registry read
+        made before or during it (when its registry write may not be in) is never applied."""
+        async with self.lock:
+            self.generation += 1
+            try:
+                yield
+            finally:
+                self.generation += 1
 
     async def follow(self, brand_id: int, wanted: Wanted, *, generation: int) -> list[Step]:
         """Make the brand's table serve what the registry says (`wanted`, read while `self.generation` was

@@ -298,8 +298,9 @@ def test_the_cli_reports_a_deeply_nested_or_huge_line_without_a_traceback(tmp_pa
     assert "Traceback" not in result.stderr
     assert result.stderr.splitlines()[:2] == [
         "line 2: invalid JSON: nested too deeply (a record is an object holding a list of messages)",
-        "line 3: message 1 is 50,000,000 characters long; the longest accepted is 20,000 (split it, or raise "
-        "HOUSESTYLE_MAX_MESSAGE_CHARS)",
+        # issue 28: a line this long is refused before it is read whole (HOUSESTYLE_IMPORT_MAX_LINE_BYTES)
+        f"line 3: line is {len(json.dumps(huge).encode()):,} bytes, over the 2,000,000-byte limit; not read (split "
+        "the conversation, or raise HOUSESTYLE_IMPORT_MAX_LINE_BYTES)",
     ]
     assert result.stdout.strip() == "imported 1 conversations (2 messages), 0 already present, 2 bad lines"
     # the limit is a setting

@@ -215,6 +215,7 @@ def test_a_private_audited_refresh_trains_sft_with_dp_and_gates_on_the_audit(
     refresh training without DP, skipping the audit, or a gate that ignores a refused audit)."""
     monkeypatch.setenv("HOUSESTYLE_TRAIN_DP_EPSILON", "8")
     monkeypatch.setenv("HOUSESTYLE_AUDIT_ON_REFRESH", "true")
+    monkeypatch.setenv("HOUSESTYLE_REFRESH_EVAL_LIMIT", "4")  # the verdict's inputs, not its quality, are tested here
     get_settings.cache_clear()
     settings = get_settings()
     swapper = RecordingSwapper()

@@ -43,6 +43,7 @@ ACCESS: dict[tuple[str, str], set[str] | str] = {
     ("POST", "/reviews/{draft_id}/approve"): {A, ADM},
     ("POST", "/reviews/{draft_id}/edit"): {A, ADM},
     ("POST", "/reviews/{draft_id}/reject"): {A, ADM},
+    ("POST", "/reviews/{draft_id}/recalled/{review_id}/outdated"): {A, ADM},
     ("GET", "/v1/models"): {A, ADM},
     ("POST", "/v1/chat/completions"): {A, ADM},
     ("POST", "/chatwoot/webhook"): WEBHOOK_TOKEN,

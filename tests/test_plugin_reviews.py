@@ -86,7 +86,10 @@ def test_agent_edit_is_kept_beside_the_draft_reaches_the_customer_and_the_export
     assert [(m["role"], m["content"]) for m in seen["messages"]][-1] == ("assistant", FINAL)
     assert agent.get("/reviews/queue").json() == []
 
-    export = plugin_service.client("admin").post("/admin/export", json={"redact": False, "dedup": False}).json()
+    from tests.fixtures.stores import redact_store
+
+    redact_store(store_url)  # what the service's redaction worker does as it goes; HTTP exports are always redacted
+    export = plugin_service.client("admin").post("/admin/export", json={"dedup": False}).json()
     nothing = plugin_service.client("admin").post("/admin/export", json={"decisions": []})
     assert nothing.status_code == 422 and nothing.json()["detail"] == "keep at least one decision, e.g. approved,edited"
     lines = [
@@ -156,3 +159,53 @@ def test_rejected_draft_with_a_written_reply_shows_the_agents_words_and_counts_i
     assert (
         'housestyle_http_requests_total{method="POST",route="/reviews/{draft_id}/reject",status="200"} 1.0' in metrics
     )
+
+
+def test_the_console_shows_the_past_replies_a_draft_leaned_on_and_an_agent_marks_one_outdated(
+    plugin_service: RunningService, store_url: str
+) -> None:
+    """A draft's `recalled`: the brand's past exchanges (redacted) its prompt carried; an agent marks one outdated
+    (never offered again); another brand's key gets 404, as for a draft it may not see; bad input gets a 4xx detail."""
+    import httpx
+
+    from collector.brands import brand_fields, create_brand
+    from collector.memory import Example, Recall, forget_indexes, recall, record_recall
+    from core.settings import get_settings
+    from plugin.api.keys import create_key
+    from tests.fixtures.stores import redact_store
+
+    forget_indexes()
+    with session_scope(store_url) as session:  # a past exchange of the default brand, reviewed
+        past = recorder.start_conversation(session)
+        recorder.add_message(session, past.id, "user", "How long does SuperWidget shipping take?")
+        old = recorder.record_draft(session, past.id, "Shipping takes 5 days.")
+        review_id = recorder.record_review(session, old.id, "approved", agent_id="alice").id
+    redact_store(store_url)
+    _, draft_id = customer_asks(plugin_service, store_url, "SuperWidget shipping, how many days?", DRAFT)
+    with session_scope(store_url) as session:  # what the reply path records when the prompt carried it
+        record_recall(session, draft_id, Recall(query="shipping", examples=[Example(
+            review_id=review_id, conversation_id=past.id, customer="", reply="", score=3.5)]))
+    agent = plugin_service.client("agent")
+    (item,) = agent.get("/reviews/queue").json()
+    assert item["recalled"] == [{"review_id": review_id, "customer": "How long does SuperWidget shipping take?",
+                                 "reply": "Shipping takes 5 days.", "score": 3.5}]
+    assert agent.get(f"/reviews/{draft_id}").json()["recalled"][0]["review_id"] == review_id
+
+    with session_scope(store_url) as session:  # a key of another brand only
+        create_brand(session, "business", brand_fields(company_name="GadgetCorp Business"), settings=get_settings())
+        _, other_key = create_key(session, "agent", "other-brand-agent", brands=["business"])
+    other = httpx.Client(base_url=plugin_service.url, headers={"Authorization": f"Bearer {other_key}"}, timeout=60)
+    with other:
+        assert other.post(f"/reviews/{draft_id}/recalled/{review_id}/outdated").status_code == 404
+    missing = agent.post(f"/reviews/{draft_id}/recalled/{review_id + 99}/outdated")
+    assert missing.status_code == 404 and "leaned on no review" in missing.json()["detail"]
+    bad = agent.post(f"/reviews/{draft_id}/recalled/0/outdated")
+    assert bad.status_code == 422 and bad.json()["detail"]
+    settings = get_settings().model_copy(update={"memory_examples": 3, "memory_min_score": 0.0})
+    assert recall(store_url, [("user", "SuperWidget shipping")], brand_id=1, settings=settings).review_ids == [review_id]
+
+    marked = agent.post(f"/reviews/{draft_id}/recalled/{review_id}/outdated", json={})
+    assert marked.status_code == 200 and marked.json() == {"review_id": review_id, "outdated": True, "already": False}
+    assert agent.post(f"/reviews/{draft_id}/recalled/{review_id}/outdated").json()["already"] is True
+    assert recall(store_url, [("user", "SuperWidget shipping")], brand_id=1, settings=settings).examples == []
+    forget_indexes()

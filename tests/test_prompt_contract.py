@@ -211,7 +211,8 @@ def test_with_answer_memory_on_every_format_trains_on_the_prompt_the_service_sen
 ) -> None:
     """The served prompt carries the brand's past exchanges (answer memory); the training row of the same reply is
     shown the same ones, recalled the same way at export, so the prompt trained on is the served one, token for
-    token (and the reply's own exchange, in memory by then, is never its own example)."""
+    token (and the reply's own exchange, in memory by then, is never its own example). dpo needs an edit, and an
+    edit of a draft replaces the example it leaned on most (`collector.memory`): its row is shown the others."""
     from tests.fixtures.stores import redact_store
 
     for name, value in {"HOUSESTYLE_BASE_MODEL": str(tiny_base), "HOUSESTYLE_MEMORY_EXAMPLES": "2",
@@ -230,8 +231,13 @@ def test_with_answer_memory_on_every_format_trains_on_the_prompt_the_service_sen
     served = turn.prompt
     assert "Agent: So sorry! Charge it for an hour" in served[0]["content"]  # memory is in the served prompt
     row = record_reply(settings, turn, draft, None, 1.0)
+    if fmt != "dpo":  # approved: memory at export is memory when served
+        served, final = turn.prompt, draft
+    else:  # the edit supersedes the served prompt's first example
+        served = build_messages(settings.system_prompt, [("user", question)], (), turn.recall.examples[1:])
     with session_scope(store_url) as session:
-        recorder.record_review(session, row.id, "edited", agent_id="ana", final_text=final)
+        recorder.record_review(session, row.id, "edited" if fmt == "dpo" else "approved", agent_id="ana",
+                               final_text=final if fmt == "dpo" else None)
     redact_store(store_url)  # its own exchange is in memory now: a training row must not be shown it
 
     export_dataset(ExportOptions(format=fmt, out=tmp_path / "export", redact=False, dedup=False,
@@ -241,7 +247,7 @@ def test_with_answer_memory_on_every_format_trains_on_the_prompt_the_service_sen
     served_ids = list(tokenizer.apply_chat_template(served, tokenize=True, add_generation_prompt=True,
                                                     return_dict=True)["input_ids"])
     assert [reply for prompt, reply in trained if prompt == served_ids] == [final + END_TAG]
-    assert not any(final in tokenizer.decode(prompt) for prompt, _ in trained)  # nobody is shown its own reply
+    assert "Agent: Sorry about that! Hold the power button" in served[0]["content"]
 
 
 def test_a_held_out_exchange_is_never_recalled_into_any_exported_example(

@@ -89,14 +89,14 @@ class StandInVllm:
         app.add_routes([web.get("/health", self.health), web.get("/v1/models", self.models),
                         web.post("/v1/load_lora_adapter", self.load), web.post("/v1/unload_lora_adapter", self.unload),
                         web.post("/v1/completions", self.complete), web.post("/v1/chat/completions", self.complete)])
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.5)
         self.url = ""
 
     async def start(self) -> StandInVllm:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # noqa: SLF001 (the port the OS picked)
+        port = site._server.sockets[0].getsockname()[1]  # the port the OS picked
         self.url = f"http://127.0.0.1:{port}"
         return self
 
@@ -183,9 +183,8 @@ def test_a_swap_made_through_one_gateway_is_served_by_the_other_within_the_bound
             async def step(name: str, swap) -> None:
                 await swap
                 timings[name] = await until(lambda: same_tables(a, b), bound_s)
-                # B serves it: its replica holds exactly its table's names, each answering
-                names = {loaded.vllm_name for loaded in b.routes.names_in_use()}
-                assert set(upstreams[1].loaded) == names
+                # then B drains and unloads the names it no longer serves: its replica holds exactly its table's
+                await until(lambda: set(upstreams[1].loaded) == {v.vllm_name for v in b.routes.names_in_use()}, 2.0)
                 for key in keys[:20]:
                     route, body = await b.chat({"messages": [{"role": "user", "content": "hi"}]},
                                                conversation_key=key)

@@ -121,6 +121,22 @@ class PassageOut(BaseModel):
     score: float = Field(description="Its retrieval score for the conversation (BM25).")
 
 
+class RecalledOut(BaseModel):
+    """A past exchange of the brand (answer memory, redacted) a draft's prompt carried as an example."""
+
+    review_id: int = Field(description="The review that made it; mark it outdated with POST "
+                           "/reviews/{draft_id}/recalled/{review_id}/outdated.")
+    customer: str = Field(description="What that customer asked (redacted).")
+    reply: str = Field(description="What the agent sent them (redacted).")
+    score: float = Field(description="Its retrieval score for the conversation (BM25).")
+
+
+class OutdatedOut(BaseModel):
+    review_id: int
+    outdated: bool = Field(True, description="It is never offered as an example again.")
+    already: bool = Field(description="It was marked outdated before.")
+
+
 class PendingDraft(BaseModel):
     draft_id: int
     conversation_id: int
@@ -138,6 +154,8 @@ class PendingDraft(BaseModel):
     context: list[MessageOut] = Field(description="The conversation so far, as the customer saw it.")
     passages: list[PassageOut] = Field(default_factory=list, description="The knowledge-base passages the draft's "
                                        "prompt carried, best first (none: it was not grounded).")
+    recalled: list[RecalledOut] = Field(default_factory=list, description="The brand's past replies (answer "
+                                        "memory) the draft's prompt carried as examples, best first.")
 
 
 class ClaimIn(Identified):

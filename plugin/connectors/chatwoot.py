@@ -132,9 +132,11 @@ def store_customer_message(settings: Settings, event: ChatwootEvent) -> Turn:
                 known_values=known,
                 brand_id=brand,
             )
-        elif known and {**(conversation.known_values or {}), **known} != conversation.known_values:
-            conversation.known_values = {**(conversation.known_values or {}), **known}
-            session.add(conversation)
+        else:
+            recorder.reopen_idle_closed(session, conversation)
+            if known and {**(conversation.known_values or {}), **known} != conversation.known_values:
+                conversation.known_values = {**(conversation.known_values or {}), **known}
+                session.add(conversation)
         conversation_id = conversation.id
     return assistant.receive_customer_message(settings, conversation_id, storable_text(event.content or ""))
 
@@ -149,6 +151,7 @@ def record_agent_message(settings: Settings, metrics: ServiceMetrics, event: Cha
                                                   brand_id=brand_of_inbox(session, settings, event))
         if conversation is None:
             return EventOutcome(action="ignored", detail="conversation started before HouseStyle was connected")
+        recorder.reopen_idle_closed(session, conversation)
         draft = recorder.pending_draft(session, conversation.id) if conversation.mode == ReplyMode.ASSIST else None
         if draft is None:
             recorder.add_message(session, conversation.id, Role.ASSISTANT, content)

@@ -11,6 +11,7 @@ from sqlmodel import Session
 from collector import recorder
 from collector import review_queue as queue  # the routes below reuse its function names
 from collector.knowledge import groundings_for
+from collector.memory import mark_outdated, recalled_for
 from core.errors import NotFoundError
 from core.models import Draft, ReviewDecision
 from plugin.api.brand_scope import BrandFilter
@@ -21,8 +22,10 @@ from plugin.api.schemas import (
     ClaimOut,
     EditIn,
     MessageOut,
+    OutdatedOut,
     PassageOut,
     PendingDraft,
+    RecalledOut,
     RejectIn,
     ReviewOut,
 )
@@ -30,6 +33,8 @@ from plugin.api.worddiff import word_diff
 
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 DraftId = Annotated[int, Path(ge=1, le=2_147_483_647, description="The draft's id (from the queue).")]
+ReviewId = Annotated[int, Path(ge=1, le=2_147_483_647, description="A recalled exchange's review id (the draft's "
+                                                                   "`recalled`).")]
 
 CONFLICT = {409: {"description": "Already reviewed, or claimed by another agent"}}
 
@@ -65,6 +70,8 @@ def _pending_draft(session: Session, draft: Draft) -> PendingDraft:
         claimed_until=draft.claimed_until,
         context=context,
         passages=[PassageOut.model_validate(p.model_dump()) for p in _grounding(session, draft.id)],
+        recalled=[RecalledOut(review_id=e.review_id, customer=e.customer, reply=e.reply, score=e.score)
+                  for e in recalled_for(session, [draft.id]).get(draft.id, [])],
     )
 
 
@@ -153,6 +160,24 @@ def _review(
         edit_distance=review.edit_distance,
         diff=word_diff(draft.content, review.final_text) if review.final_text is not None else [],
     )
+
+
+@router.post("/{draft_id}/recalled/{review_id}/outdated", response_model=OutdatedOut,
+             summary="Mark a past reply the draft leaned on outdated")
+def mark_recalled_outdated(
+    draft_id: DraftId, review_id: ReviewId, caller: AgentCaller, store: StoreDep, request: Request,
+    body: ClaimIn | None = None,
+) -> OutdatedOut:
+    """One of the draft's `recalled` exchanges: answer memory never offers it to a prompt again (its review stays,
+    for training). 404 for a draft of another brand, or a review the draft did not lean on."""
+    with request.app.state.review_lock, store.session() as session:
+        draft = in_scope(session, caller, draft_id)
+        if review_id not in {e.review_id for e in recalled_for(session, [draft_id]).get(draft_id, [])}:
+            raise NotFoundError(f"draft {draft_id} leaned on no review {review_id}")
+        brand_id = recorder.get_conversation(session, draft.conversation_id).brand_id
+        marked = mark_outdated(session, review_id, actor=caller.acting_as(body.agent if body else None),
+                               brand_id=brand_id)
+    return OutdatedOut(review_id=review_id, already=not marked)
 
 
 @router.post("/{draft_id}/approve", response_model=ReviewOut, responses=CONFLICT, summary="Send the draft unchanged")

@@ -106,7 +106,34 @@ function renderReview(item) {
         element("p", { text: p.text || "(removed from the knowledge base since)" })),
     ),
   );
+  // the brand's past replies (answer memory) the draft's prompt carried: one that no longer holds is marked outdated
+  const recalled = item.recalled || [];
+  $("recalled").hidden = recalled.length === 0;
+  $("recalled-title").textContent = `Past replies the draft leaned on (${recalled.length})`;
+  $("recalled-list").replaceChildren(
+    ...recalled.map((r) => {
+      const button = element("button", { type: "button", text: "Outdated" });
+      button.title = "Never offer this reply as an example again";
+      button.addEventListener("click", () => markOutdated(item, r, button));
+      return element("li", { class: "passage" },
+        element("strong", { text: `Customer: ${r.customer}` }),
+        element("span", { class: "muted", text: ` · score ${r.score.toFixed(2)} ` }), button,
+        element("p", { text: `Agent: ${r.reply}` }));
+    }),
+  );
   closeForms();
+}
+
+async function markOutdated(item, recalled, button) {
+  button.disabled = true;
+  try {
+    await api(`/reviews/${item.draft_id}/recalled/${recalled.review_id}/outdated`, { method: "POST", body: {} });
+    button.textContent = "Marked outdated";
+    showResult("That past reply is never offered as an example again.");
+  } catch (error) {
+    button.disabled = false;
+    showResult(error.message, "error");
+  }
 }
 
 // Opening another draft gives back the one this agent claimed but did not decide, so it is not held for nobody.
