@@ -7,15 +7,15 @@ import asyncio
 import pytest
 from sqlalchemy import select
 
-from collector import recorder
 from collector.stats import BASE_LABEL, VersionStats
 from core.db import session_scope
-from core.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, Brand, Role
+from core.models import DEFAULT_BRAND_ID, AdapterEvent, AdapterStatus, Brand
 from core.registry import live_adapter, previous_live, register_adapter, set_status
 from core.settings import get_settings
 from plugin.loop.rollback import RegressionCheck, check_live_regression, correction_rate_regressed
 from plugin.loop.scheduler import LoopScheduler
 from serving.gateway import ServingGateway
+from tests.fixtures.stores import replay_reviews
 from tests.fixtures.vllm import register_adapter_folder
 
 
@@ -71,19 +71,6 @@ def test_the_z_test_rejects_only_a_significant_regression_beyond_the_margin(
 def test_the_guard_acts_on_a_regression_but_never_back_to_the_bare_base(previous, regressed, roll_back) -> None:
     test = correction_rate_regressed(stats(previous, 45, 5), stats("v2", 0, 50) if regressed else stats("v2", 45, 5))
     assert RegressionCheck(live="v2", previous=previous, test=test).roll_back is roll_back
-
-
-def replay_reviews(url: str, version: str, *, approved: int, edited: int) -> None:
-    """Agents' reviews of `version`'s drafts, as the review queue would record them."""
-    with session_scope(url) as session:
-        for index in range(approved + edited):
-            conversation = recorder.start_conversation(session)
-            recorder.add_message(session, conversation.id, Role.USER, f"question {index}")
-            draft = recorder.record_draft(session, conversation.id, "a draft", adapter_version=version)
-            if index < approved:
-                recorder.record_review(session, draft.id, "approved", agent_id="agent")
-            else:
-                recorder.record_review(session, draft.id, "edited", agent_id="agent", final_text="a better reply")
 
 
 @pytest.mark.vllm

@@ -13,12 +13,11 @@ import threading
 
 import pytest
 
-from collector import recorder
 from collector.brands import brand_settings
 from collector.stats import BASE_LABEL
 from core.db import session_scope
 from core.errors import ConflictError
-from core.models import DEFAULT_BRAND_ID, AdapterStatus, Brand, Role, RunStatus
+from core.models import DEFAULT_BRAND_ID, AdapterStatus, Brand, RunStatus
 from core.registry import register_adapter, set_status
 from core.runs import RunLog
 from core.settings import Settings, get_settings
@@ -26,6 +25,7 @@ from plugin.loop import scheduler as scheduler_module
 from plugin.loop.refresh import RefreshOutcome
 from plugin.loop.rollback import check_live_regression
 from plugin.loop.scheduler import LoopScheduler, reviews_since_last_refresh
+from tests.fixtures.stores import replay_reviews
 
 MINUTE = 60.0
 
@@ -186,18 +186,6 @@ def test_the_scheduler_keeps_running_after_an_error_or_a_conflict() -> None:
 # --- the rollback guard, one brand at a time ------------------------------------------------------------------------
 
 
-def reviews(url: str, version: str, brand_id: int, *, approved: int, edited: int) -> None:
-    with session_scope(url) as session:
-        for index in range(approved + edited):
-            conversation = recorder.start_conversation(session, brand_id=brand_id)
-            recorder.add_message(session, conversation.id, Role.USER, f"question {index}")
-            draft = recorder.record_draft(session, conversation.id, "a draft", adapter_version=version)
-            if index < approved:
-                recorder.record_review(session, draft.id, "approved", agent_id="agent")
-            else:
-                recorder.record_review(session, draft.id, "edited", agent_id="agent", final_text="a better reply")
-
-
 def two_brand_lineage(url: str) -> int:
     """Business b1 live, then default v2 live, then business b2 live (b1 retired): b2 replaced b1, not v2."""
     with session_scope(url) as session:
@@ -224,9 +212,9 @@ def test_a_business_brand_regression_rolls_back_to_its_own_previous_version_neve
     `if check is None` in plugin/loop/scheduler.py, and `or made_live.action == "rollback"` dropped (the guard would
     judge the version it just brought back)."""
     business = two_brand_lineage(store_url)
-    reviews(store_url, "b1", business, approved=45, edited=5)
-    reviews(store_url, "b2", business, approved=5, edited=35)
-    reviews(store_url, "v2", DEFAULT_BRAND_ID, approved=40, edited=0)
+    replay_reviews(store_url, "b1", approved=45, edited=5, brand_id=business)
+    replay_reviews(store_url, "b2", approved=5, edited=35, brand_id=business)
+    replay_reviews(store_url, "v2", approved=40, edited=0, brand_id=DEFAULT_BRAND_ID)
     with session_scope(store_url) as session:
         business_settings = brand_settings(get_settings(), session, "business")
         default_settings = brand_settings(get_settings(), session, "default")
@@ -254,8 +242,8 @@ def test_a_default_brand_refresh_does_not_reset_the_business_brands_new_review_c
     reviews_since_last_refresh, and `reviews_since(..., brand_id=brand_id)` dropped (the default brand's reviews
     would count for the business brand)."""
     business = two_brand_lineage(store_url)
-    reviews(store_url, "b2", business, approved=3, edited=1)
-    reviews(store_url, "v2", DEFAULT_BRAND_ID, approved=2, edited=0)
+    replay_reviews(store_url, "b2", approved=3, edited=1, brand_id=business)
+    replay_reviews(store_url, "v2", approved=2, edited=0, brand_id=DEFAULT_BRAND_ID)
     assert reviews_since_last_refresh(store_url, business) == 4
     RunLog(store_url, kind="refresh", params={}, step="export", brand_id=DEFAULT_BRAND_ID).finish(RunStatus.SUCCEEDED)
     assert reviews_since_last_refresh(store_url, DEFAULT_BRAND_ID) == 0
