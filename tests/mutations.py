@@ -31,6 +31,7 @@ IGNORE = shutil.ignore_patterns(".venv", ".git", "__pycache__", ".pytest_cache",
 
 DB = "tests/test_decision_boundaries.py"
 SCHED = "tests/test_loop_scheduler.py"
+ACCESS = "tests/test_plugin_access.py"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ MUTATIONS: list[Mutation] = [
     Mutation("method-tie-prefers-sft", "plugin/loop/gate.py",
              "c is not sft))", "c is sft))",
              (f"{DB}::test_ties_go_to_the_higher_preference_accuracy_then_to_sft",)),
+    Mutation("method-golden-tolerance-not-passed", "plugin/loop/methods.py",
+             "choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)", "choose_method(scored)",
+             ("tests/test_method_choice.py::test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance",)),
     # --- the rollback -----------------------------------------------------------------------------------------------
     Mutation("rollback-min-reviews-old-strict", "plugin/loop/rollback.py",
              "enough = old.reviews >= min_reviews", "enough = old.reviews > min_reviews",
@@ -217,6 +221,15 @@ MUTATIONS: list[Mutation] = [
              "return not lexicon.is_common_word(value, threshold=3.0)",
              "return not lexicon.is_common_word(value, threshold=5.0)",
              ("tests/test_pii_conversation.py", "tests/test_redaction.py")),
+    # --- brand isolation on routes that name an object ----------------------------------------------------------------
+    Mutation("brand-widget-message-any-brand", "plugin/api/routes/widget.py",
+             "internal_id = conversation_for(session, conversation_id, caller, token).id",
+             "internal_id = recorder.conversations_named(session, conversation_id)[0].id",
+             (f"{ACCESS}::test_no_key_reaches_another_brands_object_on_any_route_in_either_direction",)),
+    Mutation("brand-recalled-outdated-any-brand", "plugin/api/routes/reviews.py",
+             "draft = in_scope(session, caller, draft_id)\n        if review_id not in",
+             "draft = session.get(Draft, draft_id)\n        if review_id not in",
+             (f"{ACCESS}::test_no_key_reaches_another_brands_object_on_any_route_in_either_direction",)),
 ]
 
 

@@ -89,3 +89,42 @@ def test_the_demo_prints_one_line_per_method_the_refresh_compared(metrics, expec
 
     lines = method_lines({"metrics": metrics})
     assert [line[: len(want)] for line, want in zip(lines, expected)] == expected and len(lines) == len(expected)
+
+
+def test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh's method choice (plugin/loop/methods.method_candidates) hands `choose_method` the brand's
+    HOUSESTYLE_GATE_GOLDEN_TOLERANCE, so the golden-set rule is live in production and not only in unit tests.
+
+    Catches `choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)` -> `choose_method(scored)` (or
+    any other tolerance) in plugin/loop/methods.py. Training, export and scoring are stubbed: only the choice runs."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from core.settings import get_settings
+    from plugin.loop import methods
+
+    settings = get_settings().model_copy(update={"gate_golden_tolerance": 3.5, "preference_min_pairs": 1,
+                                                 "preference_method": "dpo"})
+    monkeypatch.setattr(methods, "export_dataset", lambda options, **_: SimpleNamespace(
+        records={"train": 30, "validation": 0, "test": 4}))
+    monkeypatch.setattr(methods, "train_preference", lambda *_, **__: SimpleNamespace(
+        version="v-dpo", path=tmp_path / "dpo"))
+    monkeypatch.setattr(methods, "reply_engine", lambda *_, **__: nullcontext())
+    monkeypatch.setattr(methods, "LoadedModels", lambda *_: None)
+    distances = {"sft": 0.40, "dpo": 0.30}
+    monkeypatch.setattr(methods, "score_preference", lambda base, folder, version, name, *_, **__: candidate(
+        name, distances[name]).preference)
+    told = []
+
+    def choose(scored, **given):
+        told.append(given)
+        return choose_method(scored, **given)
+
+    monkeypatch.setattr(methods, "choose_method", choose)
+    run = SimpleNamespace(step=lambda *_: None)
+    sft = SimpleNamespace(version="v-sft", path=tmp_path / "sft")
+    choice, winner = methods.method_candidates(settings, "base", sft, tmp_path / "refresh-0001", run, brand_id=1)
+    assert told == [{"golden_tolerance": 3.5}]  # the brand's own tolerance, not the function's "no rule" default
+    assert choice.winner.method == "dpo" and winner == tmp_path / "dpo"

@@ -13,11 +13,16 @@ import httpx
 from sqlalchemy import func, select
 from starlette.routing import Route
 
+from collector import recorder
 from collector.importer import import_file
 from collector.sample import SAMPLE_PATH
 from core.db import session_scope
-from core.models import Message
+from core.models import DEFAULT_BRAND_ID, MemoryUse, Message, ReviewDecision
+from core.registry import register_adapter
+from core.runs import RunLog
+from plugin.api.keys import create_key
 from tests.fixtures.service import RunningService, chatwoot_event, start_widget_conversation
+from tests.test_brands import make_business, seed_pending
 
 W, A, ADM = "widget", "agent", "admin"
 PUBLIC = "public"  # probes and API docs: open on purpose
@@ -130,6 +135,82 @@ def test_every_route_checks_the_callers_role(plugin_service: RunningService) -> 
             else:
                 assert response.status_code == 403, (role, method, path, response.text)
                 assert "needs a key with role" in response.json()["detail"]
+
+
+# Every path parameter of the app names an object of one brand. A route with a new parameter must say here which of
+# a brand's objects it names, or the brand-isolation test below fails naming the route.
+BRAND_OWNED = {"conversation_id", "draft_id", "review_id", "version", "run_id"}
+# a valid body for each route that needs one (others get {}): a 422 for the body would hide whether the brand check ran
+BODIES = {
+    ("POST", "/reviews/{draft_id}/edit"): {"final_text": "Hi"},
+    ("POST", "/admin/adapters/{version}/canary"): {"share": 0.1},
+    ("POST", "/widget/conversations/{conversation_id}/messages"): {"content": "let me in", "stream": False},
+}
+
+
+def brand_objects(service: RunningService, brand: int, slug: str) -> dict:
+    """One of each object a path names, in `brand`, and keys of every role scoped to that brand alone."""
+    url = service.app.state.settings.resolved_database_url
+    with session_scope(url) as session:
+        keys = {role: create_key(session, role, f"{slug}-{role}", brands=[slug])[1] for role in (W, A, ADM)}
+    clients = {role: service.client() for role in keys}
+    for role, client in clients.items():
+        client.headers["Authorization"] = f"Bearer {keys[role]}"
+    conversation = start_widget_conversation(clients[W])  # with its secret: the widget key sends the right one
+    _, draft = seed_pending(url, brand, f"Where is my {slug} order?")
+    _, reviewed = seed_pending(url, brand, f"Is my {slug} order late?")
+    with session_scope(url) as session:
+        review = recorder.record_review(session, reviewed, ReviewDecision.APPROVED, agent_id="dana").id
+        session.add(MemoryUse(draft_id=draft, review_id=review, score=0.9))  # the draft leaned on that reply
+        register_adapter(session, version=f"v0001-{slug}"[:14], path="/nowhere", base_model="tiny", rank=8,
+                         brand_id=brand)
+    run = RunLog(url, kind="refresh", params={}, step="export", brand_id=brand).run_id
+    return {"clients": clients, "headers": conversation.headers, "conversation_id": conversation.id,
+            "draft_id": draft, "review_id": review, "version": f"v0001-{slug}"[:14], "run_id": run}
+
+
+def test_no_key_reaches_another_brands_object_on_any_route_in_either_direction(plugin_service: RunningService) -> None:
+    """Every route whose path names an object (a conversation, draft, review, adapter version, run), derived from
+    `app.routes`, answers 404 to every allowed role of one brand on the other brand's object, both ways round, and
+    a widget key gets 404 even with the other brand's conversation secret. A new route is covered without an edit.
+
+    Catches a route's brand check dropped, e.g. in plugin/api/routes/widget.py `conversation_for`
+    `if caller.may_act_on(conversation.brand_id)]` removed (POST /widget/conversations/{id}/messages, which the
+    hand-kept list in tests/test_brands.py missed), or in plugin/api/routes/reviews.py `mark_recalled_outdated`
+    `draft = in_scope(session, caller, draft_id)` -> `draft = session.get(Draft, draft_id)`."""
+    routes = sorted(route for route in app_routes(plugin_service) if "{" in route[1])
+    unnamed = [(method, template) for method, template in routes
+               if set(re.findall(r"\{([^}]+)\}", template)) - BRAND_OWNED]
+    assert not unnamed, f"routes whose path parameter names no brand-owned object in BRAND_OWNED: {unnamed}"
+    url = plugin_service.app.state.settings.resolved_database_url
+    business = make_business(url)  # before the first call: the service re-reads its brands every few seconds
+    brands = {"default": brand_objects(plugin_service, DEFAULT_BRAND_ID, "default"),
+              "business": brand_objects(plugin_service, business, "business")}
+    cases = 0
+    for mine, theirs in (("default", "business"), ("business", "default")):
+        objects = brands[theirs]
+        for method, template in routes:
+            allowed = ACCESS[(method, template)]
+            assert isinstance(allowed, set) and allowed, (method, template)
+            path = re.sub(r"\{([^}]+)\}", lambda found: str(objects[found.group(1)]), template)
+            body = {"json": BODIES.get((method, template), {})} if method == "POST" else {}
+            for role in sorted(allowed):
+                headers = objects["headers"] if role == W else {}  # the other brand's own conversation secret
+                response = brands[mine]["clients"][role].request(method, path, headers=headers, **body)
+                assert response.status_code == 404, (mine, role, method, path, response.status_code, response.text)
+                cases += 1
+    assert cases >= 2 * len(routes)
+    for slug, objects in brands.items():  # every object is there for its own brand: the 404s were the brand check's
+        agent, admin = objects["clients"][A], objects["clients"][ADM]
+        assert agent.get(f"/widget/conversations/{objects['conversation_id']}").status_code == 200, slug
+        draft = agent.get(f"/reviews/{objects['draft_id']}").json()
+        assert (draft["draft_id"], draft["claimed_by"]) == (objects["draft_id"], None), slug  # pending, unclaimed
+        assert admin.get(f"/admin/runs/{objects['run_id']}").status_code == 200, slug
+        adapters = admin.get("/admin/adapters").json()["adapters"]
+        assert [(a["version"], a["status"]) for a in adapters] == [(objects["version"], "candidate")], slug
+    with session_scope(url) as session:
+        assert session.execute(select(func.count()).select_from(Message).where(
+            Message.content == "let me in")).scalar_one() == 0  # nothing was written to another brand's conversation
 
 
 def test_keys_cli_prints_the_key_alone_and_revoking_locks_it_out(

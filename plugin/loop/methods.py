@@ -58,7 +58,7 @@ def method_candidates(
                       base, folders[version], version, name, pairs, settings=settings,
                       limit=settings.refresh_eval_limit, generator=generator, models=models))
                   for name, version in (("sft", sft.version), (method, preference.version))]
-    choice = choose_method(scored)
+    choice = choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)
     for candidate in scored:
         run.step("evaluate", candidate.preference.line(), 0.25)
     run.step("evaluate", "method: " + choice.reason, 0.3)
