@@ -206,6 +206,24 @@ def test_a_key_of_one_brand_reaches_nothing_of_another_on_any_route(plugin_servi
         client.close()
 
 
+def test_a_brand_made_while_the_service_runs_answers_its_keys_at_once(plugin_service: RunningService) -> None:
+    """An operator runs `housestyle brands create` (or another instance does) while the service runs: the new
+    brand's key works on its first request, not after the directory's 5 s re-read, and never answers 500.
+    Catches: the directory re-read only on its timer (a KeyError for the unknown brand)."""
+    url = plugin_service.app.state.settings.resolved_database_url
+    admin = plugin_service.client("admin")
+    assert admin.get("/admin/stats").status_code == 200  # the directory has read the brands: only "default"
+    make_business(url)
+    with session_scope(url) as session:
+        _, key = create_key(session, "admin", "business-admin", brands=["business"])
+    client = plugin_service.client()
+    client.headers["Authorization"] = f"Bearer {key}"
+    for path in ("/admin/stats", "/me", "/v1/models"):
+        answer = client.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+    assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["business-assistant"]
+
+
 def test_an_agent_key_of_several_brands_names_the_one_it_acts_on(plugin_service: RunningService) -> None:
     url = plugin_service.app.state.settings.resolved_database_url
     make_business(url)

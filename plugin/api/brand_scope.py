@@ -7,6 +7,7 @@ exactly like a brand that does not exist (404), so a key cannot even learn anoth
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from threading import Lock
 from typing import Annotated
@@ -20,6 +21,8 @@ from core.errors import InputError, NotFoundError
 from core.models import DEFAULT_BRAND_ID
 from core.settings import Settings
 from plugin.api.deps import Caller, authenticate
+
+MIN_RELOAD_S = 1.0  # a key naming a brand not known yet re-reads the brands at once, at most this often
 
 BRAND_QUERY = Query(max_length=50, description="The brand's name (`housestyle brands list`); default: the "
                     "key's only brand, or the default brand for a key of every brand.")
@@ -45,15 +48,19 @@ class BrandDirectory:
         self.settings, self.ttl_s, self.gateway = settings, ttl_s, gateway
         self._entries: dict[int, BrandEntry] = {}
         self._loaded_at = -float("inf")
+        self._missing: set[int] = set()  # brand ids a key named that the last read did not find (deleted brands)
         self._lock = Lock()
 
     def fresh(self) -> bool:
         return time.monotonic() - self._loaded_at < self.ttl_s
 
-    def load(self) -> dict[int, BrandEntry]:
-        """Read the brands now (blocking: call it in a worker thread from async code)."""
+    def load(self, wanted: Iterable[int] = ()) -> dict[int, BrandEntry]:
+        """Read the brands now unless read within `ttl_s`, or `wanted` names a brand not known (and not found missing
+        by a read in the last `MIN_RELOAD_S`); blocking: call it in a worker thread from async code."""
         with self._lock:
-            if not self.fresh():
+            age = time.monotonic() - self._loaded_at
+            unknown = {brand_id for brand_id in wanted if brand_id not in self._entries}
+            if age >= self.ttl_s or (unknown - self._missing) or (unknown and age >= MIN_RELOAD_S):
                 with session_scope(self.settings.resolved_database_url) as session:
                     entries = {int(b.id): BrandEntry(int(b.id), b.slug, settings_for(self.settings, b))
                                for b in list_brands(session)}
@@ -62,10 +69,16 @@ class BrandDirectory:
                     if routes is not None:
                         routes.name_brand(entry.id, entry.public_model_name)
                 self._entries, self._loaded_at = entries, time.monotonic()
+                self._missing = {brand_id for brand_id in unknown if brand_id not in entries}
             return self._entries
 
-    async def entries(self) -> dict[int, BrandEntry]:
-        return self._entries if self.fresh() else await run_in_threadpool(self.load)
+    async def entries(self, wanted: Iterable[int] | None = None) -> dict[int, BrandEntry]:
+        """The brands; `wanted`: the brand ids a caller's key names, and one not known yet (a brand made since the
+        last read, e.g. by `housestyle brands create` or another instance) reads the store again at once."""
+        unknown = [brand_id for brand_id in wanted or () if brand_id not in self._entries]
+        if self.fresh() and not unknown:
+            return self._entries
+        return await run_in_threadpool(self.load, unknown)
 
 
 def not_found(slug: str) -> NotFoundError:
@@ -79,6 +92,8 @@ def pick_brand(entries: dict[int, BrandEntry], caller: Caller, slug: str | None)
         if caller.brands is None:
             return entries[DEFAULT_BRAND_ID]
         if len(caller.brands) == 1:
+            if caller.brands[0] not in entries:  # deleted since the key was made
+                raise NotFoundError("this key's brand does not exist any more; ask an admin for a key of a brand")
             return entries[caller.brands[0]]
         names = ", ".join(sorted(entries[i].slug for i in caller.brands if i in entries))
         raise InputError(f"this key acts on several brands ({names}): name one with ?brand=NAME")
@@ -104,7 +119,7 @@ async def chosen_brand(
     directory: DirectoryDep, caller: Annotated[Caller, Depends(authenticate)],
     brand: Annotated[str | None, BRAND_QUERY] = None,
 ) -> BrandEntry:
-    return pick_brand(await directory.entries(), caller, brand)
+    return pick_brand(await directory.entries(caller.brands), caller, brand)
 
 
 async def brand_filter(
@@ -112,7 +127,7 @@ async def brand_filter(
     brand: Annotated[str | None, BRAND_QUERY] = None,
 ) -> list[int] | None:
     """For lists: the brand named, else every brand the key may act on (None: no filter, a key of every brand)."""
-    entries = await directory.entries()
+    entries = await directory.entries(caller.brands)
     if brand is not None:
         return [pick_brand(entries, caller, brand).id]
     return None if caller.brands is None else list(caller.brands)

@@ -35,7 +35,7 @@ async def who_am_i(caller: Annotated[Caller, Depends(authenticate)], directory: 
     between (the API still checks every call)."""
     brands = [BrandOut(name=entry.slug, company_name=entry.settings.company_name,
                        public_model_name=entry.public_model_name)
-              for entry in visible_brands(await directory.entries(), caller)]
+              for entry in visible_brands(await directory.entries(caller.brands), caller)]
     return MeOut(name=caller.name, role=caller.role, brands=brands)
 
 

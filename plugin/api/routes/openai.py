@@ -39,7 +39,7 @@ async def list_models(caller: AgentCaller, directory: DirectoryDep) -> ModelList
     behind it without clients noticing."""
     return ModelList(data=[
         Model(id=entry.public_model_name, created=STARTED_AT, owned_by=entry.settings.company_name)
-        for entry in visible_brands(await directory.entries(), caller)
+        for entry in visible_brands(await directory.entries(caller.brands), caller)
     ])
 
 
@@ -65,7 +65,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, caller: AgentCaller, directory: DirectoryDep, serving: ServingDep
 ) -> Any:
     """The model name picks the brand: its adapters answer and the call is recorded among its conversations."""
-    brand = brand_of_model(await directory.entries(), caller, body.model)
+    brand = brand_of_model(await directory.entries(caller.brands), caller, body.model)
     if body.stream:
         return EventSourceResponse(await serving.stream(body, brand), sep="\n")
     completion, record = await serving.complete(body, brand)
