@@ -4,6 +4,10 @@ A lock is a lease: its holder renews it from a background thread every third of 
 holder that dies stops renewing and the lock frees itself within a minute. A process that wants the lock takes it
 over at once when the holder ran on this machine and its process is gone (SIGKILL, SIGTERM, a crash), and after
 the lease ran out when it ran elsewhere. Run rows the dead holder left `running` are closed as failed then.
+
+`job_lock` holds a lock for one block of work; a `Lease` is the same lock held by one instance of a cluster across
+the rounds of a periodic job (the scheduler's ticks, the redaction worker's passes): each round first calls
+`Lease.hold()`, which renews the lease or takes it over by the same rules, and skips the round when it says no.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -108,6 +112,22 @@ def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
     return False
 
 
+def hold_lease(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
+    """Non-blocking: renew the lease if `holder` holds it, take it if it is free or its holder is gone (see
+    `why_holder_is_gone`); True when `holder` holds it now, until now + ttl. While another live holder has it, this
+    is one store query."""
+    with session_scope(url) as session:
+        current = session.get(JobLock, name)
+        seen = None if current is None else (current.holder, current.expires_at)
+    if seen is not None:
+        other, expires_at = seen
+        if other == holder:
+            return renew(name, holder, ttl=ttl, url=url)  # False if taken over meanwhile (we were judged dead)
+        if why_holder_is_gone(other, expires_at, now=utcnow(), machine=this_machine(), alive=pid_alive) is None:
+            return False
+    return try_acquire(name, holder, ttl=ttl, url=url)
+
+
 def renew(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
     """Push the expiry out while a long job is still working; False if the lock was lost."""
     with session_scope(url) as session:
@@ -156,14 +176,53 @@ def job_lock(name: str, *, ttl: timedelta = LEASE, url: str) -> Iterator[HeldLoc
         other = current_holder(name, url=url)
         who = f"{other.holder} since {other.acquired_at:%H:%M:%S} UTC" if other else "another process"
         raise ConflictError(f"a {name} is already running ({who}); wait for it to finish")
-    held, stop = HeldLock(name, holder), threading.Event()
+    try:
+        with renewing(HeldLock(name, holder), ttl=ttl, url=url) as held, working_under(holder):
+            yield held  # a run this block starts without a holder (a refresh's training) is ours
+    finally:
+        release(name, holder, url=url)
+
+
+@contextmanager
+def renewing(held: HeldLock, *, ttl: timedelta, url: str) -> Iterator[HeldLock]:
+    """Renew the held lock every ttl/3 from a background thread for the duration of the block."""
+    stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(held,), kwargs={"ttl": ttl, "url": url, "stop": stop},
-                            name=f"housestyle-lock-{name}", daemon=True)
+                            name=f"housestyle-lock-{held.name}", daemon=True)
     beat.start()
     try:
-        with working_under(holder):  # a run this block starts without a holder (a refresh's training) is ours
-            yield held
+        yield held
     finally:
         stop.set()
         beat.join()
-        release(name, holder, url=url)
+
+
+class Lease:
+    """Which instance of a cluster runs a periodic job now: call `hold()` at the start of each round and skip the
+    round when it is False. The holder renews the lease with each round (and with `renewing()` during a long one);
+    once it stops (it died, hung, or was stopped) another instance takes the lease over within `ttl`, at once when
+    the holder's process on the same machine is gone. Holding the lease never blocks; `release()` on shutdown hands
+    it on at once. `holder` defaults to a new id for this process (a child process working for us may share ours)."""
+
+    def __init__(self, name: str, *, url: str, ttl: timedelta = LEASE, holder: str | None = None) -> None:
+        self.name, self.url, self.ttl = name, url, ttl
+        self.holder = holder or new_holder_id()
+        self.held = False  # as of the last `hold()`
+
+    def hold(self) -> bool:
+        held = hold_lease(self.name, self.holder, ttl=self.ttl, url=self.url)
+        if held != self.held:
+            log.info("%s the cluster-wide %s job (lease %s, %ss)", "this instance now runs" if held else
+                     "another instance now runs", self.name, self.holder, int(self.ttl.total_seconds()))
+        self.held = held
+        return held
+
+    def renewing(self) -> AbstractContextManager[HeldLock]:
+        """Keep the lease while a round that may outlast it runs (`lost` is set if it was taken from us anyway)."""
+        return renewing(HeldLock(self.name, self.holder), ttl=self.ttl, url=self.url)
+
+    def release(self) -> None:
+        """Hand the lease on now (on shutdown); nothing if we never held it."""
+        if self.held:
+            release(self.name, self.holder, url=self.url)
+            self.held = False

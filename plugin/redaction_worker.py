@@ -5,8 +5,10 @@ the redacted text beside it a moment later (`collector.pii.ingest`). A process, 
 Python per batch, and in the service's process it held the interpreter lock the event loop needs (the plugin's CPU
 per request tripled and p99 went to seconds). The process runs at a lower priority, so under a burst the model
 server and the API go first and redaction catches up after. The PII models load on the first conversation
-that needs them, not at start-up. One worker per store does the work at a time (a job lock), so several plugin
-instances on one Postgres do not redact the same conversation twice.
+that needs them, not at start-up. One worker per store does the work (the instance holding the store's `redaction`
+lease, `core.locks.Lease`), so several plugin instances on one Postgres do not redact the same conversation twice
+nor sweep and purge once each; the others skip their passes after one store query, and take the lease over once its
+holder stops renewing it (within `LEASE`; at once when the holder's process on the same machine is gone).
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ from typing import Any
 
 from collector.pii.erasure import purge_expired_raw
 from collector.pii.ingest import RedactionPass, redact_pending, redactor_for, sweep
-from core.errors import ConflictError
-from core.locks import job_lock
+from core.locks import Lease
 from core.settings import Settings
 from plugin.jsonlog import configure_json_logging
 
 log = logging.getLogger("housestyle.redaction")
 
 LOCK = "redaction"
+LEASE = timedelta(minutes=10)  # renewed every pass and during one; a dead worker elsewhere is replaced within it
 SWEEP_EVERY_S = 600.0  # the full scan for rows the id watermarks cannot vouch for
 PURGE_EVERY_S = 3600.0
 NICENESS = 19  # the lowest priority: under load the API and the model server go first, redaction catches up after
@@ -37,41 +39,48 @@ NICENESS = 19  # the lowest priority: under load the API and the model server go
 class RedactionWorker:
     """`start()` once with the service, `stop()` on shutdown; `run_once()` is one pass (tests call it directly)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, holder: str | None = None) -> None:
         self.settings = settings
         self.url = settings.resolved_database_url
+        # the service's id: its worker process holds the lease for it (`start()` hands it over)
+        self.lease = Lease(LOCK, url=self.url, ttl=LEASE, holder=holder)
         self._stop = threading.Event()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._writer: Any = None  # the service's end of the pipe the worker process waits on
-        self._last_sweep = self._last_purge = 0.0
+        self._last_sweep = self._last_purge = float("-inf")  # both due on the first pass (monotonic may be < 1 h)
 
     def run_once(self) -> RedactionPass:
         """Redact what arrived since the last pass (and, when due, sweep and purge expired raw text)."""
+        if not self.lease.hold():
+            return RedactionPass()  # another instance redacts this store
         now = time.monotonic()
-        try:
-            with job_lock(LOCK, ttl=timedelta(minutes=10), url=self.url):
-                redactor = lambda: redactor_for(self.settings)  # noqa: E731  (built only once work arrives)
-                done = redact_pending(self.url, redactor)
-                if now - self._last_sweep >= SWEEP_EVERY_S:
-                    done += sweep(self.url, redactor)
-                    self._last_sweep = now
-                if now - self._last_purge >= PURGE_EVERY_S:
-                    if purged := purge_expired_raw(self.url, self.settings):
-                        log.info("raw text of %s conversations replaced by its redacted form (retention)", purged)
-                    self._last_purge = now
-                return done
-        except ConflictError:
-            return RedactionPass()  # another instance is redacting this store right now
+        with self.lease.renewing():  # a pass may outlast the lease (a burst, the models' first load)
+            redactor = lambda: redactor_for(self.settings)  # noqa: E731  (built only once work arrives)
+            done = redact_pending(self.url, redactor)
+            if now - self._last_sweep >= SWEEP_EVERY_S:
+                done += sweep(self.url, redactor)
+                self._last_sweep = now
+            if now - self._last_purge >= PURGE_EVERY_S:
+                if purged := purge_expired_raw(self.url, self.settings):
+                    log.info("raw text of %s conversations replaced by its redacted form (retention)", purged)
+                self._last_purge = now
+            return done
 
     def _run(self, stop: Any = None) -> None:
         stop = stop or self._stop
-        while not stop.wait(self.settings.redact_interval_s):
-            try:
-                done = self.run_once()
-                if done.conversations:
-                    log.info("redacted %s conversations (%s texts)", done.conversations, done.texts)
-            except Exception:  # the worker must outlive one bad pass; the next pass tries again
-                log.exception("redaction pass failed; retrying on the next pass")
+        try:
+            while not stop.wait(self.settings.redact_interval_s):
+                try:
+                    done = self.run_once()
+                    if done.conversations:
+                        log.info("redacted %s conversations (%s texts)", done.conversations, done.texts)
+                except Exception:  # the worker must outlive one bad pass; the next pass tries again
+                    log.exception("redaction pass failed; retrying on the next pass")
+        finally:
+            try:  # stopped: another instance's next pass takes over, not the lease's end
+                self.lease.release()
+            except Exception as exc:
+                log.warning("could not hand on the redaction lease: %s", exc)
 
     def start(self) -> None:
         """Run the passes in a child process (spawned: it shares nothing with the service's threads and loop)."""
@@ -79,7 +88,7 @@ class RedactionWorker:
         # the child stops when this pipe closes: on `stop()`, and also when the service dies outright (the kernel
         # closes its end), so the worker never outlives the service
         reader, self._writer = context.Pipe(duplex=False)
-        self._process = context.Process(target=_worker_process, args=(self.settings, reader),
+        self._process = context.Process(target=_worker_process, args=(self.settings, reader, self.lease.holder),
                                         name="housestyle-redaction", daemon=True)
         self._process.start()
         reader.close()
@@ -106,7 +115,7 @@ class _UntilClosed:
         return self.connection.poll(timeout)
 
 
-def _worker_process(settings: Settings, connection: Any) -> None:
+def _worker_process(settings: Settings, connection: Any, holder: str) -> None:
     """The child process: lowest priority, the service's JSON log lines, passes until the service's end of the
     pipe closes."""
     try:
@@ -115,6 +124,6 @@ def _worker_process(settings: Settings, connection: Any) -> None:
         pass  # a platform without nice: same priority as the service
     configure_json_logging()
     try:
-        RedactionWorker(settings)._run(_UntilClosed(connection))
+        RedactionWorker(settings, holder=holder)._run(_UntilClosed(connection))
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent stops us anyway
         pass

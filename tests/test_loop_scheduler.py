@@ -68,6 +68,7 @@ class TwoBrands:
         self.scheduler = LoopScheduler(base, FakeGateway(), check_every_s=0, clock=self.clock)
         self.scheduler.brands = lambda: list(self.settings.values())
         self.scheduler.brand = lambda slug: self.settings[slug or "default"]
+        self.scheduler.leads = lambda: True  # the only instance (several on one store: tests/test_cluster_jobs.py)
 
         async def no_regression(brand: Settings | None = None) -> None:
             return None

@@ -1,4 +1,7 @@
-"""Inside `housestyle serve`: start refreshes on a timer or after enough new reviews, and roll back regressions."""
+"""Inside `housestyle serve`: start refreshes on a timer or after enough new reviews, and roll back regressions.
+
+With several instances on one store, one of them does this at a time: the one holding the store's `scheduler` lease
+(`core.locks.Lease`, renewed each tick; another instance takes it over within `LEASE` once the holder stops)."""
 
 from __future__ import annotations
 
@@ -6,11 +9,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from collector.brands import brand_id_of, brand_settings, every_brand
 from collector.stats import reviews_since
 from core.db import session_scope
 from core.errors import ConflictError
+from core.locks import Lease
 from core.models import DEFAULT_BRAND_ID
 from core.runs import last_started
 from core.settings import Settings
@@ -21,6 +26,8 @@ from plugin.loop.rollback import check_live_regression
 log = logging.getLogger("housestyle.scheduler")
 
 CHECK_EVERY_S = 30.0
+LEASE_NAME = "scheduler"
+LEASE = timedelta(minutes=2)  # renewed every tick (CHECK_EVERY_S): a dead scheduler is replaced within two minutes
 
 
 def reviews_since_last_refresh(url: str, brand_id: int = DEFAULT_BRAND_ID) -> int:
@@ -44,11 +51,13 @@ class LoopScheduler:
     """Runs in the service's event loop; refreshes run in worker threads so requests keep flowing.
 
     Every brand has its own schedule, lock and rollback guard; at most HOUSESTYLE_REFRESH_PARALLEL_BRANDS brands
-    refresh at once (default one at a time: training is the machine's heaviest job)."""
+    refresh at once (default one at a time: training is the machine's heaviest job). Of several instances on one
+    store, only the holder of the `scheduler` lease ticks; the others skip each tick after one store query."""
 
     def __init__(self, settings: Settings, gateway, *, check_every_s: float = CHECK_EVERY_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings, self.gateway = settings, gateway
+        self.lease = Lease(LEASE_NAME, url=settings.resolved_database_url, ttl=LEASE)
         self.check_every_s = check_every_s
         self.clock = clock  # seconds, monotonic; tests pass their own
         self.started_at = clock()
@@ -70,6 +79,11 @@ class LoopScheduler:
     def brand(self, slug: str | None) -> Settings:
         with session_scope(self.settings.resolved_database_url) as session:
             return brand_settings(self.settings, session, slug)
+
+    def leads(self) -> bool:
+        """Whether this instance runs the cluster's refresh triggers and rollback guard now; takes or renews the
+        lease (blocking: one store query while another instance holds it)."""
+        return self.lease.hold()
 
     def refresh_due(self, brand: Settings) -> str | None:
         url = self.settings.resolved_database_url
@@ -119,6 +133,9 @@ class LoopScheduler:
         check = await asyncio.to_thread(check_live_regression, settings)
         if check is None or not check.roll_back:
             return
+        if not await asyncio.to_thread(self.leads):  # the lease lapsed meanwhile: its new holder judges (and acts)
+            log.info("brand %s: not rolling back %s: another instance runs the guard now", settings.brand, check.live)
+            return
         log.warning("brand %s: rolling back %s to %s: %s", settings.brand, check.live, check.previous,
                     check.test.reason)
         brand_key = await asyncio.to_thread(brand_id_of, settings)  # known already for settings from the brands
@@ -127,7 +144,9 @@ class LoopScheduler:
 
     async def tick(self) -> None:
         """One round over the brands: guard each live version, then start the refreshes that are due, as many as
-        HOUSESTYLE_REFRESH_PARALLEL_BRANDS allows."""
+        HOUSESTYLE_REFRESH_PARALLEL_BRANDS allows. Nothing unless this instance holds the scheduler lease."""
+        if not await asyncio.to_thread(self.leads):
+            return
         for brand in await asyncio.to_thread(self.brands):
             try:
                 await self.guard_live_version(brand)
@@ -139,14 +158,20 @@ class LoopScheduler:
                 log.info("refresh of brand %s skipped: %s", brand.brand, exc)
 
     async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self.check_every_s)
-            try:
-                await self.tick()
-            except ConflictError as exc:
-                log.info("refresh skipped: %s", exc)
-            except Exception:
-                log.exception("the refresh scheduler hit an error; it keeps running")
+        try:
+            while True:
+                await asyncio.sleep(self.check_every_s)
+                try:
+                    await self.tick()
+                except ConflictError as exc:
+                    log.info("refresh skipped: %s", exc)
+                except Exception:
+                    log.exception("the refresh scheduler hit an error; it keeps running")
+        finally:
+            try:  # stopped (the service shuts down): another instance takes over at its next tick, not in minutes
+                self.lease.release()
+            except Exception as exc:
+                log.warning("could not hand on the scheduler lease: %s", exc)
 
 
 def _fail_with(future: asyncio.Future, task: asyncio.Task) -> None:
