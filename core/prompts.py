@@ -80,6 +80,16 @@ def render_examples(examples: Sequence[MemoryExample]) -> str:
     return MEMORY_HEADER + "\n\n" + "\n\n".join(items)
 
 
+def without_examples(messages: Messages) -> Messages:
+    """`messages` with the answer-memory block cut from their system prompt (what the same prompt is without answer
+    memory: evaluation compares both); unchanged when there is none. The block is always the system prompt's last."""
+    if not messages or messages[0]["role"] != SYSTEM:
+        return messages
+    system = messages[0]["content"]
+    at = system.find("\n\n" + MEMORY_HEADER)
+    return messages if at < 0 else [{**messages[0], "content": system[:at]}, *messages[1:]]
+
+
 def grounded_system_prompt(
     system_prompt: str, passages: Sequence[KnowledgePassage], examples: Sequence[MemoryExample] = ()
 ) -> str:

@@ -75,6 +75,14 @@ def register_adapter(
     return adapter
 
 
+def record_held_out(session: Session, version: str, scores: dict[str, Any]) -> None:
+    """Keep a version's held-out figures from the refresh that scored it (chrF, loss, the simulated correction
+    rate...) in its metrics under "held_out", where the dashboard shows them per version."""
+    adapter = get_adapter(session, version)
+    adapter.metrics = {**(adapter.metrics or {}), "held_out": scores}
+    session.add(adapter)
+
+
 def get_adapter(session: Session, version: str) -> AdapterVersion:
     adapter = session.execute(select(AdapterVersion).where(AdapterVersion.version == version)).scalar_one_or_none()
     if adapter is None:

@@ -6,8 +6,11 @@ Sets up a fresh home (base model built once and cached, the sample imported, one
 `housestyle serve` in a child process, and from then on talks to it over HTTP only, like any support platform:
 customers write through the widget API in assist mode, simulated agents approve drafts that already match
 GadgetCorp's reply and edit the others into it, a refresh runs through `POST /admin/refresh` (followed at
-`/admin/runs/{id}`), a second round plays on the new version, and the correction rate per version comes from
-`/admin/quality`.
+`/admin/runs/{id}`), the next round plays on the new version (`--rounds N`: N rounds, a refresh between each), and
+the correction rate per version comes from `/admin/quality`.
+
+Answer memory is on (`DEMO_MEMORY_EXAMPLES` past exchanges per prompt): a round's drafts lean on how agents
+answered the same question in earlier rounds and in the sample, and the refresh trains with them as it serves.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ if TYPE_CHECKING:  # the trainer (torch, transformers) is imported by the demo i
     from trainer.base_model import BaseName
 
 SEED_QUESTION = "My SuperWidget is dead."
-ROUND_SEEDS = (SEED + 11, SEED + 12)  # customer phrasings unlike the sample's
+FIRST_ROUND_SEED = SEED + 11  # round r's customers come from seed FIRST_ROUND_SEED + r: phrasings unlike the sample's
+# past exchanges per prompt (HOUSESTYLE_MEMORY_EXAMPLES) in the demo's service: the best one. SmolLM2's `small` preset
+# trains 256-token rows; three examples make a prompt of ~340 tokens, cut in training (the adapter learns little)
+DEMO_MEMORY_EXAMPLES = 1
 REFRESH_POLL_S = 2.0
 DEMO_PREFERENCE_PAIRS = 20  # fewest pairs for the demo's SFT+DPO candidate (`--preference`)
 NO_PREFERENCE = 10**9  # no store has this many pairs: SFT alone
@@ -55,10 +61,11 @@ class Exchange(BaseModel):
     house_reply: str
 
 
-def demo_exchanges(seed: int, count: int) -> list[Exchange]:
-    """Fresh customer messages (none from the sample's text) with their canonical house-style replies."""
+def demo_exchanges(seed: int, count: int, asked: set[str] | None = None) -> list[Exchange]:
+    """Fresh customer messages (none from the sample's text, none in `asked`: earlier rounds') with their canonical
+    house-style replies."""
     known = {m["content"] for r in build_records(SEED) for m in r["messages"] if m["role"] == "user"}
-    exchanges, seen = [], set()
+    exchanges, seen = [], set(asked or ())
     for record in build_records(seed):
         first, reply = record["messages"][0], record["messages"][1]
         text = first["content"]
@@ -203,24 +210,61 @@ def prepare_home(root: Path, model: BaseName, settings: Settings, console: Conso
     return home, base
 
 
-def demo_settings(home: Path, base: Path, preference: bool = False) -> dict[str, str]:
+def demo_settings(home: Path, base: Path, preference: bool = False, memory: int = DEMO_MEMORY_EXAMPLES
+                  ) -> dict[str, str]:
     """The environment of the demo's service: its own home and store, the base just built (its card names the
-    training preset), assist mode, a short held-out evaluation; with `preference`, the refresh also trains SFT+DPO
-    on the sample's edited drafts (it has over a hundred pairs), else SFT alone."""
+    training preset), assist mode, a short held-out evaluation, `memory` past exchanges per prompt; with
+    `preference`, the refresh also trains SFT+DPO on the sample's edited drafts (it has over a hundred pairs), else
+    SFT alone."""
     return {"HOUSESTYLE_HOME": str(home), "HOUSESTYLE_BASE_MODEL": str(base),
             "HOUSESTYLE_PREFERENCE_MIN_PAIRS": str(DEMO_PREFERENCE_PAIRS if preference else NO_PREFERENCE),
             "HOUSESTYLE_DEFAULT_REPLY_MODE": "assist", "HOUSESTYLE_DATABASE_URL": f"sqlite:///{home / 'housestyle.db'}",
-            "HOUSESTYLE_REFRESH_EVAL_LIMIT": "16",
+            "HOUSESTYLE_REFRESH_EVAL_LIMIT": "16", "HOUSESTYLE_MEMORY_EXAMPLES": str(memory),
             # one process plays every customer and agent here: lift the per-key rate limit meant for real clients
             "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000", "HOUSESTYLE_RATE_LIMIT_BURST": "1000",
             "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "1000", "HOUSESTYLE_WIDGET_BURST_PER_CLIENT": "1000"}
 
 
+class RoundResult(BaseModel):
+    """One round of the demo: the version that drafted it and that version's correction rate after it."""
+
+    round: int
+    version: str
+    correction_rate: float
+
+
+def refresh_and_swap(service: DemoService, console: Console, *, required: bool) -> tuple[dict, str]:
+    """A refresh through the admin API; (its run, the version live after it). `required`: a refresh that does not
+    make its candidate live is an error (the first one: the demo is about that swap); later ones may be refused
+    by the gate, and the live version goes on."""
+    run = refresh(service, console)
+    candidate = run["adapter_version"]
+    live = service.call("admin", "GET", "/admin/adapters")["serving"]["live"] or BASE_LABEL
+    if live != candidate:
+        reason = run["error"] or "gate refused"
+        if required or run["status"] != "succeeded":
+            raise HouseStyleError(f"the refresh did not make a new version live ({reason})")
+        console.print(f"  [yellow]{candidate} stays a candidate ({reason}); {live} goes on serving[/]")
+    return run, live
+
+
+def curve_table(results: list[RoundResult]) -> Table:
+    """The learning curve: per round, the version that drafted and how many of its drafts agents corrected."""
+    table = Table(title="Drafts agents had to correct, round by round")
+    for column in ("round", "version", "corrected"):
+        table.add_column(column, justify="right" if column != "version" else "left")
+    for result in results:
+        table.add_row(str(result.round), result.version, f"{result.correction_rate:.0%}")
+    return table
+
+
 def run_demo(settings: Settings, *, model: BaseName = "smollm2", per_round: int = 24, port: int = 8765,
-             keep_serving: bool = False, preference: bool = False) -> None:
+             keep_serving: bool = False, preference: bool = False, rounds: int = 2,
+             memory: int = DEMO_MEMORY_EXAMPLES) -> None:
+    """The demo: `rounds` rounds of `per_round` customers, a refresh between each (the first on the base)."""
     console = Console()
     home, base = prepare_home(settings.home.resolve(), model, settings, console)
-    environment = demo_settings(home, base, preference)
+    environment = demo_settings(home, base, preference, memory)
     demo = Settings(**{name[len("HOUSESTYLE_"):].lower(): value for name, value in environment.items()})
     url = open_store(demo.resolved_database_url)
     report = import_file(SAMPLE_PATH, url=url, channel="sample", source="sample")
@@ -233,31 +277,41 @@ def run_demo(settings: Settings, *, model: BaseName = "smollm2", per_round: int 
     try:
         service.wait_ready()
         before, _ = ask(service, SEED_QUESTION, demo.public_model_name)
-        console.print(f"[bold]4/7[/] round 1: {per_round} customers, drafts from the base model")
-        play_round(service, demo_exchanges(ROUND_SEEDS[0], per_round), console)
-
-        console.print("[bold]5/7[/] refresh: export → train a LoRA candidate → evaluate vs live → gate → swap")
-        run = refresh(service, console)
-        candidate = run["adapter_version"]
-        live = service.call("admin", "GET", "/admin/adapters")["serving"]["live"]
-        if run["status"] != "succeeded" or live != candidate:
-            raise HouseStyleError(f"the refresh did not make a new version live ({run['error'] or 'gate refused'})")
-
-        after, fingerprint = ask(service, SEED_QUESTION, demo.public_model_name)
-        console.print(f"[bold]6/7[/] round 2: {per_round} new customers, drafts from {candidate}")
-        play_round(service, demo_exchanges(ROUND_SEEDS[1], per_round), console)
+        asked: set[str] = set()
+        results: list[RoundResult] = []
+        live, first_run, after, fingerprint = BASE_LABEL, None, before, ""
+        for number in range(1, rounds + 1):
+            if number > 1:
+                console.print(f"[bold]5/7[/] refresh {number - 1}: export → train a LoRA candidate → evaluate vs "
+                              "live → gate → swap")
+                run, live = refresh_and_swap(service, console, required=number == 2)
+                if first_run is None:
+                    first_run = run
+                    after, fingerprint = ask(service, SEED_QUESTION, demo.public_model_name)
+            step = "4/7" if number == 1 else "6/7"
+            console.print(f"[bold]{step}[/] round {number}: {per_round} new customers, drafts from {live}")
+            exchanges = demo_exchanges(FIRST_ROUND_SEED + number - 1, per_round, asked)
+            asked |= {exchange.customer for exchange in exchanges}
+            play_round(service, exchanges, console)
+            _, rates = quality_table(service)
+            results.append(RoundResult(round=number, version=live, correction_rate=rates.get(live, 0.0)))
 
         console.print("[bold]7/7[/] results")
         console.print(Panel(f"[dim]before:[/] {before}\n[bold]after:[/]  {after}  [dim]({fingerprint})[/]",
                             title=f'"{SEED_QUESTION}"'))
-        for line in method_lines(run) or ["one method trained: SFT (`housestyle demo --preference` also trains "
-                                          "SFT+DPO on the agents' edits and lets the gate choose)"]:
-            console.print(f"  {line}")
+        if first_run is not None:
+            for line in method_lines(first_run) or ["one method trained: SFT (`housestyle demo --preference` also "
+                                                    "trains SFT+DPO on the agents' edits and lets the gate choose)"]:
+                console.print(f"  {line}")
         table, rates = quality_table(service)
         console.print(table)
-        before_rate, after_rate = rates.get(BASE_LABEL, 0.0), rates.get(candidate, 0.0)
-        verdict = "at least halved" if after_rate <= before_rate / 2 else "did NOT halve"
-        console.print(f"drafts agents had to correct: {before_rate:.0%} (base) -> {after_rate:.0%} ({candidate}): {verdict}")
+        if rounds > 2:
+            console.print(curve_table(results))
+        first, last = results[0], results[-1]
+        if len(results) > 1:
+            verdict = "at least halved" if last.correction_rate <= first.correction_rate / 2 else "did NOT halve"
+            console.print(f"drafts agents had to correct: {first.correction_rate:.0%} ({first.version}) -> "
+                          f"{last.correction_rate:.0%} ({last.version}): {verdict}")
         if keep_serving:
             console.print(Panel(
                 f"HouseStyle is serving on {service.url} — Ctrl-C stops it.\n"
@@ -286,6 +340,11 @@ def demo_command(
                                              "edits beside SFT, and prints one line per method (held-out edit "
                                              "distance, which won). On SmolLM2 DPO adds many minutes on 2 cores.")
                           ] = False,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=20, help="Rounds of customers, with a refresh "
+                                        "between each; prints the correction rate round by round.")] = 2,
+    memory: Annotated[int, typer.Option("--memory", min=0, max=10, help="Past exchanges answer memory puts into "
+                                        "each prompt (HOUSESTYLE_MEMORY_EXAMPLES); 0: the adapter alone.")
+                      ] = DEMO_MEMORY_EXAMPLES,
 ) -> None:
     """Run the whole loop on the bundled GadgetCorp data: serve, review, refresh, swap, and compare.
 
@@ -294,7 +353,7 @@ def demo_command(
     if base not in ("smollm2", "tiny"):
         raise HouseStyleError(f"--base {base!r} is not smollm2 or tiny")
     run_demo(get_settings(), model=cast("BaseName", base), per_round=per_round, port=port, keep_serving=serve,
-             preference=preference)
+             preference=preference, rounds=rounds, memory=memory)
 
 
 def register(app: typer.Typer) -> None:

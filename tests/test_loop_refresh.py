@@ -226,6 +226,8 @@ def test_a_private_audited_refresh_trains_sft_with_dp_and_gates_on_the_audit(
         run = session.get(TrainingRun, outcome.run_id)
         candidate = get_adapter(session, outcome.candidate)
     assert candidate.manifest["hyperparameters"]["dp"]["epsilon"] <= 8.0 + 1e-6
+    assert run.metrics["privacy"] == candidate.manifest["hyperparameters"]["dp"]  # the run row says the epsilon too
+    assert candidate.metrics["held_out"]["correction_rate"] == outcome.gate.candidate.correction_rate
     assert "SFT only" in run.log and run.metrics["method"] is None
     audit = run.metrics["audit"]
     assert set(audit["exposure_bits"]) >= {"1", "4", "16"}

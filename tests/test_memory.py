@@ -182,6 +182,25 @@ def test_the_index_grows_without_a_rebuild_and_ranks_as_one_built_at_once() -> N
     assert 1 not in [h.exchange.review_id for h in gone.search("SuperWidget warranty", k=6)]
 
 
+PAST = ["My UltraHub is dead.", "My HyperDongle is dead.",
+        "My SuperWidget is completely dead, nothing happens when I press the button",
+        "How do I return my SuperWidget?", "SuperWidget shipping takes how long?", "Is the SuperWidget waterproof?"]
+
+
+@pytest.mark.parametrize(("question", "best"), [
+    ("My SuperWidget is dead.", 2),  # same product and symptom beats a shorter exchange about another product
+    ("my superwidget is dead", 2),  # lower case, no full stop
+    ("The UltraHub is dead", 0),
+    ("return superwidget", 3),
+    ("is it waterproof", 5),  # one known word: plain BM25
+])
+def test_the_past_exchange_sharing_most_of_the_question_ranks_first(question: str, best: int) -> None:
+    """Catches: dropping the coordination factor (plain BM25 puts "My UltraHub is dead." first for a dead
+    SuperWidget: the common product name weighs little and the short exchange wins on length)."""
+    index = MemoryIndex.build([StoredExchange(i + 1, i + 1, text, f"reply {i}") for i, text in enumerate(PAST)])
+    assert index.search(question, k=1, min_score=0.5)[0].exchange.customer == PAST[best]
+
+
 def test_the_cached_index_is_extended_when_a_new_review_is_redacted(store_url: str) -> None:
     reviewed(store_url, WARRANTY_Q, WARRANTY_A)
     redact_store(store_url)

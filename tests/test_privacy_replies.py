@@ -17,7 +17,6 @@ from core.settings import get_settings
 from serving.gateway import ServingGateway
 from tests.fixtures.models import train_adapter
 from tests.fixtures.service import start_widget_conversation
-from tests.fixtures.stores import redact_store
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 

@@ -29,7 +29,7 @@ from core.models import (
     TrainingRun,
     utcnow,
 )
-from core.registry import register_adapter, set_status
+from core.registry import record_held_out, register_adapter, set_status
 from tests.fixtures.browser import PHONE, screenshot
 from tests.fixtures.service import EndToEndService, RunningService, WidgetConversation
 from tests.fixtures.vllm import make_lora_adapter, register_adapter_folder
@@ -192,6 +192,7 @@ def test_admin_dashboard_charts_the_correction_rate_and_follows_a_refresh_run(
         set_status(session, "v0001-aaaaaaaa", AdapterStatus.LIVE, action="promote", actor="ana", reason="first adapter")
         register_adapter(session, version="v0002-bbbbbbbb", path="/a/2", base_model="tiny", rank=8,
                          metrics={"eval": {"chrf": 44.0, "loss": 1.62}})
+        record_held_out(session, "v0002-bbbbbbbb", {"chrf": 61.0, "correction_rate": 0.25})  # as a refresh scored it
         run = TrainingRun(kind="refresh", status=RunStatus.RUNNING, step="train", progress=0.4)
         session.add(run)
         session.flush()
@@ -205,6 +206,7 @@ def test_admin_dashboard_charts_the_correction_rate_and_follows_a_refresh_run(
     versions = page.get_by_role("list", name="Adapter versions, newest first")
     expect(versions.locator('[data-status="live"]')).to_contain_text("v0001-aaaaaaaa")
     expect(versions.locator('[data-version="v0002-bbbbbbbb"]')).to_contain_text("eval.chrf")
+    expect(versions.locator('[data-version="v0002-bbbbbbbb"] dl div').first).to_have_text("held-out corrections25%")
     rolled_back = versions.locator('[data-version="v0000-ffffffff"]')
     expect(rolled_back).to_have_attribute("data-shown-status", "rolled back")
     rolled_back.get_by_text("history (3)").click()  # registered, promoted, rolled back: the version's timeline

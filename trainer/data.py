@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ import torch
 from collector.split import SPLITS
 from core.errors import InputError
 from trainer.chat_format import Messages, encode_conversation
+
+log = logging.getLogger("housestyle.training")
 
 IGNORE = -100
 
@@ -149,9 +152,16 @@ def encode_example(tokenizer: Any, conversation: Conversation, max_length: int, 
 def encode_examples(
     tokenizer: Any, conversations: list[Conversation], max_length: int, *, assistant_only: bool = True
 ) -> list[Example]:
-    """Tokenised conversations; those with nothing left to learn (e.g. cut off before any reply) are dropped."""
+    """Tokenised conversations; those with nothing left to learn (e.g. cut off before any reply) are dropped, and
+    a warning says how many were cut at `max_length` (long prompts: answer memory's examples, knowledge passages)."""
     examples = [encode_example(tokenizer, m, max_length, assistant_only=assistant_only) for m in conversations]
-    return [example for example in examples if example.target_count]
+    kept = [example for example in examples if example.target_count]
+    cut = sum(len(example.input_ids) >= max_length for example in examples)
+    if cut:
+        log.warning("%d of %d conversations are longer than max_length %d tokens: their ends are cut (%d left nothing "
+                    "to learn and are dropped); raise max_length, or lower HOUSESTYLE_MEMORY_EXAMPLES or "
+                    "HOUSESTYLE_KNOWLEDGE_TOP_K", cut, len(examples), max_length, len(examples) - len(kept))
+    return kept
 
 
 # --- packing ----------------------------------------------------------------------------------------------------

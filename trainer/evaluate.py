@@ -1,8 +1,17 @@
-"""Held-out evaluation: the base, the base with a few-shot prompt, and the adapter, against the agents' own replies.
+"""Held-out evaluation: the base, the base with random few-shot examples, the base with answer memory, the adapter
+and the adapter with answer memory, against the agents' own replies.
 
 For every assistant turn of the export's test split, each system answers greedily from the conversation so far;
-answers are scored with chrF (sacrebleu) and ROUGE-L (rouge-score) against what the agent actually sent. The
-token-weighted loss of the agents' replies and simple style statistics (length, greeting, sign-off) complete it.
+answers are scored with chrF (sacrebleu) and ROUGE-L (rouge-score) against what the agent actually sent, and with
+the **simulated correction rate**: the share of replies an agent would have changed (`core.changes.same_text`, the
+one definition of "the draft was changed"), the figure that says whether a reply said the right thing and not only
+sounded right. The token-weighted loss of the agents' replies and simple style statistics complete it.
+
+Answer memory (`collector.memory`): an export made with HOUSESTYLE_MEMORY_EXAMPLES above 0 carries each reply's
+examples in its system prompt, recalled from the train split only (`collector.export.recalled`); the systems
+"with memory" use them as exported (as the service serves them) and the others have them cut
+(`core.prompts.without_examples`). An export made without memory gets examples recalled here from its own train
+split the same way (same index, query, k and budget; k is 1 when memory is off).
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from collector.memory import exchanges_of_chats, recall_in
+from collector.memory.index import MemoryIndex
 from collector.sample import GOLDEN_PATH
+from core.changes import same_text
 from core.errors import InputError
 from core.models import DEFAULT_BRAND
-from core.prompts import ASSISTANT, build_messages, with_system_prompt
+from core.prompts import ASSISTANT, MEMORY_HEADER, SYSTEM, build_messages, with_system_prompt, without_examples
 from core.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
@@ -27,6 +39,7 @@ from trainer.generate import LoadedModels, ReplyGenerator, TransformersReplies
 from trainer.model_loading import load_tokenizer, resolve_base
 
 FEW_SHOT_EXAMPLES = 3
+EVAL_MEMORY_EXAMPLES = 1  # examples recalled per reply for the "with memory" systems when HOUSESTYLE_MEMORY_EXAMPLES=0
 GREETING = re.compile(r"^\s*(hi|hello|hey|dear|good (morning|afternoon|evening)|thanks? (you )?for|i'?m sorry)", re.I)
 
 
@@ -40,6 +53,7 @@ class SystemScores(BaseModel):
     chrf: float
     rougeL: float
     loss: float
+    correction_rate: float = 0.0  # share of replies an agent would change (`simulated_correction_rate`)
     style: StyleStats
     samples: list[dict[str, str]]  # a few prompts with the reply and the reference, for people to read
 
@@ -52,6 +66,7 @@ class VersionScores(BaseModel):
     rougeL: float
     loss: float
     golden_chrf: float
+    correction_rate: float = 0.0  # held-out, simulated (`simulated_correction_rate`); older runs recorded none
 
 
 class EvalReport(BaseModel):
@@ -63,30 +78,38 @@ class EvalReport(BaseModel):
     base: SystemScores
     few_shot: SystemScores
     adapter_scores: SystemScores | None = None
+    base_memory: SystemScores | None = None
+    adapter_memory: SystemScores | None = None
+    memory_source: str = ""  # "export" (the export's own examples) or "train split" (recalled by the evaluation)
 
     def to_json(self) -> dict:
-        """Top-level keys `base`, `few_shot`, `adapter`, each with chrf, rougeL, loss and style."""
+        """Top-level keys `base`, `few_shot`, `base_memory`, `adapter`, `adapter_memory`, each with chrf, rougeL,
+        loss, correction_rate and style (None for a system not run)."""
         data = self.model_dump(mode="json", exclude={"adapter_scores"})
         data["adapter_path"] = data.pop("adapter")
         data["adapter"] = self.adapter_scores.model_dump(mode="json") if self.adapter_scores else None
         return data
 
+    def systems(self) -> list[tuple[str, SystemScores]]:
+        """(name, scores) of every system that ran, in the report's order."""
+        rows = [("base", self.base), ("few-shot", self.few_shot), ("base + memory", self.base_memory),
+                ("adapter", self.adapter_scores), ("adapter + memory", self.adapter_memory)]
+        return [(name, scores) for name, scores in rows if scores is not None]
+
     def markdown(self) -> str:
-        rows = [("base", self.base), ("few-shot", self.few_shot)]
-        if self.adapter_scores:
-            rows.append(("adapter", self.adapter_scores))
         lines = [
-            f"Evaluation on {self.test_replies} held-out replies ({self.data})",
+            f"Evaluation on {self.test_replies} held-out replies ({self.data}); memory examples from the "
+            f"{self.memory_source or 'train split'}",
             "",
-            "| system | chrF | ROUGE-L | loss | words | greeting | sign-off |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| system | corrections | chrF | ROUGE-L | loss | words | greeting | sign-off |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, scores in rows:
-            lines.append(f"| {name} | {scores.chrf:.1f} | {scores.rougeL:.1f} | {scores.loss:.3f} | "
-                         f"{scores.style.mean_words:.1f} | {scores.style.greeting_rate:.0%} | "
+        for name, scores in self.systems():
+            lines.append(f"| {name} | {scores.correction_rate:.0%} | {scores.chrf:.1f} | {scores.rougeL:.1f} | "
+                         f"{scores.loss:.3f} | {scores.style.mean_words:.1f} | {scores.style.greeting_rate:.0%} | "
                          f"{scores.style.sign_off_rate:.0%} |")
         ref = self.reference_style
-        lines.append(f"| agents (reference) | | | | {ref.mean_words:.1f} | {ref.greeting_rate:.0%} | "
+        lines.append(f"| agents (reference) | | | | | {ref.mean_words:.1f} | {ref.greeting_rate:.0%} | "
                      f"{ref.sign_off_rate:.0%} |")
         return "\n".join(lines) + "\n"
 
@@ -138,6 +161,39 @@ def with_shots(prompt: Messages, shots: Messages) -> Messages:
     return build_messages(prompt[0]["content"], [(m["role"], m["content"]) for m in [*shots, *prompt[1:]]])
 
 
+def simulated_correction_rate(replies: list[str], references: list[str]) -> float:
+    """Share of replies an agent would have changed before sending: any that is not the agent's own reply
+    (`core.changes.same_text`, as the demo's agents and the review queue decide). 0 for no replies."""
+    changed = sum(not same_text(reply, reference) for reply, reference in zip(replies, references, strict=True))
+    return changed / len(replies) if replies else 0.0
+
+
+def has_examples(tasks: list[tuple[Messages, str]]) -> bool:
+    """True when the prompts carry answer memory's examples (an export made with HOUSESTYLE_MEMORY_EXAMPLES>0)."""
+    return any(prompt and prompt[0]["role"] == SYSTEM and MEMORY_HEADER in prompt[0]["content"] for prompt, _ in tasks)
+
+
+def with_memory(tasks: list[tuple[Messages, str]], train: list[Messages], settings: Settings
+                ) -> list[tuple[Messages, str]]:
+    """The tasks with the examples answer memory recalls for each from the train split (`collector.memory`), added
+    to each prompt's system prompt as the service adds them."""
+    if settings.memory_examples <= 0:
+        settings = settings.model_copy(update={"memory_examples": EVAL_MEMORY_EXAMPLES})
+    index = MemoryIndex.build(exchanges_of_chats(train))
+    shown = []
+    for prompt, reference in tasks:
+        turns = [(m["role"], m["content"]) for m in prompt[1:]]
+        found = recall_in(index, turns, settings=settings)
+        shown.append((build_messages(prompt[0]["content"], turns, (), found.examples), reference))
+    return shown
+
+
+def task_conversations(tasks: list[tuple[Messages, str]]) -> list[Messages]:
+    """Each task as a conversation ending in the agent's reply (what the loss is taken on with recalled examples,
+    whose prompt differs per reply)."""
+    return [[*prompt, {"role": ASSISTANT, "content": reference}] for prompt, reference in tasks]
+
+
 def score(replies: list[str], references: list[str]) -> tuple[float, float]:
     from rouge_score import rouge_scorer
     from sacrebleu.metrics import CHRF
@@ -178,8 +234,8 @@ def evaluate_system(
                for (p, ref), r in list(zip(tasks, replies, strict=True))[:5]]
     loss = held_out_loss(generator, tokenizer, adapter, conversations, shots, system_prompt=settings.system_prompt,
                          max_length=max_length)
-    return SystemScores(chrf=chrf, rougeL=rouge, loss=loss, style=style_stats(replies, settings.company_name),
-                        samples=samples)
+    return SystemScores(chrf=chrf, rougeL=rouge, loss=loss,
+                        correction_rate=simulated_correction_rate(replies, references), style=style_stats(replies, settings.company_name), samples=samples)
 
 
 def held_out_split(data: str | Path, *, settings: Settings, limit: int | None = None
@@ -202,7 +258,8 @@ def evaluate(
     limit: int | None = None, max_new_tokens: int = 96, max_length: int = 1024,
     generator: ReplyGenerator | None = None,
 ) -> EvalReport:
-    """Score base, few-shot base and (when given) the adapter on the export's test split.
+    """Score the five systems on the export's test split: base, few-shot base, base with memory and (when given)
+    the adapter without and with memory.
 
     Replies come from `generator` (default: transformers in this process; plugin.evaluation passes vLLM's);
     losses always from the transformers model, one model in memory at a time.
@@ -213,15 +270,26 @@ def evaluate(
     generator = generator or TransformersReplies(LoadedModels(base, settings))
     adapter = Path(adapter) if adapter else None
     common = dict(settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
-    base_scores = evaluate_system(generator, tokenizer, None, tasks, test, [], **common)
-    few_shot_scores = evaluate_system(generator, tokenizer, None, tasks, test, shots, **common)
-    adapter_scores = None
+    exported = has_examples(tasks)
+    plain_tasks = [(without_examples(prompt), reference) for prompt, reference in tasks]
+    plain_test = [without_examples(with_system_prompt(messages, settings.system_prompt)) for messages in test]
+    if exported:
+        memory_tasks, memory_test = tasks, test
+    else:
+        memory_tasks = with_memory(plain_tasks, splits.get("train", []), settings)
+        memory_test = task_conversations(memory_tasks)
+    base_scores = evaluate_system(generator, tokenizer, None, plain_tasks, plain_test, [], **common)
+    few_shot_scores = evaluate_system(generator, tokenizer, None, plain_tasks, plain_test, shots, **common)
+    base_memory = evaluate_system(generator, tokenizer, None, memory_tasks, memory_test, [], **common)
+    adapter_scores = adapter_memory = None
     if adapter is not None:
-        adapter_scores = evaluate_system(generator, tokenizer, adapter, tasks, test, [], **common)
+        adapter_scores = evaluate_system(generator, tokenizer, adapter, plain_tasks, plain_test, [], **common)
+        adapter_memory = evaluate_system(generator, tokenizer, adapter, memory_tasks, memory_test, [], **common)
     return EvalReport(
         base_model=str(base), adapter=str(adapter) if adapter else None, data=str(data), test_replies=len(tasks),
         reference_style=style_stats([reference for _, reference in tasks], settings.company_name),
-        base=base_scores, few_shot=few_shot_scores, adapter_scores=adapter_scores,
+        base=base_scores, few_shot=few_shot_scores, adapter_scores=adapter_scores, base_memory=base_memory,
+        adapter_memory=adapter_memory, memory_source="export" if exported else "train split",
     )
 
 
@@ -251,7 +319,7 @@ def score_version(
                                     max_new_tokens=max_new_tokens)
         golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
     return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
-                         golden_chrf=golden_chrf)
+                         golden_chrf=golden_chrf, correction_rate=held_out.correction_rate)
 
 
 def write_report(report: EvalReport, out: Path) -> Path:

@@ -11,6 +11,7 @@ Memory is derived from the store's rows on every stamp move, so erasure (`houses
 nothing of their own: a deleted exchange is gone from the next recall.
 """
 
+from collector.memory.exchanges import exchanges_of_chats
 from collector.memory.marks import mark_outdated
 from collector.memory.recall import (
     Example,
@@ -20,6 +21,7 @@ from collector.memory.recall import (
     memory_index,
     recall,
     recall_from_memory,
+    recall_in,
     recalled_for,
     record_recall,
     training_keep,
@@ -28,12 +30,14 @@ from collector.memory.recall import (
 __all__ = [
     "Example",
     "Recall",
+    "exchanges_of_chats",
     "fit_examples",
     "forget_indexes",
     "mark_outdated",
     "memory_index",
     "recall",
     "recall_from_memory",
+    "recall_in",
     "recalled_for",
     "record_recall",
     "training_keep",

@@ -3,7 +3,7 @@ and the reply the agent finally sent (an approved draft, the edited text, a reje
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,3 +134,21 @@ def removed_since(session: Session, *, review_after: int, outdated_after: int) -
     """Review ids that left memory since an index was built: marked outdated, or superseded by a correction."""
     outdated = select(MemoryOutdated.review_id).where(MemoryOutdated.id > outdated_after)
     return set(session.execute(outdated).scalars()) | set(session.execute(superseded_query(review_after)).scalars())
+
+
+def exchanges_of_chats(conversations: Iterable[Sequence[Mapping[str, Any]]]) -> list[StoredExchange]:
+    """The exchanges of exported chat records (already redacted), as memory would hold them: each assistant turn
+    with the customer turns it answered; the record's position stands for the conversation id, the running count
+    for the review id. What `housestyle eval` recalls from when an export carries no examples of its own."""
+    found: list[StoredExchange] = []
+    for conversation_id, messages in enumerate(conversations):
+        said: list[str] = []
+        for message in messages:
+            if message["role"] == Role.USER.value:
+                said.append(str(message["content"]).strip())
+            elif message["role"] == Role.ASSISTANT.value:
+                customer = TURN_JOINER.join(text for text in said if text)
+                if customer and str(message["content"]).strip():
+                    found.append(StoredExchange(len(found) + 1, conversation_id, customer, str(message["content"])))
+                said = []
+    return found

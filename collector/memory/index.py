@@ -111,7 +111,13 @@ class MemoryIndex:
 
     def search(self, query: str, *, k: int, min_score: float = 0.0,
                keep: Callable[[StoredExchange], bool] | None = None) -> list[Hit]:
-        """The `k` best exchanges for `query` scoring above `min_score` (and passing `keep`), ties to the newer."""
+        """The `k` best exchanges for `query` whose BM25 score is above `min_score` (and passing `keep`), ranked by
+        BM25 times the share of the query's known words they contain (Lucene's classic coordination factor), ties
+        to the newer; a Hit's score is that ranking score.
+
+        Why the factor: support questions differ by a product name that many exchanges share (a low idf) and a
+        symptom word; plain BM25 then prefers a short exchange about another product ("My UltraHub is dead.") to a
+        longer one about the same product and symptom, and the reply it offers answers the wrong product."""
         total = len(self.exchanges)
         if k <= 0 or total == 0:
             return []
@@ -121,6 +127,8 @@ class MemoryIndex:
         average = float(self.lengths.mean()) or 1.0
         norm = K1 * (1 - B + B * self.lengths / average)  # per row
         scores = np.zeros(total, dtype=np.float32)
+        matched = np.zeros(total, dtype=np.float32)  # distinct query words each row contains
+        known = 0  # query words any row contains
         for token in tokens:
             found = self.base.of(token)
             tail = [(self.base_rows + i, counts[token]) for i, counts in enumerate(self.tail) if token in counts]
@@ -128,12 +136,16 @@ class MemoryIndex:
             if df == 0:
                 continue
             idf = math.log(1 + (total - df + 0.5) / (df + 0.5))
+            known += 1
             if found is not None:
                 rows, tfs = found
                 scores[rows] += idf * tfs * (K1 + 1) / (tfs + norm[rows])
+                matched[rows] += 1
             for row, tf in tail:
                 scores[row] += idf * tf * (K1 + 1) / (tf + norm[row])
+                matched[row] += 1
         eligible = np.flatnonzero((scores > max(min_score, 0.0)) & self.alive)
+        scores *= matched / max(known, 1)  # the coordination factor: ranks, after the BM25 floor
         wanted = k if keep is None else 4 * k
         while True:
             candidates = eligible

@@ -132,6 +132,16 @@ def recall_from_memory(
     return _recall(index, query, settings, None)
 
 
+def recall_in(index: MemoryIndex, turns: Iterable[tuple[str, str]], *, settings: Settings,
+              keep: Callable[[StoredExchange], bool] | None = None) -> Recall:
+    """`recall` over an index already at hand (evaluation's, built from an export's train split): same query,
+    k, score floor and prompt budget."""
+    query = conversation_query(turns, customer_turns=settings.knowledge_query_turns)
+    if settings.memory_examples <= 0 or not query:
+        return Recall(query=query)
+    return _recall(index, query, settings, keep)
+
+
 def _recall(index: MemoryIndex, query: str, settings: Settings,
             keep: Callable[[StoredExchange], bool] | None) -> Recall:
     hits = index.search(query, k=settings.memory_examples, min_score=settings.memory_min_score, keep=keep)

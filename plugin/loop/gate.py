@@ -60,7 +60,8 @@ def gate(candidate: VersionScores, live: VersionScores, rules: GateRules,
     return GateDecision(
         passed=True, candidate=candidate, live=live,
         reason=(f"chrF {candidate.chrf:.1f} vs {live.chrf:.1f}, loss {candidate.loss:.3f} vs {live.loss:.3f}, "
-                f"golden chrF {candidate.golden_chrf:.1f} vs {live.golden_chrf:.1f} ({live.version})"),
+                f"golden chrF {candidate.golden_chrf:.1f} vs {live.golden_chrf:.1f}, held-out replies an agent would "
+                f"correct {candidate.correction_rate:.0%} vs {live.correction_rate:.0%} ({live.version})"),
     )
 
 

@@ -22,7 +22,7 @@ from collector.stats import BASE_LABEL
 from core.db import session_scope
 from core.locks import job_lock
 from core.models import DEFAULT_BRAND, AdapterEvent, RunStatus
-from core.registry import live_adapter
+from core.registry import live_adapter, record_held_out
 from core.runs import RunLog
 from core.settings import Settings
 from plugin.evaluation import score_versions
@@ -131,6 +131,8 @@ def run_refresh(
             )
             run.step("evaluate", f"{candidate}: {candidate_scores.model_dump_json()}", 0.5)
             run.step("evaluate", f"{live_version}: {live_scores.model_dump_json()}", 1.0)
+            with session_scope(url) as session:  # per version on the dashboard: held-out corrections, chrF, loss
+                record_held_out(session, candidate, candidate_scores.model_dump(mode="json", exclude={"version"}))
 
             audit, verdict = None, None
             if settings.audit_on_refresh:  # a shadow adapter with canaries, and an extraction probe on the candidate
@@ -149,6 +151,8 @@ def run_refresh(
                                     "exposure_bits": {str(count): bits for count, bits in audit.exposure.items()},
                                     "extraction_hits": len(audit.extraction.hits),
                                     "personal_values": len(audit.extraction.pii_hits)}
+            if privacy is not None:  # the privacy spent (epsilon, delta, noise...), beside the gate on the run row
+                metrics["privacy"] = trained.manifest.hyperparameters.get("dp")
             if not decision.passed:
                 with session_scope(url) as session:
                     session.add(AdapterEvent(version=candidate, action="gate-refused", actor=actor,

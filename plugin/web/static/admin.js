@@ -26,11 +26,14 @@ function percent(value) {
 function metricEntries(metrics) {
   const number = (value) => String(Number(value.toFixed(3)));
   const entries = [];
+  // the refresh's simulated correction rate on held-out replies: the figure a support lead reads first
+  const heldOut = metrics && metrics.held_out;
+  if (heldOut && typeof heldOut.correction_rate === "number") entries.push(["held-out corrections", percent(heldOut.correction_rate)]);
   for (const [name, value] of Object.entries(metrics || {})) {
     if (typeof value === "number") entries.push([name, number(value)]);
     else if (value && typeof value === "object") {
       for (const [inner, innerValue] of Object.entries(value)) {
-        if (typeof innerValue === "number") entries.push([`${name}.${inner}`, number(innerValue)]);
+        if (typeof innerValue === "number" && !(name === "held_out" && inner === "correction_rate")) entries.push([`${name}.${inner}`, number(innerValue)]);
       }
     } else if (typeof value === "string" || typeof value === "boolean") entries.push([name, String(value)]);
   }
