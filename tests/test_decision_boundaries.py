@@ -215,7 +215,7 @@ def test_lists_show_only_the_keys_brands(brands, visible, filtered) -> None:
     entries = brand_entries()
 
     class Directory:
-        async def entries(self) -> dict[int, BrandEntry]:
+        async def entries(self, wanted: object = None) -> dict[int, BrandEntry]:
             return entries
 
     assert [entry.slug for entry in visible_brands(entries, caller(brands))] == visible

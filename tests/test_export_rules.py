@@ -116,6 +116,7 @@ def test_the_parallel_export_writes_exactly_what_the_serial_export_writes(
         exports[workers] = export_dataset(ExportOptions(out=tmp_path / f"workers-{workers}", format=fmt),
                                           settings=get_settings(), progress=False)
     serial, parallel = exports[1], exports[2]
+    assert serial.worker_processes == 0 and parallel.worker_processes >= 1  # the pool ran (catches one never used)
     assert serial.total_conversations > PARALLEL_FROM / 2 and serial.dedup.exact_duplicates > 400
     assert serial.redactions["ORDER_ID"] > 1000 and serial.redactions["PERSON"] > 1000
     assert parallel.content_sha256 == serial.content_sha256

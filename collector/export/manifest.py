@@ -40,6 +40,7 @@ class ExportManifest(BaseModel):
     dedup: DedupCounts | None
     options: dict[str, Any]
     content_sha256: str  # of the records, split by split: the same data gives the same hash
+    worker_processes: int = 0  # worker processes that prepared conversations (0: all in the exporting process)
 
     @property
     def total_conversations(self) -> int:

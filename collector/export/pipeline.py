@@ -92,6 +92,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         workers = settings.export_workers or os.cpu_count() or 1
         session = pool_scope.enter_context(session_scope(url))
         pages = conversation_pages(session.connection(), options)
+        processes: set[int] = set()  # which processes prepared the pages
         with spool.open("w", encoding="utf-8") as spool_file:
             for page in _prepared(pages, exporter, total, workers, pool_scope):
                 bar.advance(reading, page.read)
@@ -100,6 +101,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
                 redactions.update(page.placeholders)
                 spool_file.write(page.spool)
                 finder.add(page.fingerprints)
+                processes.add(page.pid)
         plan = finder.plan(threshold=threshold, max_macro_copies=max_macro_copies, near=True) if options.dedup else None
         writing = bar.add_task("writing splits", total=len(finder))
         counts, records, content_hash = write_splits(
@@ -123,6 +125,7 @@ def _write_export(options: ExportOptions, staging: Path, settings: Settings, pro
         hf_dataset="hf" if options.format in PREFERENCE_FORMATS else None,
         conversations=counts,
         records=records,
+        worker_processes=len(processes - {os.getpid()}),
         dropped_conversations=dict(dropped),
         dropped_turns=dict(dropped_turns),
         redactions=dict(redactions) if options.redact else {},

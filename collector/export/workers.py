@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import re
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ class PreparedChunk(NamedTuple):
     placeholders: Counter[str]  # redacted values by PII type
     dropped: Counter[str]  # conversations skipped, by reason
     dropped_turns: Counter[str]  # replies dropped, by reason
+    pid: int  # the process that prepared it (the manifest counts them: the worker pool is seen to have run)
 
 
 def spool_line(conversation_id: int, split: str, exchanges: list[Exchange], problem: str, lines: list[str]) -> str:
@@ -86,7 +88,8 @@ class PageExporter:
         ))) if self.options.redact else Counter()
         pairs = [dedup_pairs(exchanges) if exchanges and len(exchanges[0]) > 2 else exchanges
                  for _, _, _, exchanges in batch]  # preference exchanges carry the draft and decision too
-        return PreparedChunk(len(page), "".join(spool), fingerprint_batch(pairs), found, dropped, dropped_turns)
+        return PreparedChunk(len(page), "".join(spool), fingerprint_batch(pairs), found, dropped, dropped_turns,
+                             os.getpid())
 
 
 _exporter: PageExporter | None = None  # a worker process's own exporter (see the module docstring)
