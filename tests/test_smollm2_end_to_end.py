@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from serving.vllm_server import VllmServer
 from tests.fixtures.models import TrainedFixtureAdapter, train_adapter
 from tests.fixtures.service import RunningService, start_widget_conversation
@@ -54,7 +54,7 @@ def smollm2_adapter(smollm2_base: Path, small_export: Path, tmp_path_factory: py
 def smollm2_vllm(smollm2_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningVllm]:
     """One real vLLM (CPU, runtime LoRA on) serving SmolLM2 for this module's tests."""
     settings = Settings(home=tmp_path_factory.mktemp("smollm2-vllm"), base_model=str(smollm2_base), max_lora_rank=16,
-                        max_loras=2, vllm_extra_args="--max-model-len 2048")
+                        vllm_extra_args="--max-model-len 2048")
     server = VllmServer(settings, api_key=secrets.token_hex(16))
     asyncio.run(server.start())
     yield RunningVllm(server=server, base_model=smollm2_base)
@@ -107,9 +107,14 @@ def test_an_agents_edit_reaches_the_next_similar_customers_draft_before_any_refr
     same thing in other words, and the draft the base model writes for them (no adapter, no refresh) carries the
     fact, because answer memory put the agent's reply into its prompt. Catches: memory left out of the reply
     path's prompt, raw (unredacted) text required, or recall reading a stale index."""
-    service = start_service(vllm_urls=smollm2_vllm.url, vllm_api_key=smollm2_vllm.api_key,
-                            base_model=str(smollm2_vllm.base_model), max_lora_rank=16, default_reply_mode="assist",
-                            memory_examples=3, reply_max_tokens=64, redact_interval_s=0.5)
+    from serving.gateway import ServingGateway
+
+    overrides = dict(vllm_urls=smollm2_vllm.url, vllm_api_key=smollm2_vllm.api_key,
+                     base_model=str(smollm2_vllm.base_model), max_lora_rank=16, default_reply_mode="assist",
+                     memory_examples=1, reply_max_tokens=64, redact_interval_s=0.5,
+                     memory_min_score=0.1)  # one exchange in the store: every word's BM25 idf is log(4/3)
+    settings = get_settings().model_copy(update=overrides)
+    service = start_service(gateway=ServingGateway(settings, database_url=settings.resolved_database_url), **overrides)
     widget, agent = service.client("widget"), service.client("agent")
 
     def draft_for(question: str) -> dict:
