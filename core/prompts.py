@@ -82,7 +82,8 @@ def render_examples(examples: Sequence[MemoryExample]) -> str:
 
 def without_examples(messages: Messages) -> Messages:
     """`messages` with the answer-memory block cut from their system prompt (what the same prompt is without answer
-    memory: evaluation compares both); unchanged when there is none. The block is always the system prompt's last."""
+    memory: evaluation compares both); `messages` itself when there is none. The block is always the system prompt's
+    last."""
     if not messages or messages[0]["role"] != SYSTEM:
         return messages
     system = messages[0]["content"]

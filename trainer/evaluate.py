@@ -31,7 +31,7 @@ from collector.sample import GOLDEN_PATH
 from core.changes import same_text
 from core.errors import InputError
 from core.models import DEFAULT_BRAND
-from core.prompts import ASSISTANT, MEMORY_HEADER, SYSTEM, build_messages, with_system_prompt, without_examples
+from core.prompts import ASSISTANT, build_messages, with_system_prompt, without_examples
 from core.settings import Settings
 from trainer.chat_format import Messages
 from trainer.data import IGNORE, Example, encode_example, load_export
@@ -170,7 +170,7 @@ def simulated_correction_rate(replies: list[str], references: list[str]) -> floa
 
 def has_examples(tasks: list[tuple[Messages, str]]) -> bool:
     """True when the prompts carry answer memory's examples (an export made with HOUSESTYLE_MEMORY_EXAMPLES>0)."""
-    return any(prompt and prompt[0]["role"] == SYSTEM and MEMORY_HEADER in prompt[0]["content"] for prompt, _ in tasks)
+    return any(without_examples(prompt) is not prompt for prompt, _ in tasks)
 
 
 def with_memory(tasks: list[tuple[Messages, str]], train: list[Messages], settings: Settings
