@@ -17,7 +17,7 @@ from sqlalchemy import event, update
 
 from collector.pii.ingest import RedactionPass
 from core.db import get_engine, normalise_url, session_scope
-from core.models import DEFAULT_BRAND_ID, JobLock, utcnow
+from core.models import DEFAULT_BRAND_ID, JobLock, RunStatus, TrainingRun, utcnow
 from core.settings import Settings, get_settings
 from plugin import redaction_worker as worker_module
 from plugin.loop import scheduler as scheduler_module
@@ -118,6 +118,37 @@ def test_a_scheduler_that_stops_hands_its_lease_on_at_once_and_a_skipped_tick_is
         assert ran == ["A", "B"]
 
     asyncio.run(scenario())
+
+
+def test_an_instance_that_takes_the_scheduler_over_keeps_the_clusters_interval(store_url: str) -> None:
+    """The refresh interval counts from the newest refresh any instance started (the store's run rows), not from the
+    new holder's own start: instance B, up for 5 minutes, takes over from A, whose refresh started 58 minutes ago;
+    with a 60-minute interval the next refresh is due 2 minutes later, not in 55. Catches, in
+    LoopScheduler.minutes_since_last_refresh, `started = as_utc(last_started(...))` -> `started = None` (B would wait
+    a whole interval from its start: a refresh skipped each time the lease moves), the stored age's sign flipped or
+    counted in hours, the brand dropped from `last_started(...)` (another brand's refresh would count), and
+    `min(ago)` -> `max(ago)` (a refresh this instance just ran would not count)."""
+    settings = get_settings().model_copy(update={"refresh_interval_minutes": 60, "refresh_min_new_reviews": None})
+    with session_scope(store_url) as session:
+        run = TrainingRun(kind="refresh", status=RunStatus.SUCCEEDED, brand_id=DEFAULT_BRAND_ID,
+                          started_at=utcnow() - timedelta(minutes=58))
+        session.add(run)
+    b = LoopScheduler(settings, FakeGateway(), check_every_s=3600, clock=Clock())
+    b.clock.advance(5)  # B has run for 5 minutes when A's lease runs out
+    assert b.refresh_due(settings) is None  # 58 minutes since A's refresh
+
+    with session_scope(store_url) as session:  # 3 minutes later
+        session.execute(update(TrainingRun).values(started_at=utcnow() - timedelta(minutes=61)))
+    assert b.refresh_due(settings) == "60 minutes passed"
+    b.last_refresh["default"] = b.clock()  # B's own refresh just ended
+    assert b.refresh_due(settings) is None
+
+    fresh = LoopScheduler(settings, FakeGateway(), check_every_s=3600, clock=Clock())
+    other_brand = settings.model_copy(update={"brand": "business"}).with_brand_id(two_brand_lineage(store_url))
+    fresh.clock.advance(3)  # no refresh of this brand ever ran: its interval counts from the instance's start
+    assert fresh.refresh_due(other_brand) is None  # (the default brand's refresh 61 minutes ago is not its own)
+    fresh.clock.advance(58)
+    assert fresh.refresh_due(other_brand) == "60 minutes passed"
 
 
 def guarded_instances(url: str) -> tuple[LoopScheduler, LoopScheduler, list, int]:

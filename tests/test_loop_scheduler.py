@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
 from collector.brands import brand_settings
 from collector.stats import BASE_LABEL
-from core.db import session_scope
+from core.db import open_store, session_scope
 from core.errors import ConflictError
 from core.models import DEFAULT_BRAND_ID, AdapterStatus, Brand, RunStatus
 from core.registry import register_adapter, set_status
@@ -65,6 +66,7 @@ class TwoBrands:
                          for slug, brand_id in (("default", DEFAULT_BRAND_ID), ("business", 2))}
         self.started: list[str] = []
         self.release = {slug: threading.Event() for slug in self.settings}
+        open_store(base.resolved_database_url)  # no refresh recorded: each interval counts from the start
         self.scheduler = LoopScheduler(base, FakeGateway(), check_every_s=0, clock=self.clock)
         self.scheduler.brands = lambda: list(self.settings.values())
         self.scheduler.brand = lambda slug: self.settings[slug or "default"]
@@ -100,7 +102,9 @@ class TwoBrands:
         asyncio.run(guarded())
 
 
-def test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes(
+    monkeypatch: pytest.MonkeyPatch, housestyle_home: Path
+) -> None:
     """Catches `(self.clock() - last) / 60` -> `/ 3600` or `/ 30` (seconds to minutes) in LoopScheduler.refresh_due,
     `self.last_refresh.get(brand.brand, ...)` read for the wrong brand, and `brand.brand not in self.refreshing()`
     dropped from tick."""
@@ -130,7 +134,9 @@ def test_only_the_due_brand_starts_and_the_interval_is_minutes_59_no_61_yes(monk
     loop.run(scenario)
 
 
-def test_one_brand_at_a_time_skips_a_second_due_brand_until_the_first_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_brand_at_a_time_skips_a_second_due_brand_until_the_first_ends(
+    monkeypatch: pytest.MonkeyPatch, housestyle_home: Path
+) -> None:
     """Catches `len(self.refreshing()) >= self.settings.refresh_parallel_brands` -> `>` in start_refresh (the admin's
     POST /admin/refresh of another brand would start a second training), and `self.last_refresh[...] =
     self.clock()` dropped from refresh_now (the first brand would start again at once)."""

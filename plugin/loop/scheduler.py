@@ -16,7 +16,7 @@ from collector.stats import reviews_since
 from core.db import session_scope
 from core.errors import ConflictError
 from core.locks import Lease
-from core.models import DEFAULT_BRAND_ID
+from core.models import DEFAULT_BRAND_ID, as_utc, utcnow
 from core.runs import last_started
 from core.settings import Settings
 from plugin.loop.decision import GatewaySwapper
@@ -85,11 +85,23 @@ class LoopScheduler:
         lease (blocking: one store query while another instance holds it)."""
         return self.lease.hold()
 
+    def minutes_since_last_refresh(self, brand: Settings, brand_key: int) -> float:
+        """Minutes since the brand's newest refresh: the later of this instance's own (ended) and the newest any
+        instance started (the store's run rows: an instance that takes the lease over, or restarts, keeps the
+        cluster's interval); since this instance's start when no refresh ever ran."""
+        with session_scope(self.settings.resolved_database_url) as session:
+            started = as_utc(last_started(session, "refresh", brand_key))
+        ago: list[float] = []
+        if (own := self.last_refresh.get(brand.brand)) is not None:
+            ago.append((self.clock() - own) / 60)
+        if started is not None:
+            ago.append((utcnow() - started).total_seconds() / 60)
+        return min(ago) if ago else (self.clock() - self.started_at) / 60
+
     def refresh_due(self, brand: Settings) -> str | None:
         url = self.settings.resolved_database_url
-        last = self.last_refresh.get(brand.brand, self.started_at)
         brand_key = brand_id_of(brand)
-        return refresh_due(brand, minutes_since_last=(self.clock() - last) / 60,
+        return refresh_due(brand, minutes_since_last=self.minutes_since_last_refresh(brand, brand_key),
                            new_reviews=lambda: reviews_since_last_refresh(url, brand_key))
 
     async def start_refresh(self, reason: str, *, actor: str = "scheduler", brand: str | None = None) -> int:
