@@ -72,7 +72,7 @@ def test_a_preference_candidate_exactly_the_margin_below_sft_wins(distance: floa
 
 @pytest.mark.parametrize(("golden", "winner"), [(48.0, "dpo"), (47.9, "sft")])
 def test_the_method_choice_golden_tolerance_holds_exactly_at_the_tolerance(golden: float, winner: str) -> None:
-    """Catches `candidate.scores.golden_chrf < sft.scores.golden_chrf - golden_tolerance` -> `<=` (48.0 would lose)
+    """Catches `candidate.golden_chrf < sft.golden_chrf - golden_tolerance` -> `<=` (48.0 would lose)
     or `+ golden_tolerance` (47.9 would still lose, 48.0 too) in choose_method."""
     choice = choose_method([candidate("sft", 0.40, golden=50), candidate("dpo", 0.20, golden=golden)],
                            golden_tolerance=2.0)

@@ -7,13 +7,11 @@ import pytest
 
 from core.changes import edit_distance
 from plugin.loop.gate import MethodCandidate, choose_method
-from trainer.evaluate import VersionScores
 from trainer.preference_eval import PreferenceScores, summarise
 
 
 def candidate(method: str, distance: float, accuracy: float = 0.5, golden: float | None = None) -> MethodCandidate:
-    scores = VersionScores(version=f"v-{method}", chrf=40, rougeL=30, loss=1.0, golden_chrf=golden) if golden else None
-    return MethodCandidate(method=method, version=f"v-{method}", scores=scores, preference=PreferenceScores(
+    return MethodCandidate(method=method, version=f"v-{method}", golden_chrf=golden, preference=PreferenceScores(
         version=f"v-{method}", method=method, pairs=20, edit_distance=distance, draft_edit_distance=0.6,
         preference_accuracy=accuracy, mean_margin=0.0))
 
@@ -98,7 +96,9 @@ def test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance(
     HOUSESTYLE_GATE_GOLDEN_TOLERANCE, so the golden-set rule is live in production and not only in unit tests.
 
     Catches `choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)` -> `choose_method(scored)` (or
-    any other tolerance) in plugin/loop/methods.py. Training, export and scoring are stubbed: only the choice runs."""
+    any other tolerance) in plugin/loop/methods.py, and each candidate's golden-set chrF not handed on (the rule would
+    be moot). Training, export and scoring are stand-ins: only the choice runs (the real scoring:
+    tests/test_preference_training.py)."""
     from contextlib import nullcontext
     from types import SimpleNamespace
 
@@ -113,7 +113,10 @@ def test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance(
         version="v-dpo", path=tmp_path / "dpo"))
     monkeypatch.setattr(methods, "reply_engine", lambda *_, **__: nullcontext())
     monkeypatch.setattr(methods, "LoadedModels", lambda *_: None)
+    monkeypatch.setattr(methods, "TransformersReplies", lambda models: "generator")
     distances = {"sft": 0.40, "dpo": 0.30}
+    golden = {tmp_path / "sft": 50.0, tmp_path / "dpo": 47.0}  # dpo 3 points below SFT: within 3.5, beyond 2.5
+    monkeypatch.setattr(methods, "golden_chrf", lambda generator, folder, **_: golden[folder])
     monkeypatch.setattr(methods, "score_preference", lambda base, folder, version, name, *_, **__: candidate(
         name, distances[name]).preference)
     told = []
@@ -128,3 +131,9 @@ def test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance(
     choice, winner = methods.method_candidates(settings, "base", sft, tmp_path / "refresh-0001", run, brand_id=1)
     assert told == [{"golden_tolerance": 3.5}]  # the brand's own tolerance, not the function's "no rule" default
     assert choice.winner.method == "dpo" and winner == tmp_path / "dpo"
+    assert [c.golden_chrf for c in choice.candidates] == [50.0, 47.0]
+
+    stricter = settings.model_copy(update={"gate_golden_tolerance": 2.5})  # the same figures, a stricter brand
+    choice, winner = methods.method_candidates(stricter, "base", sft, tmp_path / "refresh-0001", run, brand_id=1)
+    assert choice.winner.method == "sft" and winner == tmp_path / "sft"
+    assert "dpo's golden-set chrF 47.0 regresses from sft's 50.0 by more than 2.5" in choice.reason

@@ -156,6 +156,10 @@ def test_refresh_second_candidate_is_trained_and_the_method_chosen(
     assert [c.method for c in choice.candidates] == ["sft", "dpo"]
     assert (winner == sft.path) == (choice.winner.method == "sft")
     assert (winner / "adapter_config.json").is_file() and choice.candidates[0].preference.pairs == 4
+    # each candidate is scored on the brand's golden set, so HOUSESTYLE_GATE_GOLDEN_TOLERANCE can refuse one (the
+    # rule itself: tests/test_method_choice.py); catches `golden_chrf=golden_chrf(...)` dropped in method_candidates
+    assert all(c.golden_chrf is not None and 0 < c.golden_chrf <= 100 for c in choice.candidates), choice.candidates
+    assert choice.reason.count("golden-set chrF") >= 2
     with db.session_scope(url) as session:
         log = session.get(TrainingRun, run.run_id).log
     assert "fewer than HOUSESTYLE_PREFERENCE_MIN_PAIRS=500: SFT only" in log

@@ -308,18 +308,28 @@ def score_version(
     adapter = Path(adapter) if adapter else None
     held_out = evaluate_system(generator, load_tokenizer(resolve_base(base)), adapter, tasks, test, [],
                                settings=settings, max_new_tokens=max_new_tokens, max_length=max_length)
-    if golden is None and settings.golden_set:
-        golden = Path(settings.golden_set).expanduser()
-    elif golden is None and settings.brand == DEFAULT_BRAND:
-        golden = GOLDEN_PATH
-    golden_chrf = 0.0
-    if golden is not None:
-        golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
-        replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter,
-                                    max_new_tokens=max_new_tokens)
-        golden_chrf, _ = score(replies, [reference for _, reference in golden_set])
+    on_golden = golden_chrf(generator, adapter, settings=settings, golden=golden, max_new_tokens=max_new_tokens)
     return VersionScores(version=label, chrf=held_out.chrf, rougeL=held_out.rougeL, loss=held_out.loss,
-                         golden_chrf=golden_chrf, correction_rate=held_out.correction_rate)
+                         golden_chrf=0.0 if on_golden is None else on_golden,
+                         correction_rate=held_out.correction_rate)
+
+
+def golden_set_of(settings: Settings) -> Path | None:
+    """The brand's golden set: HOUSESTYLE_GOLDEN_SET, else the bundled one for the default brand, else none."""
+    if settings.golden_set:
+        return Path(settings.golden_set).expanduser()
+    return GOLDEN_PATH if settings.brand == DEFAULT_BRAND else None
+
+
+def golden_chrf(generator: ReplyGenerator, adapter: Path | None, *, settings: Settings, golden: Path | None = None,
+                max_new_tokens: int = 96) -> float | None:
+    """chrF of one version's replies on the golden set (`golden`, else the brand's); None when it has none."""
+    golden = golden or golden_set_of(settings)
+    if golden is None:
+        return None
+    golden_set = golden_tasks(golden, system_prompt=settings.system_prompt)
+    replies = generator.replies([prompt for prompt, _ in golden_set], adapter=adapter, max_new_tokens=max_new_tokens)
+    return score(replies, [reference for _, reference in golden_set])[0]
 
 
 def write_report(report: EvalReport, out: Path) -> Path:

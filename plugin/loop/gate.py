@@ -74,12 +74,12 @@ MIN_EDIT_DISTANCE_GAIN = 0.01
 
 
 class MethodCandidate(BaseModel):
-    """A candidate of one training method, scored on the held-out review outcomes (and, when known, chrF etc.)."""
+    """A candidate of one training method, scored on the held-out review outcomes and the brand's golden set."""
 
     method: str  # sft, dpo, kto
     version: str
     preference: PreferenceScores
-    scores: VersionScores | None = None
+    golden_chrf: float | None = None  # on the brand's golden set; None when the brand has none (the rule is moot)
 
 
 class MethodChoice(BaseModel):
@@ -105,17 +105,19 @@ def choose_method(candidates: list[MethodCandidate], *, min_edit_gain: float = M
         if distance > best_sft - min_edit_gain:
             why_not.append(f"{candidate.method}'s held-out edit distance {distance:.3f} is not {min_edit_gain:g} "
                            f"below {sft.method}'s {best_sft:.3f}")
-        elif (golden_tolerance is not None and candidate.scores is not None and sft.scores is not None
-              and candidate.scores.golden_chrf < sft.scores.golden_chrf - golden_tolerance):
-            why_not.append(f"{candidate.method}'s golden-set chrF {candidate.scores.golden_chrf:.1f} regresses from "
-                           f"{sft.method}'s {sft.scores.golden_chrf:.1f} by more than {golden_tolerance:g}")
+        elif (golden_tolerance is not None and candidate.golden_chrf is not None and sft.golden_chrf is not None
+              and candidate.golden_chrf < sft.golden_chrf - golden_tolerance):
+            why_not.append(f"{candidate.method}'s golden-set chrF {candidate.golden_chrf:.1f} regresses from "
+                           f"{sft.method}'s {sft.golden_chrf:.1f} by more than {golden_tolerance:g}")
         else:
             eligible.append(candidate)
     ranked = sorted(eligible, key=lambda c: (c.preference.edit_distance, -c.preference.preference_accuracy,
                                              c is not sft))
     winner = ranked[0]
     figures = ", ".join(f"{c.method} {c.preference.edit_distance:.3f} (preference accuracy "
-                        f"{c.preference.preference_accuracy:.0%})" for c in candidates)
+                        f"{c.preference.preference_accuracy:.0%}"
+                        + ("" if c.golden_chrf is None else f", golden-set chrF {c.golden_chrf:.1f}") + ")"
+                        for c in candidates)
     reason = (f"{winner.method} wins: held-out edit distance to the agents' texts {figures}; the drafts agents saw "
               f"{winner.preference.draft_edit_distance:.3f}")
     if why_not:

@@ -16,7 +16,8 @@ from core.runs import RunLog
 from core.settings import Settings
 from plugin.evaluation import reply_engine
 from plugin.loop.gate import MethodCandidate, MethodChoice, choose_method
-from trainer.generate import LoadedModels
+from trainer.evaluate import golden_chrf
+from trainer.generate import LoadedModels, TransformersReplies
 from trainer.preference import PreferenceConfig, train_preference
 from trainer.preference_eval import score_preference
 from trainer.train import TrainedAdapter
@@ -53,10 +54,12 @@ def method_candidates(
     folders = {sft.version: sft.path, preference.version: preference.path}
     url, api_key = vllm if vllm else (None, None)
     models = LoadedModels(base, settings)
-    with reply_engine(settings, base, settings.eval_engine, url=url, api_key=api_key) as generator:
+    with reply_engine(settings, base, settings.eval_engine, url=url, api_key=api_key) as served:
+        generator = served or TransformersReplies(models)  # the transformers engine: this process, models loaded once
         scored = [MethodCandidate(method=name, version=version, preference=score_preference(
                       base, folders[version], version, name, pairs, settings=settings,
-                      limit=settings.refresh_eval_limit, generator=generator, models=models))
+                      limit=settings.refresh_eval_limit, generator=generator, models=models),
+                      golden_chrf=golden_chrf(generator, folders[version], settings=settings))
                   for name, version in (("sft", sft.version), (method, preference.version))]
     choice = choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)
     for candidate in scored:
