@@ -8,7 +8,12 @@ p50/p99 (the baseline: the same message sent by one customer alone before the so
 swap took, how busy the machine was, and then, from the store, whether every message the service answered for
 (2xx, or 5xx which promises "the message is stored") is there: `lost` must be 0.
 
-    .venv/bin/python bench/soak.py [--customers 200] [--seconds 60] [--base DIR]
+    .venv/bin/python bench/soak.py [--customers 200] [--seconds 60] [--base DIR] [--outage]
+
+--outage kills the service's vLLM (its whole process group, SIGKILL) 60% of the way in; the service's
+supervisor restarts it. Reported as well: how long the model was down (kill to `/ready` again), the messages sent
+meanwhile, and, after the soak, every customer message that has no reply after it in its conversation, counted
+until none is left (the redrafter answers what the outage left hanging) or 5 minutes pass.
 
 --base reuses a tiny base built by `housestyle base build` (else one is built, ~1 minute).
 """
@@ -29,6 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -120,21 +126,44 @@ class Customer:
         await self.client.aclose()
 
 
-async def soak(url: str, key: str, customers: int, seconds: float, swap, swap_at: float) -> dict:
+async def soak(url: str, key: str, customers: int, seconds: float, swap, swap_at: float, outage=None) -> dict:
     crowd = [Customer(index, url, key) for index in range(customers)]
     began = time.monotonic()
     until = began + seconds
     swap_task = asyncio.create_task(swap(began + swap_at))
+    outage_task = asyncio.create_task(outage(began + seconds * 0.6)) if outage else None  # after the swap
     await asyncio.gather(*(customer.run(until) for customer in crowd))
     wall = time.monotonic() - began
     swap_result = await swap_task
+    outage_result = await outage_task if outage_task else None
     for customer in crowd:
         await customer.close()
     statuses: Counter = sum((customer.statuses for customer in crowd), Counter())
     latencies = sorted(latency for customer in crowd for latency in customer.latencies)
     sent = [entry for customer in crowd for entry in customer.sent]
     return {"wall": wall, "statuses": statuses, "latencies": latencies, "sent": sent, "swap": swap_result,
-            "conversations": sum(customer.started for customer in crowd)}
+            "conversations": sum(customer.started for customer in crowd), "outage": outage_result}
+
+
+def kill_vllm(service_pid: int) -> int:
+    """SIGKILL the process group of the service's vLLM (the API server and its engine); returns its pid."""
+    import psutil
+
+    for child in psutil.Process(service_pid).children(recursive=True):
+        if "vllm.entrypoints" in " ".join(child.cmdline()):
+            os.killpg(child.pid, signal.SIGKILL)
+            return child.pid
+    raise SystemExit("no vLLM process under the service to kill")
+
+
+def without_reply(url_store: str) -> int:
+    """Soak messages of customers with no assistant turn after them in their conversation."""
+    later = Message.__table__.alias("later")
+    reply_after = (select(later.c.id).where(later.c.conversation_id == Message.conversation_id,
+                                            later.c.role == Role.ASSISTANT, later.c.id > Message.id).exists())
+    with session_scope(url_store) as session:
+        return session.execute(select(func.count()).select_from(Message).where(
+            Message.role == Role.USER, Message.content.startswith("[soak "), ~reply_after)).scalar_one()
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -146,6 +175,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--base", type=Path, help="A tiny base built by `housestyle base build` (else one is built).")
+    parser.add_argument("--outage", action="store_true", help="Kill the service's vLLM 60%% of the way in.")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="housestyle-soak-"))
@@ -159,7 +189,7 @@ def main() -> None:
     if base is None:
         print("building the tiny base ...", flush=True)
         base = home / "models" / "base"
-        housestyle("base", "build", "--out", str(base), env=env)
+        housestyle("base", "build", "--model", "tiny", "--out", str(base), env=env)  # the service's cost, not a model's
     else:
         (home / "models").mkdir(parents=True, exist_ok=True)
         os.symlink(base.resolve(), home / "models" / "base")
@@ -207,10 +237,30 @@ def main() -> None:
             said = (result.stdout or result.stderr).strip().splitlines()
             return f"{'ok' if result.returncode == 0 else 'FAILED'} in {took:.1f} s: {said[-1] if said else ''}"
 
+        async def outage(at: float) -> str:
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            killed, began = kill_vllm(service.pid), time.monotonic()
+            async with httpx.AsyncClient(base_url=url, timeout=5) as probe:
+                await asyncio.sleep(1.0)  # the supervisor notices within a second
+                while time.monotonic() - began < 600:
+                    try:
+                        if (await probe.get("/ready")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.5)
+            return f"vLLM (pid {killed}) killed; the model was back after {time.monotonic() - began:.1f} s"
+
         load_before, cpu_before, t_before = os.getloadavg(), cpu_seconds(service.pid), time.monotonic()
-        result = asyncio.run(soak(url, widget_key, args.customers, args.seconds, swap, args.seconds / 2))
+        result = asyncio.run(soak(url, widget_key, args.customers, args.seconds, swap, args.seconds / 2,
+                                  outage if args.outage else None))
         busy = (cpu_seconds(service.pid) - cpu_before) / (time.monotonic() - t_before)
         load_after = os.getloadavg()
+        waiting = [(0.0, without_reply(url_store))]
+        ended = time.monotonic()
+        while waiting[-1][1] and time.monotonic() - ended < 300:  # the redrafter answers what was left hanging
+            time.sleep(5)
+            waiting.append((time.monotonic() - ended, without_reply(url_store)))
     finally:
         service.send_signal(signal.SIGTERM)
         try:
@@ -241,6 +291,10 @@ def main() -> None:
           f"p99 {percentile(latencies, 0.99):.2f} s "
           f"(one customer alone: {alone_s:.2f} s; p50 is {percentile(latencies, 0.5) / alone_s:.1f}x that)")
     print(f"adapter swap half way: {result['swap']}")
+    if result["outage"]:
+        print(f"outage 60% of the way in: {result['outage']}")
+    print(f"customer messages with no reply after them: {waiting[0][1]} when the soak ended, "
+          f"{waiting[-1][1]} after {waiting[-1][0]:.0f} s" + (f" ({waiting})" if len(waiting) > 1 else ""))
     print(f"lost: {len(lost)} of {len(answered)} messages the service answered 2xx/5xx for are not in the store"
           + (f" (e.g. {lost[:3]})" if lost else ""))
     print(f"refused (4xx) yet stored: {len(refused_but_stored)}; service log: {log_path}")

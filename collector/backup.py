@@ -4,7 +4,10 @@ A backup is the database's own format, so the usual tools read it too: a SQLite 
 SQLite's online backup API, safe while the service runs) or a `pg_dump` custom-format archive. Either is written
 to a temporary file beside `--out` with mode 0600 and renamed into place when complete: never a half-written backup.
 
-A restore first checks that the file is a HouseStyle backup (the store's tables and a schema revision this code
+A backup carries a seal (`<file>.seal.json`, collector/backup_seal.py): its sha256 signed with this installation's
+backup key. A restore verifies it first, so only files `housestyle db backup` wrote here (or on a host holding the
+same key) are read at all; `--trust-unsealed` skips that for an older or foreign backup, never the checks below.
+A restore then checks that the file is a HouseStyle backup (the store's tables and a schema revision this code
 knows) and refuses anything else, treating the file as untrusted input (issue 28): a SQLite file holding triggers,
 views or tables the schema does not have is refused (a planted trigger survived a restore and undid a later
 `forget`); a pg_dump archive holding anything but tables, their data, sequences, defaults, constraints and indexes
@@ -41,6 +44,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
+from collector.backup_seal import check_seal, write_seal
 from core.db import (
     create_private_file,
     describe_url,
@@ -342,13 +346,15 @@ def _restore_postgres(path: Path, url: str) -> None:
 # --- the two commands --------------------------------------------------------------------------------------------
 
 
-def backup_store(url: str, out: Path) -> BackupSummary:
-    """Write the whole store at `url` to `out` (0600, complete or not at all)."""
+def backup_store(url: str, out: Path, *, key: bytes) -> BackupSummary:
+    """Write the whole store at `url` to `out` (0600, complete or not at all) and its seal beside it, signed with
+    `key` (collector/backup_seal.py)."""
     kind, out = _kind(url), Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a folder; give the backup's file name, e.g. --out {out / 'housestyle.backup'}")
     (_backup_sqlite if kind == "sqlite" else _backup_postgres)(url, out)
     revision = (_check_sqlite_backup if kind == "sqlite" else _check_postgres_backup)(out)
+    write_seal(out, kind=kind, revision=revision, key=key)
     return BackupSummary(path=out, store=describe_url(url), kind=kind, revision=revision,
                          conversations=_conversations(url))
 
@@ -366,13 +372,17 @@ def backup_kind(path: Path) -> str:
     raise _refuse(path, "it is neither a SQLite database nor a pg_dump archive")
 
 
-def restore_store(path: Path, url: str, *, force: bool = False) -> BackupSummary:
-    """Replace the store at `url` with the backup at `path` (whole or not at all); see the module docstring."""
+def restore_store(path: Path, url: str, *, key: bytes | None, force: bool = False,
+                  trust_unsealed: bool = False) -> BackupSummary:
+    """Replace the store at `url` with the backup at `path` (whole or not at all); see the module docstring. Its
+    seal must verify with `key` unless `trust_unsealed` (the file checks run either way)."""
     path, kind = Path(path), _kind(url)
     found = backup_kind(path)
     if found != kind:
         raise InputError(f"{path} is a {found} backup but the store at {describe_url(url)} is {kind}; restore it "
                          f"into a {found} store (set HOUSESTYLE_DATABASE_URL)")
+    if not trust_unsealed:
+        check_seal(path, kind=kind, key=key)
     revision = (_check_sqlite_backup if kind == "sqlite" else _check_postgres_backup)(path)
     if not force and holds_data(url):
         raise InputError(f"the store at {describe_url(url)} already holds data; a restore replaces all of it: "

@@ -39,25 +39,38 @@ def db_backup(
     Safe while `housestyle serve` runs. `housestyle db restore FILE` puts it back.
     """
     from collector.backup import backup_store
+    from collector.backup_seal import backup_key, seal_path
 
-    summary = backup_store(entry_settings().resolved_database_url, out)
+    settings = entry_settings()
+    summary = backup_store(settings.resolved_database_url, out, key=backup_key(settings.home, create=True))
     typer.echo(f"backed up {summary.store} ({summary.conversations} conversations, schema {summary.revision}) "
-               f"to {summary.path}")
+               f"to {summary.path}, sealed in {seal_path(summary.path).name} (a restore elsewhere needs "
+               f"{settings.home / 'backup.key'})")
 
 
 @db_app.command("restore")
 def db_restore(
     path: Annotated[Path, typer.Argument(help="A file written by `housestyle db backup`.")],
     force: Annotated[bool, typer.Option("--force", help="Replace a store that already holds data.")] = False,
+    trust_unsealed: Annotated[bool, typer.Option(
+        "--trust-unsealed", help="Restore a file whose seal is missing or does not verify with this installation's "
+        "backup key (an older or foreign backup); the file checks still run.")] = False,
 ) -> None:
     """Replace the store with a backup, whole or not at all (stop `housestyle serve` first).
 
-    Refuses a file that is not a HouseStyle backup, and a store that already holds data unless --force. An older
-    backup is upgraded to the current schema.
+    Refuses a file without a seal this installation's backup key verifies (unless --trust-unsealed), a file that is
+    not a HouseStyle backup, and a store that already holds data unless --force. An older backup is upgraded to the
+    current schema.
     """
     from collector.backup import restore_store
+    from collector.backup_seal import backup_key
 
-    summary = restore_store(path, get_settings().resolved_database_url, force=force)
+    settings = get_settings()
+    if trust_unsealed:
+        typer.echo(f"warning: restoring {path} without verifying its seal (--trust-unsealed): only the file checks "
+                   "stand between this file and the store", err=True)
+    summary = restore_store(path, settings.resolved_database_url, key=backup_key(settings.home, create=False),
+                            force=force, trust_unsealed=trust_unsealed)
     typer.echo(f"restored {summary.store} from {summary.path} ({summary.conversations} conversations, "
                f"schema {summary.revision} upgraded to {db.current_revision(get_settings().resolved_database_url)})")
 

@@ -3,7 +3,10 @@ a file that is not a HouseStyle backup is refused, and a restore is whole or not
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import sqlite3
 import stat
 import subprocess
@@ -18,6 +21,7 @@ from typer.testing import CliRunner
 
 from collector import recorder
 from collector.backup import restore_store
+from collector.backup_seal import backup_key, seal_path
 from collector.importer import import_file
 from collector.sample import SAMPLE_PATH
 from core.db import current_revision, get_engine, head_revision, normalise_url, open_store, session_scope, upgrade
@@ -82,11 +86,14 @@ def test_a_backup_brings_the_store_back_exactly_as_it_was(store_url: str, tmp_pa
     summary = housestyle("db", "backup", "--out", str(backup))
     assert summary.startswith("backed up ") and f"schema {head_revision()}) to {backup}" in summary
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600  # customers' data: the owner's eyes only
-    assert not [p for p in backup.parent.iterdir() if p != backup]  # no temporary file left beside it
+    seal = seal_path(backup)  # no temporary file left beside it, only its seal (also 0600)
+    assert sorted(backup.parent.iterdir()) == [backup, seal] and stat.S_IMODE(seal.stat().st_mode) == 0o600
+    key = backup_key(get_settings().home, create=False)
+    assert key is not None and stat.S_IMODE((get_settings().home / "backup.key").stat().st_mode) == 0o600
 
     change(store_url)
     with pytest.raises(InputError, match="already holds data; a restore replaces all of it: add --force"):
-        restore_store(backup, store_url)
+        restore_store(backup, store_url, key=key)
     assert snapshot(store_url) != before
 
     output = housestyle("db", "restore", str(backup), "--force")
@@ -95,7 +102,7 @@ def test_a_backup_brings_the_store_back_exactly_as_it_was(store_url: str, tmp_pa
 
     # onto a fresh store (a new machine): no --force needed, same data
     fresh = new_store()
-    restore_store(backup, fresh)
+    restore_store(backup, fresh, key=key)
     assert snapshot(fresh) == before
 
 
@@ -130,7 +137,7 @@ def test_restore_refuses_what_is_not_a_housestyle_backup_and_leaves_the_store_al
         refusals.append((foreign, "is a sqlite backup but the store at"))
     for path, message in refusals:
         with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            restore_store(path, store_url, force=True)
+            restore_store(path, store_url, key=None, force=True, trust_unsealed=True)  # the file checks alone
         assert snapshot(store_url) == before, path
 
     if store_url.startswith("postgresql"):
@@ -139,7 +146,7 @@ def test_restore_refuses_what_is_not_a_housestyle_backup_and_leaves_the_store_al
         empty = new_store()
         untouched = snapshot(empty)
         with pytest.raises(Exception, match="failed"):
-            restore_store(truncated, empty)
+            restore_store(truncated, empty, key=None, trust_unsealed=True)
         assert snapshot(empty) == untouched
 
 
@@ -152,7 +159,7 @@ def test_an_older_backup_comes_back_at_the_current_schema(housestyle_home: Path,
     source.close()
     copy.close()
     url = open_store(get_settings().resolved_database_url)
-    restore_store(backup, url)
+    restore_store(backup, url, key=None, trust_unsealed=True)  # older backups have no seal
     assert current_revision(url) == head_revision()
 
 
@@ -182,3 +189,50 @@ def test_the_cli_refuses_a_non_backup_in_one_line(housestyle_home: Path, tmp_pat
         f"error: {notes} is not a HouseStyle backup (it is neither a SQLite database nor a pg_dump archive); give a "
         "file written by `housestyle db backup`"
     ]
+
+
+def test_restore_reads_only_backups_sealed_with_this_installations_key(housestyle_home: Path, tmp_path: Path) -> None:
+    """A backup's seal (collector/backup_seal.py) names its size and sha256, signed with HOUSESTYLE_HOME/backup.key: a
+    file changed after the backup, a seal somebody re-made without the key, a missing seal or a missing key are each
+    refused in one line before the file is read, and the store stays as it was. Catches `check_seal` not called in
+    restore_store, the signature or the sha256 comparison dropped from check_seal, and the key not passed on."""
+    url = open_store(get_settings().resolved_database_url)
+    fill(url)
+    before = snapshot(url)
+    good = tmp_path / "good.backup"
+    housestyle("db", "backup", "--out", str(good))
+    key = backup_key(housestyle_home, create=False)
+
+    def copy(name: str, *, data: bytes | None = None, seal: dict | None = None) -> Path:
+        path = tmp_path / name
+        path.write_bytes(good.read_bytes() if data is None else data)
+        if seal is not None:
+            seal_path(path).write_text(json.dumps(seal))
+        return path
+
+    original = json.loads(seal_path(good).read_text())
+    changed = bytearray(good.read_bytes())
+    changed[-100] ^= 0xFF  # one byte of the last page: still a SQLite file of the same size
+    resigned = {**original, "sha256": hashlib.sha256(bytes(changed)).hexdigest()}  # no key: the old signature
+    cases = [
+        (copy("changed.backup", data=bytes(changed), seal=original), key, "not the file its seal vouches for"),
+        (copy("resealed.backup", data=bytes(changed), seal=resigned), key, "signature does not verify"),
+        (copy("unsealed.backup"), key, "has no seal (unsealed.backup.seal.json beside it)"),
+        (copy("broken-seal.backup", seal={"kind": "sqlite"}), key, "is not a backup seal"),
+        (good, None, "no backup key at HOUSESTYLE_HOME/backup.key"),
+        (good, bytes(32), "signature does not verify"),  # another installation's key
+    ]
+    for path, with_key, refusal in cases:
+        with pytest.raises(InputError, match=re.escape(refusal)):
+            restore_store(path, url, key=with_key, force=True)
+        assert snapshot(url) == before, path
+
+    change(url)
+    result = subprocess.run([sys.executable, "-m", "plugin.cli", "db", "restore", str(tmp_path / "unsealed.backup"),
+                             "--force"], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "HOUSESTYLE_HOME": str(housestyle_home)})
+    assert result.returncode == 1 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert "--trust-unsealed" in result.stderr
+    said = housestyle("db", "restore", str(tmp_path / "unsealed.backup"), "--force", "--trust-unsealed")
+    assert "\nrestored " in said and "without verifying its seal (--trust-unsealed)" in said  # said loudly
+    assert snapshot(url) == before  # the operator vouched for it: the file checks ran

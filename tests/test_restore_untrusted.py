@@ -19,13 +19,14 @@ from core.db import get_engine, normalise_url, session_scope
 from core.errors import InputError
 from tests.test_backup import snapshot
 
+KEY = bytes(range(32))  # this test installation's backup key
 
 def filled_backup(url: str, folder: Path) -> Path:
     with session_scope(url) as session:
         conversation = recorder.start_conversation(session, external_id="kept")
         recorder.add_message(session, conversation.id, "user", "hello")
     out = folder / "good.backup"
-    backup_store(url, out)
+    backup_store(url, out, key=KEY)
     return out
 
 
@@ -63,10 +64,12 @@ def test_a_doctored_sqlite_backup_is_refused_and_the_store_is_untouched(
     url = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     good = filled_backup(url, tmp_path)
     before = snapshot(url)
-    with pytest.raises(InputError, match=refusal):
-        restore_store(doctored(good, name, *statements), url, force=True)
+    with pytest.raises(InputError, match="not the file its seal vouches for"):  # changed after the backup
+        restore_store(doctored(good, name, *statements), url, key=KEY, force=True)
+    with pytest.raises(InputError, match=refusal):  # the file checks hold on their own (--trust-unsealed)
+        restore_store(doctored(good, name, *statements), url, key=KEY, force=True, trust_unsealed=True)
     assert snapshot(url) == before
-    restore_store(good, url, force=True)  # the undoctored file is still a good backup
+    restore_store(good, url, key=KEY, force=True)  # the undoctored file is still a good backup
     assert snapshot(url) == before
 
 
@@ -100,8 +103,10 @@ def test_a_doctored_pg_dump_is_refused_before_pg_restore_runs(
     backups._backup_postgres(source, archive)  # pg_dump itself (backup_store refuses to vouch for it)
     target = open_store(postgres_cluster.create_database())
     before = snapshot(target)
-    with pytest.raises(InputError, match=refusal):
-        restore_store(archive, target, force=True)
+    with pytest.raises(InputError, match="has no seal"):
+        restore_store(archive, target, key=KEY, force=True)
+    with pytest.raises(InputError, match=refusal):  # the file checks hold on their own (--trust-unsealed)
+        restore_store(archive, target, key=KEY, force=True, trust_unsealed=True)
     assert snapshot(target) == before
     with get_engine(normalise_url(target)).connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM pg_proc WHERE proname = 'planted'")).scalar_one() == 0
