@@ -15,6 +15,7 @@ from sqlalchemy import text
 from collector import backup as backups
 from collector import recorder
 from collector.backup import backup_store, restore_store
+from collector.backup_seal import seal_path
 from core.db import get_engine, normalise_url, session_scope
 from core.errors import InputError
 from tests.test_backup import snapshot
@@ -33,6 +34,7 @@ def filled_backup(url: str, folder: Path) -> Path:
 def doctored(good: Path, name: str, *statements: str) -> Path:
     path = good.with_name(name)
     shutil.copy(good, path)
+    shutil.copy(seal_path(good), seal_path(path))  # the good file's seal, kept beside the doctored copy
     with sqlite3.connect(path) as connection:
         for statement in statements:
             connection.execute(statement)
