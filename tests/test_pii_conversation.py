@@ -194,3 +194,23 @@ def test_settings_choose_the_model_the_id_patterns_and_the_allow_list(monkeypatc
     assert configured.redact_text("order #ABC1234 from Tommy Hilfiger at Minh Outfitters").text == (
         "order <ORDER_ID_1> from Tommy Hilfiger at Minh Outfitters")
     assert PiiType.ORDER_ID in {s.type for s in configured.find([(U, "#XYZ9876")])[0]}
+
+
+@pytest.mark.parametrize(
+    ("name", "turns", "expected"),
+    [
+        # "stone" is a common word (Zipf 4.8) and no first name: the known name "Tom Stone" does not make "Stone"
+        # a name on its own, even capitalised. Catches the common-word cut-off raised above 4.8 (4.6 -> 6.5): a
+        # capitalised "Stone" would be redacted
+        ("Tom Stone", [(U, "Stone grey, the one from the ad. it arrived cracked"), (A, "Sorry! Stone grey it is.")],
+         ["Stone grey, the one from the ad. it arrived cracked", "Sorry! Stone grey it is."]),
+        # "marsh" is rarer (Zipf 3.87): the surname alone, in lower case and with no full name beside it, is still
+        # the customer. Catches the cut-off lowered under 3.87 (4.6 -> 3.0): "marsh" would count as a word and stay
+        ("Will Marsh", [(U, "the order for marsh is late")], ["the order for <PERSON_1> is late"]),
+    ],
+)
+def test_a_known_names_parts_are_redacted_alone_only_when_rarer_than_common_words(
+    redactor: ConversationRedactor, name: str, turns: list, expected: list[str]
+) -> None:
+    done = redactor.redact_conversation(turns, KnownValues(name=name))
+    assert done.texts == expected
