@@ -39,13 +39,13 @@ def db_backup(
     Safe while `housestyle serve` runs. `housestyle db restore FILE` puts it back.
     """
     from collector.backup import backup_store
-    from collector.backup_seal import backup_key, seal_path
+    from collector.backup_seal import KEY_FILE, backup_key, seal_path
 
     settings = entry_settings()
     summary = backup_store(settings.resolved_database_url, out, key=backup_key(settings.home, create=True))
     typer.echo(f"backed up {summary.store} ({summary.conversations} conversations, schema {summary.revision}) "
                f"to {summary.path}, sealed in {seal_path(summary.path).name} (a restore elsewhere needs "
-               f"{settings.home / 'backup.key'})")
+               f"{settings.home / KEY_FILE})")
 
 
 @db_app.command("restore")
