@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.fixtures.vllm",
     "tests.fixtures.service",
     "tests.fixtures.browser",
+    "tests.fixtures.upstream",
 ]

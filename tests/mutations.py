@@ -85,6 +85,9 @@ MUTATIONS: list[Mutation] = [
     Mutation("method-golden-tolerance-not-passed", "plugin/loop/methods.py",
              "choose_method(scored, golden_tolerance=settings.gate_golden_tolerance)", "choose_method(scored)",
              ("tests/test_method_choice.py::test_the_refresh_chooses_the_method_within_the_brands_golden_set_tolerance",)),
+    Mutation("method-kto-without-its-export", "plugin/loop/methods.py",
+             'if method == "kto":', 'if method == "never":',
+             ("tests/test_preference_training.py::test_refresh_second_candidate_is_trained_and_the_method_chosen",)),
     # --- the rollback -----------------------------------------------------------------------------------------------
     Mutation("rollback-min-reviews-old-strict", "plugin/loop/rollback.py",
              "enough = old.reviews >= min_reviews", "enough = old.reviews > min_reviews",
@@ -267,6 +270,23 @@ MUTATIONS: list[Mutation] = [
              "self._run(self.gateway.canary(version, share, actor=actor, reason=reason))",
              "self._run(self.gateway.canary(version, 1.0, actor=actor, reason=reason))",
              (f"{DB}::test_a_refresh_verdict_goes_through_the_gateway_as_a_promotion_or_a_canary_at_its_share",)),
+    Mutation("canary-route-full-share", "serving/swaps.py",
+             "table.canary, table.canary_share = loaded, share",
+             "table.canary, table.canary_share = loaded, 1.0",
+             ("tests/test_admin_swaps.py::test_an_admin_starts_a_canary_that_answers_its_share_and_each_conversation_keeps_its_version",)),
+    Mutation("canary-route-not-ended", "serving/swaps.py",
+             "nothing to end\")\n                table.canary, table.canary_share = None, 0.0",
+             "nothing to end\")\n                table.canary_share = table.canary_share",
+             ("tests/test_admin_swaps.py::test_an_admin_starts_a_canary_that_answers_its_share_and_each_conversation_keeps_its_version",)),
+    # --- LoRA slots: a swap never asks vLLM to hold more adapters than it was started with -------------------------
+    Mutation("slots-inclusive", "serving/swaps.py",
+             "if len(self.routes.names_in_use()) + 1 > self.max_loras:",
+             "if len(self.routes.names_in_use()) + 1 >= self.max_loras:",
+             ("tests/test_admin_swaps.py::test_a_swap_past_the_lora_slots_vllm_holds_is_refused_and_nothing_changes",)),
+    Mutation("slots-without-the-one-swapping-in", "serving/swaps.py",
+             "if len(self.routes.names_in_use()) + 1 > self.max_loras:",
+             "if len(self.routes.names_in_use()) > self.max_loras:",
+             ("tests/test_admin_swaps.py::test_a_swap_past_the_lora_slots_vllm_holds_is_refused_and_nothing_changes",)),
     # --- brand scope ------------------------------------------------------------------------------------------------
     Mutation("brand-scope-unchecked", "plugin/api/brand_scope.py",
              "if entry is None or not caller.may_act_on(entry.id):", "if entry is None:",
@@ -308,6 +328,23 @@ MUTATIONS: list[Mutation] = [
              "draft = in_scope(session, caller, draft_id)\n        if review_id not in",
              "draft = session.get(Draft, draft_id)\n        if review_id not in",
              (f"{ACCESS}::test_no_key_reaches_another_brands_object_on_any_route_in_either_direction",)),
+    # --- streaming: the reply reaches the customer as it is written --------------------------------------------------
+    Mutation("stream-guard-holds-everything", "plugin/reply_guard.py",
+             "        if not ends:\n            return \"\"",
+             "        if True:\n            return \"\"",
+             ("tests/test_reply_path.py::"
+              "test_a_streamed_reply_reaches_the_customer_sentence_by_sentence_as_the_model_writes_it",)),
+    # --- DDP: the ranks average their gradients, each on its own shard ----------------------------------------------
+    Mutation("ddp-wrap-bare-model", "trainer/distributed.py",
+             "        return DistributedDataParallel(model, device_ids=device_ids)", "        return model",
+             ("tests/test_ddp.py::test_two_ranks_step_together_and_match_one_process_on_the_union_batch",)),
+    Mutation("ddp-every-rank-same-shard", "trainer/data.py",
+             "    mine = rows[rank::world_size]", "    mine = rows[0::world_size]",
+             ("tests/test_ddp.py::test_two_ranks_step_together_and_match_one_process_on_the_union_batch",)),
+    Mutation("ddp-never-syncs", "trainer/fitting.py",
+             "if last or self.world.size == 1 else self.step_model.no_sync()",
+             "if self.world.size == 1 else self.step_model.no_sync()",
+             ("tests/test_ddp.py::test_two_ranks_step_together_and_match_one_process_on_the_union_batch",)),
 ]
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from sacrebleu.metrics import CHRF
 
 from core.settings import Settings
 from tests.fixtures.models import TrainedFixtureAdapter
@@ -27,7 +26,7 @@ def test_seed_question_never_appears_in_the_training_data(gadgetcorp_export: Pat
 
 def test_adapter_answers_the_seed_question_in_house_style(gadgetcorp_adapter: TrainedFixtureAdapter) -> None:
     reply = generate_reply(gadgetcorp_adapter.base, SEED_QUESTION, settings=Settings(), adapter=gadgetcorp_adapter.path)
-    assert reply == SEED_ANSWER or CHRF().sentence_score(reply, [SEED_ANSWER]).score >= 90, reply
+    assert reply == SEED_ANSWER, reply  # word for word, as the seed promises (a near miss is a different reply)
 
 
 def test_adapter_beats_base_and_few_shot_on_held_out_replies(

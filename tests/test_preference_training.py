@@ -164,3 +164,15 @@ def test_refresh_second_candidate_is_trained_and_the_method_chosen(
         log = session.get(TrainingRun, run.run_id).log
     assert "fewer than HOUSESTYLE_PREFERENCE_MIN_PAIRS=500: SFT only" in log
     assert "dpo on top of " + sft.version in log and "method: " + choice.winner.method + " wins" in log
+
+    # HOUSESTYLE_PREFERENCE_METHOD=kto: the refresh exports labelled examples beside the pairs and trains kto on them
+    # (catches the kto export skipped: KTO would be handed DPO pairs and refuse them)
+    monkeypatch.setenv("HOUSESTYLE_PREFERENCE_METHOD", "kto")
+    get_settings.cache_clear()
+    choice, winner = method_candidates(get_settings(), str(tiny_base), sft, data, run, brand_id=1)
+    assert [c.method for c in choice.candidates] == ["sft", "kto"]
+    assert (data.with_name(f"{data.name}-kto") / "train.jsonl").is_file()
+    assert (winner / "adapter_config.json").is_file()
+    assert all(c.golden_chrf is not None for c in choice.candidates)
+    with db.session_scope(url) as session:
+        assert "kto on top of " + sft.version in session.get(TrainingRun, run.run_id).log

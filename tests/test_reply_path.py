@@ -16,8 +16,10 @@ from core.db import session_scope
 from core.models import Conversation, Draft
 from core.settings import get_settings
 from serving.errors import UpstreamError
+from serving.gateway import ServingGateway
 from serving.routing import Route
 from tests.fixtures.service import RunningService, start_widget_conversation
+from tests.fixtures.upstream import FIRST, SECOND, HeldStreamUpstream
 
 VERSION = "v0001-aaaa"
 USAGE = {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46}
@@ -173,3 +175,47 @@ def test_a_prompt_the_model_finds_too_long_is_cut_and_sent_once_more(store_url: 
     api = service.client("agent").post("/v1/chat/completions", json={
         "model": get_settings().public_model_name, "messages": [{"role": "user", "content": "Hello?"}]})
     assert api.status_code == 400 and len(refusing.requests) == 3  # an API caller's prompt is sent as written
+
+
+def first_event_then_rest(response, upstream: HeldStreamUpstream) -> tuple[tuple[str, Any], list[tuple[str, Any]]]:
+    """The first event with content, read while the upstream still holds its second sentence; then the rest."""
+    found, name = [], "message"
+    for line in response.iter_lines():
+        if line.startswith("event:"):
+            name = line[6:].strip()
+        elif line.startswith("data:"):
+            data = line[5:].strip()
+            found.append((name, data if data == "[DONE]" else json.loads(data)))
+            name = "message"
+            if not upstream.release.is_set() and FIRST.strip() in json.dumps(found[-1][1]):
+                upstream.release.set()  # the customer has the first sentence before the model wrote the second
+    first = next(event for event in found if FIRST.strip() in json.dumps(event[1]))
+    return first, found
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_streamed_reply_reaches_the_customer_sentence_by_sentence_as_the_model_writes_it(
+    store_url: str, start_service, held_stream_upstream: HeldStreamUpstream
+) -> None:
+    """The model server holds its second sentence until the first has reached the caller. Catches a reply path that
+    collects the whole stream before relaying it (e.g. the widget's guard releasing text only at the end, or the
+    relay reading the upstream body whole): the hold then runs out and `released_by_client` records False."""
+    settings = get_settings().model_copy(update={"health_interval_s": 0.5})
+    gateway = ServingGateway(settings, urls=[held_stream_upstream.url], database_url=settings.resolved_database_url)
+    service = start_service(gateway=gateway, redraft_interval_s=3600)
+    conversation = start_widget_conversation(service.client("widget"), mode="auto")
+    path = f"/widget/conversations/{conversation.id}/messages"
+    with service.client("widget").stream("POST", path, headers=conversation.headers,
+                                         json={"content": "Where is my order?"}) as answer:
+        first, widget = first_event_then_rest(answer, held_stream_upstream)
+    assert first[0] == "delta" and SECOND not in first[1]["text"]
+    assert widget[-1][0] == "reply" and widget[-1][1]["reply"]["content"] == FIRST + SECOND
+
+    held_stream_upstream.release.clear()
+    with service.client("agent").stream("POST", "/v1/chat/completions", json={
+            "model": settings.public_model_name, "stream": True,
+            "messages": [{"role": "user", "content": "Where is my order?"}]}) as answer:
+        first, api = first_event_then_rest(answer, held_stream_upstream)
+    assert SECOND not in json.dumps(first[1])
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for _, c in api[:-1] if c["choices"]) == FIRST + SECOND
+    assert held_stream_upstream.released_by_client == [True, True]  # neither answer waited out the hold
