@@ -7,7 +7,8 @@ DP's sampling and clipping without noise, for scale), score its greedy replies o
 (chrF), save it, then `housestyle audit` it (`trainer.audit.run_audit`): a shadow adapter trained by the same
 recipe with canaries planted 1, 4 and 16 times (exposure in bits, never-planted canaries as the baseline) and the
 extraction probe on the candidate (verbatim overlaps with other customers' conversations, personal values of the
-training text repeated). Figures are mean ± spread over seeds.
+training text repeated). The held-out replies are also scored as an agent would (`simulated_correction_rate`: the
+share an agent would have changed). Figures are mean ± spread over seeds.
 
     .venv/bin/python bench/memorisation.py --seeds 0 1 2 --out memorisation.json
     .venv/bin/python bench/memorisation.py --epochs 6 --seeds 0 --epsilons off 8      # a quick look
@@ -69,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
     from trainer.dp.customers import train_rows
     from trainer.dp.fitting import PrivacyConfig
     from trainer.dp.train import customer_groups, fit_private
-    from trainer.evaluate import held_out_split, score
+    from trainer.evaluate import held_out_split, score, simulated_correction_rate
     from trainer.generate import ReplyModel, greedy_replies
     from trainer.model_loading import load_tokenizer, resolve_base
     from trainer.train import _fit, preset_for, train_config
@@ -103,9 +104,11 @@ def worker(args: argparse.Namespace) -> None:
     replies = greedy_replies(ReplyModel(tokenizer, model.eval(), world.device), [prompt for prompt, _ in tasks],
                              max_new_tokens=96)
     chrf, _ = score(replies, [reference for _, reference in tasks])
+    corrections = simulated_correction_rate(replies, [reference for _, reference in tasks])
     if result is None:
         print(json.dumps({"epsilon": args.epsilon, "seed": args.seed, "epsilon_spent": None, "noise_multiplier": 0.0,
-                          "chrf": chrf, "train_seconds": 0.0, "train_loss": None, "val_loss": None,
+                          "chrf": chrf, "corrections": corrections, "train_seconds": 0.0, "train_loss": None,
+                          "val_loss": None,
                           "peak_rss_mib": peak_mib, "exposure": {}, "extraction_hits": 0, "pii_hits": 0,
                           "common_overlaps": 0, "audit_seconds": 0.0, "shadow_seconds": None}))
         return
@@ -118,7 +121,8 @@ def worker(args: argparse.Namespace) -> None:
                                             samples=args.samples))
     print(json.dumps({
         "epsilon": args.epsilon, "seed": args.seed, "epsilon_spent": dp["epsilon"] if dp else None,
-        "noise_multiplier": dp["noise_multiplier"] if dp else 0.0, "chrf": chrf, "train_seconds": train_seconds,
+        "noise_multiplier": dp["noise_multiplier"] if dp else 0.0, "chrf": chrf, "corrections": corrections,
+        "train_seconds": train_seconds,
         "train_loss": result.train_loss, "val_loss": result.val_loss, "peak_rss_mib": peak_mib,
         "exposure": {str(k): v for k, v in report.exposure.items()},
         "extraction_hits": len(report.extraction.hits), "pii_hits": len(report.extraction.pii_hits),
@@ -136,7 +140,8 @@ def spread(values: list[float]) -> str:
 
 def table(rows: list[dict]) -> str:
     lines = ["| DP | epsilon spent | exposure never / 1x / 4x / 16x (bits) | extraction hits | personal values | "
-             "held-out chrF | validation loss | train s | peak RSS MiB |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "held-out chrF | simulated corrections % | validation loss | train s | peak RSS MiB |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for epsilon in dict.fromkeys(row["epsilon"] for row in rows):
         mine = [row for row in rows if row["epsilon"] == epsilon]
         exposure = " / ".join(spread([row["exposure"][count] for row in mine if count in row["exposure"]])
@@ -148,6 +153,7 @@ def table(rows: list[dict]) -> str:
                      f"{spread([row['extraction_hits'] for row in mine])} | "
                      f"{spread([row['pii_hits'] for row in mine])} "
                      f"| {spread([row['chrf'] for row in mine])} "
+                     f"| {spread([100 * row['corrections'] for row in mine if 'corrections' in row])} "
                      f"| {spread([row['val_loss'] for row in mine if row['val_loss'] is not None])} "
                      f"| {spread([row['train_seconds'] for row in mine])} | "
                      f"{spread([row['peak_rss_mib'] for row in mine])} |")
