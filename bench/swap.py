@@ -1,9 +1,9 @@
 """Adapter swap time: HouseStyle's full promote protocol on one replica vs vLLM's raw /v1/load_lora_adapter.
 
-Our protocol = validate (sha256 of every adapter file) + load under a fresh name + /v1/models check + smoke request +
-registry update + atomic flip + drain of the old version's in-flight requests + unload. The baseline, measured in
-the same run on the same server, is the bare load call. Then the same swaps run under continuous load (16 clients,
-half streaming) to count failed requests (target: zero).
+Our protocol = validate (sha256 of every adapter file) + load under a fresh name + /v1/models check + fingerprint
+probe (serving/fingerprint) + registry update + atomic flip + drain of the old version's in-flight requests + unload.
+The baseline, measured in the same run on the same server, is the bare load call. Then the same swaps run under
+continuous load (16 clients, half streaming) to count failed requests (target: zero).
 
 Run: .venv/bin/python bench/swap.py [--base PATH] [--swaps 8]
      (no --base: HOUSESTYLE_BASE_MODEL or HOME/models/base if present, else a tiny random Llama built here)

@@ -12,16 +12,18 @@ knows) and refuses anything else, treating the file as untrusted input (issue 28
 views or tables the schema does not have is refused (a planted trigger survived a restore and undid a later
 `forget`); a pg_dump archive holding anything but tables, their data, sequences, defaults, constraints and indexes
 (functions, procedures, triggers, views, rules, extensions ...) or a table the schema does not have is refused
-before pg_restore runs (a CHECK constraint calling a planted function ran `COPY ... TO PROGRAM`), and so is one
-whose schema has a CHECK constraint, a generated column or a default calling anything but its sequence. A SQLite backup is
-restored into a fresh temporary database and swapped in only after an integrity check: every table and column of
-the current schema present (a file with hollow tables broke the store with "no such table: brand"). It never
-half-restores:
+before anything of it is read (a CHECK constraint calling a planted function ran `COPY ... TO PROGRAM`), and so is
+one whose schema has a CHECK constraint, a generated column or a default calling anything but its sequence. Either
+kind is restored into a fresh place (a temporary database, a staging schema) and swapped in only after an
+integrity check: every table and column of the current schema present (a file with hollow tables broke the store
+with "no such table: brand"). It never half-restores:
 - SQLite: the backup is copied into a temporary database beside the store and upgraded to the current schema
   there; then SQLite's backup API copies it over the store in one write transaction (readers see the old store or
   the new one, never a mix), and the temporary file goes.
-- Postgres: `pg_restore --single-transaction --clean --if-exists` replaces the store's objects in one transaction:
-  any error rolls all of it back and the store is as it was.
+- Postgres (collector/backup_staging.py): none of the archive's DDL runs. A fresh staging schema is built by our
+  own migrations at the backup's revision, only the archive's rows (`pg_restore --data-only`) are loaded into it,
+  it is upgraded and checked (tables, columns, no code, revision, row counts, foreign keys), and the live tables
+  are swapped for the staged ones, all in one transaction: any failure rolls it back and the store is as it was.
 A store that already holds data is only replaced with `force` (`--force`): a restore is not a merge. Stop
 `housestyle serve` before restoring; it keeps caches of what it read.
 """
@@ -45,6 +47,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import OperationalError
 
 from collector.backup_seal import check_seal, write_seal
+from collector.backup_staging import restore_staged
 from core.db import (
     create_private_file,
     describe_url,
@@ -335,12 +338,10 @@ def _backup_postgres(url: str, out: Path) -> None:
         os.replace(temp, out)
 
 
-def _restore_postgres(path: Path, url: str) -> None:
-    flags, env = _libpq(url)
-    get_engine(normalise_url(url)).dispose()  # our own idle connections must not hold locks on the tables
-    _run_tool([postgres_tool("pg_restore"), "--single-transaction", "--exit-on-error", "--clean", "--if-exists",
-               "--no-owner", "--no-privileges", *flags, str(path)], env, f"restoring {path} into {describe_url(url)}")
-    upgrade(url)  # an older backup: bring its schema up to date
+def _restore_postgres(path: Path, url: str, revision: str) -> None:
+    """Through a staging schema, none of the archive's code run (collector/backup_staging.py)."""
+    restore_staged(path, url, tool=postgres_tool("pg_restore"), revision=revision, expected=current_schema(),
+                   refuse=lambda why: _refuse(path, why))
 
 
 # --- the two commands --------------------------------------------------------------------------------------------
@@ -387,6 +388,9 @@ def restore_store(path: Path, url: str, *, key: bytes | None, force: bool = Fals
     if not force and holds_data(url):
         raise InputError(f"the store at {describe_url(url)} already holds data; a restore replaces all of it: "
                          "add --force to go ahead (back it up first with `housestyle db backup`)")
-    (_restore_sqlite if kind == "sqlite" else _restore_postgres)(path, url)
+    if kind == "sqlite":
+        _restore_sqlite(path, url)
+    else:
+        _restore_postgres(path, url, revision)
     return BackupSummary(path=path, store=describe_url(url), kind=kind, revision=revision,
                          conversations=_conversations(url))

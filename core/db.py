@@ -17,7 +17,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
@@ -110,15 +110,21 @@ def _alembic_config(url: str) -> Config:
     return config
 
 
+def migrate(connection: Connection, revision: str = "head") -> None:
+    """Run the migrations up to `revision` on `connection`, inside its transaction (in the schema its search_path
+    names first: a restore builds its staging schema this way)."""
+    config = _alembic_config(connection.engine.url.render_as_string(hide_password=False))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the store's schema up to date (safe to call on every start)."""
     url = normalise_url(url)
     engine = get_engine(url)
     try:
         with engine.begin() as connection:
-            config = _alembic_config(url)
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            migrate(connection, revision)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise StoreError(

@@ -3,7 +3,8 @@
 A lock is a lease: its holder renews it from a background thread every third of the lease (`LEASE`, 60 s), so a
 holder that dies stops renewing and the lock frees itself within a minute. A process that wants the lock takes it
 over at once when the holder ran on this machine and its process is gone (SIGKILL, SIGTERM, a crash), and after
-the lease ran out when it ran elsewhere. Run rows the dead holder left `running` are closed as failed then.
+the lease ran out when it ran elsewhere. Run rows the dead holder left `running` are closed as failed then, or
+sooner by `close_runs_of_gone_holders` (each service start and scheduler tick), by the same rules.
 
 `job_lock` holds a lock for one block of work; a `Lease` is the same lock held by one instance of a cluster across
 the rounds of a periodic job (the scheduler's ticks, the redaction worker's passes): each round first calls
@@ -22,14 +23,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core.db import session_scope
 from core.errors import ConflictError, StoreError
-from core.models import JobLock, utcnow
+from core.models import JobLock, as_utc, utcnow
 from core.processes import pid_alive
-from core.runs import close_runs_of, working_under
+from core.runs import close_runs_of, running_holders, working_under
 
 log = logging.getLogger("housestyle.locks")
 
@@ -93,6 +94,32 @@ def _take_over(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:
         closed = close_runs_of(old, reason=f"its process died: the {name} lock holder {old} was gone ({why})", url=url)
         log.warning("took over the %s lock from %s (%s); closed run(s) %s as failed", name, old, why, closed or "none")
     return taken
+
+
+def close_runs_of_gone_holders(
+    url: str, *, now: datetime | None = None, machine: str | None = None, alive: Callable[[int], bool] = pid_alive
+) -> list[int]:
+    """Close the rows still `running` whose lock holder is gone (`why_holder_is_gone`), or holds no lock any more,
+    without waiting for the next taker of its lock; a live holder's rows stay. Returns the ids closed."""
+    holders = running_holders(url)
+    if not holders:
+        return []
+    now, machine = now or utcnow(), machine or this_machine()
+    with session_scope(url) as session:
+        held = {lock.holder: (lock.name, as_utc(lock.expires_at))
+                for lock in session.execute(select(JobLock).where(JobLock.holder.in_(holders))).scalars()}
+    closed: list[int] = []
+    for holder in sorted(holders):
+        if holder in held:
+            name, expires_at = held[holder]
+            why = why_holder_is_gone(holder, expires_at, now=now, machine=machine, alive=alive)
+            if why is None:
+                continue
+            reason = f"its process died: the {name} lock holder {holder} was gone ({why})"
+        else:  # its lock was released or taken over without the row being closed: nothing will close it now
+            reason = f"its process died: its lock holder {holder} holds no lock any more"
+        closed += close_runs_of(holder, reason=reason, url=url)
+    return sorted(closed)
 
 
 def try_acquire(name: str, holder: str, *, ttl: timedelta, url: str) -> bool:

@@ -214,6 +214,10 @@ class AdapterVersion(SQLModel, table=True):
     manifest: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     training_run_id: int | None = Field(default=None, foreign_key="trainingrun.id")
     created_at: datetime = Field(default_factory=utcnow)
+    # what vLLM answered to the fixed probe set when the version was first loaded (JSON of
+    # `serving.fingerprint.Fingerprint`); plain text, so "none recorded yet" is SQL NULL and recording it once is
+    # one conditional UPDATE on every database
+    fingerprint: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AdapterEvent(SQLModel, table=True):

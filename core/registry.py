@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 from sqlmodel import Session
 
 from core.db import session_scope
@@ -228,6 +228,25 @@ def end_canary(version: str, *, actor: str, reason: str | None, database_url: st
 def mark_rejected(version: str, *, actor: str, reason: str, database_url: str) -> None:
     with session_scope(database_url) as session:
         set_status(session, version, AdapterStatus.REJECTED, action="reject", actor=actor, reason=reason)
+
+
+def recorded_fingerprint(version: str, *, database_url: str) -> str | None:
+    """The fingerprint recorded for `version` (`serving.fingerprint`), None while none is."""
+    with session_scope(database_url) as session:
+        return get_adapter(session, version).fingerprint
+
+
+def record_fingerprint(version: str, fingerprint: str, *, replacing: str | None, database_url: str) -> str | None:
+    """Record `fingerprint` for `version` unless the recorded one is no longer `replacing` (None: none recorded):
+    one conditional UPDATE, so of two services loading a version for the first time at once, the first to write
+    wins. Returns the fingerprint recorded now, whoever wrote it."""
+    unchanged = (AdapterVersion.fingerprint.is_(None) if replacing is None
+                 else AdapterVersion.fingerprint == replacing)
+    with session_scope(database_url) as session:
+        session.execute(update(AdapterVersion).where(AdapterVersion.version == version, unchanged)
+                        .values(fingerprint=fingerprint))
+        return session.execute(select(AdapterVersion.fingerprint).where(AdapterVersion.version == version)
+                               ).scalar_one()
 
 
 def registry_live_version(*, database_url: str, brand_id: int = DEFAULT_BRAND_ID) -> str | None:

@@ -115,6 +115,30 @@ def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
     return sorted(ids)
 
 
+def close_runs_with(run_id: int, *, reason: str, url: str) -> list[int]:
+    """Close run `run_id` and every row still `running` under its lock holder (a refresh's inner training run), as
+    failed with `reason` (its process is stopping); returns their ids."""
+    with session_scope(url) as session:
+        run = session.get(TrainingRun, run_id)
+        holder = run.holder if run is not None else None
+        if holder is None:  # no lock behind it: only the row itself
+            closed = session.execute(
+                update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
+                .values(status=RunStatus.FAILED, finished_at=utcnow(), error=reason).returning(TrainingRun.id)
+            ).scalars()
+            return sorted(closed)
+    return close_runs_of(holder, reason=reason, url=url)
+
+
+def running_holders(url: str) -> set[str]:
+    """The lock holders of rows still `running` (a row without one has no lease to say whether its process lives)."""
+    with session_scope(url) as session:
+        return set(session.execute(
+            select(TrainingRun.holder).where(TrainingRun.status == RunStatus.RUNNING, TrainingRun.holder.is_not(None))
+            .distinct()
+        ).scalars())
+
+
 def recent_runs(session: Session, *, limit: int, brand_ids: Iterable[int] | None = None) -> list[TrainingRun]:
     """The newest runs first (of the given brands only, when named)."""
     query = select(TrainingRun).order_by(TrainingRun.id.desc()).limit(limit)

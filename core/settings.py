@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         "and canary plus one being swapped in: 2 x brands + 1, at least 4). Too small for the brands is an error.",
     )
     health_interval_s: float = Field(2.0, description="Seconds between health checks of each vLLM replica.")
+    fingerprint_interval_s: float = Field(
+        60.0, description="Seconds between checks that every vLLM replica still answers a fixed probe set with each "
+        "served version's recorded fingerprint (one that does not is taken out of the pool); 0: off (every load, "
+        "swap and rejoin still checks).",
+    )
     canary_share: float = Field(0.1, description="Default share (0..1) of new conversations routed to a canary version.")
     swap_drain_timeout_s: float = Field(
         600.0, description="How long a swap waits for requests on the old version to finish before unloading it anyway."

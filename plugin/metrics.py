@@ -1,11 +1,12 @@
-"""Prometheus metrics of the service: requests, latency, tokens, and drafts by decision per adapter version."""
+"""Prometheus metrics of the service: requests, latency, tokens, drafts by decision per adapter version, and
+replicas caught serving other weights than a version's fingerprint."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from collector.stats import BASE_LABEL, DRAFT_OUTCOMES, version_stats
@@ -41,6 +42,24 @@ class DraftDecisionCollector(Collector):
         yield rate
 
 
+class FingerprintCollector(Collector):
+    """Fingerprint mismatches per version and replica, read from the gateway's count (`serving.fingerprint`)."""
+
+    def __init__(self, mismatches: Mapping[tuple[str, str], int]) -> None:
+        self.mismatches = mismatches
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "housestyle_fingerprint_mismatches",
+            "Times a vLLM replica began answering the probe set unlike an adapter version's recorded fingerprint "
+            "(other weights under its name): the swap was refused or the replica taken out of the pool",
+            labels=["adapter_version", "replica"],
+        )
+        for (version, replica), count in sorted(dict(self.mismatches).items()):
+            family.add_metric([version, replica], count)
+        yield family
+
+
 class ServiceMetrics:
     """The metrics one app instance exports, on its own registry (several apps can live in one test process)."""
 
@@ -74,6 +93,10 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(DraftDecisionCollector(database_url))
+
+    def watch_fingerprints(self, mismatches: Mapping[tuple[str, str], int]) -> None:
+        """Export the gateway's fingerprint mismatch counts (`ServingGateway.fingerprints.mismatches`)."""
+        self.registry.register(FingerprintCollector(mismatches))
 
     def count_tokens(self, version: str | None, prompt: int, completion: int) -> None:
         label = version or BASE_LABEL

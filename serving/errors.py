@@ -21,6 +21,11 @@ class UpstreamError(HouseStyleError):
         self.status_code = status_code
 
 
+class FingerprintMismatchError(UpstreamError):
+    """A replica answered the probe set unlike the version's recorded fingerprint: it serves other weights under
+    the version's name (a swap is refused, a replica serving it is taken out of the pool)."""
+
+
 class AdapterRejectedError(InputError):
     """An adapter folder failed validation; nothing was loaded and the live version keeps serving."""
 

@@ -11,7 +11,8 @@
 Every response names the adapter version that produced it: `route.version` (None = base model), also written into
 the body's `system_fingerprint` as `housestyle:<version|base>`. The gateway composes: the replica pool
 (`serving.replicas`), the routing table (`serving.routing`), the relay (`serving.relay`) and the swap protocol
-(`serving.swaps`); here live only start/stop, restoring what the registry says serves, and replicas rejoining.
+(`serving.swaps`); here live only start/stop, restoring what the registry says serves, replicas rejoining, and
+the periodic fingerprint check (`serving.fingerprint`): every replica still serves each version's own weights.
 
 Brands (`collector.brands`) share the base and the replicas; each has its own routing table, so its live and canary
 adapters are loaded under names of their own and its swaps never touch another brand's requests.
@@ -34,7 +35,8 @@ from core.errors import InputError
 from core.models import DEFAULT_BRAND_ID, AdapterStatus, AdapterVersion
 from core.registry import adapters_with_status
 from core.settings import Settings
-from serving.errors import NoHealthyReplicaError, UpstreamError
+from serving.errors import FingerprintMismatchError, NoHealthyReplicaError, UpstreamError
+from serving.fingerprint import FingerprintChecks
 from serving.follow import RegistryFollower, Wanted
 from serving.relay import ChatStream, Relay
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus
@@ -96,9 +98,11 @@ class ServingGateway:
         # vLLM names this service owns: only these are ever unloaded as leftovers when a replica rejoins
         self.name_prefix = f"{VLLM_NAME_PREFIX}{hashlib.sha256(self.database_url.encode()).hexdigest()[:6]}-"
         self.relay = Relay(self.pool, self.routes, self._repair)
+        self.fingerprints = FingerprintChecks(self.database_url)
         self.swaps = AdapterSwaps(settings, self.pool, self.routes, database_url=self.database_url,
                                   new_name=self._new_vllm_name, served_base=self._served_base,
-                                  max_loras=self.max_loras)
+                                  max_loras=self.max_loras, fingerprints=self.fingerprints)
+        self._fingerprint_task: asyncio.Task | None = None
         self._repair_lock = asyncio.Lock()
         self._started = False
         # every instance on the store serves what the registry says: re-read it periodically (and on NOTIFY)
@@ -138,11 +142,18 @@ class ServingGateway:
             )
         self.pool.start()
         self.follower.start()
+        if self.settings.fingerprint_interval_s > 0:
+            self._fingerprint_task = asyncio.create_task(self._check_fingerprints_periodically(),
+                                                         name="housestyle-fingerprints")
         self._started = True
 
     async def stop(self) -> None:
         """Stop health checks, close the upstream clients and stop managed vLLM servers (no orphans)."""
         self._started = False
+        task, self._fingerprint_task = self._fingerprint_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self.follower.stop()
         await self.pool.close()
         await asyncio.gather(*(server.stop() for server in self.servers))
@@ -196,7 +207,8 @@ class ServingGateway:
             await self.swaps.follow(brand, brand_wanted, generation=generation)
 
     async def _reload_replica(self, replica: Replica) -> None:
-        """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded)."""
+        """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded),
+        each loaded again from its folder and answering with its version's fingerprint (else it stays out)."""
         async with self.swaps.lock:
             listed = {model.id for model in await replica.list_models() if model.parent is not None}
             wanted = {loaded.vllm_name: loaded for loaded in self.routes.names_in_use()}
@@ -204,9 +216,34 @@ class ServingGateway:
                 if name.startswith(self.name_prefix):  # ours, left from a swap while this replica was out: free it
                     await replica.unload_adapter(name)
             for name, loaded in wanted.items():
-                if name not in listed:
-                    await replica.load_adapter(name, loaded.path)
+                if name in listed:  # what a name serves on a replica that was out is not known: load it afresh
+                    await replica.unload_adapter(name)
+                await replica.load_adapter(name, loaded.path, smoke=False)
+                await self.fingerprints.check([replica], loaded, consequence="it stays out of the pool")
             replica.loaded_adapters = set(wanted)
+
+    async def check_fingerprints(self) -> None:
+        """One round of the periodic check: each healthy replica answers the probe set with each served version's
+        fingerprint; one that does not is taken out of the pool (it rejoins once its names, loaded again from the
+        folders, do). A replica that fails to answer is left to the health checks."""
+        async with self.swaps.lock:  # the names in use stay loaded while they are probed
+            for replica in self.pool.healthy():
+                for loaded in self.routes.names_in_use():
+                    try:
+                        await self.fingerprints.check([replica], loaded, consequence="it is taken out of the pool")
+                    except FingerprintMismatchError as exc:
+                        self.pool.mark_unhealthy(replica, str(exc))
+                        break
+                    except UpstreamError as exc:
+                        log.warning("fingerprint check of %s on %s skipped: %s", loaded.version, replica.url, exc)
+
+    async def _check_fingerprints_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.fingerprint_interval_s)
+            try:
+                await self.check_fingerprints()
+            except Exception:  # the check must never die; the next round tries again
+                log.exception("fingerprint round failed")
 
     async def _discover_base(self) -> None:
         """Learn the base model's context window and, in attach mode, its served name (and path, unless configured)
@@ -245,8 +282,9 @@ class ServingGateway:
             try:
                 if vllm_name not in {model.id for model in await replica.list_models()}:
                     log.warning("replica %s lost %s; loading it again", replica.url, vllm_name)
-                    await replica.load_adapter(vllm_name, loaded.path)
-            except UpstreamError as exc:
+                    await replica.load_adapter(vllm_name, loaded.path, smoke=False)
+                    await self.fingerprints.check([replica], loaded, consequence="it is taken out of the pool")
+            except UpstreamError as exc:  # a fingerprint mismatch too: the relay takes the replica out
                 log.warning("replica %s could not load %s again: %s", replica.url, vllm_name, exc)
                 return False
         return True

@@ -169,12 +169,15 @@ class Replica:
                 return model
         raise UpstreamError(f"vLLM at {self.url} lists no base model in /v1/models")
 
-    async def load_adapter(self, vllm_name: str, path: str) -> None:
-        """Load an adapter under a fresh name, then confirm vLLM lists it and can generate with it."""
+    async def load_adapter(self, vllm_name: str, path: str, *, smoke: bool = True) -> None:
+        """Load an adapter under a fresh name, then confirm vLLM lists it and can generate with it (`smoke` False:
+        the caller generates with it next anyway, e.g. its fingerprint probe)."""
         await self.request("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
         self.loaded_adapters.add(vllm_name)
         if vllm_name not in {model.id for model in await self.list_models()}:
             raise UpstreamError(f"vLLM at {self.url} accepted adapter {vllm_name} but does not list it")
+        if not smoke:
+            return
         response = await self.request("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
         if not response.json().get("choices"):
             raise UpstreamError(f"vLLM at {self.url} returned no choices from adapter {vllm_name}")

@@ -1,7 +1,8 @@
 """The swap protocol: promote, roll back and canary adapter versions on every replica with no failed request.
 
 A new version is validated, then loaded under a fresh, never-reused vLLM name on each healthy replica (load, list
-check, smoke request); if any replica fails, it is unloaded everywhere and nothing changed. Then the routing table
+check), and every replica must answer the probe set with the version's fingerprint
+(`serving.fingerprint`); if any replica fails, it is unloaded everywhere and nothing changed. Then the routing table
 flips atomically, the registry records who did what, and the old name is drained (requests already on it finish)
 before it is unloaded.
 
@@ -25,6 +26,7 @@ from core.errors import ConflictError, InputError
 from core.models import DEFAULT_BRAND_ID
 from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, SwapFailedError, UpstreamError
+from serving.fingerprint import FingerprintChecks
 from serving.follow import Serving, Step, Wanted, decide
 from serving.replicas import Replica, ReplicaPool
 from serving.routing import BrandRoutes, LoadedVersion, RoutingTable
@@ -57,8 +59,10 @@ class AdapterSwaps:
         new_name: Callable[[str], str],
         served_base: Callable[[], Awaitable[str | None]],
         max_loras: int,
+        fingerprints: FingerprintChecks,
     ) -> None:
         self.settings, self.pool, self.routes = settings, pool, routes
+        self.fingerprints = fingerprints
         self.max_loras = max_loras  # adapters each vLLM holds at once (--max-loras)
         self.database_url = database_url
         self.new_name, self.served_base = new_name, served_base
@@ -137,7 +141,7 @@ class AdapterSwaps:
                 raise ConflictError(f"{version} is already live")
             canary = table.canary
             if canary is not None and canary.version == version:
-                # the canary is loaded, validated and smoke-tested everywhere already: just flip
+                # the canary is loaded, validated and fingerprinted everywhere already: just flip
                 loaded = canary
                 table.canary, table.canary_share = None, 0.0
             else:
@@ -152,8 +156,8 @@ class AdapterSwaps:
                               total_ms=(time.perf_counter() - started) * 1000)
 
     async def _load_everywhere(self, version: str, path: str, *, actor: str, record: bool = True) -> LoadedVersion:
-        """Validate the adapter in `path`, then load it under a fresh name + list check + smoke request on each
-        replica; undo all on failure. `record`: a version failing validation is recorded as rejected (not when
+        """Validate the adapter in `path`, then load it under a fresh name + list check on each replica, and check
+        each answers with the version's fingerprint; undo all on failure. `record`: a version failing validation is recorded as rejected (not when
         following: another instance served it, the fault may be this host's copy)."""
         served_base = await self.served_base()
         try:  # validation reads the adapter's files: off the event loop too
@@ -177,7 +181,8 @@ class AdapterSwaps:
         try:
             for replica in replicas:
                 done.append(replica)
-                await replica.load_adapter(loaded.vllm_name, loaded.path)
+                await replica.load_adapter(loaded.vllm_name, loaded.path, smoke=False)  # the probe generates
+            await self.fingerprints.check(replicas, loaded, consequence="the swap is refused, nothing changed")
         except UpstreamError as exc:
             await asyncio.gather(*(r.unload_adapter(loaded.vllm_name) for r in done), return_exceptions=True)
             raise SwapFailedError(f"loading {version} failed, so it was unloaded again and nothing changed: {exc}") from None

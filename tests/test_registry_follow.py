@@ -9,6 +9,7 @@ the swap protocol against it).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def test_the_canary_split_is_the_same_on_every_instance() -> None:
 
 class StandInVllm:
     """A vLLM stand-in: /health, /v1/models (the base and the adapters loaded), runtime LoRA load/unload, and
-    completions that answer at once naming the model they were asked for (404 for an adapter not loaded)."""
+    completions that answer at once naming the model they were asked for (404 for an adapter not loaded); asked
+    for log-probs (the fingerprint probe), tokens that depend on the folder loaded, as weights would."""
 
     def __init__(self) -> None:
         self.loaded: dict[str, str] = {}
@@ -124,13 +126,23 @@ class StandInVllm:
         return web.Response(text="ok")
 
     async def complete(self, request: web.Request) -> web.Response:
-        model = (await request.json()).get("model")
+        body = await request.json()
+        model = body.get("model")
         if model != "base" and model not in self.loaded:
             return web.json_response({"error": {"message": f"model {model} does not exist"}}, status=404)
         reply = {"role": "assistant", "content": f"from {model}"}
+        choice = {"index": 0, "message": reply, "text": reply["content"], "finish_reason": "stop"}
+        choices = [choice]
+        if body.get("logprobs"):  # one answer per prompt, its tokens a function of the folder loaded
+            weights = hashlib.sha256(self.loaded.get(model, "base").encode()).digest()
+            choices = [{**choice, "index": index, "logprobs": {
+                "tokens": [f"token_id:{byte}" for byte in weights[index:index + body["max_tokens"]]],
+                "token_logprobs": [-1.0] * body["max_tokens"],
+                "top_logprobs": [{f"token_id:{byte}": -1.0, "token_id:0": -3.0}
+                                 for byte in weights[index:index + body["max_tokens"]]]}}
+                for index in range(len(body["prompt"]))]
         return web.json_response({"id": "x", "object": "chat.completion", "created": 0, "model": model,
-                                  "choices": [{"index": 0, "message": reply, "text": reply["content"],
-                                               "finish_reason": "stop"}],
+                                  "choices": choices,
                                   "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
 

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from core.db import open_store
 from core.group_commit import GroupCommit
+from core.locks import close_runs_of_gone_holders
 from core.settings import Settings
 from plugin.api.brand_scope import BrandDirectory
 from plugin.api.deps import KeyCache, new_rate_limits
@@ -47,6 +48,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             open_store(settings.resolved_database_url)
+            # run rows a process that died left `running` are closed now, not when their lock is next taken
+            await asyncio.to_thread(close_runs_of_gone_holders, settings.resolved_database_url)
             if settings.redact_at_ingest:  # redacts new conversations in its own thread, off the request path
                 app.state.redaction_worker = RedactionWorker(settings)
                 app.state.redaction_worker.start()
@@ -71,6 +74,8 @@ def create_app(
                 for task in (app.state.scheduler_task, app.state.redrafter_task):
                     if task is not None:
                         task.cancel()
+                if app.state.scheduler_task is not None:  # its `finally` closes the rows of refreshes cut short
+                    await asyncio.gather(app.state.scheduler_task, return_exceptions=True)
                 if app.state.redaction_worker is not None:
                     await asyncio.to_thread(app.state.redaction_worker.stop)
                 await asyncio.to_thread(app.state.store_writer.close)  # what is queued is stored before we stop
@@ -99,6 +104,8 @@ def create_app(
     app.state.redaction_worker = None  # plugin.redaction_worker.RedactionWorker while HOUSESTYLE_REDACT_AT_INGEST
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
+    if hasattr(gateway, "fingerprints"):  # a ServingGateway (tests pass stand-ins without one)
+        metrics.watch_fingerprints(gateway.fingerprints.mismatches)
     app.state.rate_limits = new_rate_limits(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.brands = BrandDirectory(settings, ttl_s=settings.key_cache_seconds, gateway=gateway)

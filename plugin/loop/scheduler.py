@@ -15,9 +15,9 @@ from collector.brands import brand_id_of, brand_settings, every_brand
 from collector.stats import reviews_since
 from core.db import session_scope
 from core.errors import ConflictError
-from core.locks import Lease
+from core.locks import Lease, close_runs_of_gone_holders
 from core.models import DEFAULT_BRAND_ID, as_utc, utcnow
-from core.runs import last_started
+from core.runs import close_runs_with, last_started
 from core.settings import Settings
 from plugin.loop.decision import GatewaySwapper
 from plugin.loop.refresh import RefreshOutcome, run_refresh
@@ -28,6 +28,7 @@ log = logging.getLogger("housestyle.scheduler")
 CHECK_EVERY_S = 30.0
 LEASE_NAME = "scheduler"
 LEASE = timedelta(minutes=2)  # renewed every tick (CHECK_EVERY_S): a dead scheduler is replaced within two minutes
+STOPPED_MID_REFRESH = "the service stopped mid-refresh"
 
 
 def reviews_since_last_refresh(url: str, brand_id: int = DEFAULT_BRAND_ID) -> int:
@@ -63,6 +64,7 @@ class LoopScheduler:
         self.started_at = clock()
         self.last_refresh: dict[str, float] = {}
         self.running: dict[str, asyncio.Task] = {}
+        self.run_ids: dict[str, int] = {}  # brand -> the run row of its refresh in this service, once it exists
 
     @property
     def busy(self) -> bool:
@@ -118,6 +120,7 @@ class LoopScheduler:
         started: asyncio.Future[int] = loop.create_future()
 
         def on_started(run_id: int) -> None:
+            self.run_ids[settings.brand] = run_id  # set before the refresh goes on: shutdown closes what is open
             loop.call_soon_threadsafe(lambda: started.done() or started.set_result(run_id))
 
         task = asyncio.create_task(self.refresh_now(reason, actor=actor, on_started=on_started, brand=settings))
@@ -159,6 +162,8 @@ class LoopScheduler:
         HOUSESTYLE_REFRESH_PARALLEL_BRANDS allows. Nothing unless this instance holds the scheduler lease."""
         if not await asyncio.to_thread(self.leads):
             return
+        # rows a dead process left `running` (SIGKILL, a crashed host) close now, not at the next refresh of them
+        await asyncio.to_thread(close_runs_of_gone_holders, self.settings.resolved_database_url)
         for brand in await asyncio.to_thread(self.brands):
             try:
                 await self.guard_live_version(brand)
@@ -184,6 +189,23 @@ class LoopScheduler:
                 self.lease.release()
             except Exception as exc:
                 log.warning("could not hand on the scheduler lease: %s", exc)
+            self.close_interrupted_runs()
+
+    def close_interrupted_runs(self) -> list[int]:
+        """Close the run rows of refreshes still running here (the outer refresh and its inner training), as failed:
+        the service stops, and its worker threads die with the process without closing them. Their lock stays:
+        a thread may still be working until the process is gone, and the next taker judges it as usual."""
+        closed: list[int] = []
+        for brand in self.refreshing():
+            if (run_id := self.run_ids.get(brand)) is None:
+                continue  # still waiting for the lock: no row yet
+            try:
+                closed += close_runs_with(run_id, reason=STOPPED_MID_REFRESH, url=self.settings.resolved_database_url)
+            except Exception as exc:
+                log.warning("could not close refresh run %s of brand %s: %s", run_id, brand, exc)
+        if closed:
+            log.warning("closed refresh run(s) %s as failed: %s", closed, STOPPED_MID_REFRESH)
+        return closed
 
 
 def _fail_with(future: asyncio.Future, task: asyncio.Task) -> None:
