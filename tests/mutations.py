@@ -33,6 +33,7 @@ DB = "tests/test_decision_boundaries.py"
 SCHED = "tests/test_loop_scheduler.py"
 ACCESS = "tests/test_plugin_access.py"
 CLUSTER = "tests/test_cluster_jobs.py"
+FP = "tests/test_fingerprint.py"
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Mutation:
     old: str  # must occur exactly once in the file
     new: str
     tests: tuple[str, ...]  # pytest node ids that should fail with the change
+    marks: str = MARKS  # the marker expression they run under (Postgres tests start a throwaway cluster)
 
 
 MUTATIONS: list[Mutation] = [
@@ -345,6 +347,191 @@ MUTATIONS: list[Mutation] = [
              "if last or self.world.size == 1 else self.step_model.no_sync()",
              "if self.world.size == 1 else self.step_model.no_sync()",
              ("tests/test_ddp.py::test_two_ranks_step_together_and_match_one_process_on_the_union_batch",)),
+    # --- run rows of a stopped or dead process (tests/test_orphaned_runs.py) ----------------------------------------
+    Mutation("orphans-tick-sweep-dropped", "plugin/loop/scheduler.py",
+             "await asyncio.to_thread(close_runs_of_gone_holders, self.settings.resolved_database_url)",
+             "await asyncio.sleep(0)",
+             ("tests/test_orphaned_runs.py::test_rows_of_a_holder_whose_lease_ran_out_are_closed_by_the_next_scheduler_tick_and_a_live_"
+              "holders_stay",)),
+    Mutation("orphans-live-holder-closed", "core/locks.py",
+             "            if why is None:\n                continue", "            if False:\n                continue",
+             ("tests/test_orphaned_runs.py::test_rows_of_a_holder_whose_lease_ran_out_are_closed_by_the_next_scheduler_tick_and_a_live_"
+              "holders_stay",)),
+    Mutation("orphans-start-sweep-dropped", "plugin/api/app.py",
+             "await asyncio.to_thread(close_runs_of_gone_holders, settings.resolved_database_url)",
+             "await asyncio.sleep(0)",
+             ("tests/test_orphaned_runs.py::test_rows_of_a_holder_whose_lease_ran_out_are_closed_when_a_service_starts",)),
+    Mutation("orphans-shutdown-close-dropped", "plugin/loop/scheduler.py",
+             "            self.close_interrupted_runs()", "            pass",
+             ("tests/test_orphaned_runs.py::test_a_service_stopped_mid_refresh_closes_its_refreshs_outer_and_inner_rows_on_the_way_out",)),
+    # --- a Postgres restore goes through a checked staging schema (tests/test_restore_staged.py) ---------------------
+    Mutation("restore-staged-columns-unchecked", "collector/backup_staging.py",
+             "        if missing := columns - set(data.columns):", "        if False:",
+             ("tests/test_restore_staged.py::test_a_doctored_pg_dump_fails_its_check_in_staging_and_the_live_store_is_unchanged",),
+             marks="postgres"),
+    Mutation("restore-staged-at-head", "collector/backup_staging.py",
+             "                migrate(connection, revision)", "                migrate(connection, \"head\")",
+             ("tests/test_restore_staged.py::test_a_doctored_pg_dump_fails_its_check_in_staging_and_the_live_store_is_unchanged",),
+             marks="postgres"),
+    Mutation("restore-staged-never-committed", "collector/backup_staging.py",
+             "            with engine.begin() as connection:", "            with engine.connect() as connection:",
+             ("tests/test_restore_staged.py::test_a_good_pg_restore_swaps_in_through_staging_keeps_the_schemas_grants_and_the_service_reads_it",),
+             marks="postgres"),
+    Mutation("restore-staged-children-first", "collector/backup_staging.py",
+             "get_sorted_table_and_fkc_names(schema=staging) if table in present]",
+             "get_sorted_table_and_fkc_names(schema=staging) if table in present][::-1]",
+             ("tests/test_restore_staged.py::test_a_good_pg_restore_swaps_in_through_staging_keeps_the_schemas_grants_and_the_service_reads_it",),
+             marks="postgres"),
+    Mutation("restore-staged-seed-rows-kept", "collector/backup_staging.py",
+             "    connection.execute(text(\"TRUNCATE \" + ", "    0 and connection.execute(text(\"TRUNCATE \" + ",
+             ("tests/test_restore_staged.py::test_a_good_pg_restore_swaps_in_through_staging_keeps_the_schemas_grants_and_the_service_reads_it",),
+             marks="postgres"),
+    # --- issue 28: the hostile tests' fixes, each undone in one line (the restore's seal and staging: restore-seal-*,
+    # restore-staged-* above) ------------------------------------------------------------------------------------------
+    Mutation("hostile-redraft-first-page-only", "plugin/redrafter.py",
+             "following = (rows[-1].updated_at, rows[-1].id) if len(rows) == page else None", "following = None",
+             ("tests/test_redrafter_backlog.py::test_a_pass_drafts_every_page_and_reports_the_backlog",)),
+    Mutation("hostile-redraft-idle-never-closed", "plugin/redrafter.py",
+             "closed = await asyncio.to_thread(close_idle, url, idle_close_minutes=idle_minutes, now=now)",
+             "closed = 0",
+             ("tests/test_redrafter_backlog.py::test_a_pass_drafts_every_page_and_reports_the_backlog",)),
+    Mutation("hostile-forget-email-substring", "collector/pii/erasure.py",
+             "holds=lambda text: needle in emails_in(text),", "holds=lambda text: needle in text.lower(),",
+             ("tests/test_hostile_two.py::test_forget_by_email_erases_only_that_whole_address",)),
+    Mutation("hostile-forget-phone-digits-anywhere", "collector/pii/erasure.py",
+             "holds=lambda text: wanted in phones_in(text, region),",
+             "holds=lambda text: _digits(wanted)[-10:] in _digits(text),",
+             ("tests/test_hostile_two.py::test_forget_by_phone_erases_only_that_whole_number",)),
+    Mutation("hostile-restore-sqlite-trigger-kept", "collector/backup.py",
+             "        if code:\n            raise _refuse(path, f\"it holds {code[0][0]}",
+             "        if False:\n            raise _refuse(path, f\"it holds {code[0][0]}",
+             ("tests/test_restore_untrusted.py::test_a_doctored_sqlite_backup_is_refused_and_the_store_is_untouched",)),
+    Mutation("hostile-restore-sqlite-hollow-kept", "collector/backup.py",
+             "            _check_integrity(temp_url, path)", "            pass",
+             ("tests/test_restore_untrusted.py::test_a_doctored_sqlite_backup_is_refused_and_the_store_is_untouched",)),
+    Mutation("hostile-export-not-private", "collector/export/staging.py",
+             "    make_private(staging)", "    pass",
+             ("tests/test_hostile_two.py::test_an_export_is_private_whatever_the_umask",)),
+    Mutation("hostile-export-unredacted-over-http", "plugin/api/routes/admin.py",
+             "    if not body.redact:", "    if False:",
+             ("tests/test_hostile_two.py::test_an_unredacted_export_is_refused_over_http",)),
+    Mutation("hostile-widget-any-mode", "plugin/api/routes/widget.py",
+             "if asked is not None and asked != configured and asked.value not in settings.widget_modes:",
+             "if False:",
+             ("tests/test_hostile_two.py::test_a_customer_chooses_only_what_the_operator_lists",
+              "tests/test_hostile_two.py::test_the_widget_key_cannot_start_an_auto_conversation_on_an_assist_channel")),
+    Mutation("hostile-widget-any-channel", "plugin/api/routes/widget.py",
+             "    if channel not in settings.widget_channels:", "    if False:",
+             ("tests/test_hostile_two.py::test_a_customer_chooses_only_what_the_operator_lists",)),
+    Mutation("hostile-knowledge-symlink-followed", "collector/knowledge/cli.py",
+             "            if os.path.islink(os.path.join(root, name)):", "            if False:",
+             ("tests/test_hostile_two.py::test_knowledge_add_refuses_a_symlink_in_a_folder",)),
+    Mutation("hostile-chatwoot-name-not-cleaned", "plugin/connectors/chatwoot_payloads.py",
+             "return storable_text(value).strip()[:limit] or None", "return value.strip()[:limit] or None",
+             ("tests/test_input_edges.py::test_a_chatwoot_senders_unstorable_name_is_cleaned_and_the_message_kept",)),
+    Mutation("hostile-chatwoot-name-not-cut", "plugin/connectors/chatwoot_payloads.py",
+             "return storable_text(value).strip()[:limit] or None", "return storable_text(value).strip() or None",
+             ("tests/test_input_edges.py::test_a_chatwoot_senders_unstorable_name_is_cleaned_and_the_message_kept",)),
+    Mutation("hostile-chatwoot-id-unbounded", "plugin/connectors/chatwoot_payloads.py",
+             "PlatformId = Annotated[int, Field(ge=0, le=MAX_ID)]", "PlatformId = Annotated[int, Field()]",
+             ("tests/test_input_edges.py::test_an_absurd_chatwoot_id_is_a_422",)),
+    Mutation("hostile-chat-part-text-any-type", "plugin/openai/protocol.py",
+             "            if part.get(\"type\") == \"text\" and not isinstance(part.get(\"text\"), str):",
+             "            if False:",
+             ("tests/test_input_edges.py::test_a_bad_chat_completion_body_is_a_422",)),
+    # a lone surrogate in `model` is refused by pydantic's own str parsing: only a NUL tells `Text` from `str` there
+    Mutation("hostile-chat-model-unstorable", "plugin/openai/protocol.py",
+             "    model: Text = Field(min_length=1, max_length=200)", "    model: str = Field(min_length=1, max_length=200)",
+             ("tests/test_chat_model_field.py",)),
+    # ... and its 422 is answered at all only because the body that echoes the surrogate is ASCII-escaped (else a 500)
+    Mutation("hostile-422-echo-not-ascii", "plugin/api/errors.py",
+             'return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)',
+             'return JSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)',
+             ("tests/test_input_edges.py::test_a_bad_chat_completion_body_is_a_422",)),
+    Mutation("hostile-chat-user-unstorable", "plugin/openai/protocol.py",
+             "    user: Text | None = Field(default=None, max_length=200,",
+             "    user: str | None = Field(default=None, max_length=200,",
+             ("tests/test_input_edges.py::test_a_bad_chat_completion_body_is_a_422",)),
+    Mutation("hostile-coverage-other-brands-documents", "collector/coverage/report.py",
+             "select(func.count(KnowledgeDocument.id)).where(of_brand(settings.brand))",
+             "select(func.count(KnowledgeDocument.id))",
+             ("tests/test_brand_leaks.py::test_the_coverage_report_counts_only_the_brands_own_and_shared_knowledge",)),
+    Mutation("hostile-coverage-other-brands-passages", "collector/coverage/report.py",
+             "        .where(of_brand(settings.brand))\n    ).all()", "    ).all()",
+             ("tests/test_brand_leaks.py::test_the_coverage_report_counts_only_the_brands_own_and_shared_knowledge",)),
+    Mutation("hostile-knowledge-deep-json-traceback", "collector/knowledge/parsers.py",
+             "        except RecursionError:", "        except ZeroDivisionError:",
+             ("tests/test_hostile_two.py::test_a_hostile_knowledge_file_is_one_error_line",)),
+    Mutation("hostile-knowledge-nul-stored", "collector/knowledge/loaders.py",
+             "if problem := next(filter(None, map(unstorable, [*section.headings, *section.blocks])), None):",
+             "if problem := None:",
+             ("tests/test_hostile_two.py::test_a_hostile_knowledge_file_is_one_error_line",)),
+    Mutation("hostile-knowledge-size-unchecked", "collector/knowledge/loaders.py",
+             "if max_bytes is not None and size > max_bytes and not path.is_dir():", "if False:",
+             ("tests/test_hostile_two.py::test_a_knowledge_file_over_the_size_limit_is_refused_before_it_is_read",)),
+    Mutation("hostile-adapter-404-names-the-brand", "plugin/api/routes/admin.py",
+             "        caller.check_brand(adapter.brand_id, missing)",
+             "        caller.check_brand(adapter.brand_id, NotFoundError(f\"adapter version {version} is another brand's\"))",
+             ("tests/test_brand_leaks.py::test_another_brands_version_answers_exactly_as_an_unknown_one",)),
+    Mutation("hostile-unknown-keys-unlimited", "plugin/api/deps.py",
+             "        if guessing > 0:  # too many unknown keys", "        if False:  # too many unknown keys",
+             ("tests/test_hostile_two.py::test_unknown_keys_are_rate_limited_per_address_before_any_store_lookup",)),
+    Mutation("hostile-inner-run-without-holder", "core/runs.py",
+             "        holder = holder or HELD_LOCK.get()", "        holder = holder",
+             ("tests/test_hostile_two.py::test_a_refresh_killed_mid_training_has_its_inner_train_run_closed_too",)),
+    Mutation("hostile-control-fullwidth-bars", "core/prompts.py",
+             r'r"|/?\uff5c[^\s<>\uff5c]{1,40}\uff5c>"', 'r""',
+             ("tests/test_control_strings.py::test_a_customer_cannot_forge_a_deepseek_or_llama2_turn",
+              "tests/test_control_strings.py::test_every_template_familys_control_strings_are_neutralised")),
+    Mutation("hostile-control-inst-brackets", "core/prompts.py",
+             r'r"|\[(?=/?[A-Z][A-Z0-9_]{1,29}\])"', 'r""',
+             ("tests/test_control_strings.py::test_a_customer_cannot_forge_a_deepseek_or_llama2_turn",
+              "tests/test_control_strings.py::test_every_template_familys_control_strings_are_neutralised")),
+    Mutation("hostile-control-llama2-sys", "core/prompts.py",
+             r'r"|</?[A-Z][A-Z_]{0,29}>>)"', 'r")"',
+             ("tests/test_control_strings.py::test_a_customer_cannot_forge_a_deepseek_or_llama2_turn",
+              "tests/test_control_strings.py::test_every_template_familys_control_strings_are_neutralised")),
+    Mutation("hostile-import-line-cap-unapplied", "collector/importer.py",
+             "            if len(content) > max_line_bytes:", "            if False:",
+             ("tests/test_import_line_cap.py::test_a_line_over_the_cap_is_one_bad_line_and_the_rest_lands",)),
+    Mutation("hostile-import-line-read-whole", "collector/importer.py",
+             "while raw := handle.readline(read_at_most):", "while raw := handle.readline():",
+             ("tests/test_import_line_cap.py::test_an_oversized_line_is_never_held_whole",)),
+    # --- fingerprints: a replica serving other weights under a version's name is caught -----------------------------
+    Mutation("fingerprint-swap-unchecked", "serving/swaps.py",
+             '            await self.fingerprints.check(replicas, loaded, consequence="the swap is refused, nothing '
+             'changed")\n', "",
+             (f"{FP}::test_replicas_that_disagree_on_a_first_load_refuse_the_swap_and_record_nothing",)),
+    Mutation("fingerprint-first-load-not-cross-checked", "serving/fingerprint.py",
+             "for replica, fingerprint in zip(replicas, seen, strict=True):",
+             "for replica, fingerprint in zip(replicas[:1], seen[:1], strict=True):",
+             (f"{FP}::test_replicas_that_disagree_on_a_first_load_refuse_the_swap_and_record_nothing",)),
+    Mutation("fingerprint-periodic-keeps-the-replica", "serving/gateway.py",
+             "                        self.pool.mark_unhealthy(replica, str(exc))\n", "                        pass\n",
+             (f"{FP}::test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rejoins_only_on_the_"
+              "right_ones",)),
+    Mutation("fingerprint-rejoin-unchecked", "serving/gateway.py",
+             '                await self.fingerprints.check([replica], loaded, consequence="it stays out of the pool")\n',
+             "",
+             (f"{FP}::test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rejoins_only_on_the_"
+              "right_ones",)),
+    Mutation("fingerprint-repair-unchecked", "serving/gateway.py",
+             '                    await self.fingerprints.check([replica], loaded, consequence="it is taken out of the '
+             'pool")\n            except UpstreamError',
+             "            except UpstreamError",
+             (f"{FP}::test_a_lost_name_loaded_again_with_other_weights_takes_the_replica_out",)),
+    Mutation("fingerprint-not-recorded", "core/registry.py",
+             ".where(AdapterVersion.version == version, unchanged)",
+             ".where(AdapterVersion.version == version, unchanged, AdapterVersion.id < 0)",
+             (f"{FP}::test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rejoins_only_on_the_"
+              "right_ones",)),
+    Mutation("fingerprint-mismatch-not-counted", "serving/fingerprint.py", "            self.mismatches[key] += 1\n", "",
+             (f"{FP}::test_a_lost_name_loaded_again_with_other_weights_takes_the_replica_out",)),
+    Mutation("fingerprint-near-tie-any-token", "serving/fingerprint.py", "and seen_token == runner_up", "and True",
+             (f"{FP}::test_a_fingerprint_differs_on_a_confident_token_or_log_prob_not_on_rounding",)),
+    Mutation("fingerprint-log-prob-ignored", "serving/fingerprint.py",
+             "if abs(seen_logprob - logprob) > LOGPROB_TOLERANCE:", "if False:",
+             (f"{FP}::test_a_fingerprint_differs_on_a_confident_token_or_log_prob_not_on_rounding",)),
 ]
 
 
@@ -354,10 +541,10 @@ def copy_repo() -> Path:
     return target
 
 
-def run_tests(copy: Path, tests: tuple[str, ...], timeout: float) -> tuple[int, str]:
+def run_tests(copy: Path, tests: tuple[str, ...], timeout: float, marks: str = MARKS) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": str(copy), "PYTHONDONTWRITEBYTECODE": "1"}
     command = [sys.executable, "-m", "pytest", "-x", "-q", "-rf", "-p", "no:cacheprovider", "--rootdir", str(copy),
-               "-m", MARKS, *tests]
+               "-m", marks, *tests]
     try:
         done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout,
                               check=False)
@@ -402,13 +589,15 @@ def main() -> int:
         if not probe.stdout.strip().startswith(str(copy)):
             print(f"the copy's modules are not the ones imported: {probe.stdout}{probe.stderr}", file=sys.stderr)
             return 2
-        every_test = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
         started = time.monotonic()
-        code, output = run_tests(copy, every_test, args.timeout)
-        if code != 0:
-            print(f"baseline: the listed tests do not pass unchanged (exit {code}):\n{output[-3000:]}")
-            return 2
-        print(f"baseline: {len(every_test)} test groups pass unchanged ({time.monotonic() - started:.0f}s)", flush=True)
+        for marks in dict.fromkeys(m.marks for m in chosen):
+            every_test = tuple(dict.fromkeys(t for m in chosen if m.marks == marks for t in m.tests))
+            code, output = run_tests(copy, every_test, args.timeout, marks)
+            if code != 0:
+                print(f"baseline: the listed tests do not pass unchanged (exit {code}):\n{output[-3000:]}")
+                return 2
+            print(f"baseline: {len(every_test)} test groups ({marks}) pass unchanged "
+                  f"({time.monotonic() - started:.0f}s)", flush=True)
 
         survivors, rows = [], []
         for m in chosen:
@@ -417,7 +606,7 @@ def main() -> int:
             path.write_text(original.replace(m.old, m.new, 1), encoding="utf-8")
             try:
                 started = time.monotonic()
-                code, output = run_tests(copy, m.tests, args.timeout)
+                code, output = run_tests(copy, m.tests, args.timeout, m.marks)
             finally:
                 path.write_text(original, encoding="utf-8")
             seconds = time.monotonic() - started
