@@ -3,7 +3,8 @@
 
 It answers GET /health, GET /v1/models (one base model, and the adapters loaded), POST /v1/chat/completions (the same
 short reply, as one JSON body or, with "stream": true, as server-sent events with a usage chunk and [DONE]; with
-"logprobs", fixed per-token log-probs, so a fingerprint probe gets the same answer every time) and vLLM's runtime
+"logprobs", fixed per-token log-probs), POST /v1/completions (the same, one choice per prompt: the fingerprint
+probe gets the same answer every time) and vLLM's runtime
 LoRA endpoints (/v1/load_lora_adapter, /v1/unload_lora_adapter: names only, no weights), for swaps
 (`bench/fleet.py`). Raw asyncio and
 httptools on uvloop, so the stand-in costs far less than what it stands in for.
@@ -36,6 +37,21 @@ def logprobs(tokens: int) -> dict:
     step = {"token": "token_id:7", "logprob": -0.5, "top_logprobs": [{"token": "token_id:7", "logprob": -0.5},
                                                                    {"token": "token_id:9", "logprob": -2.5}]}
     return {"content": [step] * tokens}
+
+
+def text_completion(model: str, request: dict) -> bytes:
+    """/v1/completions: one choice per prompt, with the completions API's log-probs when asked (fingerprint probes)."""
+    prompts = request.get("prompt") or [""]
+    tokens = int(request.get("max_tokens") or 16)
+    choices = []
+    for index, _ in enumerate(prompts if isinstance(prompts, list) else [prompts]):
+        choice = {"index": index, "text": REPLY[:tokens], "finish_reason": "length"}
+        if request.get("logprobs"):
+            choice["logprobs"] = {"tokens": ["token_id:7"] * tokens, "token_logprobs": [-0.5] * tokens,
+                                  "top_logprobs": [{"token_id:7": -0.5, "token_id:9": -2.5}] * tokens}
+        choices.append(choice)
+    return json.dumps({"id": "cmpl-instant", "object": "text_completion", "created": int(time.time()),
+                       "model": model, "choices": choices, "usage": USAGE}).encode()
 
 
 def completion(model: str, request: dict) -> bytes:
@@ -101,6 +117,8 @@ class InstantProtocol(asyncio.Protocol):
                 answer, status = b'{"error": {"message": "model does not exist"}}', b"404 Not Found"
             elif request.get("stream"):
                 answer, kind = stream(model), b"text/event-stream"
+            elif path == b"/v1/completions":
+                answer = text_completion(model, request)
             else:
                 answer = completion(model, request)
         self.transport.write(b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
