@@ -37,6 +37,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.plugin_load import percentile  # noqa: E402 (after the path that makes bench importable)
+
 QUESTION = "Where is my order? It was supposed to arrive on Monday."
 BASE_ROOT = "instant-upstream"  # the base the instant upstream reports: what adapters must declare
 
@@ -122,11 +124,6 @@ async def load(urls: list[str], key: str, requests: int, concurrency: int) -> di
         for session in sessions:
             await session.close()
     return {"rps": requests / wall, "latencies": latencies, "errors": errors}
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 def register_versions(database_url: str, count: int, work: Path) -> list[str]:

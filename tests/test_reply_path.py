@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -71,8 +71,8 @@ class ScriptedGateway:
         return route, chunks()
 
 
-def events(response) -> list[tuple[str, Any]]:
-    """The server-sent events of a streamed answer as (event name, decoded data)."""
+def events(response, on_event: Callable[[tuple[str, Any]], None] | None = None) -> list[tuple[str, Any]]:
+    """The server-sent events of a streamed answer as (event name, decoded data); `on_event` sees each as it comes."""
     found, name = [], "message"
     for line in response.iter_lines():
         if line.startswith("event:"):
@@ -81,6 +81,8 @@ def events(response) -> list[tuple[str, Any]]:
             data = line[5:].strip()
             found.append((name, data if data == "[DONE]" else json.loads(data)))
             name = "message"
+            if on_event is not None:
+                on_event(found[-1])
     return found
 
 
@@ -179,16 +181,12 @@ def test_a_prompt_the_model_finds_too_long_is_cut_and_sent_once_more(store_url: 
 
 def first_event_then_rest(response, upstream: HeldStreamUpstream) -> tuple[tuple[str, Any], list[tuple[str, Any]]]:
     """The first event with content, read while the upstream still holds its second sentence; then the rest."""
-    found, name = [], "message"
-    for line in response.iter_lines():
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data = line[5:].strip()
-            found.append((name, data if data == "[DONE]" else json.loads(data)))
-            name = "message"
-            if not upstream.release.is_set() and FIRST.strip() in json.dumps(found[-1][1]):
-                upstream.release.set()  # the customer has the first sentence before the model wrote the second
+
+    def release_once_the_first_sentence_is_here(event: tuple[str, Any]) -> None:
+        if not upstream.release.is_set() and FIRST.strip() in json.dumps(event[1]):
+            upstream.release.set()  # the customer has the first sentence before the model wrote the second
+
+    found = events(response, release_once_the_first_sentence_is_here)
     first = next(event for event in found if FIRST.strip() in json.dumps(event[1]))
     return first, found
 
