@@ -208,7 +208,8 @@ class ServingGateway:
 
     async def _reload_replica(self, replica: Replica) -> None:
         """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded),
-        each loaded again from its folder and answering with its version's fingerprint (else it stays out)."""
+        each answering with its version's fingerprint (else it stays out): a name it still holds is kept when it
+        does, and loaded again from its folder when it does not."""
         async with self.swaps.lock:
             listed = {model.id for model in await replica.list_models() if model.parent is not None}
             wanted = {loaded.vllm_name: loaded for loaded in self.routes.names_in_use()}
@@ -216,8 +217,12 @@ class ServingGateway:
                 if name.startswith(self.name_prefix):  # ours, left from a swap while this replica was out: free it
                     await replica.unload_adapter(name)
             for name, loaded in wanted.items():
-                if name in listed:  # what a name serves on a replica that was out is not known: load it afresh
-                    await replica.unload_adapter(name)
+                if name in listed:  # still loaded (the replica was slow, not restarted): keep it if its weights are
+                    try:            # the version's; reloading a name costs a slot on vLLM (vllm#54839) and is reuse
+                        await self.fingerprints.check([replica], loaded, consequence="it is loaded again")
+                        continue
+                    except FingerprintMismatchError:  # other weights under our name: load the folder again
+                        await replica.unload_adapter(name)
                 await replica.load_adapter(name, loaded.path, smoke=False)
                 await self.fingerprints.check([replica], loaded, consequence="it stays out of the pool")
             replica.loaded_adapters = set(wanted)

@@ -532,6 +532,11 @@ MUTATIONS: list[Mutation] = [
     Mutation("fingerprint-log-prob-ignored", "serving/fingerprint.py",
              "if abs(seen_logprob - logprob) > LOGPROB_TOLERANCE:", "if False:",
              (f"{FP}::test_a_fingerprint_differs_on_a_confident_token_or_log_prob_not_on_rounding",)),
+    Mutation("fingerprint-rejoin-reloads-every-name", "serving/gateway.py",
+             'consequence="it is loaded again")\n                        continue\n',
+             'consequence="it is loaded again")\n                        raise FingerprintMismatchError(name)\n',
+             (f"{FP}::test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rejoins_only_on_the_"
+              "right_ones",)),
 ]
 
 

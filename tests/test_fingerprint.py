@@ -175,6 +175,12 @@ def test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rej
             upstream.stale = False
             await gateway.pool.check_once()
             assert replica.healthy and dict(gateway.fingerprints.mismatches) == {(version, upstream.url): 1}
+            # a replica taken out for being slow still holds the right weights: it rejoins without a load (a name
+            # loaded again costs vLLM a slot, vllm#54839); catches a rejoin that reloads every name it finds
+            loads = len(upstream.loads)
+            gateway.pool.mark_unhealthy(replica, "health check timed out")
+            await gateway.pool.check_once()
+            assert replica.healthy and upstream.loads[loads:] == []
         finally:
             await gateway.stop()
             await upstream.stop()
