@@ -8,6 +8,8 @@ import asyncio
 import logging
 import shutil
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -117,32 +119,41 @@ def test_replicas_that_disagree_on_a_first_load_refuse_the_swap_and_record_nothi
     assert version in line and "replicas disagree" in line and "swap is refused" in line
 
 
+@asynccontextmanager
+async def promoted_on_a_stand_in(store_url: str, tmp_path: Path
+                                 ) -> AsyncIterator[tuple[str, StaleCopyStandIn, ServingGateway]]:
+    """A version promoted through a gateway in front of one stand-in replica that, for now, serves the right weights;
+    no periodic rounds of its own (the test calls them), stopped after."""
+    version = register_adapter_folder(adapter_folder(tmp_path, "a0"), Path("stand-in-base"), database_url=store_url)
+    settings = Settings(home=tmp_path / "home", database_url=store_url, registry_follow_seconds=0,
+                        fingerprint_interval_s=0, health_interval_s=3600)
+    upstream = await StaleCopyStandIn(stale=False).start()
+    gateway = ServingGateway(settings, urls=[upstream.url])
+    await gateway.start()
+    try:
+        await gateway.promote(version, actor="test")
+        yield version, upstream, gateway
+    finally:
+        await gateway.stop()
+        await upstream.stop()
+
+
 def test_a_lost_name_loaded_again_with_other_weights_takes_the_replica_out(store_url: str, tmp_path: Path,
                                                                           caplog) -> None:
     """The relay loads a name a replica lost (an unload from outside, a restart between health rounds) again before
     it retries the request: that load is checked too, and a replica answering unlike the fingerprint leaves."""
-    version = register_adapter_folder(adapter_folder(tmp_path, "a0"), Path("stand-in-base"), database_url=store_url)
-    settings = Settings(home=tmp_path / "home", database_url=store_url, registry_follow_seconds=0,
-                        fingerprint_interval_s=0, health_interval_s=3600)
-
-    async def scenario() -> None:
-        upstream = await StaleCopyStandIn(stale=False).start()
-        gateway = ServingGateway(settings, urls=[upstream.url])
-        await gateway.start()
-        try:
-            await gateway.promote(version, actor="test")
+    async def scenario() -> str:
+        async with promoted_on_a_stand_in(store_url, tmp_path) as (version, upstream, gateway):
             upstream.stale = True  # its copy of the folder is now another training's
             upstream.loaded.clear()  # and it lost the name
             with pytest.raises(NoHealthyReplicaError):
                 await gateway.chat({"messages": [{"role": "user", "content": "hi"}]})
             assert not gateway.pool.replicas[0].healthy
             assert dict(gateway.fingerprints.mismatches) == {(version, upstream.url): 1}
-        finally:
-            await gateway.stop()
-            await upstream.stop()
+        return version
 
     with caplog.at_level(logging.ERROR, logger="housestyle.serving"):
-        asyncio.run(scenario())
+        version = asyncio.run(scenario())
     [line] = mismatch_lines(caplog)
     assert version in line and "taken out of the pool" in line
 
@@ -151,17 +162,9 @@ def test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rej
     store_url: str, tmp_path: Path, caplog
 ) -> None:
     """The periodic check and the rejoin, on a stand-in (the real-vLLM test below is the same story)."""
-    version = register_adapter_folder(adapter_folder(tmp_path, "a0"), Path("stand-in-base"), database_url=store_url)
-    settings = Settings(home=tmp_path / "home", database_url=store_url, registry_follow_seconds=0,
-                        fingerprint_interval_s=0, health_interval_s=3600)
-
-    async def scenario() -> None:
-        upstream = await StaleCopyStandIn(stale=False).start()
-        gateway = ServingGateway(settings, urls=[upstream.url])
-        await gateway.start()
-        replica = gateway.pool.replicas[0]
-        try:
-            await gateway.promote(version, actor="test")
+    async def scenario() -> str:
+        async with promoted_on_a_stand_in(store_url, tmp_path) as (version, upstream, gateway):
+            replica = gateway.pool.replicas[0]
             await gateway.check_fingerprints()
             assert replica.healthy and dict(gateway.fingerprints.mismatches) == {}
             name = gateway.status().vllm_names[version]
@@ -181,12 +184,10 @@ def test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rej
             gateway.pool.mark_unhealthy(replica, "health check timed out")
             await gateway.pool.check_once()
             assert replica.healthy and upstream.loads[loads:] == []
-        finally:
-            await gateway.stop()
-            await upstream.stop()
+        return version
 
     with caplog.at_level(logging.ERROR, logger="housestyle.serving"):
-        asyncio.run(scenario())
+        version = asyncio.run(scenario())
     [line] = mismatch_lines(caplog)
     assert version in line and "taken out of the pool" in line
 
