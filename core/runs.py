@@ -101,12 +101,12 @@ class RunLog:
         session.add(run)
 
 
-def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
-    """Close every row still `running` under a lock holder that died, as failed with `reason`; returns their ids."""
+def _fail_running(condition: Any, *, reason: str, url: str) -> list[int]:
+    """Close the rows still `running` that match `condition`, as failed with `reason`; returns their ids."""
     with session_scope(url) as session:
         ids = list(session.execute(
             update(TrainingRun)
-            .where(TrainingRun.holder == holder, TrainingRun.status == RunStatus.RUNNING)
+            .where(condition, TrainingRun.status == RunStatus.RUNNING)
             .values(status=RunStatus.FAILED, finished_at=utcnow(), error=reason)
             .returning(TrainingRun.id)
         ).scalars())
@@ -115,19 +115,20 @@ def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
     return sorted(ids)
 
 
+def close_runs_of(holder: str, *, reason: str, url: str) -> list[int]:
+    """Close every row still `running` under a lock holder that died, as failed with `reason`; returns their ids."""
+    return _fail_running(TrainingRun.holder == holder, reason=reason, url=url)
+
+
 def close_runs_with(run_id: int, *, reason: str, url: str) -> list[int]:
     """Close run `run_id` and every row still `running` under its lock holder (a refresh's inner training run), as
     failed with `reason` (its process is stopping); returns their ids."""
     with session_scope(url) as session:
         run = session.get(TrainingRun, run_id)
         holder = run.holder if run is not None else None
-        if holder is None:  # no lock behind it: only the row itself
-            closed = session.execute(
-                update(TrainingRun).where(TrainingRun.id == run_id, TrainingRun.status == RunStatus.RUNNING)
-                .values(status=RunStatus.FAILED, finished_at=utcnow(), error=reason).returning(TrainingRun.id)
-            ).scalars()
-            return sorted(closed)
-    return close_runs_of(holder, reason=reason, url=url)
+    # no lock behind it: only the row itself
+    condition = TrainingRun.id == run_id if holder is None else TrainingRun.holder == holder
+    return _fail_running(condition, reason=reason, url=url)
 
 
 def running_holders(url: str) -> set[str]:

@@ -157,8 +157,8 @@ class AdapterSwaps:
 
     async def _load_everywhere(self, version: str, path: str, *, actor: str, record: bool = True) -> LoadedVersion:
         """Validate the adapter in `path`, then load it under a fresh name + list check on each replica, and check
-        each answers with the version's fingerprint; undo all on failure. `record`: a version failing validation is recorded as rejected (not when
-        following: another instance served it, the fault may be this host's copy)."""
+        each answers with the version's fingerprint; undo all on failure. `record`: a version failing validation is
+        recorded as rejected (not when following: another instance served it, the fault may be this host's copy)."""
         served_base = await self.served_base()
         try:  # validation reads the adapter's files: off the event loop too
             validated = await asyncio.to_thread(validate_adapter, path, served_base_model=served_base,
