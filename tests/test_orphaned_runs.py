@@ -22,6 +22,7 @@ from plugin.api.app import create_app
 from plugin.loop import scheduler as scheduler_module
 from plugin.loop.refresh import RefreshOutcome, refresh_lock
 from plugin.loop.scheduler import STOPPED_MID_REFRESH, LoopScheduler
+from serving.fingerprint import FingerprintChecks
 from tests.fixtures.service import LiveServer, make_role_keys
 from tests.test_loop_scheduler import Clock, FakeGateway
 
@@ -97,6 +98,7 @@ class RunningGateway(FakeGateway):
     """Enough of a started ServingGateway for the app to run its scheduler (nothing is served)."""
 
     started = True
+    fingerprints = FingerprintChecks("sqlite://")  # nothing is served: nothing is probed
 
     def ready(self) -> bool:
         return True

@@ -16,6 +16,7 @@ from core.db import session_scope
 from core.models import Conversation, Draft
 from core.settings import get_settings
 from serving.errors import UpstreamError
+from serving.fingerprint import FingerprintChecks
 from serving.gateway import ServingGateway
 from serving.routing import Route
 from tests.fixtures.service import RunningService, start_widget_conversation
@@ -37,6 +38,7 @@ class ScriptedGateway:
     def __init__(self, pieces: list[str], *, max_model_len: int | None = None, refuse: int = 0) -> None:
         self.pieces, self.max_model_len, self.refuse = pieces, max_model_len, refuse
         self.requests: list[dict[str, Any]] = []
+        self.fingerprints = FingerprintChecks(get_settings().resolved_database_url)  # no replica: none ever differs
 
     def ready(self) -> bool:
         return True

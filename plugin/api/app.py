@@ -104,7 +104,7 @@ def create_app(
     app.state.redaction_worker = None  # plugin.redaction_worker.RedactionWorker while HOUSESTYLE_REDACT_AT_INGEST
     app.state.on_shutdown = None  # called last when the app stops (serve: remove the control file)
     app.state.metrics = metrics
-    if hasattr(gateway, "fingerprints"):  # a ServingGateway (tests pass stand-ins without one)
+    if gateway is not None:
         metrics.watch_fingerprints(gateway.fingerprints.mismatches)
     app.state.rate_limits = new_rate_limits(settings)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
