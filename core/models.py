@@ -218,6 +218,9 @@ class AdapterVersion(SQLModel, table=True):
     # `serving.fingerprint.Fingerprint`); plain text, so "none recorded yet" is SQL NULL and recording it once is
     # one conditional UPDATE on every database
     fingerprint: str | None = Field(default=None, sa_column=Column(Text))
+    # shared replicas (HOUSESTYLE_SHARED_REPLICAS): the vLLM name every service on the store serves the version under
+    # while it is live or a canary; a fresh one each time it goes live or becomes a canary (a name is never reused)
+    vllm_name: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AdapterEvent(SQLModel, table=True):
@@ -258,6 +261,14 @@ class JobLock(SQLModel, table=True):
     holder: str = Field(max_length=200)  # host:pid:random of the process holding it
     acquired_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime  # a holder that died stops renewing; after this anyone may take the lock
+
+
+class ServedNames(SQLModel, table=True):
+    """One running service's vLLM adapter names on shared replicas: those it routes to or still has requests on."""
+
+    holder: str = Field(primary_key=True, max_length=200)  # the service: machine:pid:random
+    names: str = Field(default="", sa_column=Column(Text, nullable=False))  # space-separated vLLM names
+    expires_at: datetime  # renewed on every registry re-read; a service that stops renewing holds nothing
 
 
 class WorkerMark(SQLModel, table=True):

@@ -188,8 +188,10 @@ def adapter_path(version: str, *, database_url: str) -> str:
         return get_adapter(session, version).path
 
 
-def mark_live(version: str, *, action: str, actor: str, reason: str | None, database_url: str) -> str | None:
-    """Make `version` its brand's live version and retire the one before it; returns the retired version."""
+def mark_live(version: str, *, action: str, actor: str, reason: str | None, database_url: str,
+              vllm_name: str | None = None) -> str | None:
+    """Make `version` its brand's live version and retire the one before it; returns the retired version.
+    `vllm_name`: the name the shared replicas serve it under (None: the next service to serve it claims one)."""
     with session_scope(database_url) as session:
         brand = get_adapter(session, version).brand_id
         previous = [adapter.version for adapter in adapters_with_status(session, AdapterStatus.LIVE, brand)]
@@ -198,15 +200,17 @@ def mark_live(version: str, *, action: str, actor: str, reason: str | None, data
                 # kept on disk either way; "rolled-back" tells the timeline it was taken off, not just superseded
                 retire, why = ("rolled-back", "rolled back to") if action == "rollback" else ("retire", "replaced by")
                 set_status(session, old, AdapterStatus.RETIRED, action=retire, actor=actor, reason=f"{why} {version}")
-        set_status(session, version, AdapterStatus.LIVE, action=action, actor=actor, reason=reason)
+        live = set_status(session, version, AdapterStatus.LIVE, action=action, actor=actor, reason=reason)
+        live.vllm_name = vllm_name
     others = [old for old in previous if old != version]
     return others[0] if others else None
 
 
 def mark_canary(
-    version: str, share: float, *, actor: str, reason: str | None, database_url: str
+    version: str, share: float, *, actor: str, reason: str | None, database_url: str, vllm_name: str | None = None
 ) -> str | None:
-    """Make `version` its brand's one canary with `share`; a previous canary goes back to candidate. Returns it."""
+    """Make `version` its brand's one canary with `share`; a previous canary goes back to candidate. Returns it.
+    `vllm_name` as for `mark_live`."""
     with session_scope(database_url) as session:
         brand = get_adapter(session, version).brand_id
         previous = [adapter.version for adapter in adapters_with_status(session, AdapterStatus.CANARY, brand)]
@@ -214,10 +218,31 @@ def mark_canary(
             if old != version:
                 set_status(session, old, AdapterStatus.CANDIDATE, action="canary-end", actor=actor,
                            reason=f"replaced by {version}")
-        set_status(session, version, AdapterStatus.CANARY, action="canary", actor=actor, reason=reason,
-                   canary_share=share)
+        canary = set_status(session, version, AdapterStatus.CANARY, action="canary", actor=actor, reason=reason,
+                            canary_share=share)
+        canary.vllm_name = vllm_name
     others = [old for old in previous if old != version]
     return others[0] if others else None
+
+
+SERVED = (AdapterStatus.LIVE, AdapterStatus.CANARY)
+
+
+def shared_vllm_name(version: str, *, database_url: str) -> str | None:
+    """The name the shared replicas serve `version` under now; None when none is recorded or it is not served."""
+    with session_scope(database_url) as session:
+        adapter = get_adapter(session, version)
+        return adapter.vllm_name if adapter.status in SERVED else None
+
+
+def claim_vllm_name(version: str, candidate: str, *, database_url: str) -> str | None:
+    """`shared_vllm_name`, after recording `candidate` when none was (of several services claiming at once, exactly
+    one wins): a version made live without a name (by the CLI with no service running) gets one."""
+    with session_scope(database_url) as session:
+        session.execute(update(AdapterVersion).where(
+            AdapterVersion.version == version, AdapterVersion.vllm_name.is_(None),
+            AdapterVersion.status.in_(SERVED)).values(vllm_name=candidate))
+    return shared_vllm_name(version, database_url=database_url)
 
 
 def end_canary(version: str, *, actor: str, reason: str | None, database_url: str) -> None:

@@ -199,10 +199,31 @@ class Settings(BaseSettings):
     swap_drain_timeout_s: float = Field(
         600.0, description="How long a swap waits for requests on the old version to finish before unloading it anyway."
     )
+    shared_replicas: bool = Field(
+        False, description="The vLLM servers of HOUSESTYLE_VLLM_URLS are shared by every service on this store: a "
+        "swap loads each version once, under the one name the registry records, the other services serve that name, "
+        "and the last service to stop using a name unloads it (needs HOUSESTYLE_REGISTRY_FOLLOW_SECONDS above 0). "
+        "false: each service loads and unloads names of its own.",
+    )
     registry_follow_seconds: float = Field(
         2.0, description="Seconds between a service's re-reads of the adapter registry, so that every service on one "
         "store serves the live and canary versions a swap on any of them made (on Postgres a NOTIFY also wakes it at "
         "once); 0: off, the registry is read only at start.",
+    )
+
+    adapter_store: str = Field(
+        "", description="Where every service and vLLM host reads adapter versions: a directory mounted at the same "
+        "path on every host (an absolute path or file:///path) or s3://bucket/prefix; a registered version is copied "
+        "there and each vLLM host fetches and checks it by name (`serving/lora_resolver.py`). Empty: each host reads "
+        "the adapter folders under its own HOME.",
+    )
+    adapter_store_endpoint_url: str | None = Field(
+        None, description="Endpoint URL of an S3-compatible ADAPTER_STORE that is not AWS (MinIO, Ceph...), e.g. "
+        "http://minio:9000; credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID..., ~/.aws).",
+    )
+    adapter_cache_dir: Path | None = Field(
+        None, description="Where a host keeps its checked copies of ADAPTER_STORE versions (vLLM loads them from "
+        "there); default HOME/adapter-cache.",
     )
 
     # --- training and evaluation (trainer/) ----------------------------------------------------

@@ -1,7 +1,9 @@
-"""`housestyle adapters ...`: list, promote, roll back and canary adapter versions (live service or registry)."""
+"""`housestyle adapters ...`: list, promote, roll back and canary adapter versions (live service or registry), and
+publish them into the adapter store."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -10,8 +12,10 @@ from rich.table import Table
 
 from collector.brands import brand_id_of, entry_settings
 from collector.cli import BrandOption, default_actor
+from core.adapter_store import open_adapter_store
 from core.db import session_scope
-from core.registry import get_adapter, list_adapters
+from core.errors import InputError
+from core.registry import check_version_id, get_adapter, list_adapters
 from serving import remote
 
 adapters_app = typer.Typer(
@@ -116,6 +120,29 @@ def history_command(
             table.add_row(event.created_at.strftime("%Y-%m-%d %H:%M:%S"), event.version, event.action, event.actor,
                           event.reason or "")
     Console().print(table)
+
+
+@adapters_app.command("publish")
+def publish_command(
+    version: Annotated[str | None, typer.Argument(help="Version to copy into the store, e.g. v0003-1a2b3c4d.")] = None,
+    all_versions: Annotated[bool, typer.Option("--all", help="Every version of the brand (oldest first).")] = False,
+    brand: BrandOption = None,
+) -> None:
+    """Copy VERSION (or --all) into HOUSESTYLE_ADAPTER_STORE, for versions registered before it was set; a version
+    already there is left as it is."""
+    if (version is None) == (not all_versions):
+        raise InputError("name one VERSION or give --all (not both); `housestyle adapters list` shows the versions")
+    settings = entry_settings(brand)
+    store = open_adapter_store(settings)
+    if store is None:
+        raise InputError("HOUSESTYLE_ADAPTER_STORE is not set: set it to a shared directory or s3://bucket/prefix "
+                         "(docs/production.md, Adapters on every host) and publish again")
+    with session_scope(settings.resolved_database_url) as session:
+        adapters = ([get_adapter(session, check_version_id(version))] if version
+                    else list_adapters(session, brand_id_of(settings, session))[::-1])
+    for adapter in adapters:
+        copied = store.publish(adapter.version, Path(adapter.path))
+        typer.echo(f"{adapter.version}: {'published to' if copied else 'already in'} {store.where(adapter.version)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -36,6 +36,8 @@ class Wanted:
     canary: str | None = None
     canary_path: str | None = None
     canary_share: float = 0.0
+    live_name: str | None = None  # shared replicas: the vLLM names the registry records (None: none yet)
+    canary_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class Step:
     version: str | None = None
     share: float = 0.0
     path: str | None = None
+    name: str | None = None  # the vLLM name the registry records for it (shared replicas)
 
 
 def decide(wanted: Wanted, serving: Serving) -> list[Step]:
@@ -68,14 +71,15 @@ def decide(wanted: Wanted, serving: Serving) -> list[Step]:
     canary_now, share_now = serving.canary, serving.canary_share
     if wanted.live != serving.live:
         action = "rollback" if wanted.live_via == "rollback" or wanted.live is None else "promote"
-        steps.append(Step(action, wanted.live, path=wanted.live_path))
+        steps.append(Step(action, wanted.live, path=wanted.live_path, name=wanted.live_name))
         if canary_now is not None and canary_now == wanted.live:
             canary_now, share_now = None, 0.0  # the canary became the live version: the flip takes it off the split
     if wanted.canary is None:
         if canary_now is not None:
             steps.append(Step("end-canary", canary_now))
     elif wanted.canary != canary_now or wanted.canary_share != share_now:
-        steps.append(Step("canary", wanted.canary, share=wanted.canary_share, path=wanted.canary_path))
+        steps.append(Step("canary", wanted.canary, share=wanted.canary_share, path=wanted.canary_path,
+                          name=wanted.canary_name))
     return steps
 
 
@@ -94,6 +98,8 @@ def read_registry(database_url: str, brand_ids: list[int]) -> dict[int, Wanted]:
                 canary=canary[0].version if canary else None,
                 canary_path=canary[0].path if canary else None,
                 canary_share=canary[0].canary_share if canary else 0.0,
+                live_name=live[0].vllm_name if live else None,
+                canary_name=canary[0].vllm_name if canary else None,
             )
     return wanted
 

@@ -41,6 +41,7 @@ from serving.follow import RegistryFollower, Wanted
 from serving.relay import ChatStream, Relay
 from serving.replicas import Replica, ReplicaPool, ReplicaStatus
 from serving.routing import BrandRoutes, LoadedVersion, Route
+from serving.shared_names import SharedNames, check_shared_settings
 from serving.swaps import AdapterSwaps, SwapResult
 from serving.validation import validate_adapter
 from serving.vllm_server import BASE_SERVED_NAME, VllmServer, lora_slots, replica_cpu_lists
@@ -89,7 +90,7 @@ class ServingGateway:
         else:
             urls = urls or [url.strip() for url in settings.vllm_urls.split(",") if url.strip()]
         self.pool = ReplicaPool(
-            [Replica(url, self.api_key) for url in urls],
+            [Replica.configured(url, self.api_key, settings) for url in urls],
             health_interval_s=settings.health_interval_s,
             on_recovered=self._reload_replica,
         )
@@ -99,9 +100,12 @@ class ServingGateway:
         self.name_prefix = f"{VLLM_NAME_PREFIX}{hashlib.sha256(self.database_url.encode()).hexdigest()[:6]}-"
         self.relay = Relay(self.pool, self.routes, self._repair)
         self.fingerprints = FingerprintChecks(self.database_url)
+        check_shared_settings(settings.shared_replicas, settings.registry_follow_seconds)
+        self.shared = SharedNames(self.database_url, follow_seconds=settings.registry_follow_seconds,
+                                  names_used=self._names_used) if settings.shared_replicas else None
         self.swaps = AdapterSwaps(settings, self.pool, self.routes, database_url=self.database_url,
                                   new_name=self._new_vllm_name, served_base=self._served_base,
-                                  max_loras=self.max_loras, fingerprints=self.fingerprints)
+                                  max_loras=self.max_loras, fingerprints=self.fingerprints, shared=self.shared)
         self._fingerprint_task: asyncio.Task | None = None
         self._repair_lock = asyncio.Lock()
         self._started = False
@@ -133,6 +137,8 @@ class ServingGateway:
             await self.stop()  # a half-started set of servers must not outlive a failed start
             raise
         await self._restore_from_registry()
+        if self.shared is not None:
+            await self.shared.start()  # published before the names are loaded on the replicas
         await self.pool.check_once()
         if not self.pool.healthy():
             await self.stop()
@@ -155,6 +161,8 @@ class ServingGateway:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self.follower.stop()
+        if self.shared is not None:
+            await self.shared.stop()
         await self.pool.close()
         await asyncio.gather(*(server.stop() for server in self.servers))
 
@@ -193,8 +201,12 @@ class ServingGateway:
             except InputError as exc:
                 log.error("not serving %s version %s: %s", role, adapter.version, exc)
                 continue
-            loaded = LoadedVersion(version=adapter.version, vllm_name=self._new_vllm_name(adapter.version),
-                                   path=validated.path)
+            name = self._new_vllm_name(adapter.version)
+            if self.shared is not None:
+                name = await self.shared.name_for(adapter.version, adapter.vllm_name, self._new_vllm_name)
+                if name is None:
+                    continue  # taken off since the read: the follower serves what replaced it
+            loaded = LoadedVersion(version=adapter.version, vllm_name=name, path=validated.path)
             table = self.routes.table(adapter.brand_id)
             if role == "live":
                 table.live = loaded
@@ -206,6 +218,10 @@ class ServingGateway:
         for brand, brand_wanted in wanted.items():
             await self.swaps.follow(brand, brand_wanted, generation=generation)
 
+    def _names_used(self) -> set[str]:
+        """The adapter names this service routes to or still has requests on."""
+        return {loaded.vllm_name for loaded in self.routes.names_in_use()} | set(self.routes.in_flight())
+
     async def _reload_replica(self, replica: Replica) -> None:
         """A replica (re)joins: make it serve exactly the routing table's names (a restarted vLLM has none loaded),
         each answering with its version's fingerprint (else it stays out): a name it still holds is kept when it
@@ -215,7 +231,8 @@ class ServingGateway:
             wanted = {loaded.vllm_name: loaded for loaded in self.routes.names_in_use()}
             for name in listed - wanted.keys():
                 if name.startswith(self.name_prefix):  # ours, left from a swap while this replica was out: free it
-                    await replica.unload_adapter(name)
+                    if self.shared is None or await self.shared.last_to_let_go(name):  # unless another uses it
+                        await replica.unload_adapter(name)
             for name, loaded in wanted.items():
                 if name in listed:  # still loaded (the replica was slow, not restarted): keep it if its weights are
                     try:            # the version's; reloading a name costs a slot on vLLM (vllm#54839) and is reuse
@@ -223,7 +240,7 @@ class ServingGateway:
                         continue
                     except FingerprintMismatchError:  # other weights under our name: load the folder again
                         await replica.unload_adapter(name)
-                await replica.load_adapter(name, loaded.path, smoke=False)
+                await self.swaps.place(replica, loaded, recorded=True)
                 await self.fingerprints.check([replica], loaded, consequence="it stays out of the pool")
             replica.loaded_adapters = set(wanted)
 
@@ -287,7 +304,7 @@ class ServingGateway:
             try:
                 if vllm_name not in {model.id for model in await replica.list_models()}:
                     log.warning("replica %s lost %s; loading it again", replica.url, vllm_name)
-                    await replica.load_adapter(vllm_name, loaded.path, smoke=False)
+                    await self.swaps.place(replica, loaded, recorded=True)
                     await self.fingerprints.check([replica], loaded, consequence="it is taken out of the pool")
             except UpstreamError as exc:  # a fingerprint mismatch too: the relay takes the replica out
                 log.warning("replica %s could not load %s again: %s", replica.url, vllm_name, exc)

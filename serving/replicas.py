@@ -19,7 +19,10 @@ from typing import Any
 import aiohttp
 from pydantic import BaseModel
 
+from core.adapter_store import AdapterStore, AdapterStoreError, open_adapter_store
+from core.settings import Settings
 from serving.errors import NoHealthyReplicaError, UpstreamError
+from serving.vllm_names import version_of_vllm_name
 
 log = logging.getLogger("housestyle.serving")
 
@@ -90,10 +93,14 @@ class UpstreamReply:
 
 
 class Replica:
-    """One vLLM OpenAI server, reached through its own long-lived HTTP client."""
+    """One vLLM OpenAI server, reached through its own long-lived HTTP client. With an adapter `store`
+    (HOUSESTYLE_ADAPTER_STORE) it asks for a version by name, and vLLM's resolver fetches it from the store
+    (`serving.lora_resolver`); without one it hands vLLM the adapter folder's path on this host."""
 
-    def __init__(self, url: str, api_key: str | None, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, url: str, api_key: str | None, *, timeout_s: float = 600.0,
+                 store: AdapterStore | None = None) -> None:
         self.url = url.rstrip("/")
+        self.store = store
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # connect: a free connection of the pool and the TCP connect; sock_read: between two reads of an answer
         self.timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=CONNECT_TIMEOUT_S,
@@ -105,6 +112,11 @@ class Replica:
         self.admitted_at: float | None = None  # time.monotonic() when it last (re)joined the pool
         self.in_flight = 0
         self.loaded_adapters: set[str] = set()
+
+    @classmethod
+    def configured(cls, url: str, api_key: str | None, settings: Settings) -> Replica:
+        """A replica that loads adapters the way the settings say: from HOUSESTYLE_ADAPTER_STORE, else by path."""
+        return cls(url, api_key, store=open_adapter_store(settings))
 
     def status(self) -> ReplicaStatus:
         return ReplicaStatus(
@@ -171,14 +183,43 @@ class Replica:
 
     async def load_adapter(self, vllm_name: str, path: str, *, smoke: bool = True) -> None:
         """Load an adapter under a fresh name, then confirm vLLM lists it and can generate with it (`smoke` False:
-        the caller generates with it next anyway, e.g. its fingerprint probe)."""
-        await self.request("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
+        the caller generates with it next anyway, e.g. its fingerprint probe). With a store, `path` is not used:
+        the version in the name is fetched from the store (see `_load_from_store`)."""
+        if self.store is not None:
+            await self._load_from_store(vllm_name)
+        else:
+            await self.request("POST", "/v1/load_lora_adapter", {"lora_name": vllm_name, "lora_path": path})
         self.loaded_adapters.add(vllm_name)
         if vllm_name not in {model.id for model in await self.list_models()}:
             raise UpstreamError(f"vLLM at {self.url} accepted adapter {vllm_name} but does not list it")
-        if not smoke:
+        if not smoke or self.store is not None:  # loading from the store generated with it already
             return
         response = await self.request("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
+        if not response.json().get("choices"):
+            raise UpstreamError(f"vLLM at {self.url} returned no choices from adapter {vllm_name}")
+
+    async def _load_from_store(self, vllm_name: str) -> None:
+        """Check the store's copy of the name's version here first (what this host can check), then ask vLLM for
+        the name with a completion: its resolver fetches and checks the version on the vLLM host, and loads it."""
+        assert self.store is not None
+        version = version_of_vllm_name(vllm_name)
+        if version is None:
+            raise UpstreamError(f"{vllm_name} names no adapter version, so it cannot be loaded from the adapter store")
+        try:
+            await asyncio.to_thread(self.store.fetch_verified, version)
+        except AdapterStoreError as exc:
+            raise UpstreamError(f"not loading {version} on {self.url}: {exc}", status_code=409) from None
+        try:
+            response = await self.request("POST", "/v1/completions", {**SMOKE_REQUEST, "model": vllm_name})
+        except UpstreamError as exc:
+            if exc.status_code not in (400, 404):
+                raise
+            raise UpstreamError(
+                f"vLLM at {self.url} did not load {version} from the adapter store {self.store.location} "
+                f"({exc.status_code}): its log names the file that failed its check, or the store it could not "
+                "read; every vLLM host needs HOUSESTYLE_ADAPTER_STORE, VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and "
+                "HouseStyle installed (its LoRA resolver)", status_code=exc.status_code,
+            ) from None
         if not response.json().get("choices"):
             raise UpstreamError(f"vLLM at {self.url} returned no choices from adapter {vllm_name}")
 

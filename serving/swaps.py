@@ -30,6 +30,7 @@ from serving.fingerprint import FingerprintChecks
 from serving.follow import Serving, Step, Wanted, decide
 from serving.replicas import Replica, ReplicaPool
 from serving.routing import BrandRoutes, LoadedVersion, RoutingTable
+from serving.shared_names import SharedNames, holds
 from serving.validation import validate_adapter
 
 log = logging.getLogger("housestyle.serving")
@@ -60,9 +61,11 @@ class AdapterSwaps:
         served_base: Callable[[], Awaitable[str | None]],
         max_loras: int,
         fingerprints: FingerprintChecks,
+        shared: SharedNames | None = None,
     ) -> None:
         self.settings, self.pool, self.routes = settings, pool, routes
         self.fingerprints = fingerprints
+        self.shared = shared  # shared replicas: names from the registry, unloaded by the last service using them
         self.max_loras = max_loras  # adapters each vLLM holds at once (--max-loras)
         self.database_url = database_url
         self.new_name, self.served_base = new_name, served_base
@@ -121,11 +124,13 @@ class AdapterSwaps:
                 raise ConflictError(f"{version} is already live; a canary must be another version")
             if previous is not None and previous.version == version:
                 table.canary_share = share
-                await self._record(registry.mark_canary, version, share, actor=actor, reason=reason)
+                await self._record(registry.mark_canary, version, share, actor=actor, reason=reason,
+                                   vllm_name=self._recorded_name(previous))
                 return SwapResult(action="canary", version=version, previous=version, replicas=self._urls())
             loaded = await self._load_everywhere(version, path, actor=actor)
             table.canary, table.canary_share = loaded, share
-            await self._record(registry.mark_canary, version, share, actor=actor, reason=reason)
+            await self._record(registry.mark_canary, version, share, actor=actor, reason=reason,
+                               vllm_name=self._recorded_name(loaded))
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action="canary", version=version, previous=previous.version if previous else None,
@@ -148,17 +153,24 @@ class AdapterSwaps:
                 loaded = await self._load_everywhere(version, path, actor=actor)
             table.live = loaded  # the atomic flip: every new request of this brand from here on gets the new version
             flipped = time.perf_counter()
-            await self._record(registry.mark_live, version, action=action, actor=actor, reason=reason)
+            await self._record(registry.mark_live, version, action=action, actor=actor, reason=reason,
+                               vllm_name=self._recorded_name(loaded))
             if previous is not None:
                 await self._retire_name(table, previous)
             return SwapResult(action=action, version=version, previous=previous.version if previous else None,
                               replicas=self._urls(), flip_ms=(flipped - started) * 1000,
                               total_ms=(time.perf_counter() - started) * 1000)
 
-    async def _load_everywhere(self, version: str, path: str, *, actor: str, record: bool = True) -> LoadedVersion:
-        """Validate the adapter in `path`, then load it under a fresh name + list check on each replica, and check
-        each answers with the version's fingerprint; undo all on failure. `record`: a version failing validation is
-        recorded as rejected (not when following: another instance served it, the fault may be this host's copy)."""
+    def _recorded_name(self, loaded: LoadedVersion) -> str | None:
+        """The name the registry records with a change: on shared replicas the one every service serves."""
+        return loaded.vllm_name if self.shared is not None else None
+
+    async def _load_everywhere(self, version: str, path: str, *, actor: str, record: bool = True,
+                               name: str | None = None) -> LoadedVersion:
+        """Validate the adapter in `path`, then load it under a fresh name (or `name`, the one the registry records
+        on shared replicas) + list check on each replica, and check each answers with the version's fingerprint;
+        undo all on failure. `record`: a version failing validation is recorded as rejected (not when following:
+        another instance served it, the fault may be this host's copy)."""
         served_base = await self.served_base()
         try:  # validation reads the adapter's files: off the event loop too
             validated = await asyncio.to_thread(validate_adapter, path, served_base_model=served_base,
@@ -176,17 +188,45 @@ class AdapterSwaps:
                 f"are in use by the brands' live and canary versions, so {version} cannot be loaded; restart "
                 "`housestyle serve` (it sizes --max-loras from the number of brands) or raise HOUSESTYLE_MAX_LORAS"
             )
-        loaded = LoadedVersion(version=version, vllm_name=self.new_name(version), path=validated.path)
-        done: list[Replica] = []
+        loaded = LoadedVersion(version=version, vllm_name=name or self.new_name(version), path=validated.path)
+        done: list[Replica] = []  # the replicas this service loaded it on (not those it found it on)
+        if self.shared is not None:
+            self.shared.about_to_use.add(loaded.vllm_name)
+            await self.shared.publish()  # before loading or adopting: no other service unloads it meanwhile
         try:
             for replica in replicas:
-                done.append(replica)
-                await replica.load_adapter(loaded.vllm_name, loaded.path, smoke=False)  # the probe generates
+                if await self.place(replica, loaded, recorded=name is not None):
+                    done.append(replica)
             await self.fingerprints.check(replicas, loaded, consequence="the swap is refused, nothing changed")
         except UpstreamError as exc:
             await asyncio.gather(*(r.unload_adapter(loaded.vllm_name) for r in done), return_exceptions=True)
             raise SwapFailedError(f"loading {version} failed, so it was unloaded again and nothing changed: {exc}") from None
+        finally:
+            if self.shared is not None:
+                self.shared.about_to_use.discard(loaded.vllm_name)
         return loaded
+
+    async def place(self, replica: Replica, loaded: LoadedVersion, *, recorded: bool) -> bool:
+        """Load `loaded` on the replica (True); on shared replicas, serve it where another service loaded it already
+        (False). A name the registry recorded is loaded only while the registry still names it: one it has moved
+        on from may have been unloaded, and vLLM must never see a name again."""
+        if self.shared is None:
+            await replica.load_adapter(loaded.vllm_name, loaded.path, smoke=False)  # the probe generates
+            return True
+        if await holds(replica, loaded.vllm_name):
+            log.info("replica %s already holds %s (loaded by another service on this store): serving it",
+                     replica.url, loaded.vllm_name)
+            return False
+        if recorded and not await self.shared.still_named(loaded.version, loaded.vllm_name):
+            raise UpstreamError(f"the registry no longer serves {loaded.version} under {loaded.vllm_name}; the next "
+                                "re-read follows what it serves now")
+        try:
+            await replica.load_adapter(loaded.vllm_name, loaded.path, smoke=False)
+        except UpstreamError as exc:  # another service loaded it a moment before us: vLLM refuses the second
+            if exc.status_code == 400 and await holds(replica, loaded.vllm_name):
+                return False
+            raise
+        return True
 
     async def _retire_name(self, table: RoutingTable, loaded: LoadedVersion) -> None:
         """Let requests already on this name finish, then unload it everywhere (its folder stays for rollback)."""
@@ -195,6 +235,10 @@ class AdapterSwaps:
         except TimeoutError:
             log.warning("requests on %s still running after %.0fs; unloading it anyway (they will fail)",
                         loaded.vllm_name, self.settings.swap_drain_timeout_s)
+        if self.shared is not None and not await self.shared.last_to_let_go(loaded.vllm_name):
+            log.info("%s stays loaded: another service on this store still uses it, and the last to let go unloads it",
+                     loaded.vllm_name)
+            return
         results = await asyncio.gather(
             *(replica.unload_adapter(loaded.vllm_name) for replica in self.pool.replicas if replica.healthy),
             return_exceptions=True,
@@ -254,7 +298,8 @@ class AdapterSwaps:
                 table.canary_share = step.share
                 return
             assert step.version is not None and step.path is not None
-            table.canary = await self._load_everywhere(step.version, step.path, actor="follow", record=False)
+            table.canary = await self._load_everywhere(step.version, step.path, actor="follow", record=False,
+                                                       name=await self._shared_name(step))
             table.canary_share = step.share
             if previous is not None:
                 await self._retire_name(table, previous)
@@ -266,9 +311,19 @@ class AdapterSwaps:
             table.live, table.canary, table.canary_share = table.canary, None, 0.0
         else:
             assert step.path is not None
-            table.live = await self._load_everywhere(step.version, step.path, actor="follow", record=False)
+            table.live = await self._load_everywhere(step.version, step.path, actor="follow", record=False,
+                                                     name=await self._shared_name(step))
         if previous is not None:
             await self._retire_name(table, previous)
+
+    async def _shared_name(self, step: Step) -> str | None:
+        """Shared replicas: the name the registry serves the step's version under (claimed when it records none)."""
+        if self.shared is None or step.version is None:
+            return None
+        name = await self.shared.name_for(step.version, step.name, self.new_name)
+        if name is None:
+            raise SwapFailedError(f"{step.version} is no longer served by the registry; the next re-read follows it")
+        return name
 
     def _urls(self) -> list[str]:
         return [replica.url for replica in self.pool.healthy()]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from core.adapter_store import open_adapter_store
 from core.errors import InputError
 from core.settings import Settings
 from serving.errors import VllmStartError
@@ -82,6 +83,18 @@ def replica_cpu_lists(cpus: list[int], replicas: int) -> list[str] | None:
     return [",".join(str(cpu) for cpu in run) for run in runs]
 
 
+def adapter_store_environment(settings: Settings) -> dict[str, str]:
+    """What the adapter store's resolver (`serving.lora_resolver`) reads in vLLM's processes: the store, its
+    endpoint and the cache, as these settings say (an empty store turns the resolver off)."""
+    store = open_adapter_store(settings)  # a bad HOUSESTYLE_ADAPTER_STORE is one error here, not in vLLM's log
+    environment = {"HOUSESTYLE_ADAPTER_STORE": settings.adapter_store}
+    if store is not None:
+        environment["HOUSESTYLE_ADAPTER_CACHE_DIR"] = str(store.cache_dir)
+        if settings.adapter_store_endpoint_url:
+            environment["HOUSESTYLE_ADAPTER_STORE_ENDPOINT_URL"] = settings.adapter_store_endpoint_url
+    return environment
+
+
 def vllm_environment(settings: Settings, *, api_key: str, cpu_bind: str | None = None) -> dict[str, str]:
     """vLLM's environment. VLLM_API_KEY guards its /v1 routes when no --api-key is given (vLLM 0.32,
     `entrypoints/serve/middleware/register.py`); /proc/PID/environ, unlike the command line, only its owner reads.
@@ -92,6 +105,7 @@ def vllm_environment(settings: Settings, *, api_key: str, cpu_bind: str | None =
     return {
         **os.environ,
         **binding,
+        **adapter_store_environment(settings),
         "VLLM_API_KEY": api_key,
         "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True",
         "VLLM_CPU_KVCACHE_SPACE": str(settings.vllm_cpu_kvcache_gib),

@@ -34,6 +34,8 @@ SCHED = "tests/test_loop_scheduler.py"
 ACCESS = "tests/test_plugin_access.py"
 CLUSTER = "tests/test_cluster_jobs.py"
 FP = "tests/test_fingerprint.py"
+SHARED = "tests/test_shared_replicas.py"
+AS = "tests/test_adapter_store.py"
 
 
 @dataclass(frozen=True)
@@ -537,6 +539,32 @@ MUTATIONS: list[Mutation] = [
              'consequence="it is loaded again")\n                        raise FingerprintMismatchError(name)\n',
              (f"{FP}::test_the_periodic_check_takes_out_a_replica_serving_other_weights_and_it_rejoins_only_on_the_"
               "right_ones",)),
+    # --- shared replicas: one name per version for the fleet, unloaded by the last to let go ---------------------
+    Mutation("shared-name-not-recorded", "serving/swaps.py",
+             "return loaded.vllm_name if self.shared is not None else None", "return None",
+             (f"{SHARED}::test_services_sharing_a_vllm_load_each_version_once_and_the_last_to_let_go_unloads_it",)),
+    Mutation("shared-unload-while-another-uses-it", "serving/shared_names.py", "return name not in others",
+             "return True",
+             (f"{SHARED}::test_services_sharing_a_vllm_load_each_version_once_and_the_last_to_let_go_unloads_it",)),
+    Mutation("shared-own-row-counts-as-another", "core/served_names.py",
+             "select(ServedNames).where(ServedNames.holder != holder)", "select(ServedNames)",
+             (f"{SHARED}::test_a_name_counts_as_used_only_by_a_living_other_service",)),
+    Mutation("shared-name-claimed-twice", "core/registry.py", "AdapterVersion.vllm_name.is_(None),\n", "",
+             (f"{SHARED}::test_a_name_is_claimed_once_and_only_for_a_served_version",)),
+    Mutation("shared-stale-name-loaded-again", "serving/swaps.py",
+             "if recorded and not await self.shared.still_named(loaded.version, loaded.vllm_name):",
+             "if False:",
+             (f"{SHARED}::test_a_lagging_service_never_loads_a_name_the_registry_moved_on_from",)),
+    # --- the adapter store: a version is served only from a copy checked against its manifest ----------------------
+    Mutation("store-fetch-unchecked", "core/adapter_store.py",
+             "                if sha256_file(staging / name) != files[name]:", "                if False:",
+             (f"{AS}::test_a_tampered_or_incomplete_version_is_refused_and_nothing_is_cached",)),
+    Mutation("store-manifest-any-version", "core/adapter_store.py",
+             "if not combined_hash(files).startswith(suffix):", "if False:",
+             (f"{AS}::test_a_manifest_is_that_versions_or_refused",)),
+    Mutation("store-publish-changed-folder", "core/adapter_store.py",
+             "        if changed is not None:\n", "        if False:\n",
+             (f"{AS}::test_a_changed_folder_or_a_clashing_copy_is_not_published",)),
 ]
 
 

@@ -87,6 +87,7 @@ class StandInVllm:
     def __init__(self) -> None:
         self.loaded: dict[str, str] = {}
         self.loads: list[str] = []
+        self.unloads: list[str] = []
         app = web.Application()
         app.add_routes([web.get("/health", self.health), web.get("/v1/models", self.models),
                         web.post("/v1/load_lora_adapter", self.load), web.post("/v1/unload_lora_adapter", self.unload),
@@ -115,6 +116,9 @@ class StandInVllm:
 
     async def load(self, request: web.Request) -> web.Response:
         body = await request.json()
+        if body["lora_name"] in self.loaded:  # as vLLM answers a second load of a name without load_inplace
+            return web.json_response({"error": {"message": f"The lora adapter '{body['lora_name']}' has already "
+                                                           "been loaded."}}, status=400)
         self.loaded[body["lora_name"]] = body["lora_path"]
         self.loads.append(body["lora_name"])
         return web.Response(text="ok")
@@ -123,6 +127,7 @@ class StandInVllm:
         body = await request.json()
         if self.loaded.pop(body["lora_name"], None) is None:
             return web.json_response({"error": {"message": "not loaded"}}, status=404)
+        self.unloads.append(body["lora_name"])
         return web.Response(text="ok")
 
     async def complete(self, request: web.Request) -> web.Response:

@@ -4,7 +4,8 @@ Everything goes through the processes' own HTTP APIs, as a load balancer's clien
 30% and a rollback made through instance A are served by instance B within the bound (NOTIFY wakes B's follower; the
 periodic re-read is the safety net); a widget conversation gets the same version from either instance; the rollback
 guard acts once, in one instance; killing the instance that holds the scheduler's lease moves the scheduler to the
-other, which goes on answering.
+other, which goes on answering. The two share the vLLM server (HOUSESTYLE_SHARED_REPLICAS): each version is loaded
+there once, under the one name both serve, and a name no service uses any more is unloaded.
 `tests/test_registry_follow.py` covers the following in-process against stand-ins, on both stores.
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy import select
 from core.db import open_store, session_scope
 from core.models import AdapterEvent, JobLock
 from plugin.loop.scheduler import LEASE_NAME
+from serving.vllm_names import version_of_vllm_name
 from tests.fixtures.service import WidgetConversation, make_role_keys, start_widget_conversation
 from tests.fixtures.stores import PostgresCluster, replay_reviews
 from tests.fixtures.vllm import RunningVllm, make_lora_adapter, register_adapter_folder
@@ -86,7 +88,7 @@ def two_instances(postgres_cluster: PostgresCluster, vllm_server: RunningVllm, t
            "HOUSESTYLE_MAX_LORA_RANK": "16", "HOUSESTYLE_HEALTH_INTERVAL_S": "0.5",
            "HOUSESTYLE_REDACT_AT_INGEST": "false", "HOUSESTYLE_REPLY_MAX_TOKENS": "4",
            "HOUSESTYLE_WIDGET_RATE_PER_CLIENT": "1000", "HOUSESTYLE_RATE_LIMIT_PER_SECOND": "1000",
-           "HOUSESTYLE_RATE_LIMIT_BURST": "1000"}
+           "HOUSESTYLE_RATE_LIMIT_BURST": "1000", "HOUSESTYLE_SHARED_REPLICAS": "true"}
     instances: list[Instance] = []
     try:
         for name in ("a", "b"):
@@ -101,6 +103,17 @@ def two_instances(postgres_cluster: PostgresCluster, vllm_server: RunningVllm, t
                 instance.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 instance.process.kill()
+
+
+def names_on_vllm(vllm_server: RunningVllm, versions: set[str]) -> dict[str, list[str]]:
+    """The names vLLM lists for each of `versions` (the shared server also holds other tests' names)."""
+    models = httpx.get(f"{vllm_server.url}/v1/models", headers={"Authorization": f"Bearer {vllm_server.api_key}"},
+                       timeout=30).json()["data"]
+    names: dict[str, list[str]] = {}
+    for model in models:
+        if version_of_vllm_name(model["id"]) in versions:
+            names.setdefault(version_of_vllm_name(model["id"]), []).append(model["id"])
+    return names
 
 
 def scheduler_pid(url: str) -> int | None:
@@ -122,6 +135,12 @@ def test_two_services_on_one_postgres_serve_what_either_changed_and_hand_on_the_
     admin = a.client("admin")
     followed: dict[str, float] = {}
 
+    def one_name_each() -> bool:
+        """vLLM holds each served version once, under the name both services serve, and no other of ours."""
+        names = a.serving()["vllm_names"]
+        return names == b.serving()["vllm_names"] and names_on_vllm(vllm_server, {v1, v2, v3}) == {
+            version: [name] for version, name in names.items()}
+
     def b_serves(live: str | None, canary: str | None = None, share: float = 0.0) -> Callable[[], bool]:
         def check() -> bool:
             serving = b.serving()
@@ -131,12 +150,14 @@ def test_two_services_on_one_postgres_serve_what_either_changed_and_hand_on_the_
 
     assert admin.post(f"/admin/adapters/{v1}/promote", json={"reason": "passed the gate"}).status_code == 200
     followed["promote"] = wait_for(b_serves(v1), BOUND_S, f"B serves {v1}")
+    wait_for(one_name_each, BOUND_S, f"{v1} loaded once, under one name")
     answer = b.client("agent").post("/v1/chat/completions", json={
         "model": "gadgetcorp-assistant", "max_tokens": 2, "messages": [{"role": "user", "content": "Hello"}]})
     assert answer.status_code == 200 and answer.json()["system_fingerprint"] == f"housestyle:{v1}", answer.text
 
     assert admin.post(f"/admin/adapters/{v2}/canary", json={"share": 0.3}).status_code == 200
     followed["canary"] = wait_for(b_serves(v1, v2, 0.3), BOUND_S, f"B serves the canary {v2} at 0.3")
+    wait_for(one_name_each, BOUND_S, f"{v1} and {v2} loaded once each")
     on_a, on_b = a.client("widget"), b.client("widget")
     sides = []
     for n in range(30):  # a conversation started on A and continued on B gets the same version from both
@@ -155,6 +176,8 @@ def test_two_services_on_one_postgres_serve_what_either_changed_and_hand_on_the_
     assert rolled.status_code == 200 and rolled.json()["version"] == v1, rolled.text
     followed["rollback"] = wait_for(b_serves(v1), BOUND_S, f"B rolled back to {v1}")
     print(f"served by B after the change on A (s): {followed}")
+    wait_for(one_name_each, 60, f"only {v1} left loaded, once")  # v2 and v3 unloaded by the last to let go
+    assert set(a.serving()["vllm_names"]) == {v1}
 
     # v2 goes live and agents correct it far more than v1: the rollback guard, which runs only in the instance
     # holding the scheduler's lease, rolls it back once, and both instances serve v1 again

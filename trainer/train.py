@@ -1,8 +1,9 @@
 """The LoRA fine-tuning recipe: base + export in, a registered candidate adapter out.
 
 Read it top to bottom: settle the config, load base and data, wrap the base with LoRA, fit, then save the adapter
-into a temp folder beside its destination, hash it, register it and rename it into place in one transaction — a
-failure at any point leaves no half-written folder and no registry row.
+into a temp folder beside its destination, hash it, register it and rename it into place in one transaction (with
+HOUSESTYLE_ADAPTER_STORE set, copied into the store before the row is written) — a failure at any point leaves no
+half-written folder and no registry row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from collector.brands import brand_id_of
 from core.adapter_manifest import AdapterManifest, code_version, combined_hash, hash_adapter_files, write_manifest
+from core.adapter_store import open_adapter_store
 from core.db import session_scope
 from core.errors import ConflictError, InputError
 from core.models import RunStatus, utcnow
@@ -281,6 +283,9 @@ def _publish(
             write_manifest(staging, manifest)
             os.rename(staging, final)
             published = final.resolve()
+            store = open_adapter_store(settings)
+            if store is not None:  # every model server reads it there; registered means published
+                store.publish(version, published)
             register_adapter(
                 session, version=version, path=str(published), base_model=base_id, rank=config.rank,
                 base_model_hash=manifest.base_model_hash, dataset_hash=manifest.dataset_hash, metrics=metrics,
