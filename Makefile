@@ -25,8 +25,10 @@ demo: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
+# Two workers (pytest-xdist): the tests that need the shared vLLM on one, the rest spread over both
+# (tests/conftest.py); the models the tests train are built once and shared (tests/fixtures/models.py).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Re-pin after changing dependencies in pyproject.toml (run inside a working .venv).
 lock:

@@ -17,3 +17,16 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.upstream",
 ]
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest's hook signature
+    """Under pytest-xdist (`make test` runs two workers) every test that starts a vLLM or uses the shared one (the
+    browser tests' service does) runs on one worker: one shared vLLM per run, not one per worker (each is CPU- and
+    memory-hungry on 2 cores), and the tests sharing it keep the order they have in a plain run."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    import pytest
+
+    for item in items:
+        if item.get_closest_marker("vllm") is not None or "vllm_server" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("vllm"))

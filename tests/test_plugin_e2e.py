@@ -173,10 +173,14 @@ def test_chatwoot_customer_gets_a_draft_note_and_the_agents_edit_is_recorded(e2e
     )
     assert anonymous.post("/chatwoot/webhook", params=webhook, json=echo).json()["action"] == "ignored"
 
-    agent_text = note["json"]["content"] + " Our team will follow up by email today."
+    # a small edit of whatever the model drafted (a sign-off shorter than any real draft): similar enough to count
+    # as an edit, not a reply written from scratch (HOUSESTYLE_CHATWOOT_EDIT_THRESHOLD 0.5); a long addition to a
+    # short draft would count as a rejection, whichever the draft is that this session's memory led to
+    agent_text = note["json"]["content"] + " Thanks!"
+    assert len(note["json"]["content"]) >= 2 * len(" Thanks!"), note["json"]["content"]
     reply = chatwoot_event(agent_text, "outgoing", sender_type="user", conversation=77, account=5, message_id=999)
     outcome = anonymous.post("/chatwoot/webhook", params=webhook, json=reply).json()
-    assert outcome["action"] == "review-recorded" and outcome["detail"].endswith("edited")
+    assert outcome["action"] == "review-recorded" and outcome["detail"].endswith("edited"), (agent_text, outcome)
     with session_scope(e2e_service.settings.resolved_database_url) as session:
         conversation = recorder.find_conversation(session, "chatwoot", "5:77")
         draft = session.execute(select(Draft).where(Draft.conversation_id == conversation.id)).scalar_one()

@@ -39,7 +39,8 @@ HOLDERS = [
 ]
 
 
-@pytest.mark.parametrize(("holder", "expires_in_s", "counts"), HOLDERS)
+@pytest.mark.parametrize(("holder", "expires_in_s", "counts"), HOLDERS,
+                         ids=["alive-here", "gone-here", "unexpired-elsewhere", "expired-elsewhere"])
 def test_a_name_counts_as_used_only_by_a_living_other_service(store_url: str, holder: str, expires_in_s: int,
                                                               counts: bool) -> None:
     """Catches a stale or dead service's names blocking the unload forever, or a living one's being ignored (its
