@@ -1,5 +1,5 @@
-"""Answer memory: retrieval latency and index memory at 10k and 100k stored exchanges, and the time from an agent's
-review to its exchange being retrievable.
+"""Answer memory: retrieval latency and index memory at 10k, 100k and 1M stored exchanges, and the time from an
+agent's review to its exchange being retrievable.
 
 1. Index: a synthetic brand's exchanges (products x intents x phrasings, with placeholders, like the redacted store
    holds) are indexed (`collector.memory.index.MemoryIndex`); `search` (k=3) is timed for 1000 new questions
@@ -9,7 +9,8 @@ review to its exchange being retrievable.
    (stamp read + search + prompt fit, what the reply path calls), the first build from the store, and review ->
    retrievable: `recorder.record_review`, the redaction worker's pass over that conversation (spaCy), then the
    next `recall` that finds it (index extended, not rebuilt). The worker runs every HOUSESTYLE_REDACT_INTERVAL_S
-   (2 s), so a review waits that long at most, plus what is measured here.
+   (2 s), so a review waits that long at most, plus what is measured here. The index holds the brand's newest
+   HOUSESTYLE_MEMORY_MAX_EXCHANGES exchanges (default 100,000; `index_rows` shows it): a 1M store recalls like 100k.
 
 Run: .venv/bin/python bench/memory.py [--sizes 10000 100000] [--out r.json]
 """
@@ -128,7 +129,7 @@ def _now():
 
 def bench_store(size: int, settings) -> dict:
     from collector import recorder
-    from collector.memory import forget_indexes, recall
+    from collector.memory import forget_indexes, memory_index, recall
     from collector.pii.ingest import redact_conversations, redactor_for
     from core.db import open_store, session_scope
     from core.models import Role
@@ -141,6 +142,8 @@ def bench_store(size: int, settings) -> dict:
     started = time.perf_counter()
     recall(url, [("user", "warm")], brand_id=1, settings=settings)
     first_build_s = time.perf_counter() - started
+    with session_scope(url) as session:
+        index_rows = len(memory_index(session, 1, newest=settings.memory_max_exchanges))
     times = []
     with session_scope(url) as session:
         for query, _ in exchanges(500, seed=2):
@@ -166,7 +169,7 @@ def bench_store(size: int, settings) -> dict:
     found = recall(url, [("user", "Zorblax toaster sparks")], brand_id=1, settings=settings).examples
     retrievable_s = time.perf_counter() - started
     assert found and "Zorblax" in found[0].reply and "Jane" not in found[0].reply, found
-    return {"exchanges": size, "first_build_from_store_s": round(first_build_s, 2),
+    return {"exchanges": size, "index_rows": index_rows, "first_build_from_store_s": round(first_build_s, 2),
             "recall_p50_ms": round(percentile(times, 0.5), 3), "recall_p99_ms": round(percentile(times, 0.99), 3),
             "review_recorded_ms": round(review_s * 1000, 1), "redaction_pass_ms": round(redact_s * 1000, 1),
             "next_recall_finds_it_ms": round(retrievable_s * 1000, 1),

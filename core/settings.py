@@ -356,6 +356,11 @@ class Settings(BaseSettings):
     memory_min_score: float = Field(
         2.0, ge=0, description="BM25 score a past exchange needs to be offered as an example, so a \"thanks\" gets none."
     )
+    memory_max_exchanges: int = Field(
+        100_000, ge=1, description="Newest reviewed exchanges of a brand answer memory holds; older ones leave it at "
+        "its next rebuild. Bounds its memory (about 40 MiB per 100k) and a search (p50 about 4 ms at 100k, 45 ms at "
+        "1M: BENCHMARKS.md); newer answers are the current ones."
+    )
     memory_max_prompt_chars: int = Field(
         2000, ge=100, description="Longest block of past exchanges (characters) added to a system prompt; lower ones "
         "are left out."

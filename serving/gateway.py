@@ -201,8 +201,9 @@ class ServingGateway:
             except InputError as exc:
                 log.error("not serving %s version %s: %s", role, adapter.version, exc)
                 continue
-            name = self._new_vllm_name(adapter.version)
-            if self.shared is not None:
+            if self.shared is None:
+                name = self._new_vllm_name(adapter.version)
+            else:
                 name = await self.shared.name_for(adapter.version, adapter.vllm_name, self._new_vllm_name)
                 if name is None:
                     continue  # taken off since the read: the follower serves what replaced it

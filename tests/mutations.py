@@ -565,6 +565,14 @@ MUTATIONS: list[Mutation] = [
     Mutation("store-publish-changed-folder", "core/adapter_store.py",
              "        if changed is not None:\n", "        if False:\n",
              (f"{AS}::test_a_changed_folder_or_a_clashing_copy_is_not_published",)),
+    # --- answer memory holds a brand's newest exchanges, up to HOUSESTYLE_MEMORY_MAX_EXCHANGES ------------------------
+    Mutation("memory-limit-unapplied", "collector/memory/recall.py",
+             "batch = read_exchanges(session, brand_id, newest=newest)", "batch = read_exchanges(session, brand_id)",
+             ("tests/test_memory.py::test_memory_holds_the_brands_newest_exchanges_up_to_its_limit",)),
+    Mutation("memory-limit-keeps-the-oldest", "collector/memory/exchanges.py",
+             "query.order_by(Review.id.desc()).limit(newest)).all()[::-1]",
+             "query.order_by(Review.id).limit(newest)).all()",
+             ("tests/test_memory.py::test_memory_holds_the_brands_newest_exchanges_up_to_its_limit",)),
 ]
 
 

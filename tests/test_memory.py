@@ -205,13 +205,33 @@ def test_the_cached_index_is_extended_when_a_new_review_is_redacted(store_url: s
     reviewed(store_url, WARRANTY_Q, WARRANTY_A)
     redact_store(store_url)
     with session_scope(store_url) as session:
-        first = memory_index(session, DEFAULT_BRAND_ID)
-        assert memory_index(session, DEFAULT_BRAND_ID) is first  # same stamp: no work
+        first = memory_index(session, DEFAULT_BRAND_ID, newest=100)
+        assert memory_index(session, DEFAULT_BRAND_ID, newest=100) is first  # same stamp: no work
     reviewed(store_url, RETURN_Q, RETURN_A)
     redact_store(store_url)
     with session_scope(store_url) as session:
-        grown = memory_index(session, DEFAULT_BRAND_ID)
+        grown = memory_index(session, DEFAULT_BRAND_ID, newest=100)
     assert grown.base is first.base and grown.tail_rows == 1 and len(grown) == 2
+
+
+@pytest.mark.parametrize(("held", "recalled_products"), [
+    (5, {"SuperWidget", "MegaGadget", "UltraPhone", "NanoHub", "PowerDock"}),
+    (3, {"UltraPhone", "NanoHub", "PowerDock"}),  # the two oldest left out
+    (1, {"PowerDock"}),
+])
+def test_memory_holds_the_brands_newest_exchanges_up_to_its_limit(store_url: str, held: int,
+                                                                  recalled_products: set[str]) -> None:
+    """HOUSESTYLE_MEMORY_MAX_EXCHANGES bounds the index to the newest reviews (catches: the limit not applied, or
+    the oldest kept instead of the newest)."""
+    products = ["SuperWidget", "MegaGadget", "UltraPhone", "NanoHub", "PowerDock"]  # reviewed in this order
+    for product in products:
+        reviewed(store_url, f"Is my {product} waterproof?", f"Yes, the {product} is waterproof.")
+    redact_store(store_url)
+    settings = memory_on(memory_max_exchanges=held, memory_examples=5)
+    with session_scope(store_url) as session:
+        assert len(memory_index(session, DEFAULT_BRAND_ID, newest=held)) == held
+    found = {example.reply.split()[2] for example in recalled(store_url, "waterproof?", settings=settings)}
+    assert found == recalled_products
 
 
 def test_an_api_call_gets_the_same_past_answers_in_its_prompt_as_the_widget(store_url: str) -> None:

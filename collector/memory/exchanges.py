@@ -67,16 +67,20 @@ class Batch:
     settled: int
 
 
-def read_exchanges(session: Session, brand_id: int, *, after: int = 0) -> Batch:
-    """The brand's exchanges with review id above `after` whose texts are redacted (one not redacted yet waits:
-    memory never holds raw text). Outdated and superseded ones are switched off by the index (`removed_since`)."""
-    reviews = session.execute(
+def read_exchanges(session: Session, brand_id: int, *, after: int = 0, newest: int | None = None) -> Batch:
+    """The brand's exchanges with review id above `after` (the `newest` reviews of them, when given) whose texts are
+    redacted (one not redacted yet waits: memory never holds raw text). Outdated and superseded ones are switched
+    off by the index (`removed_since`)."""
+    query = (
         select(Review.id, Draft.conversation_id, Draft.position, Review.redacted_final_text, Review.final_text)
         .join(Draft, Draft.id == Review.draft_id)
         .join(Conversation, Conversation.id == Draft.conversation_id)
         .where(Conversation.brand_id == brand_id, Review.id > after, Review.final_text.is_not(None))
-        .order_by(Review.id)
-    ).all()
+    )
+    if newest is None:
+        reviews = session.execute(query.order_by(Review.id)).all()
+    else:
+        reviews = session.execute(query.order_by(Review.id.desc()).limit(newest)).all()[::-1]
     turns = _turns_of(session, {conversation_id for _, conversation_id, _, _, _ in reviews})
     exchanges: list[StoredExchange] = []
     waiting: list[int] = []

@@ -1,6 +1,7 @@
 """Recall: the brand's past exchanges most like a conversation, for its next reply's prompt (`core.prompts`).
 
-One index per store and brand and process (`index.MemoryIndex`), brought up to date when the store's stamp moves
+One index per store and brand and process (`index.MemoryIndex`) over the brand's newest
+HOUSESTYLE_MEMORY_MAX_EXCHANGES exchanges, brought up to date when the store's stamp moves
 (`exchanges.read_stamp`: one query of four primary-key maxima): new reviews are appended and outdated or superseded
 ones switched off in place; an erasure or a retention purge (an audit event), or a tail grown past a tenth of the
 index, rebuilds it from the store. So a forgotten customer's exchanges are gone from the next recall on.
@@ -51,7 +52,7 @@ class Recall(BaseModel):
         return [example.review_id for example in self.examples]
 
 
-_indexes: dict[tuple[str, int], MemoryIndex] = {}
+_indexes: dict[tuple[str, int, int], MemoryIndex] = {}  # (store, brand, most exchanges) -> index
 _lock = threading.Lock()  # one update per store and brand at a time; searches need no lock
 _stamp_reads: dict[str, float] = {}  # store -> when this process last read its stamp
 
@@ -60,27 +61,29 @@ def _store_key(session: Session) -> str:
     return session.get_bind().url.render_as_string(hide_password=False)
 
 
-def memory_index(session: Session, brand_id: int) -> MemoryIndex:
-    """The brand's index at the store's current stamp: the cached one, extended, or rebuilt."""
+def memory_index(session: Session, brand_id: int, *, newest: int) -> MemoryIndex:
+    """The brand's index at the store's current stamp: the cached one, extended, or rebuilt from the brand's `newest`
+    exchanges (HOUSESTYLE_MEMORY_MAX_EXCHANGES; one grows past it by at most a tenth, or MIN_TAIL_REBUILD, before
+    its rebuild drops the oldest)."""
     store = _store_key(session)
     read_at = time.monotonic()  # before the read: a change committed while it runs is not taken for older
     stamp = read_stamp(session)
-    key = (store, brand_id)
+    key = (store, brand_id, newest)
     index = _indexes.get(key)
     if index is None or index.stamp != stamp:
         with _lock:
             index = _indexes.get(key)
             if index is None or index.stamp != stamp:
-                index = _updated(session, brand_id, index, stamp)
+                index = _updated(session, brand_id, index, stamp, newest)
                 _indexes[key] = index
     _stamp_reads[store] = read_at
     return index
 
 
-def _updated(session: Session, brand_id: int, index: MemoryIndex | None, stamp: Stamp) -> MemoryIndex:
+def _updated(session: Session, brand_id: int, index: MemoryIndex | None, stamp: Stamp, newest: int) -> MemoryIndex:
     if (index is None or index.stamp.audit != stamp.audit
             or index.tail_rows > max(MIN_TAIL_REBUILD, index.base_rows // 10)):
-        batch = read_exchanges(session, brand_id)
+        batch = read_exchanges(session, brand_id, newest=newest)
         built = MemoryIndex.build(batch.exchanges, stamp=stamp, settled=batch.settled)
         return built.extended([], removed_since(session, review_after=0, outdated_after=0), stamp=stamp,
                               settled=batch.settled)
@@ -111,9 +114,9 @@ def recall(
     if settings.memory_examples <= 0 or not query:
         return Recall(query=query)
     if isinstance(store, Session):
-        return _recall(memory_index(store, brand_id), query, settings, keep)
+        return _recall(memory_index(store, brand_id, newest=settings.memory_max_exchanges), query, settings, keep)
     with db.session_scope(store) as session:
-        return _recall(memory_index(session, brand_id), query, settings, keep)
+        return _recall(memory_index(session, brand_id, newest=settings.memory_max_exchanges), query, settings, keep)
 
 
 def recall_from_memory(
@@ -126,7 +129,7 @@ def recall_from_memory(
         return Recall(query=query)
     store = get_engine(url).url.render_as_string(hide_password=False)
     read_at = _stamp_reads.get(store)
-    index = _indexes.get((store, brand_id))
+    index = _indexes.get((store, brand_id, settings.memory_max_exchanges))
     if read_at is None or index is None or time.monotonic() - read_at >= max_age_s:
         return None
     return _recall(index, query, settings, None)
