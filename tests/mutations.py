@@ -570,9 +570,12 @@ MUTATIONS: list[Mutation] = [
              "batch = read_exchanges(session, brand_id, newest=newest)", "batch = read_exchanges(session, brand_id)",
              ("tests/test_memory.py::test_memory_holds_the_brands_newest_exchanges_up_to_its_limit",)),
     Mutation("memory-limit-keeps-the-oldest", "collector/memory/exchanges.py",
-             "query.order_by(Review.id.desc()).limit(newest)).all()[::-1]",
-             "query.order_by(Review.id).limit(newest)).all()",
+             ".order_by(Review.id.desc()).limit(newest)\n        ).all()[::-1]",
+             ".order_by(Review.id).limit(newest)\n        ).all()",
              ("tests/test_memory.py::test_memory_holds_the_brands_newest_exchanges_up_to_its_limit",)),
+    Mutation("memory-new-reviews-of-any-brand", "collector/memory/exchanges.py",
+             "reviews = [row for row in read if row[1] in ours]", "reviews = read",
+             ("tests/test_memory.py::test_brand_a_never_recalls_brand_bs_exchanges",)),
 ]
 
 

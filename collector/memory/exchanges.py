@@ -71,16 +71,23 @@ def read_exchanges(session: Session, brand_id: int, *, after: int = 0, newest: i
     """The brand's exchanges with review id above `after` (the `newest` reviews of them, when given) whose texts are
     redacted (one not redacted yet waits: memory never holds raw text). Outdated and superseded ones are switched
     off by the index (`removed_since`)."""
-    query = (
-        select(Review.id, Draft.conversation_id, Draft.position, Review.redacted_final_text, Review.final_text)
-        .join(Draft, Draft.id == Review.draft_id)
-        .join(Conversation, Conversation.id == Draft.conversation_id)
-        .where(Conversation.brand_id == brand_id, Review.id > after, Review.final_text.is_not(None))
-    )
+    columns = select(Review.id, Draft.conversation_id, Draft.position, Review.redacted_final_text, Review.final_text)
     if newest is None:
-        reviews = session.execute(query.order_by(Review.id)).all()
+        # the reviews since the last read, found by their key: filtered on the brand in SQL, SQLite's planner starts
+        # from the brand's conversations and reads every one of them (1.2 s per new review at 1M stored)
+        read = session.execute(columns.join(Draft, Draft.id == Review.draft_id)
+                               .where(Review.id > after, Review.final_text.is_not(None)).order_by(Review.id)).all()
+        ours = _of_brand(session, brand_id, {conversation_id for _, conversation_id, _, _, _ in read})
+        reviews = [row for row in read if row[1] in ours]
+        top = read[-1][0] if read else after  # other brands' reviews up to it were read and are not ours
     else:
-        reviews = session.execute(query.order_by(Review.id.desc()).limit(newest)).all()[::-1]
+        reviews = session.execute(
+            columns.join(Draft, Draft.id == Review.draft_id)
+            .join(Conversation, Conversation.id == Draft.conversation_id)
+            .where(Conversation.brand_id == brand_id, Review.id > after, Review.final_text.is_not(None))
+            .order_by(Review.id.desc()).limit(newest)
+        ).all()[::-1]
+        top = reviews[-1][0] if reviews else after
     turns = _turns_of(session, {conversation_id for _, conversation_id, _, _, _ in reviews})
     exchanges: list[StoredExchange] = []
     waiting: list[int] = []
@@ -90,8 +97,15 @@ def read_exchanges(session: Session, brand_id: int, *, after: int = 0, newest: i
             waiting.append(review_id)  # not redacted yet
         elif customer and reply.strip():
             exchanges.append(StoredExchange(review_id, conversation_id, customer, reply))
-    top = reviews[-1][0] if reviews else after
     return Batch(exchanges, min(waiting) - 1 if waiting else top)
+
+
+def _of_brand(session: Session, brand_id: int, conversation_ids: Iterable[int]) -> set[int]:
+    """Those of `conversation_ids` that belong to the brand."""
+    ids = sorted(conversation_ids)
+    return {conversation_id for start in range(0, len(ids), CHUNK) for conversation_id in session.execute(
+        select(Conversation.id).where(Conversation.id.in_(ids[start : start + CHUNK]),
+                                      Conversation.brand_id == brand_id)).scalars()}
 
 
 def _turns_of(session: Session, conversation_ids: Iterable[int]) -> dict[int, list[tuple[int, str, str | None]]]:
