@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # The bundled sample holds enough edited drafts for a preference candidate: every refresh test would also train
 # and score SFT+DPO. Tests of the method choice set their own threshold (tests/test_preference_training.py).
 os.environ.setdefault("HOUSESTYLE_PREFERENCE_MIN_PAIRS", "1000000")
@@ -19,14 +21,13 @@ pytest_plugins = [
 ]
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the group marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest's hook signature
     """Under pytest-xdist (`make test` runs two workers) every test that starts a vLLM or uses the shared one (the
     browser tests' service does) runs on one worker: one shared vLLM per run, not one per worker (each is CPU- and
     memory-hungry on 2 cores), and the tests sharing it keep the order they have in a plain run."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
-    import pytest
-
     for item in items:
         if item.get_closest_marker("vllm") is not None or "vllm_server" in item.fixturenames:
             item.add_marker(pytest.mark.xdist_group("vllm"))
