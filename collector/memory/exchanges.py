@@ -71,20 +71,19 @@ def read_exchanges(session: Session, brand_id: int, *, after: int = 0, newest: i
     """The brand's exchanges with review id above `after` (the `newest` reviews of them, when given) whose texts are
     redacted (one not redacted yet waits: memory never holds raw text). Outdated and superseded ones are switched
     off by the index (`removed_since`)."""
-    columns = select(Review.id, Draft.conversation_id, Draft.position, Review.redacted_final_text, Review.final_text)
+    reviewed = (select(Review.id, Draft.conversation_id, Draft.position, Review.redacted_final_text, Review.final_text)
+                .join(Draft, Draft.id == Review.draft_id).where(Review.id > after, Review.final_text.is_not(None)))
     if newest is None:
         # the reviews since the last read, found by their key: filtered on the brand in SQL, SQLite's planner starts
         # from the brand's conversations and reads every one of them (1.2 s per new review at 1M stored)
-        read = session.execute(columns.join(Draft, Draft.id == Review.draft_id)
-                               .where(Review.id > after, Review.final_text.is_not(None)).order_by(Review.id)).all()
+        read = session.execute(reviewed.order_by(Review.id)).all()
         ours = _of_brand(session, brand_id, {conversation_id for _, conversation_id, _, _, _ in read})
         reviews = [row for row in read if row[1] in ours]
         top = read[-1][0] if read else after  # other brands' reviews up to it were read and are not ours
     else:
         reviews = session.execute(
-            columns.join(Draft, Draft.id == Review.draft_id)
-            .join(Conversation, Conversation.id == Draft.conversation_id)
-            .where(Conversation.brand_id == brand_id, Review.id > after, Review.final_text.is_not(None))
+            reviewed.join(Conversation, Conversation.id == Draft.conversation_id)
+            .where(Conversation.brand_id == brand_id)
             .order_by(Review.id.desc()).limit(newest)
         ).all()[::-1]
         top = reviews[-1][0] if reviews else after
