@@ -216,6 +216,9 @@ def test_a_private_audited_refresh_trains_sft_with_dp_and_gates_on_the_audit(
     monkeypatch.setenv("HOUSESTYLE_TRAIN_DP_EPSILON", "8")
     monkeypatch.setenv("HOUSESTYLE_AUDIT_ON_REFRESH", "true")
     monkeypatch.setenv("HOUSESTYLE_REFRESH_EVAL_LIMIT", "4")  # the verdict's inputs, not its quality, are tested here
+    # four replies a version are generated in-process: a short-lived vLLM would cost a minute to start (the test
+    # above, on shuffled replies, runs the refresh's own vLLM)
+    monkeypatch.setenv("HOUSESTYLE_EVAL_ENGINE", "transformers")
     get_settings.cache_clear()
     settings = get_settings()
     swapper = RecordingSwapper()
