@@ -130,6 +130,7 @@ def _now():
 def bench_store(size: int, settings) -> dict:
     from collector import recorder
     from collector.memory import forget_indexes, memory_index, recall
+    from collector.pii.erasure import forget
     from collector.pii.ingest import redact_conversations, redactor_for
     from core.db import open_store, session_scope
     from core.models import Role
@@ -152,7 +153,7 @@ def bench_store(size: int, settings) -> dict:
             times.append((time.perf_counter() - started) * 1000)
     redactor = redactor_for(settings)
     redactor.redact_conversation([("user", "warm up spaCy")])
-    question = "Hi, my name is Jane Roe and my Zorblax toaster sparks, is that covered?"
+    question = "Hi, my name is Jane Roe (jane.roe@example.com) and my Zorblax toaster sparks, is that covered?"
     started = time.perf_counter()
     with session_scope(url) as session:
         conversation = recorder.start_conversation(session)
@@ -169,12 +170,24 @@ def bench_store(size: int, settings) -> dict:
     found = recall(url, [("user", "Zorblax toaster sparks")], brand_id=1, settings=settings).examples
     retrievable_s = time.perf_counter() - started
     assert found and "Zorblax" in found[0].reply and "Jane" not in found[0].reply, found
+    # an erasure: the next recall trims the cached index; before, it rebuilt the index from the store (the baseline)
+    forget(url, actor="bench", email="jane.roe@example.com")
+    started = time.perf_counter()
+    after_erasure = recall(url, [("user", "Zorblax toaster sparks")], brand_id=1, settings=settings).examples
+    erasure_s = time.perf_counter() - started
+    assert not any("Zorblax" in example.reply for example in after_erasure), after_erasure
+    forget_indexes()
+    started = time.perf_counter()
+    rebuilt = recall(url, [("user", "Zorblax toaster sparks")], brand_id=1, settings=settings).examples
+    rebuild_s = time.perf_counter() - started
+    assert rebuilt == after_erasure, (rebuilt, after_erasure)
     return {"exchanges": size, "index_rows": index_rows, "first_build_from_store_s": round(first_build_s, 2),
             "recall_p50_ms": round(percentile(times, 0.5), 3), "recall_p99_ms": round(percentile(times, 0.99), 3),
             "review_recorded_ms": round(review_s * 1000, 1), "redaction_pass_ms": round(redact_s * 1000, 1),
             "next_recall_finds_it_ms": round(retrievable_s * 1000, 1),
             "review_to_retrievable_ms_excl_worker_wait": round((review_s + redact_s + retrievable_s) * 1000, 1),
-            "mean_stdev_recall_ms": [round(statistics.mean(times), 3), round(statistics.pstdev(times), 3)]}
+            "mean_stdev_recall_ms": [round(statistics.mean(times), 3), round(statistics.pstdev(times), 3)],
+            "recall_after_erasure_ms": round(erasure_s * 1000, 1), "rebuild_from_store_ms": round(rebuild_s * 1000, 1)}
 
 
 def main() -> None:

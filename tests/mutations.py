@@ -576,6 +576,16 @@ MUTATIONS: list[Mutation] = [
     Mutation("memory-new-reviews-of-any-brand", "collector/memory/exchanges.py",
              "reviews = [row for row in read if row[1] in ours]", "reviews = read",
              ("tests/test_memory.py::test_brand_a_never_recalls_brand_bs_exchanges",)),
+    # --- an erasure trims the cached memory index instead of rebuilding it -------------------------------------------
+    Mutation("memory-erasure-keeps-the-postings", "collector/memory/index.py",
+             "self.base.kept(keep[: self.base_rows])", "self.base",
+             ("tests/test_memory.py::test_an_index_without_erased_exchanges_holds_and_ranks_as_one_built_without_them",)),
+    Mutation("memory-erasure-not-trimmed", "collector/memory/recall.py",
+             "        if gone := reviews_gone(session, index.positions):", "        if gone := set():",
+             ("tests/test_memory.py::test_an_erasure_trims_the_brands_cached_index_and_leaves_other_brands_indexes_as_they_were",)),
+    Mutation("memory-erasure-rebuilds", "collector/memory/recall.py",
+             "    if index is None or index.tail_rows > max(", "    if index is None or index.stamp.audit != stamp.audit or index.tail_rows > max(",
+             ("tests/test_memory.py::test_an_erasure_trims_the_brands_cached_index_and_leaves_other_brands_indexes_as_they_were",)),
 ]
 
 

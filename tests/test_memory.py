@@ -188,6 +188,50 @@ def test_the_index_grows_without_a_rebuild_and_ranks_as_one_built_at_once() -> N
     assert 1 not in [h.exchange.review_id for h in gone.search("SuperWidget warranty", k=6)]
 
 
+@pytest.mark.parametrize("erased", [{1}, {2, 5}, {6}, {3, 4, 5, 6}, {1, 2, 3, 4, 5, 6}, set()],
+                         ids=["first-base-row", "base-and-tail", "last-tail-row", "whole-tail", "everything", "none"])
+def test_an_index_without_erased_exchanges_holds_and_ranks_as_one_built_without_them(erased: set[int]) -> None:
+    """An erasure drops its exchanges from the index (texts, postings and statistics) rather than rebuilding it from
+    the store: the result must search exactly as an index built from what is left (catches: a row left in the
+    postings, rows renumbered wrongly, the tail or the statistics not trimmed)."""
+    texts = ["SuperWidget warranty two years", "MegaGadget return label", "SuperWidget wifi setup fails",
+             "order shipping time", "warranty for the MegaGadget battery", "refund after a return"]
+    rows = [StoredExchange(i + 1, i + 1, text, f"reply {i}") for i, text in enumerate(texts)]
+    held = MemoryIndex.build(rows[:3]).extended(rows[3:], set(), stamp=None, settled=6)  # 3 base rows, 3 tail rows
+    trimmed = held.without(erased, stamp=None)
+    left = [row for row in rows if row.review_id not in erased]
+    rebuilt = MemoryIndex.build(left)
+    assert [e.review_id for e in trimmed.exchanges] == [e.review_id for e in left] and len(trimmed) == len(left)
+    for query in ("warranty on my MegaGadget", "return", "SuperWidget setup", "shipping", "refund label"):
+        a = [(h.exchange.review_id, h.score) for h in rebuilt.search(query, k=6)]
+        b = [(h.exchange.review_id, h.score) for h in trimmed.search(query, k=6)]
+        assert [i for i, _ in a] == [i for i, _ in b], query
+        assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-3), query
+
+
+def test_an_erasure_trims_the_brands_cached_index_and_leaves_other_brands_indexes_as_they_were(
+        store_url: str) -> None:
+    """`housestyle forget` moves the store's stamp for every brand: the brand that held the customer's exchange
+    drops it without a rebuild from the store, another brand keeps its index (catches: a full rebuild on every
+    erasure, 10-13 s under the lock at 100k exchanges, or an erased exchange kept)."""
+    with session_scope(store_url) as session:
+        other = int(create_brand(session, "business", brand_fields(company_name="Business"),
+                                 settings=get_settings()).id)
+    reviewed(store_url, WARRANTY_Q, WARRANTY_A)
+    reviewed(store_url, "Is the SuperWidget warranty transferable?", "Yes, it follows the SuperWidget.")
+    reviewed(store_url, RETURN_Q, RETURN_A, brand_id=other)
+    redact_store(store_url)
+    with session_scope(store_url) as session:
+        ours, theirs = (memory_index(session, brand, newest=100) for brand in (DEFAULT_BRAND_ID, other))
+    forget(store_url, actor="dpo", email="jane.doe@example.com")
+    with session_scope(store_url) as session:
+        ours_after, theirs_after = (memory_index(session, brand, newest=100) for brand in (DEFAULT_BRAND_ID, other))
+    assert [e.reply for e in ours_after.exchanges] == ["Yes, it follows the SuperWidget."]
+    assert ours_after.base is not ours.base and ours_after.base.vocab is ours.base.vocab  # trimmed, not rebuilt
+    assert theirs_after.base is theirs.base and theirs_after.exchanges == theirs.exchanges
+    assert [e.reply for e in recalled(store_url, "SuperWidget warranty")] == ["Yes, it follows the SuperWidget."]
+
+
 PAST = ["My UltraHub is dead.", "My HyperDongle is dead.",
         "My SuperWidget is completely dead, nothing happens when I press the button",
         "How do I return my SuperWidget?", "SuperWidget shipping takes how long?", "Is the SuperWidget waterproof?"]

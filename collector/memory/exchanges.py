@@ -153,6 +153,14 @@ def removed_since(session: Session, *, review_after: int, outdated_after: int) -
     return set(session.execute(outdated).scalars()) | set(session.execute(superseded_query(review_after)).scalars())
 
 
+def reviews_gone(session: Session, review_ids: Iterable[int]) -> set[int]:
+    """Those of `review_ids` no longer in the store (an erasure deleted them)."""
+    ids = sorted(review_ids)
+    present = {review_id for start in range(0, len(ids), CHUNK) for review_id in session.execute(
+        select(Review.id).where(Review.id.in_(ids[start : start + CHUNK]))).scalars()}
+    return set(ids) - present
+
+
 def exchanges_of_chats(conversations: Iterable[Sequence[Mapping[str, Any]]]) -> list[StoredExchange]:
     """The exchanges of exported chat records (already redacted), as memory would hold them: each assistant turn
     with the customer turns it answered; the record's position stands for the conversation id, the running count

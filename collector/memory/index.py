@@ -46,6 +46,16 @@ class Postings:
         start = np.searchsorted(tokens, np.arange(len(vocab) + 1)).astype(np.int64)
         return cls(vocab, start, (keys % max(len(token_ids), 1)).astype(np.int32), counts.astype(np.float32))
 
+    def kept(self, keep: np.ndarray) -> Postings:
+        """These postings over the rows where `keep` (bool per row) holds, renumbered in order; tokens no kept row
+        has stay in the vocabulary with no rows (a document frequency of 0 scores nothing)."""
+        entry_token = np.repeat(np.arange(len(self.vocab), dtype=np.int64), np.diff(self.start))
+        wanted = keep[self.rows]
+        renumbered = np.cumsum(keep, dtype=np.int64) - 1
+        start = np.zeros(len(self.vocab) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(entry_token[wanted], minlength=len(self.vocab)), out=start[1:])
+        return Postings(self.vocab, start, renumbered[self.rows[wanted]].astype(np.int32), self.tfs[wanted])
+
     def of(self, token: str) -> tuple[np.ndarray, np.ndarray] | None:
         t = self.vocab.get(token)
         if t is None:
@@ -108,6 +118,19 @@ class MemoryIndex:
         return MemoryIndex((*self.exchanges, *new), self.base, self.base_rows,
                            (*self.tail, *(Counter(tokens) for tokens in documents)), lengths, alive, stamp,
                            settled, positions)
+
+    def without(self, review_ids: set[int], *, stamp: Any) -> MemoryIndex:
+        """This index with the exchanges of `review_ids` dropped, texts and postings both (an erasure: they leave the
+        process, not only the ranking); the statistics are then those of what is left, as a rebuild's would be."""
+        keep = np.ones(len(self.exchanges), dtype=bool)
+        for review_id in review_ids:
+            if (row := self.positions.get(review_id)) is not None:
+                keep[row] = False
+        exchanges = tuple(exchange for exchange, kept in zip(self.exchanges, keep, strict=True) if kept)
+        return MemoryIndex(exchanges, self.base.kept(keep[: self.base_rows]), int(keep[: self.base_rows].sum()),
+                           tuple(counts for counts, kept in zip(self.tail, keep[self.base_rows :], strict=True) if kept),
+                           self.lengths[keep], self.alive[keep], stamp, self.settled,
+                           {exchange.review_id: row for row, exchange in enumerate(exchanges)})
 
     def search(self, query: str, *, k: int, min_score: float = 0.0,
                keep: Callable[[StoredExchange], bool] | None = None) -> list[Hit]:

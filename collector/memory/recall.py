@@ -3,8 +3,9 @@
 One index per store and brand and process (`index.MemoryIndex`) over the brand's newest
 HOUSESTYLE_MEMORY_MAX_EXCHANGES exchanges, brought up to date when the store's stamp moves
 (`exchanges.read_stamp`: one query of four primary-key maxima): new reviews are appended and outdated or superseded
-ones switched off in place; an erasure or a retention purge (an audit event), or a tail grown past a tenth of the
-index, rebuilds it from the store. So a forgotten customer's exchanges are gone from the next recall on.
+ones switched off in place; after an erasure (an audit event) the exchanges whose reviews left the store are
+dropped from it, texts and postings; a tail grown past a tenth of the index rebuilds it from the store. So a
+forgotten customer's exchanges are gone from the next recall on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from collector.knowledge.retrieval import conversation_query
-from collector.memory.exchanges import Stamp, StoredExchange, read_exchanges, read_stamp, removed_since
+from collector.memory.exchanges import Stamp, StoredExchange, read_exchanges, read_stamp, removed_since, reviews_gone
 from collector.memory.index import MemoryIndex
 from core import db
 from core.db import get_engine
@@ -81,12 +82,14 @@ def memory_index(session: Session, brand_id: int, *, newest: int) -> MemoryIndex
 
 
 def _updated(session: Session, brand_id: int, index: MemoryIndex | None, stamp: Stamp, newest: int) -> MemoryIndex:
-    if (index is None or index.stamp.audit != stamp.audit
-            or index.tail_rows > max(MIN_TAIL_REBUILD, index.base_rows // 10)):
+    if index is None or index.tail_rows > max(MIN_TAIL_REBUILD, index.base_rows // 10):
         batch = read_exchanges(session, brand_id, newest=newest)
         built = MemoryIndex.build(batch.exchanges, stamp=stamp, settled=batch.settled)
         return built.extended([], removed_since(session, review_after=0, outdated_after=0), stamp=stamp,
                               settled=batch.settled)
+    if index.stamp.audit != stamp.audit:  # an erasure (or a retention purge, which leaves redacted text as it was)
+        if gone := reviews_gone(session, index.positions):
+            index = index.without(gone, stamp=index.stamp)
     batch = read_exchanges(session, brand_id, after=index.settled)
     removed = removed_since(session, review_after=index.settled, outdated_after=index.stamp.outdated)
     return index.extended(batch.exchanges, removed, stamp=stamp, settled=batch.settled)
