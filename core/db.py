@@ -118,12 +118,25 @@ def migrate(connection: Connection, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    """The newest schema revision this code knows (read once per process: the scripts do not change under it)."""
+    from alembic.script import ScriptDirectory
+
+    return str(ScriptDirectory.from_config(_alembic_config("")).get_current_head())
+
+
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the store's schema up to date (safe to call on every start)."""
+    """Bring the store's schema up to date (safe to call on every start). A store already at the head is only read
+    (alembic's environment and scripts cost 40-300 ms a call, paid by every process and test that opens a store)."""
+    from alembic.runtime.migration import MigrationContext
+
     url = normalise_url(url)
     engine = get_engine(url)
     try:
         with engine.begin() as connection:
+            if revision == "head" and MigrationContext.configure(connection).get_current_revision() == head_revision():
+                return
             migrate(connection, revision)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
@@ -182,13 +195,6 @@ def known_revisions() -> set[str]:
     from alembic.script import ScriptDirectory
 
     return {script.revision for script in ScriptDirectory.from_config(_alembic_config("")).walk_revisions()}
-
-
-def head_revision() -> str:
-    """The newest schema revision this code knows."""
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(_alembic_config("")).get_current_head()
 
 
 PROBE_BYTES = 8192  # more than a page: writing it needs the store to be able to grow

@@ -292,12 +292,18 @@ def test_an_agency_sets_up_a_second_brand_and_its_data_never_mixes_with_the_firs
 
 
 # --- the migration ------------------------------------------------------------------------------------------------
-def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_before(store_url: str) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_store_from_before_brands_becomes_the_default_brand_and_looks_as_before(
+        kind: str, housestyle_home: Path, request: pytest.FixtureRequest) -> None:
     from sqlalchemy import text
 
     from core import db
 
+    # an empty store of its own, built up to 0008 only (`store_url`'s are at the current schema already)
+    store_url = (f"sqlite:///{housestyle_home / 'old.db'}" if kind == "sqlite"
+                 else request.getfixturevalue("postgres_cluster").create_database())
     db.upgrade(store_url, "0008")
+    assert db.current_revision(store_url) == "0008"
     now = "2026-01-01 00:00:00"
     with db.get_engine(store_url).begin() as connection:
         connection.execute(text(
