@@ -129,13 +129,11 @@ def head_revision() -> str:
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the store's schema up to date (safe to call on every start). A store already at the head is only read
     (alembic's environment and scripts cost 40-300 ms a call, paid by every process and test that opens a store)."""
-    from alembic.runtime.migration import MigrationContext
-
     url = normalise_url(url)
     engine = get_engine(url)
     try:
         with engine.begin() as connection:
-            if revision == "head" and MigrationContext.configure(connection).get_current_revision() == head_revision():
+            if revision == "head" and _revision_on(connection) == head_revision():
                 return
             migrate(connection, revision)
     except OperationalError as exc:
@@ -148,10 +146,14 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def current_revision(url: str) -> str | None:
     """The schema revision the store is at, or None for an empty database."""
+    with get_engine(url).connect() as connection:
+        return _revision_on(connection)
+
+
+def _revision_on(connection: Connection) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    with get_engine(url).connect() as connection:
-        return MigrationContext.configure(connection).get_current_revision()
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def table_names(url: str) -> list[str]:
